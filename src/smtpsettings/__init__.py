@@ -1,0 +1,1 @@
+"""smtpsettings: the DocSpace SMTP settings API as a self-hosted service."""

@@ -1,0 +1,97 @@
+"""Per-request facts every handler needs: the portal (by Host), the client address and the caller."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar import Request
+
+from smtpsettings.api.negotiation import check_body_type
+from smtpsettings.domain.accounts import Portal, Principal, User, normalize_hostname
+from smtpsettings.domain.errors import BadArgument, NotFound
+from smtpsettings.services.auth import Credentials
+from smtpsettings.store import accounts
+
+if TYPE_CHECKING:
+    from smtpsettings.app import Services
+
+__all__ = ("client_address", "current_portal", "current_principal", "read_json", "services", "settings_manager")
+
+AUTH_COOKIE = "asc_auth_key"
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def current_portal(request: Request) -> Portal:
+    """The portal answering the request's Host; the default portal for unknown Hosts, if there is one."""
+    cached = request.scope["state"].get("portal")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    host = normalize_hostname(request.headers.get("host", ""))
+    portal = None
+    if host is not None:
+        portal = await services(request).db.read(lambda c: accounts.find_portal_for_host(c, host))
+    if portal is None:
+        raise NotFound("No portal answers this host name.")
+    request.scope["state"]["portal"] = portal
+    return portal
+
+
+def client_address(request: Request) -> str:
+    """The client's IP; X-Forwarded-For is believed only from configured trusted proxies."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = services(request).trusted_proxies
+    if not trusted or not _in(peer, trusted):
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop
+    return peer
+
+
+def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+async def current_principal(request: Request) -> Principal:
+    portal = await current_portal(request)
+    credentials = Credentials(request.cookies.get(AUTH_COOKIE), request.headers.get("authorization"))
+    principal = await services(request).auth.authenticate(portal, credentials, client_address(request))
+    request.scope["state"]["user_id"] = principal.user.id
+    return principal
+
+
+async def settings_manager(request: Request) -> tuple[Portal, User]:
+    """The portal and the signed-in owner or admin acting on it (401/403 otherwise)."""
+    principal = await current_principal(request)
+    return await current_portal(request), services(request).auth.require_settings_manager(principal)
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON, after the content-type check; size limits are enforced by the app.
+
+    Raises:
+        UnsupportedMediaType: not a JSON content type.
+        BadArgument: not UTF-8 or not well-formed JSON.
+    """
+    check_body_type(request.headers.get("content-type"))
+    raw = await request.body()
+    if not raw.strip():
+        raise BadArgument("The request body is empty; send the settings as a JSON object.")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadArgument("The request body is not valid UTF-8.") from None
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BadArgument(f"The request body is not valid JSON: {exc}.") from None

@@ -1,0 +1,67 @@
+"""DocSpace's response envelopes: every JSON answer, success or error, is wrapped the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+
+__all__ = ("error_response", "success_response")
+
+_encoder = msgspec.json.Encoder()
+
+
+def _count(payload: Any) -> int:
+    if payload is None:
+        return 0
+    if isinstance(payload, list | tuple):
+        return len(payload)
+    return 1
+
+
+def _media_type(request: Request) -> str:
+    media = request.scope.get("state", {}).get("media_type", "application/json")
+    # Litestar adds the charset to text/* types itself.
+    return media if media.startswith("text/") else media + "; charset=utf-8"
+
+
+def success_response(request: Request, payload: Any, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+    body: dict[str, Any] = {
+        "response": payload,
+        "count": _count(payload),
+        "links": [{"href": str(request.url), "action": request.method}],
+        "status": 0,
+        "statusCode": status_code,
+    }
+    return Response(
+        content=_encoder.encode(body),
+        status_code=status_code,
+        media_type=_media_type(request),
+        headers=headers,
+    )
+
+
+def error_response(
+    request: Request,
+    status_code: int,
+    message: str,
+    *,
+    error_type: str = "Error",
+    response: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
+    """The error envelope. ``stack`` is always null: a stack trace never leaves the server."""
+    body: dict[str, Any] = {
+        "error": {"message": message, "type": error_type, "stack": None, "hresult": 0},
+        "status": 1,
+        "statusCode": status_code,
+    }
+    if response is not None:
+        body["response"] = response
+    return Response(
+        content=_encoder.encode(body),
+        status_code=status_code,
+        media_type=_media_type(request),
+        headers=headers,
+    )

@@ -1,0 +1,91 @@
+"""The one place where errors become HTTP: each maps to a DocSpace error envelope, never a stack trace."""
+
+from __future__ import annotations
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from smtpsettings.api.envelope import error_response
+from smtpsettings.api.negotiation import NotAcceptable, UnsupportedMediaType
+from smtpsettings.crypto import DecryptionError
+from smtpsettings.domain.errors import (
+    AccessDenied,
+    BadArgument,
+    DomainError,
+    NotAuthenticated,
+    NotFound,
+    TooManyRequests,
+    ValidationFailed,
+)
+from smtpsettings.store.database import StoreUnavailable
+
+__all__ = ("exception_handlers",)
+
+log = structlog.get_logger("smtpsettings.api")
+
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (ValidationFailed, 400, "ArgumentException"),
+    (BadArgument, 400, "ArgumentException"),
+    (NotAuthenticated, 401, "AuthenticationException"),
+    (AccessDenied, 403, "SecurityException"),
+    (NotFound, 404, "ItemNotFoundException"),
+    (TooManyRequests, 429, "TooManyRequestsException"),
+    (NotAcceptable, 406, "NotAcceptableException"),
+    (UnsupportedMediaType, 415, "UnsupportedMediaTypeException"),
+]
+
+_HTTP_MESSAGES = {
+    404: "The requested resource was not found.",
+    405: "The method is not allowed for this resource.",
+    413: "The request body is too large.",
+}
+
+
+def _domain_error(request: Request, exc: DomainError) -> Response[bytes]:
+    for cls, status, error_type in _STATUS:
+        if isinstance(exc, cls):
+            break
+    else:  # pragma: no cover - every DomainError subclass is listed above
+        status, error_type = 400, "Error"
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+    response = None
+    if isinstance(exc, ValidationFailed):
+        response = {"title": "One or more validation errors occurred.", "status": 400, "errors": exc.errors}
+    return error_response(request, status, exc.message, error_type=error_type, response=response, headers=headers)
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    if status >= 500:
+        return _unexpected(request, exc)
+    message = _HTTP_MESSAGES.get(status) or (exc.detail if isinstance(exc.detail, str) else "Bad request")
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    return error_response(request, status, message, error_type="HttpException", headers=headers or None)
+
+
+def _unavailable(request: Request, exc: StoreUnavailable) -> Response[bytes]:
+    log.warning("store_unavailable", reason=str(exc))
+    return error_response(request, 503, str(exc), error_type="ServiceUnavailable", headers={"Retry-After": "5"})
+
+
+def _undecryptable(request: Request, exc: DecryptionError) -> Response[bytes]:
+    # The key ring does not match the database: an operator problem, said plainly to the operator.
+    log.error("secret_undecryptable", reason=str(exc))
+    return error_response(
+        request, 500, "A stored secret cannot be decrypted with this server's key ring; see the server log.", error_type="Error"
+    )
+
+
+def _unexpected(request: Request, exc: Exception) -> Response[bytes]:
+    log.exception("unhandled_error", exc_type=type(exc).__name__)
+    return error_response(request, 500, "Internal server error.", error_type="Error")
+
+
+exception_handlers = {
+    DomainError: _domain_error,
+    HTTPException: _http_error,
+    StoreUnavailable: _unavailable,
+    DecryptionError: _undecryptable,
+    Exception: _unexpected,
+}

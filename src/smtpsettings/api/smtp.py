@@ -1,0 +1,51 @@
+"""``/api/2.0/smtpsettings/smtp``: read, save and reset a portal's SMTP settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, delete, get, post
+
+from smtpsettings.api.context import client_address, read_json, services, settings_manager
+from smtpsettings.api.envelope import success_response
+from smtpsettings.domain.smtp import SmtpSettings, parse_settings
+
+__all__ = ("reset_smtp_settings", "get_smtp_settings", "save_smtp_settings", "settings_dto")
+
+PATH = "/api/2.0/smtpsettings/smtp"
+
+
+def settings_dto(settings: SmtpSettings) -> dict[str, Any]:
+    """The wire form. The password is write-only: every response carries ``""``."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "senderAddress": settings.sender_address,
+        "senderDisplayName": settings.sender_display_name,
+        "credentialsUserName": settings.credentials_user_name,
+        "credentialsUserPassword": "",
+        "enableSSL": settings.enable_ssl,
+        "enableAuth": settings.enable_auth,
+        "useNtlm": settings.use_ntlm,
+        "isDefaultSettings": settings.is_default,
+    }
+
+
+@get(PATH)
+async def get_smtp_settings(request: Request) -> Response[bytes]:
+    portal, _ = await settings_manager(request)
+    return success_response(request, settings_dto(await services(request).smtp.get(portal)))
+
+
+@post(PATH, status_code=200)
+async def save_smtp_settings(request: Request) -> Response[bytes]:
+    portal, user = await settings_manager(request)
+    new = parse_settings(await read_json(request))
+    saved = await services(request).smtp.save(portal, user, new, client_address(request))
+    return success_response(request, settings_dto(saved))
+
+
+@delete(PATH, status_code=200)
+async def reset_smtp_settings(request: Request) -> Response[bytes]:
+    portal, user = await settings_manager(request)
+    return success_response(request, settings_dto(await services(request).smtp.reset(portal, user, client_address(request))))

@@ -1,0 +1,139 @@
+"""The ASGI application: routes, the request-log wrapper and the services each worker holds."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from litestar import Litestar, Request
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from smtpsettings.api import authentication, docs, smtp
+from smtpsettings.api.errors import exception_handlers
+from smtpsettings.api.negotiation import NotAcceptable, response_media_type
+from smtpsettings.config import Settings, load_settings
+from smtpsettings.crypto import KeyRing
+from smtpsettings.logs import configure_logging
+from smtpsettings.services.auth import AuthService
+from smtpsettings.services.smtp import SmtpSettingsService
+from smtpsettings.store.database import Database
+
+__all__ = ("Services", "create_app")
+
+log = structlog.get_logger("smtpsettings.access")
+
+
+class Services:
+    """Everything a request may use, built once per worker from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url)
+        self.keyring = KeyRing(settings.key_file)
+        self.auth = AuthService(self.db, settings)
+        self.smtp = SmtpSettingsService(self.db, self.keyring, settings.default_smtp)
+        self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
+    """Build the application; with no settings given they are read from the environment (granian's factory)."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    services = Services(settings)
+    services.db.migrate()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = Litestar(
+        route_handlers=[
+            authentication.sign_in,
+            authentication.is_signed_in,
+            authentication.sign_out,
+            smtp.get_smtp_settings,
+            smtp.save_smtp_settings,
+            smtp.reset_smtp_settings,
+            *docs.route_handlers,
+        ],
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        before_request=_refuse_unacceptable,
+        lifespan=[lifespan],
+        openapi_config=None,
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+        debug=False,
+    )
+    app.state.services = services
+    return RequestLog(app)
+
+
+async def _refuse_unacceptable(request: Request) -> None:
+    if request.scope["state"].get("not_acceptable"):
+        raise NotAcceptable()
+
+
+class RequestLog:
+    """Outermost ASGI layer: content negotiation, hardening headers and one log line per request.
+
+    It wraps the whole router so that 404s and 405s are negotiated and logged like everything else.
+    """
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+        accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), None)
+        try:
+            state["media_type"] = response_media_type(accept)
+        except NotAcceptable:
+            state["media_type"] = "application/json"
+            state["not_acceptable"] = True
+        request_id = uuid.uuid4().hex[:16]
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"cache-control", b"no-store"),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            portal = state.get("portal")
+            log.info(
+                "request",
+                request_id=request_id,
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                client=(scope.get("client") or ("-",))[0],
+                portal=portal.hostname if portal else None,
+                user_id=state.get("user_id"),
+            )

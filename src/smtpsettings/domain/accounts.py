@@ -1,0 +1,70 @@
+"""Portals, users and roles: who may do what, with no HTTP or SQL in sight."""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import msgspec
+
+__all__ = ("Portal", "Principal", "Role", "User", "normalize_email", "normalize_hostname", "valid_email")
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    USER = "user"
+    GUEST = "guest"
+
+    @property
+    def manages_settings(self) -> bool:
+        """Only the owner and portal admins may read or change a portal's SMTP settings (as in DocSpace)."""
+        return self in (Role.OWNER, Role.ADMIN)
+
+
+class Portal(msgspec.Struct, frozen=True):
+    id: int
+    hostname: str
+    is_default: bool
+
+
+class User(msgspec.Struct, frozen=True):
+    id: int
+    portal_id: int
+    email: str
+    display_name: str
+    role: Role
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """The user a request acts for, and how it proved it (``session``, ``apikey`` or ``basic``)."""
+
+    user: User
+    via: str
+    session_token_hash: str | None = None
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+# Deliberately plain: one @, no spaces or control characters, a dotted or single-label domain.
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def normalize_hostname(value: str) -> str | None:
+    """The portal name a Host header or CLI argument denotes, or None when it is not a hostname."""
+    host = value.strip().lower()
+    if host.startswith("["):  # [::1]:8080
+        host = host[: host.find("]") + 1] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    host = host.rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        return host
+    return host if _HOSTNAME.match(host) else None
+
+
+def valid_email(value: str) -> bool:
+    return len(value) <= 254 and _EMAIL.match(value) is not None
+
+
+def normalize_email(value: str) -> str:
+    return value.strip().lower()

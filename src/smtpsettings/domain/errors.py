@@ -1,0 +1,52 @@
+"""The domain's errors. The API turns each into one DocSpace error envelope (see ``api/errors.py``).
+
+::
+
+    DomainError
+    ├── BadArgument           a rule refused the input ("Empty smtp host.")
+    │   └── ValidationFailed  per-field type/length/range errors, keyed by PascalCase property name
+    ├── NotAuthenticated      no or bad credentials
+    ├── AccessDenied          signed in, but the role may not do this
+    ├── NotFound              no such portal or resource
+    └── TooManyRequests       a rate limit; carries the seconds until a retry can succeed
+"""
+
+from __future__ import annotations
+
+__all__ = ("AccessDenied", "BadArgument", "DomainError", "NotAuthenticated", "NotFound", "TooManyRequests", "ValidationFailed")
+
+
+class DomainError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadArgument(DomainError):
+    pass
+
+
+class ValidationFailed(BadArgument):
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        first = next(iter(errors.values()))[0] if errors else "One or more validation errors occurred."
+        super().__init__(first)
+        self.errors = errors
+
+
+class NotAuthenticated(DomainError):
+    pass
+
+
+class AccessDenied(DomainError):
+    def __init__(self, message: str = "Access denied") -> None:
+        super().__init__(message)
+
+
+class NotFound(DomainError):
+    pass
+
+
+class TooManyRequests(DomainError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)

@@ -1,0 +1,69 @@
+"""Reusable async SMTP sending with admin-facing diagnostics.
+
+Used by the "send test mail" job and, later, by notification senders::
+
+    report = await send_message(target, build_test_message(...), policy, on_step=progress)
+
+Failures raise a :class:`MailError` subclass (see :mod:`smtpsettings.mail.errors`)
+whose ``str()`` is one actionable sentence and whose ``details``/``transcript``
+carry the same diagnostics as a :class:`SendReport`. Secrets never appear in
+either.
+"""
+
+from __future__ import annotations
+
+from smtpsettings.mail.client import (
+    AUTH_PREFERENCE,
+    STEP_AUTHENTICATE,
+    STEP_CONNECT,
+    STEP_SEND,
+    STEPS,
+    StepCallback,
+    send_message,
+)
+from smtpsettings.mail.errors import (
+    AuthenticationError,
+    ConfigurationRefused,
+    ConnectError,
+    MailError,
+    MailTimeout,
+    SendError,
+    TLSError,
+)
+from smtpsettings.mail.message import TEST_SUBJECT, build_test_message
+from smtpsettings.mail.policy import (
+    DEFAULT_DENY_NETWORKS,
+    MailPolicy,
+    denied_network,
+    plaintext_auth_allowed,
+)
+from smtpsettings.mail.report import Detail, SendReport
+from smtpsettings.mail.target import IMPLICIT_TLS_PORT, SmtpTarget, uses_implicit_tls
+
+__all__ = [
+    "AUTH_PREFERENCE",
+    "DEFAULT_DENY_NETWORKS",
+    "IMPLICIT_TLS_PORT",
+    "STEPS",
+    "STEP_AUTHENTICATE",
+    "STEP_CONNECT",
+    "STEP_SEND",
+    "TEST_SUBJECT",
+    "AuthenticationError",
+    "ConfigurationRefused",
+    "ConnectError",
+    "Detail",
+    "MailError",
+    "MailPolicy",
+    "MailTimeout",
+    "SendError",
+    "SendReport",
+    "SmtpTarget",
+    "StepCallback",
+    "TLSError",
+    "build_test_message",
+    "denied_network",
+    "plaintext_auth_allowed",
+    "send_message",
+    "uses_implicit_tls",
+]

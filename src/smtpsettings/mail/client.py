@@ -1,0 +1,627 @@
+"""Sending one message through an admin-configured SMTP server, with diagnostics.
+
+The TCP connection is opened here, not by aiosmtplib: we resolve the name
+ourselves, refuse denied networks *before* any packet is sent, try each
+allowed address in turn and time the connect. The connected socket is then
+handed to :class:`aiosmtplib.SMTP`, which still verifies the certificate
+against the configured host *name* (``hostname=target.host``).
+
+Deadlines (see :class:`MailPolicy`):
+
+* ``connect_timeout``: DNS, each TCP connect, and each TLS handshake. With
+  implicit TLS, aiosmtplib uses one deadline for handshake and greeting, so the
+  greeting shares it there.
+* ``command_timeout``: each SMTP reply, the greeting included.
+* ``total_timeout``: the whole send (``asyncio.timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import email.policy
+import email.utils
+import io
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from email.generator import BytesGenerator
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+from aiosmtplib import SMTP, SMTPResponse
+
+from smtpsettings.mail.errors import (
+    AuthenticationError,
+    ConfigurationRefused,
+    ConnectError,
+    MailError,
+    MailTimeout,
+    SendError,
+    TLSError,
+)
+from smtpsettings.mail.ntlm import authenticate_ntlm
+from smtpsettings.mail.policy import MailPolicy, denied_network, plaintext_auth_allowed
+from smtpsettings.mail.report import Detail, DetailLevel, SendReport
+from smtpsettings.mail.target import SmtpTarget, uses_implicit_tls
+from smtpsettings.mail.tls import build_tls_context, certificate_verify_message, describe_tls, find_ssl_error
+from smtpsettings.mail.transcript import Redactor, Transcript, truncate
+
+__all__ = [
+    "AUTH_PREFERENCE",
+    "STEP_AUTHENTICATE",
+    "STEP_CONNECT",
+    "STEP_SEND",
+    "STEPS",
+    "StepCallback",
+    "send_message",
+]
+
+STEP_CONNECT = "Connect to host"
+STEP_AUTHENTICATE = "Authenticate"
+STEP_SEND = "Send test message"
+STEPS = (STEP_CONNECT, STEP_AUTHENTICATE, STEP_SEND)
+
+AUTH_PREFERENCE = ("cram-md5", "plain", "login")
+"""Best first. CRAM-MD5 never puts the password on the wire, which matters when
+an operator allowed plaintext AUTH; PLAIN (one round trip) beats LOGIN. Same
+order as smtplib and aiosmtplib, so behaviour matches other clients."""
+
+_TRY_NEXT_MECHANISM = frozenset({504, 534})
+"""Replies meaning "not this mechanism" (not "wrong password"): only then is the
+next mechanism tried, so bad credentials never cost several failed logins."""
+
+StepCallback = Callable[[str], Awaitable[None]]
+
+
+def _secs(value: float) -> str:
+    return f"{value:g}"
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 1)
+
+
+def _reply(response: SMTPResponse | aiosmtplib.SMTPResponseException) -> str:
+    code = response.code
+    message = response.message.replace("\n", " / ")
+    return truncate(f"{code} {message}".strip(), 300)
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return reason[:1].lower() + reason[1:]
+
+
+def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
+    sender_header = message.get("Sender") or message.get("From") or ""
+    senders = [addr for _, addr in email.utils.getaddresses([str(sender_header)]) if addr]
+    recipients = [
+        addr
+        for field in ("To", "Cc", "Bcc")
+        for _, addr in email.utils.getaddresses([str(v) for v in message.get_all(field, [])])
+        if addr
+    ]
+    return (senders[0] if senders else ""), recipients
+
+
+def _flatten(message: EmailMessage, *, utf8: bool) -> bytes:
+    # Bcc must reach the envelope but never the headers.
+    if "Bcc" in message:
+        message = copy.deepcopy(message)
+        del message["Bcc"]
+    buffer = io.BytesIO()
+    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    BytesGenerator(buffer, policy=policy).flatten(message)
+    return buffer.getvalue()
+
+
+class _StepCallbackFailed(Exception):
+    """Wraps an exception from ``on_step`` so it is re-raised unchanged, not as a MailError."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(repr(original))
+        self.original = original
+
+
+class _Session:
+    """State of one send: the connection, current step and collected diagnostics."""
+
+    def __init__(
+        self,
+        target: SmtpTarget,
+        policy: MailPolicy,
+        on_step: StepCallback | None,
+        implicit_tls: bool,
+    ) -> None:
+        self.target = target
+        self.policy = policy
+        self.on_step = on_step
+        self.implicit_tls = implicit_tls
+        self.redactor = Redactor()
+        self.redactor.add_password(target.username, target.password)
+        self.transcript = Transcript(self.redactor)
+        self.details: list[Detail] = []
+        self.step = STEP_CONNECT
+        self.address = ""
+        self.smtp: SMTP | None = None
+        self.sock: socket.socket | None = None
+        self._tls_context: ssl.SSLContext | None = None
+
+    # -- diagnostics ---------------------------------------------------------
+
+    def detail(self, message: str, elapsed_ms: float | None = None, level: DetailLevel = "info") -> None:
+        self.details.append(Detail(self.step, self.redactor.scrub(message), elapsed_ms, level))
+
+    async def enter(self, step: str) -> None:
+        self.step = step
+        if self.on_step is not None:
+            try:
+                await self.on_step(step)
+            except Exception as exc:
+                raise _StepCallbackFailed(exc) from exc
+
+    def fail(self, cls: type[MailError], message: str) -> MailError:
+        return cls(self.redactor.scrub(message), step=self.step)
+
+    def finish_error(self, exc: MailError) -> MailError:
+        exc.message = self.redactor.scrub(exc.message)
+        exc.args = (exc.message,)
+        if not exc.step:
+            exc.step = self.step
+        self.details.append(Detail(exc.step, exc.message, None, "error"))
+        exc.details = list(self.details)
+        exc.transcript = list(self.transcript.lines)
+        return exc
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.target.host}:{self.target.port}"
+
+    def tls_context(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            try:
+                self._tls_context = build_tls_context(self.policy.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise self.fail(
+                    TLSError, f"Could not load the CA file {self.policy.ca_file}: {_os_reason(exc)}"
+                ) from exc
+        return self._tls_context
+
+    # -- run -----------------------------------------------------------------
+
+    async def run(self, message: EmailMessage) -> SendReport:
+        started = time.perf_counter()
+        try:
+            try:
+                async with asyncio.timeout(self.policy.total_timeout):
+                    await self.connect()
+                    if self.target.enable_auth:
+                        await self.authenticate()
+                    await self.send(message)
+                    await self.quit()
+            except TimeoutError as exc:
+                if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+                    raise
+                raise self.fail(
+                    MailTimeout,
+                    f"Sending did not finish within {_secs(self.policy.total_timeout)} s "
+                    f"(total timeout) at step {self.step}",
+                ) from exc
+        except MailError as exc:
+            self.finish_error(exc)
+            raise
+        except _StepCallbackFailed as exc:
+            raise exc.original from None
+        except Exception as exc:
+            raise self.finish_error(self.translate(exc)) from exc
+        finally:
+            self.close()
+        self.details.append(Detail(STEP_SEND, "Message sent", _ms(started)))
+        return SendReport(details=list(self.details), transcript=list(self.transcript.lines))
+
+    def translate(self, exc: Exception) -> MailError:
+        """Map an exception not handled where it happened to a MailError."""
+        host = self.target.host
+        verify = certificate_verify_message(exc)
+        if verify is not None:
+            return self.fail(TLSError, f"Certificate verify failed: {verify}")
+        if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+            return self.fail(
+                MailTimeout,
+                f"No answer from {host} within {_secs(self.policy.command_timeout)} s at step {self.step}",
+            )
+        if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+            return self.fail(ConnectError, f"{host} closed the connection unexpectedly at step {self.step}")
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return self.fail(MailError, f"Unexpected reply at step {self.step}: {_reply(exc)}")
+        ssl_error = find_ssl_error(exc)
+        if ssl_error is not None:
+            return self.fail(TLSError, f"TLS failure with {self.endpoint}: {ssl_error.reason or ssl_error}")
+        if isinstance(exc, OSError):
+            return self.fail(ConnectError, f"Connection to {host} failed at step {self.step}: {_os_reason(exc)}")
+        return self.fail(MailError, f"Unexpected error at step {self.step}: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        if self.smtp is not None:
+            self.smtp.close()
+        if self.sock is not None:
+            self.sock.close()
+
+    # -- step: connect -------------------------------------------------------
+
+    async def resolve(self) -> list[tuple[Any, ...]]:
+        host, port = self.target.host, self.target.port
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.policy.connect_timeout):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except TimeoutError as exc:
+            raise self.fail(
+                MailTimeout, f"Could not resolve host {host} within {_secs(self.policy.connect_timeout)} s"
+            ) from exc
+        except (socket.gaierror, UnicodeError) as exc:
+            raise self.fail(ConnectError, f"Could not resolve host {host}") from exc
+        unique: dict[str, tuple[Any, ...]] = {}
+        for family, type_, proto, _, sockaddr in infos:
+            unique.setdefault(sockaddr[0], (family, type_, proto, sockaddr))
+        if not unique:
+            raise self.fail(ConnectError, f"Could not resolve host {host}")
+        self.detail(f"Resolved {host} to {', '.join(unique)}", _ms(start))
+
+        allowed = []
+        refused: list[str] = []
+        for address, info in unique.items():
+            network = denied_network(address, self.policy)
+            if network is None:
+                allowed.append(info)
+            else:
+                refused.append(f"Refusing to connect to {address}: address is in a denied network ({network})")
+        for text in refused:
+            self.detail(text, level="warning" if allowed else "info")
+        if not allowed:
+            raise self.fail(ConfigurationRefused, refused[0])
+        return allowed
+
+    async def open_socket(self, candidates: list[tuple[Any, ...]]) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.policy.connect_timeout
+        failure: MailError | None = None
+        cause: BaseException | None = None
+        for family, type_, proto, sockaddr in candidates:
+            where = f"{sockaddr[0]}:{sockaddr[1]}"
+            sock = socket.socket(family, type_, proto)
+            sock.setblocking(False)
+            start = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout):
+                    await loop.sock_connect(sock, sockaddr)
+            except TimeoutError as exc:
+                sock.close()
+                self.detail(f"No TCP answer from {where} within {_secs(timeout)} s", _ms(start), "warning")
+                failure = self.fail(
+                    MailTimeout, f"No answer from {where} within {_secs(timeout)} s at step {self.step}"
+                )
+                cause = exc
+                continue
+            except OSError as exc:
+                sock.close()
+                reason = _os_reason(exc)
+                self.detail(f"TCP connect to {where} failed: {reason}", _ms(start), "warning")
+                failure = self.fail(ConnectError, f"Could not connect to {where}: {reason}")
+                cause = exc
+                continue
+            self.sock = sock
+            self.address = str(sockaddr[0])
+            self.detail(f"Connected to {where} (TCP)", _ms(start))
+            return
+        assert failure is not None
+        raise failure from cause
+
+    def install_transcript(self, smtp: SMTP) -> None:
+        """Record every line through the protocol's own write/read methods.
+
+        Hooking the protocol instance (rather than SMTP methods) also captures
+        STARTTLS and DATA, which aiosmtplib sends below ``execute_command``.
+        """
+        protocol = smtp.protocol
+        assert protocol is not None
+        transcript = self.transcript
+        original_write = protocol.write
+        original_read = protocol.read_response
+
+        def write(data: bytes) -> None:
+            transcript.client(data)
+            original_write(data)
+
+        async def read_response(timeout: float | None = None) -> SMTPResponse:
+            try:
+                response = await original_read(timeout=timeout)
+            except aiosmtplib.SMTPTimeoutError:
+                transcript.note(f"no reply within {_secs(timeout or 0)} s")
+                raise
+            except aiosmtplib.SMTPServerDisconnected:
+                transcript.note("connection closed by server")
+                raise
+            transcript.server(response)
+            return response
+
+        setattr(protocol, "write", write)  # noqa: B010 - instance-level hook
+        setattr(protocol, "read_response", read_response)  # noqa: B010
+
+    def record_tls(self, smtp: SMTP, elapsed_ms: float | None) -> None:
+        info = describe_tls(smtp.get_transport_info("ssl_object"))
+        for index, (text, warn) in enumerate(info):
+            self.detail(text, elapsed_ms if index == 0 else None, "warning" if warn else "info")
+
+    async def ehlo(self, smtp: SMTP) -> None:
+        start = time.perf_counter()
+        try:
+            reply = await smtp.ehlo(hostname=self.policy.helo_name)
+        except aiosmtplib.SMTPHeloError as exc:
+            self.detail(f"EHLO rejected: {_reply(exc)}; trying HELO", _ms(start), "warning")
+            try:
+                reply = await smtp.helo(hostname=self.policy.helo_name)
+            except aiosmtplib.SMTPHeloError as exc2:
+                raise self.fail(ConnectError, f"Server rejected HELO: {_reply(exc2)}") from exc2
+            self.detail(f"HELO: {_reply(reply)} (no ESMTP extensions)", _ms(start))
+            return
+        extensions = [f"{k.upper()} {v}".strip() for k, v in smtp.esmtp_extensions.items()]
+        first = reply.message.split("\n", 1)[0]
+        self.detail(
+            f"EHLO: {reply.code} {first}; extensions: {', '.join(extensions) or '(none)'}", _ms(start)
+        )
+
+    async def connect(self) -> None:
+        await self.enter(STEP_CONNECT)
+        target, policy = self.target, self.policy
+        candidates = await self.resolve()
+        await self.open_socket(candidates)
+
+        tls_context = self.tls_context() if target.enable_ssl else None
+        if self.implicit_tls:
+            self.detail(f"Using implicit TLS (port {target.port})")
+        elif target.enable_ssl:
+            self.detail("STARTTLS required (SSL enabled, not port 465)")
+        else:
+            self.detail("Plain SMTP (SSL disabled)", level="warning")
+
+        smtp = SMTP(
+            hostname=target.host,  # with sock=, only used for SNI and certificate checks
+            sock=self.sock,
+            use_tls=self.implicit_tls,
+            start_tls=False,
+            tls_context=tls_context,
+            local_hostname=policy.helo_name,
+            timeout=policy.command_timeout,
+        )
+        self.smtp = smtp
+        self.sock = None  # owned by the transport from now on; smtp.close() closes it
+        connect_deadline = policy.connect_timeout if self.implicit_tls else policy.command_timeout
+        start = time.perf_counter()
+        try:
+            greeting = await smtp.connect(timeout=connect_deadline)
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            self.transcript.server(SMTPResponse(exc.code, exc.message))
+            raise self.fail(ConnectError, f"Server refused the connection: {_reply(exc)}") from exc
+        except aiosmtplib.SMTPConnectTimeoutError as exc:
+            if self.implicit_tls and "ready message" not in str(exc):
+                raise self.fail(
+                    MailTimeout,
+                    f"TLS handshake with {self.endpoint} did not finish within "
+                    f"{_secs(connect_deadline)} s at step {self.step}",
+                ) from exc
+            self.transcript.note(f"no greeting within {_secs(connect_deadline)} s")
+            raise self.fail(
+                MailTimeout,
+                f"No answer from {target.host} within {_secs(connect_deadline)} s at step {self.step}",
+            ) from exc
+        except aiosmtplib.SMTPConnectError as exc:
+            verify = certificate_verify_message(exc)
+            if verify is not None:
+                raise self.fail(TLSError, f"Certificate verify failed: {verify}") from exc
+            ssl_error = find_ssl_error(exc)
+            if ssl_error is not None:
+                raise self.fail(
+                    TLSError, f"TLS handshake with {self.endpoint} failed: {ssl_error.reason or ssl_error}"
+                ) from exc
+            raise self.fail(
+                ConnectError, f"{self.endpoint} closed the connection before sending a greeting"
+            ) from exc
+        elapsed = _ms(start)
+        self.transcript.server(greeting)
+        self.install_transcript(smtp)
+        if self.implicit_tls:
+            self.record_tls(smtp, elapsed)
+            elapsed = None
+        self.detail(f"Server greeting: {_reply(greeting)}", elapsed)
+        await self.ehlo(smtp)
+
+        if target.enable_ssl and not self.implicit_tls:
+            await self.starttls(smtp)
+
+    async def starttls(self, smtp: SMTP) -> None:
+        if not smtp.supports_extension("starttls"):
+            raise self.fail(TLSError, f"STARTTLS is required but {self.endpoint} does not offer it")
+        start = time.perf_counter()
+        try:
+            reply = await smtp.starttls(
+                server_hostname=self.target.host,
+                tls_context=self.tls_context(),
+                timeout=self.policy.connect_timeout,
+            )
+        except aiosmtplib.SMTPTimeoutError as exc:
+            raise self.fail(
+                MailTimeout,
+                f"STARTTLS with {self.endpoint} did not finish within "
+                f"{_secs(self.policy.connect_timeout)} s at step {self.step}",
+            ) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise self.fail(TLSError, f"Server refused STARTTLS: {_reply(exc)}") from exc
+        except (ssl.SSLError, aiosmtplib.SMTPServerDisconnected) as exc:
+            verify = certificate_verify_message(exc)
+            if verify is not None:
+                raise self.fail(TLSError, f"Certificate verify failed: {verify}") from exc
+            ssl_error = find_ssl_error(exc)
+            reason = (ssl_error.reason or str(ssl_error)) if ssl_error else "connection closed"
+            raise self.fail(TLSError, f"TLS handshake with {self.endpoint} failed: {reason}") from exc
+        self.detail(f"STARTTLS: {_reply(reply)}")
+        self.transcript.note("TLS established")
+        self.record_tls(smtp, _ms(start))
+        await self.ehlo(smtp)
+
+    # -- step: authenticate --------------------------------------------------
+
+    async def authenticate(self) -> None:
+        await self.enter(STEP_AUTHENTICATE)
+        smtp = self.smtp
+        assert smtp is not None
+        target = self.target
+        tls_active = smtp.get_transport_info("sslcontext") is not None
+        if not plaintext_auth_allowed(self.address, tls_active=tls_active, policy=self.policy):
+            raise self.fail(
+                ConfigurationRefused,
+                f"Refusing to send credentials over an unencrypted connection to {target.host}; "
+                "enable SSL or set SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH=true",
+            )
+        if not tls_active:
+            self.detail("Sending credentials without TLS (loopback or allowed by policy)", level="warning")
+        offered = list(smtp.server_auth_methods)
+        offered_text = " ".join(m.upper() for m in offered) or "none"
+        timeout = self.policy.command_timeout
+        start = time.perf_counter()
+
+        if target.use_ntlm:
+            if "ntlm" not in offered:
+                raise self.fail(AuthenticationError, f"Server does not offer AUTH NTLM (offered: {offered_text})")
+            reply = await authenticate_ntlm(
+                smtp, target.username, target.password, timeout=timeout, redactor=self.redactor
+            )
+            self.detail(f"Authenticated with NTLM: {_reply(reply)}", _ms(start))
+            return
+
+        if not smtp.supports_extension("auth"):
+            raise self.fail(AuthenticationError, "Server does not offer AUTH (no AUTH in its EHLO reply)")
+        mechanisms = [m for m in AUTH_PREFERENCE if m in offered]
+        if not mechanisms:
+            raise self.fail(
+                AuthenticationError, f"Server has no AUTH mechanism we support (offered: {offered_text})"
+            )
+        for index, mechanism in enumerate(mechanisms):
+            method = getattr(smtp, f"auth_{mechanism.replace('-', '')}")
+            try:
+                reply = await method(target.username, target.password, timeout=timeout)
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                if exc.code in _TRY_NEXT_MECHANISM and index + 1 < len(mechanisms):
+                    self.detail(f"AUTH {mechanism.upper()} not accepted: {_reply(exc)}", level="warning")
+                    continue
+                raise self.fail(AuthenticationError, f"Authentication failed: {_reply(exc)}") from exc
+            self.detail(f"Authenticated with {mechanism.upper()}: {_reply(reply)}", _ms(start))
+            return
+
+    # -- step: send ----------------------------------------------------------
+
+    async def send(self, message: EmailMessage) -> None:
+        await self.enter(STEP_SEND)
+        smtp = self.smtp
+        assert smtp is not None
+        timeout = self.policy.command_timeout
+        sender, recipients = _envelope(message)
+        if not recipients:
+            raise self.fail(SendError, "The message has no recipients")
+        needs_utf8 = not all(a.isascii() for a in [sender, *recipients])
+        options: list[str] = []
+        if needs_utf8:
+            if not smtp.supports_extension("smtputf8"):
+                raise self.fail(
+                    SendError, "An address contains non-ASCII characters but the server does not support SMTPUTF8"
+                )
+            options.append("SMTPUTF8")
+        encoding = "utf-8" if needs_utf8 else "ascii"
+
+        start = time.perf_counter()
+        try:
+            reply = await smtp.mail(sender, options=options, encoding=encoding, timeout=timeout)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            raise self.fail(SendError, f"Sender rejected: {_reply(exc)}") from exc
+        except ValueError as exc:
+            raise self.fail(SendError, f"Invalid sender address {sender!r}") from exc
+        self.detail(f"MAIL FROM:<{sender}>: {_reply(reply)}", _ms(start))
+        for recipient in recipients:
+            start = time.perf_counter()
+            try:
+                reply = await smtp.rcpt(recipient, encoding=encoding, timeout=timeout)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                raise self.fail(SendError, f"Recipient rejected: {_reply(exc)}") from exc
+            except ValueError as exc:
+                raise self.fail(SendError, f"Invalid recipient address {recipient!r}") from exc
+            self.detail(f"RCPT TO:<{recipient}>: {_reply(reply)}", _ms(start))
+        content = _flatten(message, utf8=needs_utf8)
+        start = time.perf_counter()
+        try:
+            reply = await smtp.data(content, timeout=timeout)
+        except aiosmtplib.SMTPDataError as exc:
+            raise self.fail(SendError, f"Message rejected: {_reply(exc)}") from exc
+        self.detail(f"Message accepted: {_reply(reply)}", _ms(start))
+
+    async def quit(self) -> None:
+        # The message is already accepted; a failing QUIT must not turn success into an error.
+        smtp = self.smtp
+        if smtp is None or not smtp.is_connected:
+            return
+        try:
+            reply = await smtp.quit(timeout=min(self.policy.command_timeout, 5.0))
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self.detail(f"QUIT not acknowledged ({type(exc).__name__}); message was already accepted")
+            return
+        self.detail(f"QUIT: {_reply(reply)}")
+
+
+async def _send(
+    target: SmtpTarget,
+    message: EmailMessage,
+    policy: MailPolicy,
+    *,
+    on_step: StepCallback | None = None,
+    implicit_tls: bool | None = None,
+) -> SendReport:
+    """:func:`send_message` with the implicit-TLS decision overridable (tests)."""
+    use_implicit = uses_implicit_tls(target) if implicit_tls is None else implicit_tls
+    return await _Session(target, policy, on_step, use_implicit).run(message)
+
+
+async def send_message(
+    target: SmtpTarget,
+    message: EmailMessage,
+    policy: MailPolicy,
+    *,
+    on_step: StepCallback | None = None,
+) -> SendReport:
+    """Send ``message`` through ``target`` and explain what happened.
+
+    Envelope sender is ``Sender``/``From``; recipients are ``To``, ``Cc`` and
+    ``Bcc`` (``Bcc`` is stripped from the transmitted headers).
+
+    Args:
+        target: Server and credentials.
+        message: The message to send.
+        policy: Operator deadlines, trust and refusals.
+        on_step: Awaited with ``STEP_CONNECT``, ``STEP_AUTHENTICATE`` (only when
+            ``target.enable_auth``) and ``STEP_SEND`` as each step begins, so a
+            job can report progress. Its own exceptions propagate unchanged.
+
+    Returns:
+        Diagnostics and the redacted transcript.
+
+    Raises:
+        MailError: any failure; the subclass names the cause, ``.step``,
+            ``.details`` and ``.transcript`` hold what was learnt so far.
+    """
+    return await _send(target, message, policy, on_step=on_step)

@@ -1,0 +1,120 @@
+"""Redacted record of the SMTP dialogue.
+
+The transcript is captured at the protocol level (every line written and every
+reply read), so it is complete, and is redacted *structurally*: once a client
+line starts ``AUTH``, the payload, every following client line and every 334
+challenge are replaced by ``***`` until the exchange ends. As defence in depth
+a :class:`Redactor` also scrubs known secrets (password, its base64 forms,
+AUTH payloads) from every line, detail and error message.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+
+from aiosmtplib import SMTPResponse
+
+__all__ = ["MASK", "MAX_LINE_CHARS", "MAX_REPLY_LINES", "Redactor", "Transcript", "truncate"]
+
+MASK = "***"
+MAX_LINE_CHARS = 512
+"""Longer lines are cut: a hostile or broken server must not flood the UI."""
+MAX_REPLY_LINES = 50
+MIN_SECRET_LEN = 4
+"""Shorter secrets are not scrubbed globally: masking every "2" in "250" would
+both mangle the output and reveal the secret by elimination. Structural AUTH
+redaction still hides them where they are actually sent."""
+
+
+def truncate(text: str, limit: int = MAX_LINE_CHARS) -> str:
+    """Cut ``text`` to ``limit`` characters, saying how much was dropped."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+class Redactor:
+    """Replaces known secret strings with ``***``."""
+
+    def __init__(self, secrets: Iterable[str | bytes] = ()) -> None:
+        self._secrets: set[str] = set()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | bytes) -> None:
+        """Register ``secret`` (and, for passwords, nothing implicit: callers add forms)."""
+        text = secret.decode("utf-8", "replace") if isinstance(secret, bytes) else secret
+        if len(text) >= MIN_SECRET_LEN:
+            self._secrets.add(text)
+
+    def add_password(self, username: str, password: str) -> None:
+        """Register a password with the encodings PLAIN/LOGIN would put on the wire."""
+        if not password:
+            return
+        raw = password.encode("utf-8")
+        self.add(password)
+        self.add(base64.b64encode(raw))
+        self.add(base64.b64encode(b"\0" + username.encode("utf-8") + b"\0" + raw))
+
+    def scrub(self, text: str) -> str:
+        """Return ``text`` with every registered secret masked (longest first)."""
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+
+class Transcript:
+    """Collects ``C:``/``S:`` lines with AUTH exchanges masked."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.lines: list[str] = []
+        self._redactor = redactor
+        self._in_auth = False
+        self._expect_body = False
+
+    def _add(self, line: str) -> None:
+        self.lines.append(truncate(self._redactor.scrub(line)))
+
+    def client(self, data: bytes) -> None:
+        """Record bytes written by the client (one command, or the DATA body)."""
+        if self._expect_body:
+            self._expect_body = False
+            self._add(f"C: [message content, {len(data)} bytes]")
+            self._add("C: .")
+            return
+        for raw in data.split(b"\r\n"):
+            if not raw:
+                continue
+            line = raw.decode("utf-8", "replace")
+            if self._in_auth:
+                self._add(f"C: {MASK}")
+            elif line[:5].upper() == "AUTH ":
+                parts = line.split(" ", 2)
+                self._in_auth = True
+                masked = f"AUTH {parts[1]}" if len(parts) > 1 else "AUTH"
+                self._add(f"C: {masked} {MASK}" if len(parts) > 2 else f"C: {masked}")
+            else:
+                self._add(f"C: {line}")
+
+    def server(self, response: SMTPResponse) -> None:
+        """Record one (possibly multi-line) reply."""
+        if self._in_auth and response.code == 334:
+            self._add(f"S: 334 {MASK}")
+            return
+        self._in_auth = False
+        if response.code == 354:
+            self._expect_body = True
+        lines = response.message.split("\n") if response.message else [""]
+        dropped = max(0, len(lines) - MAX_REPLY_LINES)
+        lines = lines[:MAX_REPLY_LINES]
+        for index, text in enumerate(lines):
+            sep = " " if index == len(lines) - 1 and not dropped else "-"
+            self._add(f"S: {response.code}{sep}{text}".rstrip())
+        if dropped:
+            self._add(f"S: {response.code} [{dropped} more lines]")
+
+    def note(self, text: str) -> None:
+        """Record an event that is not a protocol line (timeouts, TLS start)."""
+        self._add(f"-- {text}")

@@ -1,0 +1,97 @@
+"""Operator actions on portals, users and API keys (used by the CLI; the API only signs in)."""
+
+from __future__ import annotations
+
+import secrets
+
+from smtpsettings.domain.accounts import Portal, Role, User, normalize_email, normalize_hostname, valid_email
+from smtpsettings.domain.errors import BadArgument, NotFound
+from smtpsettings.domain.passwords import hash_password, hash_secret, new_api_key
+from smtpsettings.store import accounts
+from smtpsettings.store.database import Database
+
+__all__ = ("AccountsService", "FirstStart")
+
+MIN_PASSWORD_LENGTH = 8
+
+
+class FirstStart:
+    """What a first start created, to be shown once to the operator."""
+
+    def __init__(self, portal: Portal, owner: User, password: str) -> None:
+        self.portal, self.owner, self.password = portal, owner, password
+
+
+class AccountsService:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def create_portal(self, hostname: str, *, is_default: bool) -> Portal:
+        host = normalize_hostname(hostname)
+        if host is None or hostname.strip().lower().rstrip(".") != host:
+            raise BadArgument(f"{hostname!r} is not a host name")
+        try:
+            return self._db.write_sync(lambda c: accounts.create_portal(c, host, is_default=is_default))
+        except accounts.DuplicateError as exc:
+            raise BadArgument(str(exc)) from None
+
+    def list_portals(self) -> list[Portal]:
+        return self._db.read_sync(accounts.list_portals)
+
+    def portal(self, hostname: str) -> Portal:
+        host = normalize_hostname(hostname) or hostname
+        portal = self._db.read_sync(lambda c: accounts.get_portal_by_hostname(c, host))
+        if portal is None:
+            raise NotFound(f"no portal {hostname!r}")
+        return portal
+
+    def create_user(self, hostname: str, *, email: str, password: str, role: Role, name: str = "") -> User:
+        portal = self.portal(hostname)
+        email = normalize_email(email)
+        if not valid_email(email):
+            raise BadArgument(f"{email!r} is not an email address")
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise BadArgument(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        password_hash = hash_password(password)
+        try:
+            return self._db.write_sync(
+                lambda c: accounts.create_user(
+                    c, portal.id, email=email, display_name=name or email.split("@")[0], role=role, password_hash=password_hash
+                )
+            )
+        except accounts.DuplicateError as exc:
+            raise BadArgument(str(exc)) from None
+
+    def list_users(self, hostname: str) -> list[User]:
+        portal = self.portal(hostname)
+        return self._db.read_sync(lambda c: accounts.list_users(c, portal.id))
+
+    def create_api_key(self, hostname: str, email: str) -> tuple[str, str]:
+        """A new API key for a user: ``(key_id, key)``. Only the key's hash is stored."""
+        portal = self.portal(hostname)
+        user = self._db.read_sync(lambda c: accounts.get_user_by_email(c, portal.id, normalize_email(email)))
+        if user is None:
+            raise NotFound(f"no user {email!r} in portal {portal.hostname}")
+        key_id, key = new_api_key()
+        self._db.write_sync(lambda c: accounts.create_api_key(c, user, key_id, hash_secret(key)))
+        return key_id, key
+
+    def revoke_api_key(self, key_id: str) -> None:
+        if not self._db.write_sync(lambda c: accounts.revoke_api_key(c, key_id)):
+            raise NotFound(f"no active API key {key_id!r}")
+
+    def first_start(self, owner_email: str) -> FirstStart | None:
+        """On an empty database: a default portal ``localhost`` and its owner with a generated password."""
+
+        def create(conn):  # type: ignore[no-untyped-def]
+            if accounts.list_portals(conn):
+                return None
+            portal = accounts.create_portal(conn, "localhost", is_default=True)
+            owner = accounts.create_user(
+                conn, portal.id, email=normalize_email(owner_email), display_name="Owner", role=Role.OWNER, password_hash=password_hash
+            )
+            return FirstStart(portal, owner, password)
+
+        password = secrets.token_urlsafe(12)
+        password_hash = hash_password(password)
+        return self._db.write_sync(create)

@@ -1,0 +1,153 @@
+"""Sign-in, sessions, API keys and request authentication, with brute-force limits.
+
+Failed sign-ins are counted per account and per client address in the database (so every instance
+shares the counts). Once either count reaches its limit, further attempts are refused with 429 *before*
+the password is checked, so a correct guess during a lockout reveals nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime, timedelta
+
+import anyio.to_thread
+
+from smtpsettings.config import Settings
+from smtpsettings.domain.accounts import Portal, Principal, User, normalize_email
+from smtpsettings.domain.errors import AccessDenied, NotAuthenticated, TooManyRequests
+from smtpsettings.domain.passwords import hash_secret, new_token, verify_password
+from smtpsettings.store import accounts, ratelimit
+from smtpsettings.store.database import Database, utcnow
+
+__all__ = ("AuthService", "Credentials")
+
+AUTH_FAILED = "User authentication failed"
+
+
+class Credentials:
+    """What a request presented, already split by kind; at most one is used (see :meth:`AuthService.authenticate`)."""
+
+    __slots__ = ("cookie", "authorization")
+
+    def __init__(self, cookie: str | None, authorization: str | None) -> None:
+        self.cookie = cookie or None
+        self.authorization = (authorization or "").strip() or None
+
+    @property
+    def present(self) -> bool:
+        return bool(self.cookie or self.authorization)
+
+
+class AuthService:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self._db = db
+        self._settings = settings
+
+    async def sign_in(self, portal: Portal, email: str, password: str, client_address: str) -> tuple[str, datetime]:
+        """Check a password and open a session; returns the token and its expiry.
+
+        Raises:
+            TooManyRequests: too many recent failures for this account or address.
+            NotAuthenticated: wrong email or password.
+        """
+        user = await self.check_password(portal, email, password, client_address)
+        token = new_token()
+        expires = utcnow() + timedelta(hours=self._settings.token_lifetime_hours)
+        await self._db.write(lambda c: accounts.create_session(c, user, hash_secret(token), expires))
+        return token, expires
+
+    async def check_password(self, portal: Portal, email: str, password: str, client_address: str) -> User:
+        s = self._settings
+        email = normalize_email(email)
+        window = s.login_failure_window_seconds
+        account_bucket = f"login:account:{portal.id}:{email}"
+        address_bucket = f"login:address:{client_address}"
+
+        def load(conn):  # type: ignore[no-untyped-def]
+            user = accounts.get_user_by_email(conn, portal.id, email)
+            return (
+                user,
+                accounts.password_hash_of(conn, user.id) if user else None,
+                ratelimit.count(conn, account_bucket, window),
+                ratelimit.count(conn, address_bucket, window),
+            )
+
+        user, password_hash, (account_fails, account_wait), (address_fails, address_wait) = await self._db.read(load)
+        if account_fails >= s.login_max_failures_per_account or address_fails >= s.login_max_failures_per_address:
+            wait = max(
+                account_wait if account_fails >= s.login_max_failures_per_account else 0,
+                address_wait if address_fails >= s.login_max_failures_per_address else 0,
+            )
+            raise TooManyRequests("Too many failed sign-in attempts. Try again later.", int(wait) + 1)
+        # argon2 costs tens of milliseconds of CPU: keep it off the event loop.
+        ok = await anyio.to_thread.run_sync(verify_password, password_hash, password)
+        if not ok or user is None:
+
+            def fail(conn):  # type: ignore[no-untyped-def]
+                ratelimit.hit(conn, account_bucket, window)
+                ratelimit.hit(conn, address_bucket, window)
+
+            await self._db.write(fail)
+            raise NotAuthenticated(AUTH_FAILED)
+        if account_fails:
+            await self._db.write(lambda c: ratelimit.reset(c, account_bucket))
+        return user
+
+    async def authenticate(self, portal: Portal, credentials: Credentials, client_address: str) -> Principal:
+        """The principal behind a request's credentials, tried in DocSpace's order.
+
+        The first credential present decides: a stale cookie is not silently passed over for a header.
+
+        Raises:
+            NotAuthenticated: nothing presented, or what was presented is not valid on this portal.
+        """
+        if credentials.cookie:
+            return await self._by_token(portal, credentials.cookie)
+        header = credentials.authorization
+        if not header:
+            raise NotAuthenticated("Not authenticated")
+        scheme, _, value = header.partition(" ")
+        scheme_lower = scheme.lower()
+        if scheme_lower == "basic" and value:
+            email, password = _decode_basic(value.strip())
+            user = await self.check_password(portal, email, password, client_address)
+            return Principal(user=user, via="basic")
+        if scheme_lower == "bearer" and value:
+            header = value.strip()
+        if header.startswith("sk-"):
+            key_hash = hash_secret(header)
+            user = await self._db.read(lambda c: accounts.user_by_api_key(c, portal.id, key_hash))
+            if user is None:
+                raise NotAuthenticated("Not authenticated")
+            return Principal(user=user, via="apikey")
+        return await self._by_token(portal, header)
+
+    async def _by_token(self, portal: Portal, token: str) -> Principal:
+        token_hash = hash_secret(token)
+        user = await self._db.read(lambda c: accounts.user_by_session(c, portal.id, token_hash))
+        if user is None:
+            raise NotAuthenticated("Not authenticated")
+        return Principal(user=user, via="session", session_token_hash=token_hash)
+
+    async def sign_out(self, principal: Principal) -> None:
+        if principal.session_token_hash:
+            token_hash = principal.session_token_hash
+            await self._db.write(lambda c: accounts.delete_session(c, token_hash))
+
+    @staticmethod
+    def require_settings_manager(principal: Principal) -> User:
+        if not principal.user.role.manages_settings:
+            raise AccessDenied()
+        return principal.user
+
+
+def _decode_basic(value: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise NotAuthenticated(AUTH_FAILED) from None
+    email, sep, password = decoded.partition(":")
+    if not sep:
+        raise NotAuthenticated(AUTH_FAILED)
+    return email, password

@@ -1,0 +1,172 @@
+"""Portals, users, sessions and API keys in the database. Functions of a Connection; no HTTP here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from smtpsettings.domain.accounts import Portal, Role, User
+from smtpsettings.store.database import utc, utcnow
+from smtpsettings.store.tables import api_keys, portals, sessions, users
+
+__all__ = (
+    "DuplicateError",
+    "create_api_key",
+    "create_portal",
+    "create_session",
+    "create_user",
+    "delete_expired_sessions",
+    "delete_session",
+    "find_portal_for_host",
+    "get_portal_by_hostname",
+    "get_user_by_email",
+    "list_api_keys",
+    "list_portals",
+    "list_users",
+    "password_hash_of",
+    "revoke_api_key",
+    "user_by_api_key",
+    "user_by_session",
+)
+
+
+class DuplicateError(Exception):
+    """The row would break a uniqueness rule (same hostname, same email in a portal)."""
+
+
+def _portal(row: sa.Row) -> Portal:
+    return Portal(id=row.id, hostname=row.hostname, is_default=row.is_default)
+
+
+def _user(row: sa.Row) -> User:
+    return User(id=row.id, portal_id=row.portal_id, email=row.email, display_name=row.display_name, role=Role(row.role))
+
+
+def create_portal(conn: Connection, hostname: str, *, is_default: bool) -> Portal:
+    if is_default:
+        conn.execute(portals.update().values(is_default=False))
+    try:
+        with conn.begin_nested():
+            new_id = conn.execute(
+                portals.insert().values(hostname=hostname, is_default=is_default, created_at=utcnow())
+            ).inserted_primary_key[0]
+    except sa.exc.IntegrityError as exc:
+        raise DuplicateError(f"a portal for {hostname} already exists") from exc
+    return Portal(id=new_id, hostname=hostname, is_default=is_default)
+
+
+def list_portals(conn: Connection) -> list[Portal]:
+    return [_portal(r) for r in conn.execute(portals.select().order_by(portals.c.id))]
+
+
+def get_portal_by_hostname(conn: Connection, hostname: str) -> Portal | None:
+    row = conn.execute(portals.select().where(portals.c.hostname == hostname)).first()
+    return _portal(row) if row else None
+
+
+def find_portal_for_host(conn: Connection, hostname: str) -> Portal | None:
+    """The portal answering ``hostname``: its own, else the default portal, else None."""
+    row = conn.execute(
+        portals.select()
+        .where(sa.or_(portals.c.hostname == hostname, portals.c.is_default.is_(True)))
+        .order_by((portals.c.hostname == hostname).desc())
+        .limit(1)
+    ).first()
+    return _portal(row) if row else None
+
+
+def create_user(
+    conn: Connection, portal_id: int, *, email: str, display_name: str, role: Role, password_hash: str
+) -> User:
+    try:
+        with conn.begin_nested():
+            new_id = conn.execute(
+                users.insert().values(
+                    portal_id=portal_id,
+                    email=email,
+                    display_name=display_name,
+                    role=role.value,
+                    password_hash=password_hash,
+                    created_at=utcnow(),
+                )
+            ).inserted_primary_key[0]
+    except sa.exc.IntegrityError as exc:
+        raise DuplicateError(f"a user {email} already exists in this portal") from exc
+    return User(id=new_id, portal_id=portal_id, email=email, display_name=display_name, role=role)
+
+
+def list_users(conn: Connection, portal_id: int) -> list[User]:
+    return [_user(r) for r in conn.execute(users.select().where(users.c.portal_id == portal_id).order_by(users.c.id))]
+
+
+def get_user_by_email(conn: Connection, portal_id: int, email: str) -> User | None:
+    row = conn.execute(users.select().where(users.c.portal_id == portal_id, users.c.email == email)).first()
+    return _user(row) if row else None
+
+
+def password_hash_of(conn: Connection, user_id: int) -> str | None:
+    return conn.execute(sa.select(users.c.password_hash).where(users.c.id == user_id)).scalar()
+
+
+def create_session(conn: Connection, user: User, token_hash: str, expires_at: datetime) -> None:
+    conn.execute(
+        sessions.insert().values(
+            token_hash=token_hash, portal_id=user.portal_id, user_id=user.id, created_at=utcnow(), expires_at=expires_at
+        )
+    )
+
+
+def user_by_session(conn: Connection, portal_id: int, token_hash: str) -> User | None:
+    """The user of a live session token of this portal (a token of another portal finds nobody)."""
+    row = conn.execute(
+        sa.select(users, sessions.c.expires_at)
+        .join(sessions, sessions.c.user_id == users.c.id)
+        .where(sessions.c.token_hash == token_hash, sessions.c.portal_id == portal_id)
+    ).first()
+    if row is None or utc(row.expires_at) <= utcnow():
+        return None
+    return _user(row)
+
+
+def delete_session(conn: Connection, token_hash: str) -> None:
+    conn.execute(sessions.delete().where(sessions.c.token_hash == token_hash))
+
+
+def delete_expired_sessions(conn: Connection) -> int:
+    return conn.execute(sessions.delete().where(sessions.c.expires_at <= utcnow())).rowcount
+
+
+def create_api_key(conn: Connection, user: User, key_id: str, key_hash: str) -> None:
+    conn.execute(
+        api_keys.insert().values(
+            id=key_id, key_hash=key_hash, portal_id=user.portal_id, user_id=user.id, created_at=utcnow()
+        )
+    )
+
+
+def user_by_api_key(conn: Connection, portal_id: int, key_hash: str) -> User | None:
+    row = conn.execute(
+        sa.select(users)
+        .join(api_keys, api_keys.c.user_id == users.c.id)
+        .where(api_keys.c.key_hash == key_hash, api_keys.c.portal_id == portal_id, api_keys.c.revoked_at.is_(None))
+    ).first()
+    return _user(row) if row else None
+
+
+def revoke_api_key(conn: Connection, key_id: str) -> bool:
+    result = conn.execute(
+        api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
+def list_api_keys(conn: Connection, portal_id: int) -> list[dict[str, object]]:
+    rows = conn.execute(
+        sa.select(api_keys.c.id, users.c.email, api_keys.c.created_at, api_keys.c.revoked_at)
+        .join(users, users.c.id == api_keys.c.user_id)
+        .where(api_keys.c.portal_id == portal_id)
+        .order_by(api_keys.c.created_at)
+    )
+    return [dict(r._mapping) for r in rows]

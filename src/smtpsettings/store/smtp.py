@@ -1,0 +1,131 @@
+"""A portal's own SMTP settings and the audit log of their changes."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from smtpsettings.domain.smtp import SmtpSettings
+from smtpsettings.store.database import utc, utcnow
+from smtpsettings.store.tables import audit_log, smtp_settings
+
+__all__ = (
+    "AuditEntry",
+    "StoredSmtpSettings",
+    "add_audit_entry",
+    "all_password_ciphertexts",
+    "delete_settings",
+    "get_settings",
+    "list_audit",
+    "put_settings",
+    "set_password_ciphertext",
+)
+
+
+class StoredSmtpSettings(msgspec.Struct, frozen=True):
+    settings: SmtpSettings
+    password_ciphertext: str | None
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    user_email: str
+    action: str
+    changed_fields: list[str]
+    client_address: str
+    created_at: str
+
+
+def get_settings(conn: Connection, portal_id: int) -> StoredSmtpSettings | None:
+    row = conn.execute(smtp_settings.select().where(smtp_settings.c.portal_id == portal_id)).first()
+    if row is None:
+        return None
+    settings = SmtpSettings(
+        host=row.host,
+        port=row.port,
+        sender_address=row.sender_address,
+        sender_display_name=row.sender_display_name,
+        credentials_user_name=row.credentials_user_name,
+        enable_ssl=row.enable_ssl,
+        enable_auth=row.enable_auth,
+        use_ntlm=row.use_ntlm,
+        is_default=False,
+    )
+    return StoredSmtpSettings(settings, row.password_ciphertext)
+
+
+def put_settings(conn: Connection, portal_id: int, settings: SmtpSettings, password_ciphertext: str | None) -> None:
+    values = {
+        "host": settings.host,
+        "port": settings.port,
+        "sender_address": settings.sender_address,
+        "sender_display_name": settings.sender_display_name,
+        "credentials_user_name": settings.credentials_user_name,
+        "password_ciphertext": password_ciphertext,
+        "enable_ssl": settings.enable_ssl,
+        "enable_auth": settings.enable_auth,
+        "use_ntlm": settings.use_ntlm,
+        "updated_at": utcnow(),
+    }
+    updated = conn.execute(smtp_settings.update().where(smtp_settings.c.portal_id == portal_id).values(**values))
+    if updated.rowcount == 0:
+        conn.execute(smtp_settings.insert().values(portal_id=portal_id, **values))
+
+
+def set_password_ciphertext(conn: Connection, portal_id: int, old: str, new: str) -> bool:
+    """Swap one ciphertext for another only if it is still ``old`` (a save may have raced a key rotation)."""
+    result = conn.execute(
+        smtp_settings.update()
+        .where(smtp_settings.c.portal_id == portal_id, smtp_settings.c.password_ciphertext == old)
+        .values(password_ciphertext=new)
+    )
+    return result.rowcount == 1
+
+
+def all_password_ciphertexts(conn: Connection) -> list[tuple[int, str]]:
+    rows = conn.execute(
+        sa.select(smtp_settings.c.portal_id, smtp_settings.c.password_ciphertext).where(
+            smtp_settings.c.password_ciphertext.is_not(None)
+        )
+    )
+    return [(r.portal_id, r.password_ciphertext) for r in rows]
+
+
+def delete_settings(conn: Connection, portal_id: int) -> bool:
+    return conn.execute(smtp_settings.delete().where(smtp_settings.c.portal_id == portal_id)).rowcount > 0
+
+
+def add_audit_entry(
+    conn: Connection, portal_id: int, *, user_id: int | None, user_email: str, action: str, changed: list[str], client_address: str
+) -> None:
+    conn.execute(
+        audit_log.insert().values(
+            portal_id=portal_id,
+            user_id=user_id,
+            user_email=user_email,
+            action=action,
+            changed_fields=json.dumps(changed),
+            client_address=client_address,
+            created_at=utcnow(),
+        )
+    )
+
+
+def list_audit(conn: Connection, portal_id: int, limit: int = 100) -> list[AuditEntry]:
+    rows = conn.execute(
+        audit_log.select().where(audit_log.c.portal_id == portal_id).order_by(audit_log.c.id.desc()).limit(limit)
+    )
+    return [
+        AuditEntry(
+            id=r.id,
+            user_email=r.user_email,
+            action=r.action,
+            changed_fields=json.loads(r.changed_fields),
+            client_address=r.client_address,
+            created_at=utc(r.created_at).isoformat(timespec="seconds"),
+        )
+        for r in rows
+    ]
