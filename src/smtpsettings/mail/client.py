@@ -258,6 +258,8 @@ class _Session:
 
     async def resolve(self) -> list[tuple[Any, ...]]:
         host, port = self.target.host, self.target.port
+        if not 0 < port < 65536:
+            raise self.fail(ConnectError, f"Invalid port {port} for host {host}")
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
@@ -318,6 +320,9 @@ class _Session:
                 failure = self.fail(ConnectError, f"Could not connect to {where}: {reason}")
                 cause = exc
                 continue
+            except BaseException:  # cancelled (total timeout): don't leak the socket
+                sock.close()
+                raise
             self.sock = sock
             self.address = str(sockaddr[0])
             self.detail(f"Connected to {where} (TCP)", _ms(start))
@@ -393,15 +398,18 @@ class _Session:
         else:
             self.detail("Plain SMTP (SSL disabled)", level="warning")
 
-        smtp = SMTP(
-            hostname=target.host,  # with sock=, only used for SNI and certificate checks
-            sock=self.sock,
-            use_tls=self.implicit_tls,
-            start_tls=False,
-            tls_context=tls_context,
-            local_hostname=policy.helo_name,
-            timeout=policy.command_timeout,
-        )
+        try:
+            smtp = SMTP(
+                hostname=target.host,  # with sock=, only used for SNI and certificate checks
+                sock=self.sock,
+                use_tls=self.implicit_tls,
+                start_tls=False,
+                tls_context=tls_context,
+                local_hostname=policy.helo_name,
+                timeout=policy.command_timeout,
+            )
+        except ValueError as exc:  # aiosmtplib validates the EHLO name
+            raise self.fail(MailError, f"Invalid EHLO name {policy.helo_name!r} in the mail policy") from exc
         self.smtp = smtp
         self.sock = None  # owned by the transport from now on; smtp.close() closes it
         connect_deadline = policy.connect_timeout if self.implicit_tls else policy.command_timeout
