@@ -8,6 +8,7 @@ start their own server with :func:`start_server`.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -23,6 +24,8 @@ import httpx
 import pytest
 
 from smtpsettings.domain.accounts import Role
+from smtpsettings.domain.passwords import hash_password
+from smtpsettings.store import accounts as store_accounts
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.store.database import Database
 
@@ -160,15 +163,30 @@ class Portal:
             return str(r.json()["response"]["token"])
 
 
+@functools.cache
+def _password_hash() -> str:
+    # argon2 is slow on purpose; hashing the shared test password once keeps portal setup quick.
+    return hash_password(PASSWORD)
+
+
 def make_portal(server: Server, *, is_default: bool = False) -> Portal:
     hostname = f"p{uuid.uuid4().hex[:10]}.test"
-    accounts = server.accounts()
-    accounts.create_portal(hostname, is_default=is_default)
     portal = Portal(server, hostname)
-    for role in Role:
-        email = f"{role.value}@{hostname}"
-        accounts.create_user(hostname, email=email, password=PASSWORD, role=role)
-        portal.emails[role] = email
+
+    def create(conn):  # type: ignore[no-untyped-def]
+        created = store_accounts.create_portal(conn, hostname, is_default=is_default)
+        for role in Role:
+            email = f"{role.value}@{hostname}"
+            store_accounts.create_user(
+                conn, created.id, email=email, display_name=role.value, role=role, password_hash=_password_hash()
+            )
+            portal.emails[role] = email
+
+    db = Database(server.database_url)
+    try:
+        db.write_sync(create)
+    finally:
+        db.dispose()
     return portal
 
 

@@ -1,0 +1,213 @@
+"""Sign-in, the ways a request proves who it is, sign-out, and the brute-force limits."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import PASSWORD, Portal, Server, make_portal, start_server
+
+from smtpsettings.domain.accounts import Role
+
+AUTH = "/api/2.0/authentication"
+SMTP = "/api/2.0/smtpsettings/smtp"
+
+
+def test_sign_in_answers_token_and_expiry_and_sets_an_httponly_cookie(portal: Portal) -> None:
+    with portal.client() as c:
+        r = c.post(AUTH, json={"userName": portal.emails[Role.ADMIN], "password": PASSWORD})
+    assert r.status_code == 200
+    body = r.json()["response"]
+    assert set(body) == {"token", "expires"} and len(body["token"]) >= 32
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith(f"asc_auth_key={body['token']};") and "HttpOnly" in cookie
+
+
+def test_sign_in_accepts_the_fields_docspace_clients_also_send(portal: Portal) -> None:
+    with portal.client() as c:
+        r = c.post(
+            AUTH,
+            json={"userName": portal.emails[Role.ADMIN], "password": PASSWORD, "session": True, "culture": "en-US", "provider": None},
+        )
+    assert r.status_code == 200
+    assert "Max-Age" not in r.headers["set-cookie"]  # session: a browser-session cookie
+
+
+def test_email_is_matched_case_insensitively(portal: Portal) -> None:
+    with portal.client() as c:
+        r = c.post(AUTH, json={"userName": portal.emails[Role.ADMIN].upper(), "password": PASSWORD})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"userName": "admin@nowhere.test", "password": PASSWORD},
+        {"userName": "{admin}", "password": "wrong password"},
+        {"userName": "{admin}", "password": ""},
+        {"userName": "{admin}"},
+    ],
+)
+def test_bad_credentials_get_401_user_authentication_failed(portal: Portal, body: dict[str, str]) -> None:
+    body = {k: v.replace("{admin}", portal.emails[Role.ADMIN]) for k, v in body.items()}
+    with portal.client() as c:
+        r = c.post(AUTH, json=body)
+    assert r.status_code == 401
+    assert r.json()["error"]["message"] == "User authentication failed"
+    assert "set-cookie" not in r.headers
+
+
+def test_a_user_of_one_portal_cannot_sign_in_on_another(portal: Portal, server: Server) -> None:
+    other = make_portal(server)
+    with other.client() as c:
+        assert c.post(AUTH, json={"userName": portal.emails[Role.ADMIN], "password": PASSWORD}).status_code == 401
+
+
+@pytest.mark.parametrize("style", ["cookie", "raw", "bearer", "basic"])
+def test_every_docspace_credential_style_authenticates(portal: Portal, style: str) -> None:
+    email = portal.emails[Role.ADMIN]
+    token = portal.sign_in(Role.ADMIN)
+    headers = {
+        "cookie": {"Cookie": f"asc_auth_key={token}"},
+        "raw": {"Authorization": token},
+        "bearer": {"Authorization": f"Bearer {token}"},
+        "basic": {"Authorization": "Basic " + base64.b64encode(f"{email}:{PASSWORD}".encode()).decode()},
+    }[style]
+    with portal.client(headers=headers) as c:
+        assert c.get(SMTP).status_code == 200
+        assert c.get(AUTH).json()["response"] is True
+
+
+def test_basic_with_a_wrong_password_is_401(portal: Portal) -> None:
+    bad = base64.b64encode(f"{portal.emails[Role.ADMIN]}:nope".encode()).decode()
+    with portal.client(headers={"Authorization": f"Basic {bad}"}) as c:
+        assert c.get(SMTP).status_code == 401
+    with portal.client(headers={"Authorization": "Basic !!!not-base64"}) as c:
+        assert c.get(SMTP).status_code == 401
+
+
+def test_api_key_authenticates_as_its_user_until_revoked(portal: Portal, server: Server) -> None:
+    key_id, key = server.accounts().create_api_key(portal.hostname, portal.emails[Role.ADMIN])
+    with portal.client(headers={"Authorization": f"Bearer {key}"}) as c:
+        assert c.get(SMTP).status_code == 200
+        server.accounts().revoke_api_key(key_id)
+        assert c.get(SMTP).status_code == 401
+
+
+def test_api_key_of_a_plain_user_is_denied_settings(portal: Portal, server: Server) -> None:
+    _, key = server.accounts().create_api_key(portal.hostname, portal.emails[Role.USER])
+    with portal.client(headers={"Authorization": f"Bearer {key}"}) as c:
+        assert c.get(SMTP).status_code == 403
+
+
+def test_is_signed_in_is_false_without_or_with_bad_credentials(portal: Portal) -> None:
+    with portal.client() as c:
+        assert c.get(AUTH).json()["response"] is False
+    with portal.client(headers={"Authorization": "Bearer not-a-token"}) as c:
+        r = c.get(AUTH)
+        assert r.status_code == 200 and r.json()["response"] is False
+
+
+def test_logout_ends_the_token(portal: Portal) -> None:
+    token = portal.sign_in(Role.ADMIN)
+    with portal.client(headers={"Authorization": token}) as c:
+        r = c.post(AUTH + "/logout")
+        assert r.status_code == 200
+        assert "asc_auth_key=" in r.headers["set-cookie"]
+        assert c.get(SMTP).status_code == 401
+        assert c.get(AUTH).json()["response"] is False
+
+
+def test_a_stale_cookie_is_not_passed_over_for_a_header(portal: Portal) -> None:
+    token = portal.sign_in(Role.ADMIN)
+    with portal.client(headers={"Cookie": "asc_auth_key=stale", "Authorization": f"Bearer {token}"}) as c:
+        assert c.get(SMTP).status_code == 401
+
+
+def test_unknown_host_without_a_default_portal_is_404(tmp_path: Path) -> None:
+    from smtpsettings.services.accounts import AccountsService
+    from smtpsettings.store.database import Database
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db = Database(f"sqlite:///{data / 'smtpsettings.db'}")
+    db.migrate()
+    AccountsService(db).create_portal("only.example.com", is_default=False)
+    db.dispose()
+    server = start_server(data)
+    try:
+        r = httpx.get(server.base_url + SMTP, headers={"Host": "other.example.com"})
+        assert r.status_code == 404
+        assert r.json()["error"]["message"] == "No portal answers this host name."
+        r = httpx.post(server.base_url + AUTH, headers={"Host": "other.example.com"}, json={"userName": "a", "password": "b"})
+        assert r.status_code == 404
+        assert "First start" not in server.stdout
+    finally:
+        server.stop()
+
+
+def test_unknown_host_falls_back_to_the_default_portal(server: Server) -> None:
+    # The shared server's first start made "localhost" the default portal.
+    r = httpx.get(server.base_url + AUTH, headers={"Host": "unknown-name.example.org"})
+    assert r.status_code == 200 and r.json()["response"] is False
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("limited") / "data",
+        {
+            "SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ACCOUNT": "3",
+            "SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ADDRESS": "6",
+            "SMTPSETTINGS_TRUSTED_PROXIES": "127.0.0.1",
+        },
+    )
+    yield srv
+    srv.stop()
+
+
+def test_repeated_failures_lock_the_account_even_for_the_right_password(limited_server: Server) -> None:
+    portal = make_portal(limited_server)
+    email = portal.emails[Role.ADMIN]
+    with portal.client(headers={"X-Forwarded-For": "198.51.100.1"}) as c:
+        for _ in range(3):
+            assert c.post(AUTH, json={"userName": email, "password": "guess"}).status_code == 401
+        r = c.post(AUTH, json={"userName": email, "password": PASSWORD})
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) > 0
+    assert r.json()["statusCode"] == 429 and r.json()["error"]["message"]
+    # Another account from another address is unaffected.
+    with portal.client(headers={"X-Forwarded-For": "198.51.100.2"}) as c:
+        assert c.post(AUTH, json={"userName": portal.emails[Role.OWNER], "password": PASSWORD}).status_code == 200
+
+
+def test_one_address_guessing_many_accounts_is_limited(limited_server: Server) -> None:
+    portal = make_portal(limited_server)
+    with portal.client(headers={"X-Forwarded-For": "203.0.113.9"}) as c:
+        statuses = [c.post(AUTH, json={"userName": f"u{i}@x.test", "password": "guess"}).status_code for i in range(7)]
+        assert statuses[:6] == [401] * 6 and statuses[6] == 429
+        r = c.post(AUTH, json={"userName": portal.emails[Role.ADMIN], "password": PASSWORD})
+        assert r.status_code == 429
+    with portal.client(headers={"X-Forwarded-For": "203.0.113.10"}) as c:
+        assert c.post(AUTH, json={"userName": portal.emails[Role.ADMIN], "password": PASSWORD}).status_code == 200
+
+
+def test_basic_auth_guessing_is_limited_too(limited_server: Server) -> None:
+    portal = make_portal(limited_server)
+    bad = base64.b64encode(f"{portal.emails[Role.USER]}:guess".encode()).decode()
+    with portal.client(headers={"Authorization": f"Basic {bad}", "X-Forwarded-For": "192.0.2.77"}) as c:
+        statuses = [c.get(SMTP).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+
+
+def test_forwarded_for_is_ignored_from_untrusted_peers(portal: Portal) -> None:
+    # The shared server trusts no proxy: the audit records the real peer, not the header.
+    from conftest import VALID_SETTINGS
+
+    with portal.client(Role.ADMIN, headers={"X-Forwarded-For": "198.51.100.200"}) as c:
+        c.post(SMTP, json=VALID_SETTINGS)
+    line = portal.server.cli("audit", "--portal", portal.hostname).stdout.splitlines()[0]
+    assert line.split("\t")[3] == "127.0.0.1"

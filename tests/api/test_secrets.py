@@ -1,0 +1,86 @@
+"""A saved password is never readable again: not in responses, the server log, or the database file."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import sqlite3
+
+from conftest import VALID_SETTINGS, Portal
+
+from smtpsettings.domain.accounts import Role
+
+PATH = "/api/2.0/smtpsettings/smtp"
+
+
+def _forms(secret: str) -> list[bytes]:
+    raw = secret.encode()
+    return [raw, base64.b64encode(raw), raw.hex().encode(), secret.encode("utf-16-le")]
+
+
+def test_a_saved_password_appears_nowhere(portal: Portal) -> None:
+    secret = "Pw-" + secrets.token_hex(12)
+    bodies: list[bytes] = []
+    with portal.client(Role.OWNER) as c:
+        for r in (
+            c.post(PATH, json={**VALID_SETTINGS, "credentialsUserPassword": secret}),
+            c.get(PATH),
+            c.post(PATH, json={**VALID_SETTINGS, "credentialsUserPassword": "", "senderDisplayName": "Kept"}),
+            c.post(PATH, json={**VALID_SETTINGS, "credentialsUserPassword": secret, "port": 0}),
+            c.post(PATH, content=json.dumps({**VALID_SETTINGS, "credentialsUserPassword": secret})[:-3].encode(), headers={"Content-Type": "application/json"}),
+            c.get("/api/2.0/openapi.json"),
+        ):
+            bodies.append(r.content + str(r.headers).encode())
+        assert c.get(PATH).json()["response"]["credentialsUserPassword"] == ""
+    audit = portal.server.cli("audit", "--portal", portal.hostname).stdout.encode()
+    db = portal.server.db_path
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        stored = conn.execute(
+            "SELECT password_ciphertext FROM smtp_settings s JOIN portals p ON p.id = s.portal_id WHERE p.hostname = ?",
+            (portal.hostname,),
+        ).fetchone()[0]
+    assert stored.startswith("v1.")  # encrypted, and still there after the save that omitted it
+    haystacks = {
+        "responses": b"\n".join(bodies),
+        "server log": portal.server.log_path.read_bytes(),
+        "audit": audit,
+        "database file": db.read_bytes() + b"".join(p.read_bytes() for p in db.parent.glob(db.name + "-*")),
+    }
+    for where, haystack in haystacks.items():
+        for form in _forms(secret):
+            assert form not in haystack, f"password found in the {where}"
+
+
+def test_the_default_smtp_password_from_configuration_is_not_shown(portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        r = c.get(PATH)
+    assert r.json()["response"]["credentialsUserPassword"] == ""
+    assert b"default-secret-Zq9" not in r.content
+    assert "default-secret-Zq9" not in portal.server.log_text()
+    assert "default-secret-Zq9" not in portal.server.stdout
+
+
+def test_tokens_and_api_keys_are_stored_only_as_hashes(portal: Portal) -> None:
+    token = portal.sign_in(Role.ADMIN)
+    _, key = portal.server.accounts().create_api_key(portal.hostname, portal.emails[Role.ADMIN])
+    db = portal.server.db_path
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = db.read_bytes()
+    assert token.encode() not in data and key.encode() not in data
+    assert b"correct horse battery" not in data
+
+
+def test_the_log_has_one_json_line_per_request_without_credentials(portal: Portal) -> None:
+    token = portal.sign_in(Role.ADMIN)
+    marker = "/api/2.0/smtpsettings/smtp?probe=" + secrets.token_hex(4)
+    with portal.client(headers={"Authorization": f"Bearer {token}"}) as c:
+        c.get(marker)
+    log = portal.server.log_text()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line.get("portal") == portal.hostname and line.get("event") == "request"]
+    assert any(line["path"] == "/api/2.0/smtpsettings/smtp" and line["status"] == 200 for line in mine)
+    assert all({"method", "path", "status", "duration_ms", "request_id", "timestamp"} <= set(line) for line in mine)
+    assert token not in log
