@@ -1,0 +1,302 @@
+"""Unit tests of load_settings: defaults, environment variables, the TOML file, and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtpsettings.config import ConfigError, DefaultSmtp, Settings, load_settings
+
+SECRET = "default-secret-Zq9!"
+
+
+def write_config(tmp_path: Path, text: str) -> dict[str, str]:
+    path = tmp_path / "smtpsettings.toml"
+    path.write_text(text)
+    return {"SMTPSETTINGS_CONFIG_FILE": str(path)}
+
+
+# --- defaults --------------------------------------------------------------------------------------
+
+
+def test_an_empty_environment_gives_the_defaults() -> None:
+    settings = load_settings({})
+    assert settings == Settings()
+    assert settings.data_dir == Path("smtpsettings-data")
+    assert settings.database_url == ""
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8080, 1)
+    assert (settings.log_format, settings.log_level) == ("json", "info")
+    assert settings.token_lifetime_hours == 24 * 14
+    assert settings.max_body_bytes == 64 * 1024
+    assert settings.trusted_proxies == ()
+    assert settings.smtp_deny_networks == ("169.254.0.0/16", "fe80::/10")
+    assert (settings.smtp_test_limit, settings.smtp_test_window_seconds) == (5, 900)
+    assert settings.owner_email == "owner@localhost"
+
+
+def test_the_default_smtp_settings_default_to_empty_port_25_and_everything_off() -> None:
+    assert load_settings({}).default_smtp == DefaultSmtp(
+        host="", port=25, sender_address="", sender_display_name="", username="", password="",
+        enable_ssl=False, enable_auth=False, use_ntlm=False,
+    )
+
+
+def test_variables_without_the_prefix_are_ignored() -> None:
+    assert load_settings({"PATH": "/usr/bin", "HOME": "/root", "SMTPSETTINGSX": "1"}) == Settings()
+
+
+def test_the_default_database_is_sqlite_in_the_data_directory(tmp_path: Path) -> None:
+    settings = load_settings({"SMTPSETTINGS_DATA_DIR": str(tmp_path / "data")})
+    assert settings.resolved_database_url == f"sqlite:///{(tmp_path / 'data' / 'smtpsettings.db').resolve()}"
+    assert settings.key_file == tmp_path / "data" / "keys.json"
+
+
+def test_a_relative_data_directory_resolves_to_an_absolute_sqlite_path() -> None:
+    url = load_settings({}).resolved_database_url
+    assert url.startswith("sqlite:////") and url.endswith("/smtpsettings-data/smtpsettings.db")
+
+
+def test_an_explicit_database_url_is_used_as_is() -> None:
+    settings = load_settings({"SMTPSETTINGS_DATABASE_URL": "sqlite:////srv/db.sqlite"})
+    assert settings.resolved_database_url == "sqlite:////srv/db.sqlite"
+
+
+# --- each variable ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "attribute", "expected"),
+    [
+        ("SMTPSETTINGS_DATA_DIR", "/var/lib/smtpsettings", "data_dir", Path("/var/lib/smtpsettings")),
+        ("SMTPSETTINGS_DATABASE_URL", "sqlite:////tmp/x.db", "database_url", "sqlite:////tmp/x.db"),
+        ("SMTPSETTINGS_HOST", "0.0.0.0", "host", "0.0.0.0"),
+        ("SMTPSETTINGS_PORT", "9090", "port", 9090),
+        ("SMTPSETTINGS_WORKERS", "4", "workers", 4),
+        ("SMTPSETTINGS_LOG_FORMAT", "console", "log_format", "console"),
+        ("SMTPSETTINGS_LOG_LEVEL", "debug", "log_level", "debug"),
+        ("SMTPSETTINGS_TOKEN_LIFETIME_HOURS", "12", "token_lifetime_hours", 12),
+        ("SMTPSETTINGS_MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
+        ("SMTPSETTINGS_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1 ,", "trusted_proxies", ("10.0.0.0/8", "192.168.1.1")),
+        ("SMTPSETTINGS_TRUSTED_PROXIES", "", "trusted_proxies", ()),
+        ("SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ACCOUNT", "3", "login_max_failures_per_account", 3),
+        ("SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ADDRESS", "100000", "login_max_failures_per_address", 100000),
+        ("SMTPSETTINGS_LOGIN_FAILURE_WINDOW_SECONDS", "60", "login_failure_window_seconds", 60),
+        ("SMTPSETTINGS_OWNER_EMAIL", "boss@example.com", "owner_email", "boss@example.com"),
+        ("SMTPSETTINGS_SMTP_CA_FILE", "/etc/ssl/ca.pem", "smtp_ca_file", "/etc/ssl/ca.pem"),
+        ("SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH", "true", "smtp_allow_plaintext_auth", True),
+        ("SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH", "false", "smtp_allow_plaintext_auth", False),
+        ("SMTPSETTINGS_SMTP_HELO_NAME", "mx.example.com", "smtp_helo_name", "mx.example.com"),
+        ("SMTPSETTINGS_SMTP_CONNECT_TIMEOUT", "2.5", "smtp_connect_timeout", 2.5),
+        ("SMTPSETTINGS_SMTP_COMMAND_TIMEOUT", "5", "smtp_command_timeout", 5.0),
+        ("SMTPSETTINGS_SMTP_JOB_TIMEOUT", "90.0", "smtp_job_timeout", 90.0),
+        ("SMTPSETTINGS_SMTP_DENY_NETWORKS", "10.0.0.0/8,::1", "smtp_deny_networks", ("10.0.0.0/8", "::1")),
+        ("SMTPSETTINGS_SMTP_DENY_NETWORKS", "", "smtp_deny_networks", ()),
+        ("SMTPSETTINGS_SMTP_TEST_LIMIT", "7", "smtp_test_limit", 7),
+        ("SMTPSETTINGS_SMTP_TEST_WINDOW_SECONDS", "30", "smtp_test_window_seconds", 30),
+    ],
+)
+def test_each_variable_is_parsed_to_its_type(variable: str, value: str, attribute: str, expected: Any) -> None:
+    got = getattr(load_settings({variable: value}), attribute)
+    assert got == expected
+    assert type(got) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "value", "attribute", "expected"),
+    [
+        ("HOST", "mail.default.test", "host", "mail.default.test"),
+        ("PORT", "2525", "port", 2525),
+        ("SENDER_ADDRESS", "portal@default.test", "sender_address", "portal@default.test"),
+        ("SENDER_DISPLAY_NAME", "Default Sender", "sender_display_name", "Default Sender"),
+        ("USERNAME", "default-user", "username", "default-user"),
+        ("PASSWORD", SECRET, "password", SECRET),
+        ("ENABLE_SSL", "true", "enable_ssl", True),
+        ("ENABLE_SSL", "false", "enable_ssl", False),
+        ("ENABLE_AUTH", "true", "enable_auth", True),
+        ("ENABLE_AUTH", "false", "enable_auth", False),
+        ("USE_NTLM", "true", "use_ntlm", True),
+        ("USE_NTLM", "false", "use_ntlm", False),
+    ],
+)
+def test_each_default_smtp_variable_is_parsed_to_its_type(suffix: str, value: str, attribute: str, expected: Any) -> None:
+    got = getattr(load_settings({f"SMTPSETTINGS_DEFAULT_SMTP_{suffix}": value}).default_smtp, attribute)
+    assert got == expected
+    assert type(got) is type(expected)
+
+
+def test_the_whole_default_smtp_family_is_read_together() -> None:
+    env = {
+        "SMTPSETTINGS_DEFAULT_SMTP_HOST": "mail.default.test",
+        "SMTPSETTINGS_DEFAULT_SMTP_PORT": "2525",
+        "SMTPSETTINGS_DEFAULT_SMTP_SENDER_ADDRESS": "portal@default.test",
+        "SMTPSETTINGS_DEFAULT_SMTP_SENDER_DISPLAY_NAME": "Default Sender",
+        "SMTPSETTINGS_DEFAULT_SMTP_USERNAME": "default-user",
+        "SMTPSETTINGS_DEFAULT_SMTP_PASSWORD": SECRET,
+        "SMTPSETTINGS_DEFAULT_SMTP_ENABLE_SSL": "true",
+        "SMTPSETTINGS_DEFAULT_SMTP_ENABLE_AUTH": "true",
+        "SMTPSETTINGS_DEFAULT_SMTP_USE_NTLM": "false",
+    }
+    assert load_settings(env).default_smtp == DefaultSmtp(
+        host="mail.default.test", port=2525, sender_address="portal@default.test",
+        sender_display_name="Default Sender", username="default-user", password=SECRET,
+        enable_ssl=True, enable_auth=True, use_ntlm=False,
+    )
+
+
+def test_explicit_overrides_win_over_the_environment_and_none_is_no_override() -> None:
+    settings = load_settings({"SMTPSETTINGS_PORT": "9000", "SMTPSETTINGS_HOST": "0.0.0.0"}, port=9001, host=None)
+    assert (settings.port, settings.host) == (9001, "0.0.0.0")
+
+
+# --- the config file -------------------------------------------------------------------------------
+
+
+def test_the_config_file_is_read(tmp_path: Path) -> None:
+    env = write_config(
+        tmp_path,
+        """
+port = 9100
+log_format = "console"
+trusted_proxies = ["10.0.0.1"]
+smtp_connect_timeout = 3
+
+[default_smtp]
+host = "file.example.com"
+port = 465
+username = "file-user"
+password = "file-secret"
+enable_ssl = true
+enable_auth = true
+""",
+    )
+    settings = load_settings(env)
+    assert (settings.port, settings.log_format, settings.trusted_proxies) == (9100, "console", ("10.0.0.1",))
+    assert settings.smtp_connect_timeout == 3.0
+    assert settings.default_smtp == DefaultSmtp(
+        host="file.example.com", port=465, username="file-user", password="file-secret", enable_ssl=True, enable_auth=True
+    )
+
+
+def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    env = write_config(tmp_path, 'port = 9100\nhost = "10.1.1.1"\n')
+    settings = load_settings({**env, "SMTPSETTINGS_PORT": "9200"})
+    assert settings.port == 9200
+    assert settings.host == "10.1.1.1"
+
+
+def test_default_smtp_from_the_environment_is_merged_key_by_key_over_the_file(tmp_path: Path) -> None:
+    env = write_config(
+        tmp_path,
+        '[default_smtp]\nhost = "file.example.com"\nport = 465\nusername = "file-user"\nenable_auth = true\n',
+    )
+    settings = load_settings({**env, "SMTPSETTINGS_DEFAULT_SMTP_PORT": "2525", "SMTPSETTINGS_DEFAULT_SMTP_PASSWORD": SECRET})
+    assert settings.default_smtp == DefaultSmtp(
+        host="file.example.com", port=2525, username="file-user", password=SECRET, enable_auth=True
+    )
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings({"SMTPSETTINGS_CONFIG_FILE": str(tmp_path / "absent.toml")})
+
+
+def test_a_config_file_that_is_not_toml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write_config(tmp_path, "port = = 1\n"))
+
+
+def test_an_unknown_key_in_the_file_is_named_as_its_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SMTPSETTINGS_BOGUS"):
+        load_settings(write_config(tmp_path, "bogus = 1\n"))
+
+
+def test_an_unknown_key_in_the_default_smtp_table_is_named_as_its_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SMTPSETTINGS_DEFAULT_SMTP_BOGUS"):
+        load_settings(write_config(tmp_path, "[default_smtp]\nbogus = 1\n"))
+
+
+def test_a_wrongly_typed_file_value_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SMTPSETTINGS_DEFAULT_SMTP_PORT"):
+        load_settings(write_config(tmp_path, '[default_smtp]\nport = "many"\n'))
+
+
+# --- bad values ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SMTPSETTINGS_PORT", "http"),
+        ("SMTPSETTINGS_PORT", "0"),
+        ("SMTPSETTINGS_PORT", "65536"),
+        ("SMTPSETTINGS_WORKERS", "many"),
+        ("SMTPSETTINGS_LOG_FORMAT", "xml"),
+        ("SMTPSETTINGS_TOKEN_LIFETIME_HOURS", "1.5"),
+        ("SMTPSETTINGS_SMTP_CONNECT_TIMEOUT", "soon"),
+        ("SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH", "yes"),
+        ("SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH", "maybe"),
+        ("SMTPSETTINGS_TRUSTED_PROXIES", "10.0.0.0/8,not-a-network"),
+        ("SMTPSETTINGS_SMTP_DENY_NETWORKS", "300.1.1.1"),
+        ("SMTPSETTINGS_DEFAULT_SMTP_PORT", "smtp"),
+        ("SMTPSETTINGS_DEFAULT_SMTP_PORT", "0"),
+        ("SMTPSETTINGS_DEFAULT_SMTP_PORT", "65536"),
+        ("SMTPSETTINGS_DEFAULT_SMTP_ENABLE_SSL", "yes"),
+        ("SMTPSETTINGS_DEFAULT_SMTP_ENABLE_AUTH", "on"),
+        ("SMTPSETTINGS_DEFAULT_SMTP_USE_NTLM", "enabled"),
+    ],
+)
+def test_a_bad_value_is_a_config_error_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: value})
+    assert variable in str(info.value)
+
+
+@pytest.mark.parametrize("variable", ["SMTPSETTINGS_BOGUS", "SMTPSETTINGS_SMTP_PASSWORD", "SMTPSETTINGS_DEFAULT_SMTP_BOGUS", "SMTPSETTINGS_DEFAULT_SMTP_USER"])
+def test_an_unknown_variable_is_a_config_error_naming_it(variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: "1"})
+    assert variable in str(info.value)
+
+
+def test_the_bare_default_smtp_variable_is_a_config_error_not_a_crash() -> None:
+    # BUG: config.py merges env_values["default_smtp"] with ** although it is then a string -> TypeError.
+    with pytest.raises(ConfigError) as info:
+        load_settings({"SMTPSETTINGS_DEFAULT_SMTP": "smtp.example.com"})
+    assert "SMTPSETTINGS_DEFAULT_SMTP" in str(info.value)
+
+
+def test_a_bad_value_never_echoes_the_default_smtp_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"SMTPSETTINGS_DEFAULT_SMTP_PASSWORD": SECRET, "SMTPSETTINGS_DEFAULT_SMTP_PORT": "x"})
+    assert SECRET not in str(info.value)
+
+
+# --- the password stays out of representations ----------------------------------------------------
+
+
+def secret_settings() -> Settings:
+    return load_settings({"SMTPSETTINGS_DEFAULT_SMTP_PASSWORD": SECRET, "SMTPSETTINGS_DEFAULT_SMTP_USERNAME": "u"})
+
+
+def test_the_default_smtp_password_is_not_in_the_repr_of_the_settings() -> None:
+    settings = secret_settings()
+    assert settings.default_smtp.password == SECRET
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+
+
+def test_the_default_smtp_password_is_not_in_the_repr_of_the_default_smtp() -> None:
+    default_smtp = secret_settings().default_smtp
+    assert SECRET not in repr(default_smtp)
+    assert SECRET not in str(default_smtp)
+    assert SECRET not in f"{default_smtp!r} {default_smtp}"
+    assert "password='***'" in repr(default_smtp)
+
+
+def test_the_default_smtp_password_is_not_in_a_rich_pretty_print() -> None:
+    # rich (a litestar dependency) prints msgspec structs through __rich_repr__, which msgspec derives
+    # from the fields, not from __repr__: rich tracebacks with locals or pretty logs would show the password.
+    pretty = pytest.importorskip("rich.pretty")
+    assert SECRET not in pretty.pretty_repr(secret_settings())
