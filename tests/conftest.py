@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from smtpsettings.domain.accounts import Role
 from smtpsettings.domain.passwords import hash_password
@@ -120,11 +121,23 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, *, wor
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def ca() -> trustme.CA:
+    """The CA the shared server trusts for SMTP (SMTPSETTINGS_SMTP_CA_FILE), made at run time."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("server")
+    ca.cert_pem.write_to_path(str(base / "ca.pem"))
     srv = start_server(
         base / "data",
         {
+            "SMTPSETTINGS_SMTP_CA_FILE": str(base / "ca.pem"),
+            # Short deadlines keep the tarpit tests quick; production defaults are 10/30/60 s.
+            "SMTPSETTINGS_SMTP_CONNECT_TIMEOUT": "2",
+            "SMTPSETTINGS_SMTP_COMMAND_TIMEOUT": "2",
+            "SMTPSETTINGS_SMTP_JOB_TIMEOUT": "8",
             # All tests sign in from 127.0.0.1: the per-address limit is tested on a server of its own.
             "SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ADDRESS": "100000",
             "SMTPSETTINGS_DEFAULT_SMTP_HOST": "mail.default.test",

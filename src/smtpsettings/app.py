@@ -13,13 +13,14 @@ import structlog
 from litestar import Litestar, Request
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from smtpsettings.api import authentication, docs, smtp
+from smtpsettings.api import authentication, docs, mailtest, smtp
 from smtpsettings.api.errors import exception_handlers
 from smtpsettings.api.negotiation import NotAcceptable, response_media_type
 from smtpsettings.config import Settings, load_settings
 from smtpsettings.crypto import KeyRing
 from smtpsettings.logs import configure_logging
 from smtpsettings.services.auth import AuthService
+from smtpsettings.services.mailtest import TestMailService
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store.database import Database
 
@@ -37,6 +38,7 @@ class Services:
         self.keyring = KeyRing(settings.key_file)
         self.auth = AuthService(self.db, settings)
         self.smtp = SmtpSettingsService(self.db, self.keyring, settings.default_smtp)
+        self.mailtest = TestMailService(self.db, self.smtp, settings)
         self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies)
 
     def close(self) -> None:
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         try:
             yield
         finally:
+            await services.mailtest.shutdown()
             services.close()
 
     app = Litestar(
@@ -66,6 +69,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             smtp.get_smtp_settings,
             smtp.save_smtp_settings,
             smtp.reset_smtp_settings,
+            mailtest.start_test,
+            mailtest.start_test_of_unsaved,
+            mailtest.test_status,
             *docs.route_handlers,
         ],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]

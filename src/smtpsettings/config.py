@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,12 @@ class DefaultSmtp(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     def __repr__(self) -> str:  # the password must never reach a log line or traceback
         return f"DefaultSmtp(host={self.host!r}, port={self.port}, username={self.username!r}, password='***')"
+
+    def __rich_repr__(self) -> Iterator[tuple[str, object]]:  # rich builds its own repr from the fields
+        yield "host", self.host
+        yield "port", self.port
+        yield "username", self.username
+        yield "password", "***"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -127,7 +133,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     env_values = _from_env(environ)
     file_smtp = merged.get("default_smtp", {})
     merged.update(env_values)
-    if "default_smtp" in env_values and isinstance(file_smtp, dict):
+    if isinstance(env_values.get("default_smtp"), dict) and isinstance(file_smtp, dict):
         merged["default_smtp"] = {**file_smtp, **env_values["default_smtp"]}
     merged.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -72,7 +72,12 @@ class KeyRing:
         key = self._keys.get(key_id)
         if key is None:
             raise DecryptionError(f"key {key_id} is not in the key ring {self._path}")
-        raw = base64.urlsafe_b64decode(payload)
+        try:
+            raw = base64.urlsafe_b64decode(payload)
+        except ValueError:
+            raise DecryptionError("malformed ciphertext") from None
+        if len(raw) < 12 + 16:  # nonce and tag at the least
+            raise DecryptionError("malformed ciphertext")
         try:
             return AESGCM(key).decrypt(raw[:12], raw[12:], purpose.encode()).decode()
         except InvalidTag:

@@ -6,9 +6,8 @@ from smtpsettings.domain.errors import DomainError
 
 __all__ = ("NotAcceptable", "UnsupportedMediaType", "check_body_type", "response_media_type")
 
+# In our order of preference, for wildcard ranges that admit several.
 _RESPONSE_TYPES = ("application/json", "text/json", "text/plain")
-# A wildcard range answers with the first concrete type it admits.
-_RANGES = {"*/*": "application/json", "application/*": "application/json", "text/*": "text/json"}
 
 
 class NotAcceptable(DomainError):
@@ -30,10 +29,9 @@ def response_media_type(accept: str | None) -> str:
     """
     if not accept or not accept.strip():
         return "application/json"
-    ranked: list[tuple[float, int, str]] = []
+    entries: list[tuple[str, float, int]] = []
     for position, part in enumerate(accept.split(",")):
         media, *params = (p.strip() for p in part.split(";"))
-        media = media.lower()
         q = 1.0
         for param in params:
             name, _, value = param.partition("=")
@@ -42,14 +40,33 @@ def response_media_type(accept: str | None) -> str:
                     q = float(value)
                 except ValueError:
                     q = 0.0
-        if q <= 0:
-            continue
-        answer = media if media in _RESPONSE_TYPES else _RANGES.get(media)
-        if answer:
-            ranked.append((-q, position, answer))
+        entries.append((media.lower(), q, position))
+    ranked: list[tuple[float, int, int, str]] = []
+    for preference, candidate in enumerate(_RESPONSE_TYPES):
+        # The most specific entry that matches decides the type's q (RFC 9110, 12.5.1).
+        matches = [
+            (_specificity(media, candidate), q, position)
+            for media, q, position in entries
+            if _specificity(media, candidate) >= 0
+        ]
+        if matches:
+            _, q, position = max(matches, key=lambda m: m[0])
+            if q > 0:
+                ranked.append((-q, position, preference, candidate))
     if not ranked:
         raise NotAcceptable()
-    return min(ranked)[2]
+    return min(ranked)[3]
+
+
+def _specificity(media_range: str, media_type: str) -> int:
+    """2 for an exact match, 1 for ``type/*``, 0 for ``*/*``, -1 when the range does not admit the type."""
+    if media_range == media_type:
+        return 2
+    if media_range == "*/*":
+        return 0
+    if media_range.endswith("/*") and media_type.startswith(media_range[:-1]):
+        return 1
+    return -1
 
 
 def check_body_type(content_type: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 
 import msgspec
@@ -53,17 +54,19 @@ def normalize_hostname(value: str) -> str | None:
     """The portal name a Host header or CLI argument denotes, or None when it is not a hostname."""
     host = value.strip().lower()
     if host.startswith("["):  # [::1]:8080
-        host = host[: host.find("]") + 1] if "]" in host else host
-    elif host.count(":") == 1:
+        end = host.find("]")
+        try:
+            return f"[{ipaddress.IPv6Address(host[1:end])}]" if end > 0 else None
+        except ValueError:
+            return None
+    if host.count(":") == 1:
         host = host.split(":", 1)[0]
     host = host.rstrip(".")
-    if host.startswith("[") and host.endswith("]"):
-        return host
-    return host if _HOSTNAME.match(host) else None
+    return host if _HOSTNAME.fullmatch(host) else None
 
 
 def valid_email(value: str) -> bool:
-    return len(value) <= 254 and _EMAIL.match(value) is not None
+    return len(value) <= 254 and _EMAIL.fullmatch(value) is not None
 
 
 def normalize_email(value: str) -> str:

@@ -1,0 +1,173 @@
+"""The test-mail job: start one per portal, run it in this process, report it from any process.
+
+The job's state lives in the database, written at every step, so any instance behind a load balancer can
+answer ``/smtp/test/status``. A job carries a deadline: if the instance running it dies, the job is
+reported failed once the deadline passes instead of "running" for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import uuid
+from datetime import timedelta
+
+import structlog
+
+from smtpsettings.config import Settings
+from smtpsettings.domain.accounts import Portal, User
+from smtpsettings.domain.errors import BadArgument, TooManyRequests
+from smtpsettings.domain.mailtest import COMPLETED, PERCENTS, SETUP_STEPS, STEP_CREATE_MESSAGE, STEP_SETUP_TENANT
+from smtpsettings.domain.smtp import PasswordAction, SmtpSettings, SmtpSettingsInput, decide_password
+from smtpsettings.mail import MailError, MailPolicy, SmtpTarget, build_test_message, send_message
+from smtpsettings.services.smtp import SmtpSettingsService
+from smtpsettings.store import jobs, ratelimit
+from smtpsettings.store import smtp as smtp_store
+from smtpsettings.store.database import Database, utcnow
+from smtpsettings.store.jobs import JobRecord
+
+__all__ = ("TestMailService", "mail_policy")
+
+log = structlog.get_logger("smtpsettings.mailtest")
+
+# Beyond the mail deadline, time for the job's own bookkeeping before another instance calls it dead.
+_DEADLINE_MARGIN = timedelta(seconds=5)
+
+
+def mail_policy(settings: Settings) -> MailPolicy:
+    return MailPolicy(
+        connect_timeout=settings.smtp_connect_timeout,
+        command_timeout=settings.smtp_command_timeout,
+        total_timeout=settings.smtp_job_timeout,
+        ca_file=settings.smtp_ca_file or None,
+        allow_plaintext_auth=settings.smtp_allow_plaintext_auth,
+        helo_name=settings.smtp_helo_name or None,
+        deny_networks=tuple(ipaddress.ip_network(n, strict=False) for n in settings.smtp_deny_networks),
+    )
+
+
+class TestMailService:
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    def __init__(self, db: Database, smtp: SmtpSettingsService, settings: Settings) -> None:
+        self._db = db
+        self._smtp = smtp
+        self._settings = settings
+        self._policy = mail_policy(settings)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, portal: Portal, user: User, candidate: SmtpSettingsInput | None = None) -> JobRecord:
+        """Start a test of the stored settings (or of ``candidate``, unsaved) unless one is running.
+
+        Raises:
+            TooManyRequests: the user's test limit is used up.
+            BadArgument: there are no settings to test, or the candidate's password rule fails.
+        """
+        await self._count_call(user)
+        settings, password = await self._target_settings(portal, candidate)
+        if not settings.host or not settings.sender_address:
+            raise BadArgument("There are no SMTP settings to test: save the settings first.")
+        job_id = uuid.uuid4().hex
+        deadline = utcnow() + timedelta(seconds=self._settings.smtp_job_timeout) + _DEADLINE_MARGIN
+        job, is_new = await self._db.write(
+            lambda c: jobs.claim_job(
+                c,
+                portal.id,
+                job_id=job_id,
+                user_id=user.id,
+                status=STEP_SETUP_TENANT,
+                percents=PERCENTS[STEP_SETUP_TENANT],
+                deadline_at=deadline,
+            )
+        )
+        if is_new:
+            task = asyncio.get_running_loop().create_task(self._run(portal, user, job.id, settings, password))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def status(self, portal: Portal) -> JobRecord | None:
+        job = await self._db.read(lambda c: jobs.get_job(c, portal.id))
+        if job is not None and not job.completed and job.deadline_at <= utcnow():
+            seconds = int((job.deadline_at - job.started_at).total_seconds())
+            error = f"The test did not finish within {seconds} s: the server running it stopped or lost the database."
+            await self._db.write(lambda c: jobs.finish_job(c, portal.id, job.id, error=error, details=job.details, transcript=job.transcript))
+            job = await self._db.read(lambda c: jobs.get_job(c, portal.id))
+        return job
+
+    async def shutdown(self) -> None:
+        """Cancel running jobs; each records that it was interrupted."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+
+    async def _count_call(self, user: User) -> None:
+        limit, window = self._settings.smtp_test_limit, self._settings.smtp_test_window_seconds
+        calls, wait = await self._db.write(lambda c: ratelimit.hit(c, f"smtptest:user:{user.id}", window))
+        if calls > limit:
+            raise TooManyRequests(f"Too many test messages: at most {limit} in {window // 60} minutes. Try again later.", int(wait) + 1)
+
+    async def _target_settings(self, portal: Portal, candidate: SmtpSettingsInput | None) -> tuple[SmtpSettings, str]:
+        if candidate is None:
+            return await self._smtp.get_with_password(portal)
+        stored = await self._db.read(lambda c: smtp_store.get_settings(c, portal.id))
+        action = decide_password(candidate, stored.settings if stored else None, bool(stored and stored.password_ciphertext))
+        if action is PasswordAction.KEEP:
+            return candidate.settings, self._smtp.password_for(portal, stored)
+        return candidate.settings, candidate.password
+
+    async def _run(self, portal: Portal, user: User, job_id: str, settings: SmtpSettings, password: str) -> None:
+        async def progress(step: str) -> None:
+            await self._db.write(lambda c: jobs.update_progress(c, portal.id, job_id, percents=PERCENTS[step], status=step))
+
+        async def finish(error: str, details: list[dict[str, object]], transcript: list[str], done: bool = False) -> None:
+            await self._db.write(
+                lambda c: jobs.finish_job(
+                    c,
+                    portal.id,
+                    job_id,
+                    error=error,
+                    details=details,
+                    transcript=transcript,
+                    percents=PERCENTS[COMPLETED] if done else None,
+                    status=COMPLETED if done else None,
+                )
+            )
+
+        target = SmtpTarget(
+            host=settings.host,
+            port=settings.port,
+            enable_ssl=settings.enable_ssl,
+            enable_auth=settings.enable_auth,
+            username=settings.credentials_user_name,
+            password=password,
+            use_ntlm=settings.use_ntlm,
+        )
+        try:
+            for step in SETUP_STEPS:
+                await progress(step)
+            await progress(STEP_CREATE_MESSAGE)
+            try:
+                message = build_test_message(
+                    sender_address=settings.sender_address, sender_display_name=settings.sender_display_name, recipient=user.email
+                )
+            except ValueError as exc:
+                await finish(f"Cannot build the test message: {exc}", [], [])
+                return
+            # The mail library enforces the same deadline; this one also covers our own bookkeeping.
+            async with asyncio.timeout(self._settings.smtp_job_timeout + 1):
+                report = await send_message(target, message, self._policy, on_step=progress)
+            await finish("", report.to_list(), list(report.transcript), done=True)
+            log.info("test_mail_sent", portal=portal.hostname, job_id=job_id)
+        except MailError as exc:
+            log.info("test_mail_failed", portal=portal.hostname, job_id=job_id, step=exc.step, error=str(exc))
+            await finish(str(exc), [d.to_dict() for d in exc.details], list(exc.transcript))
+        except TimeoutError:
+            await finish(f"No result within {self._settings.smtp_job_timeout:g} s; the test was stopped.", [], [])
+        except asyncio.CancelledError:
+            await finish("The test was interrupted because the server is shutting down.", [], [])
+            raise
+        except Exception:
+            log.exception("test_mail_crashed", portal=portal.hostname, job_id=job_id)
+            await finish("The test failed because of an internal error; the server log has the details.", [], [])

@@ -1,0 +1,103 @@
+"""SMTP peers for the end-to-end tests: real aiosmtpd servers (and a tarpit) in background threads.
+
+The server under test is another process, so these peers run in threads with their own event loops
+(aiosmtpd's Controller) rather than in the test's loop.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email import message_from_bytes
+from email.message import Message
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP as SMTPServer
+
+
+class Inbox:
+    """aiosmtpd handler keeping every delivered message."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.envelopes: list[Envelope] = []
+        self.received = threading.Event()
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        self.envelopes.append(envelope)
+        self.messages.append(message_from_bytes(envelope.original_content or b""))
+        self.received.set()
+        return "250 2.0.0 OK queued"
+
+
+class Authenticator:
+    def __init__(self, username: str, password: str) -> None:
+        self.username, self.password = username.encode(), password.encode()
+
+    def __call__(self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, auth_data: object) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (self.username, self.password)
+        return AuthResult(success=ok, handled=False, message=None if ok else "535 5.7.8 bad credentials")
+
+
+@contextmanager
+def smtp_peer(
+    *,
+    auth: tuple[str, str] | None = None,
+    starttls: ssl.SSLContext | None = None,
+    implicit_tls: ssl.SSLContext | None = None,
+) -> Iterator[tuple[int, Inbox]]:
+    inbox = Inbox()
+    kwargs: dict[str, object] = {}
+    if auth:
+        kwargs.update(authenticator=Authenticator(*auth), auth_require_tls=False)
+    if starttls:
+        kwargs.update(tls_context=starttls, require_starttls=True)
+    # aiosmtpd's Controller checks readiness by connecting to its port, so it needs a real number.
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=closed_port(), ssl_context=implicit_tls, server_hostname="localhost", **kwargs
+    )
+    controller.start()
+    try:
+        yield controller.port, inbox
+    finally:
+        controller.stop()
+
+
+@contextmanager
+def tarpit() -> Iterator[int]:
+    """Accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(2)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
