@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from litestar import Litestar, Request
+from litestar import Litestar, Request, Router
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from smtpsettings import web
 from smtpsettings.api import authentication, docs, mailtest, smtp
 from smtpsettings.api.errors import exception_handlers
 from smtpsettings.api.negotiation import NotAcceptable, response_media_type
@@ -61,7 +62,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             await services.mailtest.shutdown()
             services.close()
 
-    app = Litestar(
+    # Content negotiation (406) applies to the JSON API, not to the HTML pages beside it.
+    json_api = Router(
+        path="/",
         route_handlers=[
             authentication.sign_in,
             authentication.is_signed_in,
@@ -69,13 +72,16 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             smtp.get_smtp_settings,
             smtp.save_smtp_settings,
             smtp.reset_smtp_settings,
+            smtp.smtp_settings_history,
             mailtest.start_test,
             mailtest.start_test_of_unsaved,
             mailtest.test_status,
-            *docs.route_handlers,
         ],
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
         before_request=_refuse_unacceptable,
+    )
+    app = Litestar(
+        route_handlers=[json_api, *docs.route_handlers, *web.route_handlers],
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
         openapi_config=None,
         request_max_body_size=settings.max_body_bytes,

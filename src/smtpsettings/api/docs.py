@@ -32,7 +32,7 @@ async def openapi_json() -> Response[bytes]:
 
 @get("/api/2.0/docs", include_in_schema=False)
 async def docs_page() -> Response[str]:
-    return Response(_PAGE, media_type="text/html; charset=utf-8")
+    return Response(_PAGE, media_type="text/html")
 
 
 @get("/api/2.0/docs/init.js", include_in_schema=False)

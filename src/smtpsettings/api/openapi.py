@@ -84,6 +84,22 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/2.0/authentication/logout": {"post": _op("logout", "Sign out", "ObjectWrapper", tag="Authentication")},
             "/api/2.0/smtpsettings/smtp": smtp_paths,
+            "/api/2.0/smtpsettings/smtp/test": {
+                "get": _op("testSmtpSettings", "Send a test mail with the stored settings", "SmtpOperationStatusRequestsWrapper", extra={"429": {"description": "Test limit reached"}}),
+                "post": _op(
+                    "testUnsavedSmtpSettings",
+                    "(ours) Send a test mail with the settings in the body, without saving them",
+                    "SmtpOperationStatusRequestsWrapper",
+                    body="SmtpSettingsDto",
+                    extra={"429": {"description": "Test limit reached"}},
+                ),
+            },
+            "/api/2.0/smtpsettings/smtp/test/status": {
+                "get": _op("getSmtpOperationStatus", "The portal's test-mail status", "SmtpOperationStatusRequestsWrapper"),
+            },
+            "/api/2.0/smtpsettings/smtp/audit": {
+                "get": _op("getSmtpSettingsHistory", "(ours) The portal's SMTP settings change log", "SmtpAuditWrapper"),
+            },
         },
         "components": {
             "schemas": {
@@ -105,6 +121,46 @@ def openapi_document() -> dict[str, Any]:
                     "additionalProperties": False,
                 },
                 "SmtpSettingsWrapper": _wrapper({"$ref": "#/components/schemas/SmtpSettingsDto"}),
+                "SmtpOperationStatusRequestsDto": {
+                    "type": "object",
+                    "properties": {
+                        "completed": {"type": "boolean", "description": "Whether the test has finished."},
+                        "id": {"type": "string", "description": "The test job's id."},
+                        "error": {"type": "string", "description": "Empty, or one sentence saying what failed."},
+                        "status": {"type": "string", "description": "The current step."},
+                        "percents": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 100},
+                        "details": {
+                            "type": "array",
+                            "description": "(ours) Diagnostics of each step done.",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "step": {"type": "string"},
+                                    "message": {"type": "string"},
+                                    "elapsed_ms": {"type": ["number", "null"]},
+                                    "level": {"type": "string", "enum": ["info", "warning", "error"]},
+                                },
+                            },
+                        },
+                        "transcript": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "(ours) The SMTP dialogue, AUTH payloads and passwords replaced by ***.",
+                        },
+                    },
+                },
+                "SmtpOperationStatusRequestsWrapper": _wrapper({"$ref": "#/components/schemas/SmtpOperationStatusRequestsDto"}),
+                "SmtpAuditEntry": {
+                    "type": "object",
+                    "properties": {
+                        "action": {"type": "string", "enum": ["save", "reset"]},
+                        "userEmail": {"type": "string"},
+                        "changedFields": {"type": "array", "items": {"type": "string"}},
+                        "clientAddress": {"type": "string"},
+                        "createdAt": {"type": "string", "format": "date-time"},
+                    },
+                },
+                "SmtpAuditWrapper": _wrapper({"type": "array", "items": {"$ref": "#/components/schemas/SmtpAuditEntry"}}),
                 "AuthRequestsDto": {
                     "type": "object",
                     "properties": {

@@ -10,7 +10,7 @@ from smtpsettings.api.context import client_address, read_json, services, settin
 from smtpsettings.api.envelope import success_response
 from smtpsettings.domain.smtp import SmtpSettings, parse_settings
 
-__all__ = ("reset_smtp_settings", "get_smtp_settings", "save_smtp_settings", "settings_dto")
+__all__ = ("get_smtp_settings", "reset_smtp_settings", "save_smtp_settings", "settings_dto", "smtp_settings_history")
 
 PATH = "/api/2.0/smtpsettings/smtp"
 
@@ -43,6 +43,26 @@ async def save_smtp_settings(request: Request) -> Response[bytes]:
     new = parse_settings(await read_json(request))
     saved = await services(request).smtp.save(portal, user, new, client_address(request))
     return success_response(request, settings_dto(saved))
+
+
+@get(PATH + "/audit")
+async def smtp_settings_history(request: Request) -> Response[bytes]:
+    """(ours) The portal's change log, newest first: who, when, from where, which fields."""
+    portal, _ = await settings_manager(request)
+    entries = await services(request).smtp.audit(portal, limit=50)
+    return success_response(
+        request,
+        [
+            {
+                "action": e.action,
+                "userEmail": e.user_email,
+                "changedFields": e.changed_fields,
+                "clientAddress": e.client_address,
+                "createdAt": e.created_at,
+            }
+            for e in entries
+        ],
+    )
 
 
 @delete(PATH, status_code=200)
