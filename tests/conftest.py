@@ -1,123 +1,12 @@
-"""Shared fixtures: a real server process on a free loopback port, and portals/users made for each test.
-
-The server is the installed ``smtpsettings serve`` command, so the tests exercise what an operator runs.
-One server is shared by the session; each test gets a portal of its own (its own Host name), which keeps
-tests independent without paying for a server start each time. Tests that need special configuration
-start their own server with :func:`start_server`.
-"""
+"""Shared fixtures; the machinery behind them lives in ``serverkit``."""
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import httpx
 import pytest
 import trustme
-
-from smtpsettings.domain.accounts import Role
-from smtpsettings.domain.passwords import hash_password
-from smtpsettings.store import accounts as store_accounts
-from smtpsettings.services.accounts import AccountsService
-from smtpsettings.store.database import Database
-
-PASSWORD = "correct horse battery"
-
-
-def smtpsettings_command() -> list[str]:
-    exe = shutil.which("smtpsettings", path=str(Path(sys.executable).parent)) or shutil.which("smtpsettings")
-    return [exe] if exe else [sys.executable, "-m", "smtpsettings"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """A running ``smtpsettings serve`` and the means to look inside it."""
-
-    base_url: str
-    data_dir: Path
-    log_path: Path
-    env: dict[str, str]
-    process: subprocess.Popen[bytes]
-    stdout: str = ""
-
-    @property
-    def db_path(self) -> Path:
-        return self.data_dir / "smtpsettings.db"
-
-    @property
-    def database_url(self) -> str:
-        return self.env.get("SMTPSETTINGS_DATABASE_URL") or f"sqlite:///{self.db_path}"
-
-    def accounts(self) -> AccountsService:
-        return AccountsService(Database(self.database_url))
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*smtpsettings_command(), *args], env=self.env, capture_output=True, text=True, timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"smtpsettings {' '.join(args)} failed: {result.stderr}")
-        return result
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, *, workers: int = 1) -> Server:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPSETTINGS_")}
-    env.update(
-        SMTPSETTINGS_DATA_DIR=str(data_dir),
-        SMTPSETTINGS_LOG_FORMAT="json",
-        SMTPSETTINGS_OWNER_EMAIL="owner@example.com",
-        **(extra_env or {}),
-    )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir.parent / f"server-{port}.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [*smtpsettings_command(), "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    server = Server(f"http://127.0.0.1:{port}", data_dir, log_path, env, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        server.stop()
-        raise RuntimeError(f"server did not listen within 30 s:\n{log_path.read_text()}")
-    server.stdout = log_path.read_text()
-    return server
+from serverkit import Portal, Server, make_portal, start_server
 
 
 @pytest.fixture(scope="session")
@@ -153,56 +42,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator
     srv.stop()
 
 
-@dataclass
-class Portal:
-    """A portal of the shared server, with an owner, an admin, a user and a guest."""
-
-    server: Server
-    hostname: str
-    emails: dict[Role, str] = field(default_factory=dict)
-
-    def client(self, role: Role | None = None, **kwargs: object) -> httpx.Client:
-        """An HTTP client speaking to this portal; signed in (Bearer token) when a role is given."""
-        headers = {"Host": self.hostname, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
-        client = httpx.Client(base_url=self.server.base_url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
-        if role is not None:
-            client.headers["Authorization"] = "Bearer " + self.sign_in(role)
-        return client
-
-    def sign_in(self, role: Role) -> str:
-        with httpx.Client(base_url=self.server.base_url, headers={"Host": self.hostname}, timeout=30) as c:
-            r = c.post("/api/2.0/authentication", json={"userName": self.emails[role], "password": PASSWORD})
-            assert r.status_code == 200, r.text
-            return str(r.json()["response"]["token"])
-
-
-@functools.cache
-def _password_hash() -> str:
-    # argon2 is slow on purpose; hashing the shared test password once keeps portal setup quick.
-    return hash_password(PASSWORD)
-
-
-def make_portal(server: Server, *, is_default: bool = False) -> Portal:
-    hostname = f"p{uuid.uuid4().hex[:10]}.test"
-    portal = Portal(server, hostname)
-
-    def create(conn):  # type: ignore[no-untyped-def]
-        created = store_accounts.create_portal(conn, hostname, is_default=is_default)
-        for role in Role:
-            email = f"{role.value}@{hostname}"
-            store_accounts.create_user(
-                conn, created.id, email=email, display_name=role.value, role=role, password_hash=_password_hash()
-            )
-            portal.emails[role] = email
-
-    db = Database(server.database_url)
-    try:
-        db.write_sync(create)
-    finally:
-        db.dispose()
-    return portal
-
-
 @pytest.fixture
 def portal(server: Server) -> Portal:
     return make_portal(server)
@@ -211,16 +50,3 @@ def portal(server: Server) -> Portal:
 @pytest.fixture
 def portal_factory(server: Server) -> Callable[[], Portal]:
     return lambda: make_portal(server)
-
-
-VALID_SETTINGS = {
-    "host": "smtp.example.com",
-    "port": 587,
-    "senderAddress": "noreply@example.com",
-    "senderDisplayName": "Example Portal",
-    "credentialsUserName": "mailer",
-    "credentialsUserPassword": "initial-Secret-1",
-    "enableSSL": True,
-    "enableAuth": True,
-    "useNtlm": False,
-}

@@ -29,21 +29,26 @@ __all__ = ("Services", "create_app")
 
 log = structlog.get_logger("smtpsettings.access")
 
+_DRAIN_LIMIT = 16 * 1024 * 1024
+
 
 class Services:
     """Everything a request may use, built once per worker from the settings."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.resolved_database_url)
+        self.db = Database(
+            settings.resolved_database_url, timeout=settings.database_timeout, pool_size=settings.database_pool_size
+        )
         self.keyring = KeyRing(settings.key_file)
         self.auth = AuthService(self.db, settings)
         self.smtp = SmtpSettingsService(self.db, self.keyring, settings.default_smtp)
         self.mailtest = TestMailService(self.db, self.smtp, settings)
         self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies)
 
-    def close(self) -> None:
-        self.db.dispose()
+    async def close(self) -> None:
+        await self.mailtest.shutdown()
+        await self.db.dispose_async()
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -59,8 +64,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         try:
             yield
         finally:
-            await services.mailtest.shutdown()
-            services.close()
+            await services.close()
 
     # Content negotiation (406) applies to the JSON API, not to the HTML pages beside it.
     json_api = Router(
@@ -89,7 +93,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         debug=False,
     )
     app.state.services = services
-    return RequestLog(app)
+    return RequestLog(app, settings.max_body_bytes)
 
 
 async def _refuse_unacceptable(request: Request) -> None:
@@ -103,8 +107,9 @@ class RequestLog:
     It wraps the whole router so that 404s and 405s are negotiated and logged like everything else.
     """
 
-    def __init__(self, app: Litestar) -> None:
+    def __init__(self, app: Litestar, max_body_bytes: int) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,6 +122,7 @@ class RequestLog:
         except NotAcceptable:
             state["media_type"] = "application/json"
             state["not_acceptable"] = True
+        receive = await self._drain_oversized(scope, receive)
         request_id = uuid.uuid4().hex[:16]
         started = time.perf_counter()
         status = 500
@@ -137,7 +143,7 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            portal = state.get("portal")
+            portal = state.get("portal")  # set by api.context once the Host is resolved
             log.info(
                 "request",
                 request_id=request_id,
@@ -149,3 +155,25 @@ class RequestLog:
                 portal=portal.hostname if portal else None,
                 user_id=state.get("user_id"),
             )
+
+    async def _drain_oversized(self, scope: Scope, receive: Receive) -> Receive:
+        """Read and drop a body announced as too large before the 413 goes out.
+
+        Answering while the client is still sending makes many clients see a reset connection
+        instead of the 413; a bounded drain lets them read the answer. Beyond the bound we stop
+        reading and the answer may be lost, which is fine for a client sending that much.
+        """
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        if not length.isdigit() or int(length) <= self.max_body_bytes:
+            return receive
+        drained = 0
+        while drained <= _DRAIN_LIMIT:
+            message = await receive()
+            drained += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def empty() -> Any:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        return empty

@@ -42,7 +42,7 @@ class Context:
     def db(self) -> Database:
         if self._db is None:
             self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._db = Database(self.settings.resolved_database_url)
+            self._db = Database(self.settings.resolved_database_url, timeout=self.settings.database_timeout)
             self._db.migrate()
         return self._db
 

@@ -56,7 +56,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data_dir: Path = Path("smtpsettings-data")
     """Directory for the SQLite database and the encryption key ring (created 0700)."""
     database_url: str = ""
-    """SQLAlchemy URL; empty means SQLite in the data directory."""
+    """SQLAlchemy URL (``sqlite:///PATH`` or ``postgresql://…``); empty means SQLite in the data directory."""
+    database_timeout: float = 5.0
+    """Seconds a database operation may take (connect, wait for a pooled connection, run) before a 503."""
+    database_pool_size: int = 10
+    """PostgreSQL connections per worker process."""
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1

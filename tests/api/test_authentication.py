@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORD, Portal, Server, make_portal, start_server
+from serverkit import PASSWORD, Portal, Server, make_portal, start_server
 
 from smtpsettings.domain.accounts import Role
 
@@ -205,7 +205,7 @@ def test_basic_auth_guessing_is_limited_too(limited_server: Server) -> None:
 
 def test_forwarded_for_is_ignored_from_untrusted_peers(portal: Portal) -> None:
     # The shared server trusts no proxy: the audit records the real peer, not the header.
-    from conftest import VALID_SETTINGS
+    from serverkit import VALID_SETTINGS
 
     with portal.client(Role.ADMIN, headers={"X-Forwarded-For": "198.51.100.200"}) as c:
         c.post(SMTP, json=VALID_SETTINGS)

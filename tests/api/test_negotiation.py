@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Portal
+from serverkit import Portal
 
 from smtpsettings.domain.accounts import Role
 

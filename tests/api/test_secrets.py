@@ -7,7 +7,7 @@ import json
 import secrets
 import sqlite3
 
-from conftest import VALID_SETTINGS, Portal
+from serverkit import VALID_SETTINGS, Portal
 
 from smtpsettings.domain.accounts import Role
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import VALID_SETTINGS, Portal
+from serverkit import VALID_SETTINGS, Portal
 
 from smtpsettings.domain.accounts import Role
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import trustme
-from conftest import Portal, Server, make_portal, start_server
+from serverkit import Portal, Server, make_portal, start_server
 from smtp_peers import closed_port, smtp_peer, tarpit
 
 from smtpsettings.domain.accounts import Role

@@ -59,7 +59,7 @@ class SmtpSettingsService:
 
     async def save(self, portal: Portal, user: User, new: SmtpSettingsInput, client_address: str) -> SmtpSettings:
         def save_in_transaction(conn):  # type: ignore[no-untyped-def]
-            stored = smtp_store.get_settings(conn, portal.id)
+            stored = smtp_store.get_settings(conn, portal.id, for_update=True)
             action = decide_password(new, stored.settings if stored else None, bool(stored and stored.password_ciphertext))
             old_password = self._decrypt(portal, stored) if stored else None
             if action is PasswordAction.SET:
@@ -85,7 +85,7 @@ class SmtpSettingsService:
 
     async def reset(self, portal: Portal, user: User, client_address: str) -> SmtpSettings:
         def reset_in_transaction(conn):  # type: ignore[no-untyped-def]
-            stored = smtp_store.get_settings(conn, portal.id)
+            stored = smtp_store.get_settings(conn, portal.id, for_update=True)
             if stored is None:
                 changed: list[str] = []
             else:

@@ -1,32 +1,45 @@
-"""The database handle: one engine, transactions, and migrations.
+"""The database handle: engines, transactions, failures, and migrations, for SQLite and PostgreSQL.
 
-Repository functions are plain SQLAlchemy Core functions of a ``Connection``. :class:`Database` runs them
-in a transaction. On SQLite it runs them right on the caller's thread: a one-row query takes microseconds,
-far less than a hop to a thread pool, and writes take SQLite's write lock up front (``BEGIN IMMEDIATE``)
-so that concurrent writers queue instead of failing half-way.
+Repository functions are plain SQLAlchemy Core functions of a sync ``Connection``; :class:`Database` runs
+each in one transaction. How depends on the backend:
+
+- SQLite runs them right on the caller's thread. A one-row query takes microseconds, far less than a hop
+  to a thread pool, and writes take SQLite's write lock up front (``BEGIN IMMEDIATE``) so concurrent
+  writers queue instead of failing half-way.
+- PostgreSQL runs them on an async, pooled psycopg connection through ``AsyncConnection.run_sync``, so
+  the event loop never blocks on the network. The CLI and migrations use a small sync engine.
+
+Connection failures, timeouts and an exhausted pool all become :class:`StoreUnavailable` (HTTP 503):
+the caller gets a clear answer within the configured timeout instead of a hang or a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ("Database", "StoreUnavailable", "utc", "utcnow")
+__all__ = ("Database", "StoreUnavailable", "insert_for", "utc", "utcnow")
 
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Any fixed number works, as long as every instance uses the same one.
+_MIGRATION_LOCK_ID = 0x5E77_1265
 
 
 class StoreUnavailable(Exception):
-    """The database cannot be reached or is too busy; the request may be retried."""
+    """The database cannot be reached, is too slow or too busy; the request may be retried."""
 
 
 def utcnow() -> datetime:
@@ -38,54 +51,103 @@ def utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-class Database:
-    """An engine plus the transaction discipline every repository call goes through."""
+def insert_for(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT that knows ``ON CONFLICT`` in the connection's dialect (both of ours have it)."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 10_000) -> None:
-        self.url = sa.make_url(url)
-        self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        if not self.is_sqlite:
-            raise ValueError(f"unsupported database {self.url.get_backend_name()!r}; use sqlite:///PATH")
-        if self.url.database:
-            Path(self.url.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.engine: Engine = sa.create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
-        event.listen(self.engine, "connect", _sqlite_on_connect)
-        event.listen(self.engine, "begin", _sqlite_on_begin)
+
+class Database:
+    """The engines plus the transaction discipline every repository call goes through.
+
+    Args:
+        url: SQLAlchemy URL: ``sqlite:///PATH`` or ``postgresql://USER:PASSWORD@HOST/DB``.
+        timeout: Seconds any one database operation may take, connecting and waiting for a pooled
+            connection included, before it fails with :class:`StoreUnavailable`.
+        pool_size: PostgreSQL connections per process.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 5.0, pool_size: int = 10) -> None:
+        parsed = sa.make_url(url)
+        backend = parsed.get_backend_name()
+        self.timeout = timeout
+        self.async_engine: AsyncEngine | None = None
+        if backend == "sqlite":
+            self.is_sqlite = True
+            if parsed.database:
+                Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.engine: Engine = sa.create_engine(parsed, connect_args={"timeout": timeout})
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
+        elif backend in ("postgresql", "postgres"):
+            self.is_sqlite = False
+            if parsed.drivername not in ("postgresql", "postgres", "postgresql+psycopg"):
+                raise ValueError(f"use postgresql:// URLs (the psycopg driver is built in), not {parsed.drivername}://")
+            parsed = parsed.set(drivername="postgresql+psycopg")
+            connect_args = {
+                "connect_timeout": max(1, int(timeout)),
+                "options": f"-c statement_timeout={int(timeout * 1000)} -c lock_timeout={int(timeout * 1000)}",
+            }
+            common: dict[str, Any] = {"pool_pre_ping": True, "pool_timeout": timeout, "connect_args": connect_args}
+            self.engine = sa.create_engine(parsed, pool_size=2, max_overflow=0, **common)
+            # No overflow: when the pool is exhausted, requests wait pool_timeout and then get a 503,
+            # rather than opening connections until PostgreSQL refuses them all.
+            self.async_engine = create_async_engine(parsed, pool_size=pool_size, max_overflow=0, **common)
+        else:
+            raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://…")
+        self.url = parsed
+
+    # -- running repository functions -------------------------------------------------------------
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
-        try:
-            with self.engine.connect() as conn:
-                with conn.begin():
-                    return fn(conn)
-        except sa.exc.OperationalError as exc:
-            raise StoreUnavailable(_describe(exc)) from exc
+        with _translate_failures():
+            with self.engine.connect() as conn, conn.begin():
+                return fn(conn)
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one write transaction: all of it commits, or none of it does."""
-        try:
-            with self.engine.connect().execution_options(sqlite_immediate=True) as conn:
-                with conn.begin():
-                    return fn(conn)
-        except sa.exc.OperationalError as exc:
-            raise StoreUnavailable(_describe(exc)) from exc
+        with _translate_failures():
+            with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+                return fn(conn)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        return self.read_sync(fn)
+        if self.async_engine is None:
+            return self.read_sync(fn)
+        return await self._run_async(fn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        return self.write_sync(fn)
+        if self.async_engine is None:
+            return self.write_sync(fn)
+        return await self._run_async(fn)
+
+    async def _run_async(self, fn: Callable[[Connection], T]) -> T:
+        assert self.async_engine is not None
+        with _translate_failures():
+            # The per-statement and connect timeouts cover most stalls; this covers the rest
+            # (a peer that stops answering mid-transaction), so no request hangs beyond it.
+            async with asyncio.timeout(self.timeout * 2):
+                async with self.async_engine.connect() as conn, conn.begin():
+                    return await conn.run_sync(fn)
+
+    # -- schema -----------------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+        """Bring the schema to the newest Alembic revision (safe when several instances start at once)."""
         from alembic import command
         from alembic.config import Config
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.connect() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
-            conn.commit()
+        with _translate_failures(), self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            try:
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+                conn.commit()
+            finally:
+                if not self.is_sqlite:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
+                    conn.commit()
         if self.is_sqlite and self.url.database:
             # The file holds password hashes and ciphertexts: readable by the service's user only.
             for suffix in ("", "-wal", "-shm"):
@@ -95,6 +157,35 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    async def dispose_async(self) -> None:
+        if self.async_engine is not None:
+            await self.async_engine.dispose()
+        self.engine.dispose()
+
+
+@contextmanager
+def _translate_failures() -> Iterator[None]:
+    """Turn the ways a database can be unavailable into StoreUnavailable; let real errors through."""
+    try:
+        yield
+    except sa.exc.TimeoutError as exc:
+        raise StoreUnavailable("The database is overloaded (no free connection); try again.") from exc
+    except TimeoutError as exc:
+        raise StoreUnavailable("The database did not answer in time; try again.") from exc
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        text = str(exc.orig or exc)
+        if "locked" in text or "busy" in text:
+            raise StoreUnavailable("The database is busy; try again.") from exc
+        if "statement timeout" in text or "lock timeout" in text:
+            raise StoreUnavailable("The database did not answer in time; try again.") from exc
+        raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
+        raise
+    except ConnectionError as exc:
+        raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
 
 
 def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -109,10 +200,3 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
 
 def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
-
-
-def _describe(exc: sa.exc.OperationalError) -> str:
-    text = str(exc.orig) if exc.orig is not None else str(exc)
-    if "locked" in text or "busy" in text:
-        return "The database is busy; try again."
-    return "The database is unavailable."

@@ -8,7 +8,7 @@ from datetime import datetime
 import msgspec
 from sqlalchemy.engine import Connection
 
-from smtpsettings.store.database import utc, utcnow
+from smtpsettings.store.database import insert_for, utc, utcnow
 from smtpsettings.store.tables import test_jobs
 
 __all__ = ("JobRecord", "claim_job", "finish_job", "get_job", "update_progress")
@@ -43,9 +43,10 @@ def _record(row) -> JobRecord:  # type: ignore[no-untyped-def]
     )
 
 
-def get_job(conn: Connection, portal_id: int) -> JobRecord | None:
-    row = conn.execute(test_jobs.select().where(test_jobs.c.portal_id == portal_id)).first()
-    return _record(row) if row else None
+def get_job(conn: Connection, portal_id: int, *, for_update: bool = False) -> JobRecord | None:
+    query = test_jobs.select().where(test_jobs.c.portal_id == portal_id)
+    row = conn.execute(query.with_for_update() if for_update else query).first()
+    return _record(row) if row and row.id else None  # id "" marks the placeholder claim_job locks
 
 
 def claim_job(
@@ -53,9 +54,16 @@ def claim_job(
 ) -> tuple[JobRecord, bool]:
     """Start a job unless one is live for the portal; returns the live job and whether it is the new one.
 
-    Must run in a write transaction: the read and the write are one step for every instance.
+    Must run in a write transaction. The portal's job row is locked first (created if missing), so two
+    instances asked at once serialise here and only one of them starts a job.
     """
-    current = get_job(conn, portal_id)
+    placeholder = {"id": "", "user_id": None, "completed": True, "percents": 0, "status": "", "error": "", "details": "{}"}
+    conn.execute(
+        insert_for(conn, test_jobs)
+        .values(portal_id=portal_id, started_at=utcnow(), deadline_at=utcnow(), **placeholder)
+        .on_conflict_do_nothing(index_elements=[test_jobs.c.portal_id])
+    )
+    current = get_job(conn, portal_id, for_update=True)
     now = utcnow()
     if current is not None and not current.completed and current.deadline_at > now:
         return current, False
@@ -71,10 +79,7 @@ def claim_job(
         "deadline_at": deadline_at,
         "finished_at": None,
     }
-    if current is None:
-        conn.execute(test_jobs.insert().values(portal_id=portal_id, **values))
-    else:
-        conn.execute(test_jobs.update().where(test_jobs.c.portal_id == portal_id).values(**values))
+    conn.execute(test_jobs.update().where(test_jobs.c.portal_id == portal_id).values(**values))
     job = get_job(conn, portal_id)
     assert job is not None
     return job, True

@@ -7,6 +7,7 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from smtpsettings.store.database import insert_for
 from smtpsettings.store.tables import rate_counters
 
 __all__ = ("count", "hit", "reset")
@@ -29,13 +30,22 @@ def count(conn: Connection, bucket: str, window: float) -> tuple[int, float]:
 
 
 def hit(conn: Connection, bucket: str, window: float) -> tuple[int, float]:
-    """Count one more hit; returns the new count and the seconds until the window ends."""
+    """Count one more hit; returns the new count and the seconds until the window ends.
+
+    One atomic upsert, so concurrent hits from several instances are all counted.
+    """
     now = time.time()
-    hits, start = _current(conn, bucket, window, now)
-    values = {"count": hits + 1, "window_start": start}
-    if conn.execute(rate_counters.update().where(rate_counters.c.bucket == bucket).values(**values)).rowcount == 0:
-        conn.execute(rate_counters.insert().values(bucket=bucket, **values))
-    return hits + 1, start + window - now
+    expired = rate_counters.c.window_start <= now - window
+    stmt = insert_for(conn, rate_counters).values(bucket=bucket, window_start=now, count=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[rate_counters.c.bucket],
+        set_={
+            "count": sa.case((expired, 1), else_=rate_counters.c.count + 1),
+            "window_start": sa.case((expired, now), else_=rate_counters.c.window_start),
+        },
+    ).returning(rate_counters.c.count, rate_counters.c.window_start)
+    row = conn.execute(stmt).one()
+    return row.count, row.window_start + window - now
 
 
 def reset(conn: Connection, bucket: str) -> None:

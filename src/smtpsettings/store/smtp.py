@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from smtpsettings.domain.smtp import SmtpSettings
-from smtpsettings.store.database import utc, utcnow
+from smtpsettings.store.database import insert_for, utc, utcnow
 from smtpsettings.store.tables import audit_log, smtp_settings
 
 __all__ = (
@@ -39,8 +39,10 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
 
 
-def get_settings(conn: Connection, portal_id: int) -> StoredSmtpSettings | None:
-    row = conn.execute(smtp_settings.select().where(smtp_settings.c.portal_id == portal_id)).first()
+def get_settings(conn: Connection, portal_id: int, *, for_update: bool = False) -> StoredSmtpSettings | None:
+    """The portal's own settings; ``for_update`` locks the row until the transaction ends (PostgreSQL)."""
+    query = smtp_settings.select().where(smtp_settings.c.portal_id == portal_id)
+    row = conn.execute(query.with_for_update() if for_update else query).first()
     if row is None:
         return None
     settings = SmtpSettings(
@@ -70,9 +72,9 @@ def put_settings(conn: Connection, portal_id: int, settings: SmtpSettings, passw
         "use_ntlm": settings.use_ntlm,
         "updated_at": utcnow(),
     }
-    updated = conn.execute(smtp_settings.update().where(smtp_settings.c.portal_id == portal_id).values(**values))
-    if updated.rowcount == 0:
-        conn.execute(smtp_settings.insert().values(portal_id=portal_id, **values))
+    # One upsert: two first saves racing on two instances cannot both insert.
+    stmt = insert_for(conn, smtp_settings).values(portal_id=portal_id, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=[smtp_settings.c.portal_id], set_=values))
 
 
 def set_password_ciphertext(conn: Connection, portal_id: int, old: str, new: str) -> bool:
