@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import trustme
+from pgcluster import PgCluster, find_pg_bin
 from serverkit import Portal, Server, make_portal, start_server
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster of the session's own; skipped (with the reason) where the binaries are absent.
+
+    CI sets SMTPSETTINGS_REQUIRE_POSTGRES=1, and there a missing PostgreSQL fails instead of skipping.
+    """
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        reason = "PostgreSQL server binaries (initdb, pg_ctl) not found; install Debian's postgresql package"
+        if os.environ.get("SMTPSETTINGS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cluster = PgCluster(bin_dir)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each backend: a SQLite file, or a new database in the session's cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return request.getfixturevalue("pg_cluster").create_database()
 
 
 @pytest.fixture(scope="session")
@@ -15,13 +45,19 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator[Server]:
-    base = tmp_path_factory.mktemp("server")
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator[Server]:
+    """The shared server, once on SQLite and once on PostgreSQL: every test using it runs on both."""
+    base = tmp_path_factory.mktemp(f"server-{request.param}")
     ca.cert_pem.write_to_path(str(base / "ca.pem"))
+    database, cluster = {}, None
+    if request.param == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        database["SMTPSETTINGS_DATABASE_URL"] = cluster.create_database()
     srv = start_server(
         base / "data",
         {
+            **database,
             "SMTPSETTINGS_SMTP_CA_FILE": str(base / "ca.pem"),
             # Short deadlines keep the tarpit tests quick; production defaults are 10/30/60 s.
             "SMTPSETTINGS_SMTP_CONNECT_TIMEOUT": "2",
@@ -38,6 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator
             "SMTPSETTINGS_DEFAULT_SMTP_PASSWORD": "default-secret-Zq9",
         },
     )
+    srv.pg = cluster
     yield srv
     srv.stop()
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from pgcluster import PgCluster
 import trustme
 
 from smtpsettings.domain.accounts import Role
@@ -54,6 +58,8 @@ class Server:
     env: dict[str, str]
     process: subprocess.Popen[bytes]
     stdout: str = ""
+    pg: PgCluster | None = None
+    """The cluster holding the database, when it is PostgreSQL."""
 
     @property
     def db_path(self) -> Path:
@@ -62,6 +68,26 @@ class Server:
     @property
     def database_url(self) -> str:
         return self.env.get("SMTPSETTINGS_DATABASE_URL") or f"sqlite:///{self.db_path}"
+
+    def query(self, sql: str, **params: object) -> list[tuple[object, ...]]:
+        """Run SQL against the server's database, whichever backend it is."""
+        engine = sa.create_engine(self.database_url.replace("postgresql://", "postgresql+psycopg://", 1), poolclass=sa.NullPool)
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(sa.text(sql), params)]
+        finally:
+            engine.dispose()
+
+    def storage_bytes(self) -> bytes:
+        """Every byte the database keeps on disk (after a checkpoint), to search for what must not be there."""
+        if self.pg is not None:
+            self.pg.checkpoint()
+            files = [p for p in self.pg.data.rglob("*") if p.is_file()]
+        else:
+            with sqlite3.connect(self.db_path) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            files = [p for p in self.db_path.parent.glob(self.db_path.name + "*")]
+        return b"".join(p.read_bytes() for p in files)
 
     def accounts(self) -> AccountsService:
         return AccountsService(Database(self.database_url))
@@ -75,14 +101,22 @@ class Server:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the server and its workers, as a crash or an operator would."""
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
+            self.kill(signal.SIGTERM)
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self.kill(signal.SIGKILL)
                 self.process.wait(5)
+        self.kill(signal.SIGKILL)  # any worker left behind
 
 
 def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, *, workers: int = 1) -> Server:
@@ -102,6 +136,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, *, wor
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # granian's workers are children: signal the whole group
     )
     server = Server(f"http://127.0.0.1:{port}", data_dir, log_path, env, process)
     deadline = time.monotonic() + 30

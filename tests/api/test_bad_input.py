@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from serverkit import VALID_SETTINGS, Portal
 
@@ -15,20 +13,17 @@ JSON = {"Content-Type": "application/json"}
 
 def _settings_row(portal: Portal) -> bytes:
     """The portal's stored settings row, as bytes, so that 'unchanged' means unchanged to the byte."""
-    with sqlite3.connect(portal.server.db_path) as conn:
-        row = conn.execute(
-            "SELECT s.* FROM smtp_settings s JOIN portals p ON p.id = s.portal_id WHERE p.hostname = ?", (portal.hostname,)
-        ).fetchone()
-    return repr(row).encode()
+    rows = portal.server.query(
+        "SELECT s.* FROM smtp_settings s JOIN portals p ON p.id = s.portal_id WHERE p.hostname = :host", host=portal.hostname
+    )
+    return repr(rows).encode()
 
 
 def _audit_count(portal: Portal) -> int:
-    with sqlite3.connect(portal.server.db_path) as conn:
-        return int(
-            conn.execute(
-                "SELECT count(*) FROM audit_log a JOIN portals p ON p.id = a.portal_id WHERE p.hostname = ?", (portal.hostname,)
-            ).fetchone()[0]
-        )
+    rows = portal.server.query(
+        "SELECT count(*) FROM audit_log a JOIN portals p ON p.id = a.portal_id WHERE p.hostname = :host", host=portal.hostname
+    )
+    return int(rows[0][0])  # type: ignore[call-overload]
 
 
 def _long(n: int) -> str:

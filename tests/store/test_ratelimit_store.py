@@ -13,8 +13,8 @@ from smtpsettings.store.database import Database
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path}/t.db")
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
     database.migrate()
     yield database
     database.dispose()
@@ -87,9 +87,9 @@ def test_a_window_in_the_past_restarts_the_count(db: Database) -> None:
     assert 0 < left <= 0.05
 
 
-def test_the_count_is_shared_by_every_handle_on_the_same_database(tmp_path: Path, db: Database) -> None:
+def test_the_count_is_shared_by_every_handle_on_the_same_database(database_url: str, db: Database) -> None:
     hit(db)
-    other = Database(f"sqlite:///{tmp_path}/t.db")
+    other = Database(database_url)
     try:
         assert other.write_sync(lambda c: ratelimit.hit(c, "b", 60))[0] == 2
     finally:
