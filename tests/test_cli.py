@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import sqlite3
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from serverkit import PASSWORD, VALID_SETTINGS, Portal, Server, smtpsettings_command, start_server
 
 from smtpsettings.crypto import KeyRing
 from smtpsettings.services.smtp import password_purpose
-
-if TYPE_CHECKING:
-    from conftest import Portal, Server
-
-
-def _root_conftest() -> ModuleType:
-    # Not "from conftest import": with several conftest.py files and prepend import mode, the module named
-    # "conftest" is whichever pytest loaded last.
-    name = "smtpsettings_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_conftest = _root_conftest()
-PASSWORD: str = _conftest.PASSWORD
-VALID_SETTINGS: dict[str, Any] = _conftest.VALID_SETTINGS
-start_server: Callable[..., Server] = _conftest.start_server
-smtpsettings_command: Callable[[], list[str]] = _conftest.smtpsettings_command
 
 SMTP = "/api/2.0/smtpsettings/smtp"
 
@@ -186,6 +160,35 @@ def test_a_non_numeric_port_is_a_one_line_error_naming_the_variable(tmp_path: Pa
     assert_one_line_error(result, "SMTPSETTINGS_PORT")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SMTPSETTINGS_PORT", "70000"),
+        ("SMTPSETTINGS_DEFAULT_SMTP_PORT", "abc"),
+        ("SMTPSETTINGS_LOG_FORMAT", "xml"),
+        ("SMTPSETTINGS_TRUSTED_PROXIES", "not-a-network"),
+        ("SMTPSETTINGS_WORKERS", "0"),
+        ("SMTPSETTINGS_DATABASE_URL", "not a database url"),
+    ],
+)
+def test_an_invalid_setting_is_a_one_line_error_naming_the_variable(tmp_path: Path, variable: str, value: str) -> None:
+    result = run(tmp_path / "data", "migrate", **{variable: value})
+    assert_one_line_error(result, variable)
+
+
+def test_an_invalid_toml_config_file_is_a_one_line_error_naming_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "broken.toml"
+    config.write_text("port = \n")
+    result = run(tmp_path / "data", "--config", str(config), "migrate")
+    assert_one_line_error(result, "broken.toml")
+
+
+def test_a_data_dir_that_is_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "data"
+    not_a_dir.write_text("")
+    assert_one_line_error(run(not_a_dir, "migrate"), str(not_a_dir))
+
+
 def test_an_unknown_setting_is_a_one_line_error_naming_the_variable(tmp_path: Path) -> None:
     result = run(tmp_path / "data", "migrate", SMTPSETTINGS_NO_SUCH_SETTING="1")
     assert_one_line_error(result, "SMTPSETTINGS_NO_SUCH_SETTING")
@@ -229,7 +232,7 @@ def test_duplicate_portal_differing_only_in_case_is_a_one_line_error(tmp_path: P
 @pytest.mark.parametrize("hostname", ["not a host", "bad_name.test", "-lead.test", "a..b"])
 def test_portal_create_with_an_invalid_hostname_is_a_one_line_error(tmp_path: Path, hostname: str) -> None:
     data = tmp_path / "data"
-    assert_one_line_error(run(data, "portal", "create", hostname))
+    assert_one_line_error(run(data, "portal", "create", "--", hostname))
     assert ok(data, "portal", "list").strip() == ""
 
 
@@ -431,6 +434,14 @@ def test_audit_shows_each_save_and_reset_with_who_from_where_and_which_fields(se
     assert "isDefaultSettings" in newest[4].split(",")
     for password in (VALID_SETTINGS["credentialsUserPassword"], "second-Secret-2"):
         assert password not in out
+
+
+def test_audit_records_the_peer_address_not_an_untrusted_forwarded_for(server: Server, portal: Portal) -> None:
+    with portal.client("admin", headers={"X-Forwarded-For": "203.0.113.7"}) as admin:  # type: ignore[arg-type]
+        assert admin.post(SMTP, json=VALID_SETTINGS).status_code == 200
+    out = server.cli("audit", "--portal", portal.hostname).stdout
+    assert out.strip().split("\t")[3] == "127.0.0.1"
+    assert "203.0.113.7" not in out
 
 
 def test_audit_does_not_record_refused_saves(server: Server, portal: Portal) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import sqlalchemy as sa
 
 __all__ = ("ConfigError", "DefaultSmtp", "Settings", "load_settings")
 
@@ -173,6 +174,15 @@ def _check(settings: Settings) -> None:
         raise ConfigError("SMTPSETTINGS_LOG_FORMAT must be 'json' or 'console'")
     if not 1 <= settings.port <= 65535:
         raise ConfigError("SMTPSETTINGS_PORT must be between 1 and 65535")
+    if not 1 <= settings.workers <= 64:
+        raise ConfigError("SMTPSETTINGS_WORKERS must be between 1 and 64")
+    if settings.database_url:
+        try:
+            backend = sa.make_url(settings.database_url).get_backend_name()
+        except sa.exc.ArgumentError:
+            raise ConfigError("SMTPSETTINGS_DATABASE_URL is not a database URL (sqlite:///PATH or postgresql://…)") from None
+        if backend not in ("sqlite", "postgresql", "postgres"):
+            raise ConfigError(f"SMTPSETTINGS_DATABASE_URL: unsupported database {backend!r}; use sqlite or postgresql")
     if not 1 <= settings.default_smtp.port <= 65535:
         raise ConfigError("SMTPSETTINGS_DEFAULT_SMTP_PORT must be between 1 and 65535")
     for name, items in (("TRUSTED_PROXIES", settings.trusted_proxies), ("SMTP_DENY_NETWORKS", settings.smtp_deny_networks)):

@@ -11,41 +11,16 @@ the answers have the shape the SDK demands.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import importlib.util
 import json
 import re
-import sys
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
+from serverkit import PASSWORD, Server, start_server
 
 from smtpsettings.domain.accounts import Role
-
-
-def _root_conftest() -> ModuleType:
-    # Not "from conftest import": with several conftest.py files and prepend import mode, the module named
-    # "conftest" is whichever pytest loaded last.
-    name = "smtpsettings_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_conftest = _root_conftest()
-PASSWORD: str = _conftest.PASSWORD
-start_server = _conftest.start_server
-if TYPE_CHECKING:
-    from conftest import Server
 
 with warnings.catch_warnings():
     # The SDK's own models warn about a field named "copy" when imported; not our concern.
@@ -178,6 +153,19 @@ def test_sdk_manages_settings_with_the_token_as_asc_auth_key_cookie(sdk_server: 
     # The SDK writes the api_key value as the whole Cookie header, so the value carries the cookie's name.
     token = sdk_server.sign_in()
     with sdk_server.client(api_key={"asc_auth_key": f"asc_auth_key={token}"}) as api_client:
+        exercise_smtp_settings(api_client)
+
+
+def test_sdk_manages_settings_with_the_bare_token_as_asc_auth_key(sdk_server: SdkServer) -> None:
+    with sdk_server.client(api_key={"asc_auth_key": sdk_server.sign_in()}) as api_client:
+        exercise_smtp_settings(api_client)
+
+
+def test_sdk_manages_settings_with_an_api_key_in_its_api_key_bearer_setting(sdk_server: SdkServer) -> None:
+    # The SDK sends this setting as a header named "ApiKeyBearer"; it carries the same as Authorization.
+    result = sdk_server.server.cli("apikey", "create", "--portal", DEFAULT_PORTAL, "--email", OWNER_EMAIL)
+    key = result.stdout.strip().splitlines()[-1]
+    with sdk_server.client(api_key={"ApiKeyBearer": key}) as api_client:
         exercise_smtp_settings(api_client)
 
 

@@ -64,10 +64,19 @@ def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 async def current_principal(request: Request) -> Principal:
     portal = await current_portal(request)
-    credentials = Credentials(request.cookies.get(AUTH_COOKIE), request.headers.get("authorization"))
+    credentials = Credentials(_auth_cookie(request), request.headers.get("authorization") or request.headers.get("apikeybearer"))
     principal = await services(request).auth.authenticate(portal, credentials, client_address(request))
     request.scope["state"]["user_id"] = principal.user.id
     return principal
+
+
+def _auth_cookie(request: Request) -> str | None:
+    token = request.cookies.get(AUTH_COOKIE)
+    if token:
+        return token
+    # The official SDK, given api_key={"asc_auth_key": TOKEN}, sends "Cookie: TOKEN" with no name.
+    raw = request.headers.get("cookie", "").strip()
+    return raw if raw and "=" not in raw and ";" not in raw else None
 
 
 async def settings_manager(request: Request) -> tuple[Portal, User]:

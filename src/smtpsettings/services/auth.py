@@ -54,7 +54,14 @@ class AuthService:
         user = await self.check_password(portal, email, password, client_address)
         token = new_token()
         expires = utcnow() + timedelta(hours=self._settings.token_lifetime_hours)
-        await self._db.write(lambda c: accounts.create_session(c, user, hash_secret(token), expires))
+
+        def open_session(conn):  # type: ignore[no-untyped-def]
+            accounts.create_session(conn, user, hash_secret(token), expires)
+            # Housekeeping rides on sign-ins, which are rare next to reads: nothing else grows these tables.
+            accounts.delete_expired_sessions(conn)
+            ratelimit.prune(conn, older_than=max(self._settings.login_failure_window_seconds, 86_400))
+
+        await self._db.write(open_session)
         return token, expires
 
     async def check_password(self, portal: Portal, email: str, password: str, client_address: str) -> User:

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from smtpsettings.store.database import insert_for
 from smtpsettings.store.tables import rate_counters
 
-__all__ = ("count", "hit", "reset")
+__all__ = ("count", "hit", "prune", "reset")
 
 
 def _current(conn: Connection, bucket: str, window: float, now: float) -> tuple[int, float]:
@@ -50,3 +50,8 @@ def hit(conn: Connection, bucket: str, window: float) -> tuple[int, float]:
 
 def reset(conn: Connection, bucket: str) -> None:
     conn.execute(rate_counters.delete().where(rate_counters.c.bucket == bucket))
+
+
+def prune(conn: Connection, older_than: float) -> None:
+    """Drop counters whose window started more than ``older_than`` seconds ago (they count nothing now)."""
+    conn.execute(rate_counters.delete().where(rate_counters.c.window_start < time.time() - older_than))

@@ -75,9 +75,9 @@
     setTimeout(() => { el.textContent = text; }, 50);
   }
 
+  // Notices stay in the page (empty ones take no room), so that as live regions they are announced when filled.
   function setNotice(el, text, kind) {
     el.textContent = text || "";
-    el.hidden = !text;
     if (kind) el.dataset.kind = kind;
   }
 
@@ -308,15 +308,12 @@
     $("auth-fields").classList.toggle("is-disabled", !auth);
 
     const passwordStored = Boolean(saved && !saved.isDefaultSettings && saved.enableAuth);
-    let hint = "";
-    if (passwordStored && auth && !serverErrors.credentialsUserPassword) {
-      hint = storedPasswordKept(v)
-        ? "A password is stored. Leave the field empty to keep it."
-        : "A password is stored, but it is kept only while host, port and login are unchanged.";
-    }
+    // When host, port or login changed, the password's error says why it is needed: no hint then.
+    const hint = passwordStored && auth && storedPasswordKept(v) && !serverErrors.credentialsUserPassword
+      ? "A password is stored. Leave the field empty to keep it."
+      : "";
     const hintEl = $("smtp-password-hint");
     if (hintEl.textContent !== hint) hintEl.textContent = hint;
-    hintEl.hidden = !hint;
     fields.credentialsUserPassword.placeholder = passwordStored && auth && storedPasswordKept(v) ? "Stored password (unchanged)" : "";
 
     const dirty = isDirty(v);
@@ -327,7 +324,6 @@
     $("test-button").disabled = busy || dirty || testing;
     const testHint = dirty ? "Save the changes first: the test uses the saved settings." : "";
     if ($("test-button-hint").textContent !== testHint) $("test-button-hint").textContent = testHint;
-    $("test-button-hint").hidden = !testHint;
 
     let formHint = "";
     if (dirty && invalid) {
@@ -336,7 +332,6 @@
     } else if (dirty) formHint = "You have unsaved changes.";
     const formHintEl = $("form-hint");
     if (formHintEl.textContent !== formHint) formHintEl.textContent = formHint;
-    formHintEl.hidden = !formHint;
   }
 
   function fill(settings) {
@@ -427,7 +422,6 @@
       fill(res.body.response);
       hideTestPanel();
       setNotice($("form-status"), "Settings saved.", "success");
-      announce("Settings saved.");
       await loadHistory();
       return;
     }
@@ -499,7 +493,6 @@
       fill(res.body.response);
       hideTestPanel();
       setNotice($("form-status"), "Default settings restored.", "success");
-      announce("Default settings restored.");
       $("settings-title").focus();
       await loadHistory();
       return;
@@ -608,16 +601,14 @@
     const who = sessionStorage.getItem(SESSION_KEY);
     if (ok) {
       result.dataset.kind = "success";
-      result.setAttribute("role", "status");
       result.textContent = `The test mail was sent${who ? ` to ${who}` : " to your email address"}. Check the inbox.`;
     } else {
       result.dataset.kind = "error";
-      result.setAttribute("role", "alert");
       result.textContent = `The test mail could not be sent: ${job.error}`;
     }
     result.hidden = false;
     renderDiagnostics(job);
-    if (watching) announce(ok ? "Test mail sent." : `Test failed: ${job.error}`);
+    if (watching) announce(result.textContent);
     watching = false;
     refresh();
   }
