@@ -59,7 +59,7 @@ async def is_signed_in(request: Request) -> Response[bytes]:
 
 @post(PATH + "/logout", status_code=200)
 async def sign_out(request: Request) -> Response[bytes]:
-    principal = await current_principal(request)
+    _, principal = await current_principal(request)
     await services(request).auth.sign_out(principal)
     response = success_response(request, None)
     response.delete_cookie(AUTH_COOKIE, path="/")

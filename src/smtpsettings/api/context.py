@@ -10,9 +10,8 @@ from litestar import Request
 
 from smtpsettings.api.negotiation import check_body_type
 from smtpsettings.domain.accounts import Portal, Principal, User, normalize_hostname
-from smtpsettings.domain.errors import BadArgument, NotFound
+from smtpsettings.domain.errors import BadArgument
 from smtpsettings.services.auth import Credentials
-from smtpsettings.store import accounts
 
 if TYPE_CHECKING:
     from smtpsettings.app import Services
@@ -26,17 +25,13 @@ def services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
+def _hostname(request: Request) -> str | None:
+    return normalize_hostname(request.headers.get("host", ""))
+
+
 async def current_portal(request: Request) -> Portal:
     """The portal answering the request's Host; the default portal for unknown Hosts, if there is one."""
-    cached = request.scope["state"].get("portal")
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    host = normalize_hostname(request.headers.get("host", ""))
-    portal = None
-    if host is not None:
-        portal = await services(request).db.read(lambda c: accounts.find_portal_for_host(c, host))
-    if portal is None:
-        raise NotFound("No portal answers this host name.")
+    portal = await services(request).auth.portal_for_host(_hostname(request))
     request.scope["state"]["portal"] = portal
     return portal
 
@@ -62,12 +57,12 @@ def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return any(ip in net for net in networks)
 
 
-async def current_principal(request: Request) -> Principal:
-    portal = await current_portal(request)
+async def current_principal(request: Request) -> tuple[Portal, Principal]:
+    """The portal of the Host and the caller (401 without valid credentials for that portal)."""
     credentials = Credentials(_auth_cookie(request), request.headers.get("authorization") or request.headers.get("apikeybearer"))
-    principal = await services(request).auth.authenticate(portal, credentials, client_address(request))
-    request.scope["state"]["user_id"] = principal.user.id
-    return principal
+    portal, principal = await services(request).auth.authenticate(_hostname(request), credentials, client_address(request))
+    request.scope["state"].update(portal=portal, user_id=principal.user.id)
+    return portal, principal
 
 
 def _auth_cookie(request: Request) -> str | None:
@@ -81,8 +76,8 @@ def _auth_cookie(request: Request) -> str | None:
 
 async def settings_manager(request: Request) -> tuple[Portal, User]:
     """The portal and the signed-in owner or admin acting on it (401/403 otherwise)."""
-    principal = await current_principal(request)
-    return await current_portal(request), services(request).auth.require_settings_manager(principal)
+    portal, principal = await current_principal(request)
+    return portal, services(request).auth.require_settings_manager(principal)
 
 
 async def read_json(request: Request) -> Any:

@@ -18,6 +18,7 @@ Deadlines (see :class:`MailPolicy`):
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import copy
 import email.policy
 import email.utils
@@ -263,8 +264,18 @@ class _Session:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(self.policy.connect_timeout):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            literal = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            literal = None
+        try:
+            if literal is not None:
+                # An IP literal needs no resolver: skip getaddrinfo's trip through a worker thread.
+                family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+                sockaddr = (str(literal), port, 0, 0) if literal.version == 6 else (str(literal), port)
+                infos = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)]
+            else:
+                async with asyncio.timeout(self.policy.connect_timeout):
+                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except TimeoutError as exc:
             raise self.fail(
                 MailTimeout, f"Could not resolve host {host} within {_secs(self.policy.connect_timeout)} s"

@@ -15,7 +15,7 @@ import anyio.to_thread
 
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal, User, normalize_email
-from smtpsettings.domain.errors import AccessDenied, NotAuthenticated, TooManyRequests
+from smtpsettings.domain.errors import AccessDenied, NotAuthenticated, NotFound, TooManyRequests
 from smtpsettings.domain.passwords import hash_secret, new_token, verify_password
 from smtpsettings.store import accounts, ratelimit
 from smtpsettings.store.database import Database, utcnow
@@ -23,6 +23,7 @@ from smtpsettings.store.database import Database, utcnow
 __all__ = ("AuthService", "Credentials")
 
 AUTH_FAILED = "User authentication failed"
+NO_PORTAL = "No portal answers this host name."
 
 
 class Credentials:
@@ -101,41 +102,50 @@ class AuthService:
             await self._db.write(lambda c: ratelimit.reset(c, account_bucket))
         return user
 
-    async def authenticate(self, portal: Portal, credentials: Credentials, client_address: str) -> Principal:
-        """The principal behind a request's credentials, tried in DocSpace's order.
-
-        The first credential present decides: a stale cookie is not silently passed over for a header.
+    async def portal_for_host(self, hostname: str | None) -> Portal:
+        """The portal answering a Host name (else the default portal).
 
         Raises:
+            NotFound: no portal answers it and there is no default portal.
+        """
+        portal = await self._db.read(lambda c: accounts.find_portal_for_host(c, hostname)) if hostname else None
+        if portal is None:
+            raise NotFound(NO_PORTAL)
+        return portal
+
+    async def authenticate(self, hostname: str | None, credentials: Credentials, client_address: str) -> tuple[Portal, Principal]:
+        """The portal of the Host and the principal behind the request's credentials, in DocSpace's order.
+
+        The first credential present decides: a stale cookie is not silently passed over for a header.
+        Tokens and API keys are looked up with the portal in one transaction: this is every request's path.
+
+        Raises:
+            NotFound: no portal answers the Host.
             NotAuthenticated: nothing presented, or what was presented is not valid on this portal.
         """
-        if credentials.cookie:
-            return await self._by_token(portal, credentials.cookie)
-        header = credentials.authorization
-        if not header:
-            raise NotAuthenticated("Not authenticated")
-        scheme, _, value = header.partition(" ")
-        scheme_lower = scheme.lower()
-        if scheme_lower == "basic" and value:
-            email, password = _decode_basic(value.strip())
-            user = await self.check_password(portal, email, password, client_address)
-            return Principal(user=user, via="basic")
-        if scheme_lower == "bearer" and value:
-            header = value.strip()
-        if header.startswith("sk-"):
-            key_hash = hash_secret(header)
-            user = await self._db.read(lambda c: accounts.user_by_api_key(c, portal.id, key_hash))
-            if user is None:
+        kind, secret = _classify(credentials)
+        if kind == "basic" or kind == "none" or hostname is None:
+            portal = await self.portal_for_host(hostname)
+            if kind != "basic":
                 raise NotAuthenticated("Not authenticated")
-            return Principal(user=user, via="apikey")
-        return await self._by_token(portal, header)
+            email, password = _decode_basic(secret)
+            user = await self.check_password(portal, email, password, client_address)
+            return portal, Principal(user=user, via="basic")
+        secret_hash = hash_secret(secret)
+        lookup = accounts.user_by_api_key if kind == "apikey" else accounts.user_by_session
 
-    async def _by_token(self, portal: Portal, token: str) -> Principal:
-        token_hash = hash_secret(token)
-        user = await self._db.read(lambda c: accounts.user_by_session(c, portal.id, token_hash))
+        def resolve(conn):  # type: ignore[no-untyped-def]
+            portal = accounts.find_portal_for_host(conn, hostname)
+            return portal, lookup(conn, portal.id, secret_hash) if portal else None
+
+        portal, user = await self._db.read(resolve)
+        if portal is None:
+            raise NotFound(NO_PORTAL)
         if user is None:
             raise NotAuthenticated("Not authenticated")
-        return Principal(user=user, via="session", session_token_hash=token_hash)
+        if kind == "apikey":
+            return portal, Principal(user=user, via="apikey")
+        return portal, Principal(user=user, via="session", session_token_hash=secret_hash)
 
     async def sign_out(self, principal: Principal) -> None:
         if principal.session_token_hash:
@@ -147,6 +157,21 @@ class AuthService:
         if not principal.user.role.manages_settings:
             raise AccessDenied()
         return principal.user
+
+
+def _classify(credentials: Credentials) -> tuple[str, str]:
+    """``(kind, secret)`` with kind ``session``, ``apikey``, ``basic`` or ``none``."""
+    if credentials.cookie:
+        return "session", credentials.cookie
+    header = credentials.authorization
+    if not header:
+        return "none", ""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic" and value:
+        return "basic", value.strip()
+    if scheme.lower() == "bearer" and value:
+        header = value.strip()
+    return ("apikey" if header.startswith("sk-") else "session"), header
 
 
 def _decode_basic(value: str) -> tuple[str, str]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from smtpsettings.domain.accounts import Portal, Role, User
-from smtpsettings.store.database import utc, utcnow
+from smtpsettings.store.database import Prepared, utc, utcnow
 from smtpsettings.store.tables import api_keys, portals, sessions, users
 
 __all__ = (
@@ -36,11 +37,11 @@ class DuplicateError(Exception):
     """The row would break a uniqueness rule (same hostname, same email in a portal)."""
 
 
-def _portal(row: sa.Row) -> Portal:
+def _portal(row: Any) -> Portal:
     return Portal(id=row.id, hostname=row.hostname, is_default=row.is_default)
 
 
-def _user(row: sa.Row) -> User:
+def _user(row: Any) -> User:
     return User(id=row.id, portal_id=row.portal_id, email=row.email, display_name=row.display_name, role=Role(row.role))
 
 
@@ -66,14 +67,16 @@ def get_portal_by_hostname(conn: Connection, hostname: str) -> Portal | None:
     return _portal(row) if row else None
 
 
+_BY_HOSTNAME = Prepared(portals.select().where(portals.c.hostname == sa.bindparam("hostname")))
+_DEFAULT_PORTAL = Prepared(portals.select().where(portals.c.is_default.is_(True)).limit(1))
+
+
 def find_portal_for_host(conn: Connection, hostname: str) -> Portal | None:
-    """The portal answering ``hostname``: its own, else the default portal, else None."""
-    row = conn.execute(
-        portals.select()
-        .where(sa.or_(portals.c.hostname == hostname, portals.c.is_default.is_(True)))
-        .order_by((portals.c.hostname == hostname).desc())
-        .limit(1)
-    ).first()
+    """The portal answering ``hostname``: its own, else the default portal, else None.
+
+    Two indexed lookups rather than one OR query, which the planners answer with a full scan.
+    """
+    row = _BY_HOSTNAME.first(conn, hostname=hostname) or _DEFAULT_PORTAL.first(conn)
     return _portal(row) if row else None
 
 
@@ -118,13 +121,16 @@ def create_session(conn: Connection, user: User, token_hash: str, expires_at: da
     )
 
 
+_SESSION_USER = Prepared(
+    sa.select(users, sessions.c.expires_at)
+    .join(sessions, sessions.c.user_id == users.c.id)
+    .where(sessions.c.token_hash == sa.bindparam("token_hash"), sessions.c.portal_id == sa.bindparam("portal_id"))
+)
+
+
 def user_by_session(conn: Connection, portal_id: int, token_hash: str) -> User | None:
     """The user of a live session token of this portal (a token of another portal finds nobody)."""
-    row = conn.execute(
-        sa.select(users, sessions.c.expires_at)
-        .join(sessions, sessions.c.user_id == users.c.id)
-        .where(sessions.c.token_hash == token_hash, sessions.c.portal_id == portal_id)
-    ).first()
+    row = _SESSION_USER.first(conn, token_hash=token_hash, portal_id=portal_id)
     if row is None or utc(row.expires_at) <= utcnow():
         return None
     return _user(row)
@@ -146,12 +152,19 @@ def create_api_key(conn: Connection, user: User, key_id: str, key_hash: str) -> 
     )
 
 
+_API_KEY_USER = Prepared(
+    sa.select(users)
+    .join(api_keys, api_keys.c.user_id == users.c.id)
+    .where(
+        api_keys.c.key_hash == sa.bindparam("key_hash"),
+        api_keys.c.portal_id == sa.bindparam("portal_id"),
+        api_keys.c.revoked_at.is_(None),
+    )
+)
+
+
 def user_by_api_key(conn: Connection, portal_id: int, key_hash: str) -> User | None:
-    row = conn.execute(
-        sa.select(users)
-        .join(api_keys, api_keys.c.user_id == users.c.id)
-        .where(api_keys.c.key_hash == key_hash, api_keys.c.portal_id == portal_id, api_keys.c.revoked_at.is_(None))
-    ).first()
+    row = _API_KEY_USER.first(conn, key_hash=key_hash, portal_id=portal_id)
     return _user(row) if row else None
 
 

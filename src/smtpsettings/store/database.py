@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ("Database", "StoreUnavailable", "insert_for", "utc", "utcnow")
+__all__ = ("Database", "Prepared", "StoreUnavailable", "insert_for", "utc", "utcnow")
 
 T = TypeVar("T")
 
@@ -51,9 +52,10 @@ def utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def insert_for(conn: Connection, table: sa.Table) -> Any:
-    """An INSERT that knows ``ON CONFLICT`` in the connection's dialect (both of ours have it)."""
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+def insert_for(conn: Connection | str, table: sa.Table) -> Any:
+    """An INSERT that knows ``ON CONFLICT`` in the connection's (or named) dialect; both of ours have it."""
+    name = conn if isinstance(conn, str) else conn.dialect.name
+    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
 
 
 class Database:
@@ -76,6 +78,7 @@ class Database:
             if parsed.database:
                 Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.engine: Engine = sa.create_engine(parsed, connect_args={"timeout": timeout})
+            self._local = threading.local()
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         elif backend in ("postgresql", "postgres"):
@@ -99,15 +102,39 @@ class Database:
     # -- running repository functions -------------------------------------------------------------
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
-        with _translate_failures():
-            with self.engine.connect() as conn, conn.begin():
-                return fn(conn)
+        return self._run_sync(fn, write=False)
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one write transaction: all of it commits, or none of it does."""
+        return self._run_sync(fn, write=True)
+
+    def _run_sync(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         with _translate_failures():
-            with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-                return fn(conn)
+            if not self.is_sqlite:
+                conn = self.engine.connect()
+                with conn, conn.begin():
+                    return fn(conn)
+            # SQLite: one long-lived connection per thread. Checking a connection out of the pool costs
+            # more than the query, and calls on one thread never overlap (the event loop runs them whole).
+            conn = getattr(self._local, "conn", None)
+            if conn is None or conn.closed:
+                conn = self._local.conn = self.engine.connect()
+            conn.info["sqlite_immediate"] = write  # read by _sqlite_on_begin
+            try:
+                if write:
+                    with conn.begin():
+                        return fn(conn)
+                # Reads open no transaction of their own: each SELECT is atomic in SQLite, and the hot ones
+                # (Prepared) then cost no BEGIN/COMMIT. A Core statement autobegins; end it here.
+                try:
+                    return fn(conn)
+                finally:
+                    if conn.in_transaction():
+                        conn.commit()
+            except sa.exc.DBAPIError:
+                conn.invalidate()
+                self._local.conn = None
+                raise
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         if self.async_engine is None:
@@ -156,6 +183,9 @@ class Database:
                     path.chmod(0o600)
 
     def dispose(self) -> None:
+        conn = getattr(getattr(self, "_local", None), "conn", None)
+        if conn is not None:
+            conn.close()
         self.engine.dispose()
 
     async def dispose_async(self) -> None:
@@ -199,4 +229,96 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("sqlite_immediate") else "BEGIN")
+
+
+class Prepared:
+    """A Core statement compiled once per dialect, for the statements every request runs.
+
+    SQLAlchemy spends far more time building cache keys, coercing values and setting up results for a
+    one-row statement than SQLite spends running it. The statement is still written in Core (so it stays
+    portable, with ``bindparam`` placeholders); this runs its compiled SQL through the connection's driver,
+    applying the column types' conversions both ways. It runs inside whatever transaction ``conn`` is in.
+    """
+
+    __slots__ = ("_compiled", "_factory")
+
+    def __init__(self, statement: Any) -> None:
+        self._factory: Callable[[str], Any] = lambda _dialect: statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    @classmethod
+    def per_dialect(cls, factory: Callable[[str], Any]) -> Prepared:
+        """For statements written differently per dialect (``ON CONFLICT`` comes from dialect modules)."""
+        prepared = cls(None)
+        prepared._factory = factory
+        return prepared
+
+    def first(self, conn: Connection, **params: Any) -> Any:
+        """The first row (attribute access by column key), or None."""
+        compiled = self._compile(conn)
+        if not compiled.driver_types:
+            return conn.exec_driver_sql(compiled.sql, compiled.bind(params)).first()
+        cursor = conn.connection.driver_connection.execute(compiled.sql, compiled.bind(params))  # type: ignore[union-attr]
+        raw = cursor.fetchone()
+        cursor.close()
+        return None if raw is None else _Record(compiled.keys, compiled.convert(raw))
+
+    def execute(self, conn: Connection, **params: Any) -> int:
+        """Run a DML statement; returns the number of rows it touched."""
+        compiled = self._compile(conn)
+        if not compiled.driver_types:
+            return conn.exec_driver_sql(compiled.sql, compiled.bind(params)).rowcount
+        cursor = conn.connection.driver_connection.execute(compiled.sql, compiled.bind(params))  # type: ignore[union-attr]
+        count = cursor.rowcount
+        cursor.close()
+        return count
+
+    def _compile(self, conn: Connection) -> _Compiled:
+        dialect = conn.dialect
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _Compiled(self._factory(dialect.name), dialect)
+        return compiled
+
+
+class _Compiled:
+    __slots__ = ("binds", "driver_types", "keys", "positions", "processors", "sql")
+
+    def __init__(self, statement: Any, dialect: sa.engine.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        # SQLite's driver knows no booleans or datetimes: its statements go straight to the cursor with
+        # SQLAlchemy's conversions applied here. Other drivers convert types themselves.
+        self.driver_types = dialect.name == "sqlite"
+        self.positions = tuple(compiled.positiontup or ()) if compiled.positional else None
+        self.binds = {
+            name: bind.type._cached_bind_processor(dialect) for name, bind in compiled.binds.items()
+        }
+        columns = list(getattr(statement, "selected_columns", ()) or getattr(statement, "_returning", ()) or ())
+        self.keys = tuple(column.key for column in columns)
+        self.processors = [column.type._cached_result_processor(dialect, None) for column in columns]
+
+    def bind(self, params: dict[str, Any]) -> Any:
+        values = {name: (p(params[name]) if (p := self.binds.get(name)) else params[name]) for name in params}
+        if self.positions is not None:
+            return tuple(values[name] for name in self.positions)
+        return values
+
+    def convert(self, raw: Any) -> list[Any]:
+        return [p(v) if p else v for p, v in zip(self.processors, raw, strict=True)]
+
+
+class _Record:
+    """A row with attribute access, like SQLAlchemy's Row, built without its machinery."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, keys: tuple[str, ...], values: list[Any]) -> None:
+        self._values = dict(zip(keys, values, strict=True))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None

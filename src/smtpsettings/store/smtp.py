@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from smtpsettings.domain.smtp import SmtpSettings
-from smtpsettings.store.database import insert_for, utc, utcnow
+from smtpsettings.store.database import Prepared, insert_for, utc, utcnow
 from smtpsettings.store.tables import audit_log, smtp_settings
 
 __all__ = (
@@ -39,10 +40,28 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
 
 
+_SETTINGS = Prepared(smtp_settings.select().where(smtp_settings.c.portal_id == sa.bindparam("portal_id")))
+_SETTINGS_FOR_UPDATE = Prepared(
+    smtp_settings.select().where(smtp_settings.c.portal_id == sa.bindparam("portal_id")).with_for_update()
+)
+_VALUE_COLUMNS = [c.name for c in smtp_settings.columns if c.name != "portal_id"]
+
+
+def _upsert(dialect: str) -> Any:
+    # One statement: two first saves racing on two instances cannot both insert.
+    stmt = insert_for(dialect, smtp_settings).values({c.name: sa.bindparam(c.name) for c in smtp_settings.columns})
+    return stmt.on_conflict_do_update(
+        index_elements=[smtp_settings.c.portal_id], set_={name: stmt.excluded[name] for name in _VALUE_COLUMNS}
+    )
+
+
+_UPSERT = Prepared.per_dialect(_upsert)
+_AUDIT = Prepared(audit_log.insert().values({c.name: sa.bindparam(c.name) for c in audit_log.columns if c.name != "id"}))
+
+
 def get_settings(conn: Connection, portal_id: int, *, for_update: bool = False) -> StoredSmtpSettings | None:
     """The portal's own settings; ``for_update`` locks the row until the transaction ends (PostgreSQL)."""
-    query = smtp_settings.select().where(smtp_settings.c.portal_id == portal_id)
-    row = conn.execute(query.with_for_update() if for_update else query).first()
+    row = (_SETTINGS_FOR_UPDATE if for_update else _SETTINGS).first(conn, portal_id=portal_id)
     if row is None:
         return None
     settings = SmtpSettings(
@@ -72,9 +91,7 @@ def put_settings(conn: Connection, portal_id: int, settings: SmtpSettings, passw
         "use_ntlm": settings.use_ntlm,
         "updated_at": utcnow(),
     }
-    # One upsert: two first saves racing on two instances cannot both insert.
-    stmt = insert_for(conn, smtp_settings).values(portal_id=portal_id, **values)
-    conn.execute(stmt.on_conflict_do_update(index_elements=[smtp_settings.c.portal_id], set_=values))
+    _UPSERT.execute(conn, portal_id=portal_id, **values)
 
 
 def set_password_ciphertext(conn: Connection, portal_id: int, old: str, new: str) -> bool:
@@ -103,16 +120,15 @@ def delete_settings(conn: Connection, portal_id: int) -> bool:
 def add_audit_entry(
     conn: Connection, portal_id: int, *, user_id: int | None, user_email: str, action: str, changed: list[str], client_address: str
 ) -> None:
-    conn.execute(
-        audit_log.insert().values(
-            portal_id=portal_id,
-            user_id=user_id,
-            user_email=user_email,
-            action=action,
-            changed_fields=json.dumps(changed),
-            client_address=client_address,
-            created_at=utcnow(),
-        )
+    _AUDIT.execute(
+        conn,
+        portal_id=portal_id,
+        user_id=user_id,
+        user_email=user_email,
+        action=action,
+        changed_fields=json.dumps(changed),
+        client_address=client_address,
+        created_at=utcnow(),
     )
 
 
