@@ -20,6 +20,14 @@ def _count(payload: Any) -> int:
     return 1
 
 
+def _href(request: Request) -> str:
+    """The full request URL, as DocSpace echoes it in ``links`` (built from the scope: cheaper than request.url)."""
+    scope = request.scope
+    query = scope.get("query_string", b"")
+    host = request.headers.get("host") or "localhost"
+    return f"{scope.get('scheme', 'http')}://{host}{scope['path']}" + (f"?{query.decode('latin-1')}" if query else "")
+
+
 def _media_type(request: Request) -> str:
     media = request.scope.get("state", {}).get("media_type", "application/json")
     # Litestar adds the charset to text/* types itself.
@@ -31,7 +39,7 @@ def success_response(request: Request, payload: Any, *, status_code: int = 200, 
     body: dict[str, Any] = {} if payload is None else {"response": payload}
     body |= {
         "count": _count(payload),
-        "links": [{"href": str(request.url), "action": request.method}],
+        "links": [{"href": _href(request), "action": request.method}],
         "status": 0,
         "statusCode": status_code,
     }

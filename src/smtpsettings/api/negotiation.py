@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from smtpsettings.domain.errors import DomainError
 
 __all__ = ("NotAcceptable", "UnsupportedMediaType", "check_body_type", "response_media_type")
@@ -21,6 +23,7 @@ class UnsupportedMediaType(DomainError):
         super().__init__(f"Unsupported content type {shown!r}: send the body as application/json.")
 
 
+@functools.lru_cache(maxsize=256)  # clients send the same few Accept headers over and over
 def response_media_type(accept: str | None) -> str:
     """The JSON type to answer with, following the client's preferences (q-values honoured).
 
