@@ -18,15 +18,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 import sqlalchemy as sa
 from pgcluster import PgCluster
-import trustme
 
 from smtpsettings.domain.accounts import Role
 from smtpsettings.domain.passwords import hash_password

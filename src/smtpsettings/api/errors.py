@@ -43,11 +43,7 @@ _HTTP_MESSAGES = {
 
 
 def _domain_error(request: Request, exc: DomainError) -> Response[bytes]:
-    for cls, status, error_type in _STATUS:
-        if isinstance(exc, cls):
-            break
-    else:  # pragma: no cover - every DomainError subclass is listed above
-        status, error_type = 400, "Error"
+    status, error_type = next(((st, et) for cls, st, et in _STATUS if isinstance(exc, cls)), (400, "Error"))
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
     response = None
     if isinstance(exc, ValidationFailed):

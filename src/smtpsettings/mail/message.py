@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -51,7 +51,7 @@ def build_test_message(*, sender_address: str, sender_display_name: str, recipie
     message["From"] = sender
     message["To"] = to
     message["Subject"] = TEST_SUBJECT
-    message["Date"] = format_datetime(datetime.now(timezone.utc))
+    message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain=_msgid_domain(sender.domain))
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(TEST_BODY)

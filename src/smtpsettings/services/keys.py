@@ -7,6 +7,8 @@ secret is swapped only if it is still the ciphertext that was read (a concurrent
 
 from __future__ import annotations
 
+from functools import partial
+
 from smtpsettings.crypto import KeyRing
 from smtpsettings.services.smtp import password_purpose
 from smtpsettings.store import smtp as smtp_store
@@ -26,5 +28,5 @@ def rotate_keys(db: Database, keyring: KeyRing) -> tuple[str, int]:
         for portal_id, ciphertext in stale:
             plaintext = keyring.decrypt(ciphertext, password_purpose(portal_id))
             fresh = keyring.encrypt(plaintext, password_purpose(portal_id))
-            if db.write_sync(lambda c: smtp_store.set_password_ciphertext(c, portal_id, ciphertext, fresh)):
+            if db.write_sync(partial(smtp_store.set_password_ciphertext, portal_id=portal_id, old=ciphertext, new=fresh)):
                 done += 1

@@ -90,10 +90,12 @@ class Database:
                 "connect_timeout": max(1, int(timeout)),
                 "options": f"-c statement_timeout={int(timeout * 1000)} -c lock_timeout={int(timeout * 1000)}",
             }
-            common: dict[str, Any] = {"pool_pre_ping": True, "pool_timeout": timeout, "connect_args": connect_args}
-            self.engine = sa.create_engine(parsed, pool_size=2, max_overflow=0, **common)
+            common: dict[str, Any] = {"pool_timeout": timeout, "connect_args": connect_args}
+            self.engine = sa.create_engine(parsed, pool_size=2, max_overflow=0, pool_pre_ping=True, **common)
             # No overflow: when the pool is exhausted, requests wait pool_timeout and then get a 503,
-            # rather than opening connections until PostgreSQL refuses them all.
+            # rather than opening connections until PostgreSQL refuses them all. No pre-ping either: it
+            # costs a round trip per request, and a connection found dead invalidates the whole pool, so
+            # after a database restart one request gets a 503 and the next ones fresh connections.
             self.async_engine = create_async_engine(parsed, pool_size=pool_size, max_overflow=0, **common)
         else:
             raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://…")
@@ -139,26 +141,31 @@ class Database:
     async def read(self, fn: Callable[[Connection], T]) -> T:
         if self.async_engine is None:
             return self.read_sync(fn)
-        return await self._run_async(fn)
+        return await self._run_async(fn, write=False)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         if self.async_engine is None:
             return self.write_sync(fn)
-        return await self._run_async(fn)
+        return await self._run_async(fn, write=True)
 
-    async def _run_async(self, fn: Callable[[Connection], T]) -> T:
+    async def _run_async(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         assert self.async_engine is not None
         with _translate_failures():
             # The per-statement and connect timeouts cover most stalls; this covers the rest
             # (a peer that stops answering mid-transaction), so no request hangs beyond it.
             async with asyncio.timeout(self.timeout * 2):
-                async with self.async_engine.connect() as conn, conn.begin():
-                    return await conn.run_sync(fn)
+                async with self.async_engine.connect() as conn:
+                    if not write:
+                        # Reads in autocommit: no BEGIN/ROLLBACK round trips around a lookup.
+                        await conn.execution_options(isolation_level="AUTOCOMMIT")
+                        return await conn.run_sync(fn)
+                    async with conn.begin():
+                        return await conn.run_sync(fn)
 
     # -- schema -----------------------------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (safe when several instances start at once)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision``, the newest by default (safe when several instances start at once)."""
         from alembic import command
         from alembic.config import Config
 
@@ -169,7 +176,7 @@ class Database:
                 conn.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
             try:
                 config.attributes["connection"] = conn
-                command.upgrade(config, "head")
+                command.upgrade(config, revision)
                 conn.commit()
             finally:
                 if not self.is_sqlite:
@@ -283,7 +290,7 @@ class Prepared:
 
 
 class _Compiled:
-    __slots__ = ("binds", "driver_types", "keys", "positions", "processors", "sql")
+    __slots__ = ("binds", "defaults", "driver_types", "keys", "positions", "processors", "sql")
 
     def __init__(self, statement: Any, dialect: sa.engine.Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -292,6 +299,7 @@ class _Compiled:
         # SQLAlchemy's conversions applied here. Other drivers convert types themselves.
         self.driver_types = dialect.name == "sqlite"
         self.positions = tuple(compiled.positiontup or ()) if compiled.positional else None
+        self.defaults = {name: value for name, value in compiled.params.items() if value is not None}  # LIMIT 1 …
         self.binds = {
             name: bind.type._cached_bind_processor(dialect) for name, bind in compiled.binds.items()
         }
@@ -300,7 +308,8 @@ class _Compiled:
         self.processors = [column.type._cached_result_processor(dialect, None) for column in columns]
 
     def bind(self, params: dict[str, Any]) -> Any:
-        values = {name: (p(params[name]) if (p := self.binds.get(name)) else params[name]) for name in params}
+        merged = {**self.defaults, **params} if self.defaults else params
+        values = {name: (p(value) if (p := self.binds.get(name)) else value) for name, value in merged.items()}
         if self.positions is not None:
             return tuple(values[name] for name in self.positions)
         return values

@@ -94,7 +94,7 @@ rate_counters = sa.Table(
     "rate_counters",
     metadata,
     sa.Column("bucket", sa.String(255), primary_key=True),
-    sa.Column("window_start", sa.Float, nullable=False),
+    sa.Column("window_start", sa.Float, nullable=False, index=True),
     sa.Column("count", sa.Integer, nullable=False),
 )
 
