@@ -6,9 +6,10 @@ import json
 from datetime import datetime
 
 import msgspec
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from smtpsettings.store.database import insert_for, utc, utcnow
+from smtpsettings.store.database import Prepared, insert_for, utc, utcnow
 from smtpsettings.store.tables import test_jobs
 
 __all__ = ("JobRecord", "claim_job", "finish_job", "get_job", "update_progress")
@@ -43,9 +44,39 @@ def _record(row) -> JobRecord:  # type: ignore[no-untyped-def]
     )
 
 
+_BY_PORTAL = test_jobs.c.portal_id == sa.bindparam("portal_id")
+_LIVE_JOB = sa.and_(_BY_PORTAL, test_jobs.c.id == sa.bindparam("job_id"), test_jobs.c.completed.is_(False))
+_GET = Prepared(test_jobs.select().where(_BY_PORTAL))
+_GET_FOR_UPDATE = Prepared(test_jobs.select().where(_BY_PORTAL).with_for_update())
+_PLACEHOLDER = Prepared.per_dialect(
+    lambda dialect: insert_for(dialect, test_jobs)
+    .values({c.name: sa.bindparam(c.name) for c in test_jobs.columns})
+    .on_conflict_do_nothing(index_elements=[test_jobs.c.portal_id])
+)
+_START = Prepared(
+    test_jobs.update()
+    .where(_BY_PORTAL)
+    .values({c.name: sa.bindparam(f"new_{c.name}") for c in test_jobs.columns if c.name != "portal_id"})
+)
+_PROGRESS = Prepared(
+    test_jobs.update().where(_LIVE_JOB).values(percents=sa.bindparam("new_percents"), status=sa.bindparam("new_status"))
+)
+_FINISH = Prepared(
+    test_jobs.update()
+    .where(_LIVE_JOB)
+    .values(
+        completed=True,
+        error=sa.bindparam("new_error"),
+        details=sa.bindparam("new_details"),
+        finished_at=sa.bindparam("new_finished_at"),
+        percents=sa.func.coalesce(sa.bindparam("new_percents", type_=sa.Integer), test_jobs.c.percents),
+        status=sa.func.coalesce(sa.bindparam("new_status", type_=sa.String), test_jobs.c.status),
+    )
+)
+
+
 def get_job(conn: Connection, portal_id: int, *, for_update: bool = False) -> JobRecord | None:
-    query = test_jobs.select().where(test_jobs.c.portal_id == portal_id)
-    row = conn.execute(query.with_for_update() if for_update else query).first()
+    row = (_GET_FOR_UPDATE if for_update else _GET).first(conn, portal_id=portal_id)
     return _record(row) if row and row.id else None  # id "" marks the placeholder claim_job locks
 
 
@@ -57,14 +88,22 @@ def claim_job(
     Must run in a write transaction. The portal's job row is locked first (created if missing), so two
     instances asked at once serialise here and only one of them starts a job.
     """
-    placeholder = {"id": "", "user_id": None, "completed": True, "percents": 0, "status": "", "error": "", "details": "{}"}
-    conn.execute(
-        insert_for(conn, test_jobs)
-        .values(portal_id=portal_id, started_at=utcnow(), deadline_at=utcnow(), **placeholder)
-        .on_conflict_do_nothing(index_elements=[test_jobs.c.portal_id])
+    now = utcnow()
+    _PLACEHOLDER.execute(
+        conn,
+        portal_id=portal_id,
+        id="",
+        user_id=None,
+        completed=True,
+        percents=0,
+        status="",
+        error="",
+        details="{}",
+        started_at=now,
+        deadline_at=now,
+        finished_at=None,
     )
     current = get_job(conn, portal_id, for_update=True)
-    now = utcnow()
     if current is not None and not current.completed and current.deadline_at > now:
         return current, False
     values = {
@@ -79,18 +118,23 @@ def claim_job(
         "deadline_at": deadline_at,
         "finished_at": None,
     }
-    conn.execute(test_jobs.update().where(test_jobs.c.portal_id == portal_id).values(**values))
-    job = get_job(conn, portal_id)
-    assert job is not None
-    return job, True
+    _START.execute(conn, portal_id=portal_id, **{f"new_{k}": v for k, v in values.items()})
+    return JobRecord(
+        id=job_id,
+        portal_id=portal_id,
+        completed=False,
+        percents=percents,
+        status=status,
+        error="",
+        details=[],
+        transcript=[],
+        started_at=now,
+        deadline_at=deadline_at,
+    ), True
 
 
 def update_progress(conn: Connection, portal_id: int, job_id: str, *, percents: int, status: str) -> None:
-    conn.execute(
-        test_jobs.update()
-        .where(test_jobs.c.portal_id == portal_id, test_jobs.c.id == job_id, test_jobs.c.completed.is_(False))
-        .values(percents=percents, status=status)
-    )
+    _PROGRESS.execute(conn, portal_id=portal_id, job_id=job_id, new_percents=percents, new_status=status)
 
 
 def finish_job(
@@ -105,18 +149,13 @@ def finish_job(
     status: str | None = None,
 ) -> None:
     """Mark a job done (``error`` empty on success). A job already finished, or replaced, is left alone."""
-    values: dict[str, object] = {
-        "completed": True,
-        "error": error,
-        "details": json.dumps({"details": details, "transcript": transcript}),
-        "finished_at": utcnow(),
-    }
-    if percents is not None:
-        values["percents"] = percents
-    if status is not None:
-        values["status"] = status
-    conn.execute(
-        test_jobs.update()
-        .where(test_jobs.c.portal_id == portal_id, test_jobs.c.id == job_id, test_jobs.c.completed.is_(False))
-        .values(**values)
+    _FINISH.execute(
+        conn,
+        portal_id=portal_id,
+        job_id=job_id,
+        new_error=error,
+        new_details=json.dumps({"details": details, "transcript": transcript}),
+        new_finished_at=utcnow(),
+        new_percents=percents,
+        new_status=status,
     )
