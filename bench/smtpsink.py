@@ -1,0 +1,57 @@
+"""A local SMTP server for the test-mail benchmark: aiosmtpd on 127.0.0.1 that accepts and drops every message.
+
+    python bench/smtpsink.py --port 2525 [--delay 1.0]
+
+``--delay`` holds the answer to DATA that many seconds, as a remote server over a real network does, so
+that test jobs stay running long enough to overlap. Prints ``READY <port>`` once listening; stops on
+SIGTERM/SIGINT, and with ``--watch-stdin`` when its stdin closes (so it never outlives the benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import threading
+
+from aiosmtpd.smtp import SMTP
+
+
+class Sink:
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.count = 0
+
+    async def handle_DATA(self, server: SMTP, session: object, envelope: object) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.count += 1
+        return "250 2.0.0 OK: queued"
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--delay", type=float, default=0.0)
+    p.add_argument("--watch-stdin", action="store_true", help="stop when stdin reaches its end")
+    args = p.parse_args()
+    loop = asyncio.get_running_loop()
+    handler = Sink(args.delay)
+    # hostname given, so aiosmtpd does not look up this machine's FQDN
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="sink.localhost", ident="bench sink", enable_SMTPUTF8=True), "127.0.0.1", args.port
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.watch_stdin:  # the benchmark holds our stdin open: when it goes away, so do we
+        threading.Thread(target=lambda: (sys.stdin.buffer.read(), loop.call_soon_threadsafe(stop.set)), daemon=True).start()
+    print(f"READY {args.port}", flush=True)
+    await stop.wait()
+    server.close()
+    print(f"delivered {handler.count}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
