@@ -36,7 +36,6 @@ from common import (  # noqa: E402
     base_parser,
     check_call,
     environment,
-    fmt,
     fmt_range,
     http,
     log,

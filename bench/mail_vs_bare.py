@@ -40,7 +40,7 @@ async def main() -> None:
     t = SmtpTarget(host="127.0.0.1", port=port, enable_ssl=False, enable_auth=False)
     pol = MailPolicy(helo_name="bench.localhost")
     lib, bare = [], []
-    for i in range(40):
+    for _ in range(40):
         s = time.perf_counter()
         await send_message(t, msg, pol)
         lib.append(time.perf_counter() - s)

@@ -12,7 +12,6 @@ Figure 4 (peak RSS) is read from the servers of figures 1 and 2. Writes ``bench/
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
