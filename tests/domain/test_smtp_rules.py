@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from serverkit import VALID_SETTINGS
 from smtpsettings.domain.errors import BadArgument, ValidationFailed
 from smtpsettings.domain.smtp import (
     MAX_LENGTH,
@@ -17,17 +18,7 @@ from smtpsettings.domain.smtp import (
     parse_settings,
 )
 
-VALID: dict[str, Any] = {
-    "host": "smtp.example.com",
-    "port": 587,
-    "senderAddress": "noreply@example.com",
-    "senderDisplayName": "Example Portal",
-    "credentialsUserName": "mailer",
-    "credentialsUserPassword": "initial-Secret-1",
-    "enableSSL": True,
-    "enableAuth": True,
-    "useNtlm": False,
-}
+VALID: dict[str, Any] = VALID_SETTINGS
 
 STRING_FIELDS = [
     ("host", "Host"),
