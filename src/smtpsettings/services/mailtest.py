@@ -18,11 +18,10 @@ from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, User
 from smtpsettings.domain.errors import BadArgument, TooManyRequests
 from smtpsettings.domain.mailtest import COMPLETED, PERCENTS, STEP_CREATE_MESSAGE, STEP_SETUP_TENANT
-from smtpsettings.domain.smtp import PasswordAction, SmtpSettings, SmtpSettingsInput, decide_password
+from smtpsettings.domain.smtp import SmtpSettings, SmtpSettingsInput
 from smtpsettings.mail import MailError, MailPolicy, SmtpTarget, build_test_message, send_message
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store import jobs, ratelimit
-from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import Database, utcnow
 from smtpsettings.store.jobs import JobRecord
 
@@ -113,11 +112,7 @@ class TestMailService:
     async def _target_settings(self, portal: Portal, candidate: SmtpSettingsInput | None) -> tuple[SmtpSettings, str]:
         if candidate is None:
             return await self._smtp.get_with_password(portal)
-        stored = await self._db.read(lambda c: smtp_store.get_settings(c, portal.id))
-        action = decide_password(candidate, stored.settings if stored else None, bool(stored and stored.password_ciphertext))
-        if action is PasswordAction.KEEP:
-            return candidate.settings, self._smtp.password_for(portal, stored)
-        return candidate.settings, candidate.password
+        return await self._smtp.with_password(portal, candidate)
 
     async def _run(self, portal: Portal, user: User, job_id: str, settings: SmtpSettings, password: str) -> None:
         async def progress(step: str) -> None:

@@ -39,10 +39,6 @@ class SmtpSettingsService:
         )
         self._default_password = default.password if default.enable_auth else ""
 
-    @property
-    def default(self) -> SmtpSettings:
-        return self._default
-
     async def get(self, portal: Portal) -> SmtpSettings:
         stored = await self._db.read(lambda c: smtp_store.get_settings(c, portal.id))
         return stored.settings if stored else self._default
@@ -54,8 +50,17 @@ class SmtpSettingsService:
             return self._default, self._default_password
         return stored.settings, self._decrypt(portal, stored)
 
-    def password_for(self, portal: Portal, stored: StoredSmtpSettings | None) -> str:
-        return self._decrypt(portal, stored) if stored else ""
+    async def with_password(self, portal: Portal, candidate: SmtpSettingsInput) -> tuple[SmtpSettings, str]:
+        """Unsaved settings and the password to use with them, by the same rule as a save.
+
+        Raises:
+            BadArgument: "Empty password." when the stored one may not be used for this target.
+        """
+        stored = await self._db.read(lambda c: smtp_store.get_settings(c, portal.id))
+        action = decide_password(candidate, stored.settings if stored else None, bool(stored and stored.password_ciphertext))
+        if action is PasswordAction.KEEP and stored is not None:
+            return candidate.settings, self._decrypt(portal, stored)
+        return candidate.settings, candidate.password
 
     async def save(self, portal: Portal, user: User, new: SmtpSettingsInput, client_address: str) -> SmtpSettings:
         def save_in_transaction(conn):  # type: ignore[no-untyped-def]

@@ -63,7 +63,7 @@ def list_portals(conn: Connection) -> list[Portal]:
 
 
 def get_portal_by_hostname(conn: Connection, hostname: str) -> Portal | None:
-    row = conn.execute(portals.select().where(portals.c.hostname == hostname)).first()
+    row = _BY_HOSTNAME.first(conn, hostname=hostname)
     return _portal(row) if row else None
 
 
