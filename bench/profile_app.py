@@ -128,7 +128,7 @@ def main() -> None:
                     prof.start()
                     results[kind] = await run_many(app, kind, pop.creds, args.n)
                     prof.stop()
-                    print(prof.output_text(unicode=True, color=False, show_all=False), file=sys.stdout)
+                    print(prof.output_text(unicode=True, color=False, show_all=os.environ.get("SHOW_ALL") == "1"), file=sys.stdout)
                 elif args.cprofile:
                     import cProfile
                     import pstats

@@ -81,6 +81,23 @@ def test_every_docspace_credential_style_authenticates(portal: Portal, style: st
         assert c.get(AUTH).json()["response"] is True
 
 
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "theme=dark; asc_auth_key={token}; lang=en",
+        'asc_auth_key="{token}"',
+        "asc_auth_key=stale; asc_auth_key={token}",  # the last one wins
+        "{token}",  # the SDK's api_key={"asc_auth_key": TOKEN} sends the bare value
+    ],
+)
+def test_the_token_is_found_in_any_cookie_header_a_client_sends(portal: Portal, cookie: str) -> None:
+    token = portal.sign_in(Role.ADMIN)
+    with portal.client(headers={"Cookie": cookie.format(token=token)}) as c:
+        assert c.get(SMTP).status_code == 200
+    with portal.client(headers={"Cookie": cookie.format(token="not-" + token)}) as c:
+        assert c.get(SMTP).status_code == 401
+
+
 def test_basic_with_a_wrong_password_is_401(portal: Portal) -> None:
     bad = base64.b64encode(f"{portal.emails[Role.ADMIN]}:nope".encode()).decode()
     with portal.client(headers={"Authorization": f"Basic {bad}"}) as c:

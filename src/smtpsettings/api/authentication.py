@@ -5,7 +5,14 @@ from __future__ import annotations
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
 
-from smtpsettings.api.context import AUTH_COOKIE, client_address, current_portal, current_principal, read_json, services
+from smtpsettings.api.context import (
+    AUTH_COOKIE,
+    client_address,
+    current_portal,
+    current_principal,
+    read_json,
+    services,
+)
 from smtpsettings.api.envelope import success_response
 from smtpsettings.domain.errors import BadArgument, NotAuthenticated, ValidationFailed
 

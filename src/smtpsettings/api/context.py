@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Request
 
+from smtpsettings.api.headers import header
 from smtpsettings.api.negotiation import check_body_type
 from smtpsettings.domain.accounts import Portal, Principal, User, normalize_hostname
 from smtpsettings.domain.errors import BadArgument
@@ -25,8 +27,12 @@ def services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
+# The same few Host values arrive over and over; their normal form never changes.
+_normalized_host = functools.lru_cache(maxsize=4096)(normalize_hostname)
+
+
 def _hostname(request: Request) -> str | None:
-    return normalize_hostname(request.headers.get("host", ""))
+    return _normalized_host(header(request, b"host"))
 
 
 async def current_portal(request: Request) -> Portal:
@@ -59,19 +65,29 @@ def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 async def current_principal(request: Request) -> tuple[Portal, Principal]:
     """The portal of the Host and the caller (401 without valid credentials for that portal)."""
-    credentials = Credentials(_auth_cookie(request), request.headers.get("authorization") or request.headers.get("apikeybearer"))
-    portal, principal = await services(request).auth.authenticate(_hostname(request), credentials, client_address(request))
+    credentials = Credentials(_auth_cookie(request), header(request, b"authorization") or header(request, b"apikeybearer"))
+    portal, principal = await services(request).auth.authenticate(
+        _hostname(request), credentials, functools.partial(client_address, request)
+    )
     request.scope["state"].update(portal=portal, user_id=principal.user.id)
     return portal, principal
 
 
 def _auth_cookie(request: Request) -> str | None:
-    token = request.cookies.get(AUTH_COOKIE)
-    if token:
-        return token
-    # The official SDK, given api_key={"asc_auth_key": TOKEN}, sends "Cookie: TOKEN" with no name.
-    raw = request.headers.get("cookie", "").strip()
-    return raw if raw and "=" not in raw and ";" not in raw else None
+    raw = header(request, b"cookie").strip()
+    if not raw:
+        return None
+    if "=" not in raw and ";" not in raw:
+        # The official SDK, given api_key={"asc_auth_key": TOKEN}, sends "Cookie: TOKEN" with no name.
+        return raw
+    token = None
+    for part in raw.split(";"):
+        name, _, value = part.partition("=")
+        if name.strip() == AUTH_COOKIE:
+            token = value.strip()  # the last one wins, as in request.cookies
+    if token and any(c in token for c in '"%\\'):
+        token = request.cookies.get(AUTH_COOKIE)  # quoted or escaped: let Litestar's parser unquote it
+    return token or None
 
 
 async def settings_manager(request: Request) -> tuple[Portal, User]:

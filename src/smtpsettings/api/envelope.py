@@ -7,6 +7,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 
+from smtpsettings.api.headers import header
+
 __all__ = ("error_response", "success_response")
 
 _encoder = msgspec.json.Encoder()
@@ -24,7 +26,7 @@ def _href(request: Request) -> str:
     """The full request URL, as DocSpace echoes it in ``links`` (built from the scope: cheaper than request.url)."""
     scope = request.scope
     query = scope.get("query_string", b"")
-    host = request.headers.get("host") or "localhost"
+    host = header(request, b"host") or "localhost"
     return f"{scope.get('scheme', 'http')}://{host}{scope['path']}" + (f"?{query.decode('latin-1')}" if query else "")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import anyio.to_thread
@@ -29,7 +30,7 @@ NO_PORTAL = "No portal answers this host name."
 class Credentials:
     """What a request presented, already split by kind; at most one is used (see :meth:`AuthService.authenticate`)."""
 
-    __slots__ = ("cookie", "authorization")
+    __slots__ = ("authorization", "cookie")
 
     def __init__(self, cookie: str | None, authorization: str | None) -> None:
         self.cookie = cookie or None
@@ -113,11 +114,14 @@ class AuthService:
             raise NotFound(NO_PORTAL)
         return portal
 
-    async def authenticate(self, hostname: str | None, credentials: Credentials, client_address: str) -> tuple[Portal, Principal]:
+    async def authenticate(
+        self, hostname: str | None, credentials: Credentials, client_address: Callable[[], str]
+    ) -> tuple[Portal, Principal]:
         """The portal of the Host and the principal behind the request's credentials, in DocSpace's order.
 
         The first credential present decides: a stale cookie is not silently passed over for a header.
-        Tokens and API keys are looked up with the portal in one transaction: this is every request's path.
+        Tokens and API keys are looked up with the portal in one statement: this is every request's path.
+        ``client_address`` is asked only for what rate limits need (a password sign-in by Basic auth).
 
         Raises:
             NotFound: no portal answers the Host.
@@ -129,9 +133,22 @@ class AuthService:
             if kind != "basic":
                 raise NotAuthenticated("Not authenticated")
             email, password = _decode_basic(secret)
-            user = await self.check_password(portal, email, password, client_address)
+            user = await self.check_password(portal, email, password, client_address())
             return portal, Principal(user=user, via="basic")
         secret_hash = hash_secret(secret)
+        if kind == "apikey":
+            found = await accounts.principal_by_api_key(self._db, hostname, secret_hash)
+        else:
+            found = await accounts.principal_by_session(self._db, hostname, secret_hash)
+        if found is None:
+            found = await self._resolve_slowly(hostname, kind, secret_hash)
+        portal, user = found
+        if kind == "apikey":
+            return portal, Principal(user=user, via="apikey")
+        return portal, Principal(user=user, via="session", session_token_hash=secret_hash)
+
+    async def _resolve_slowly(self, hostname: str, kind: str, secret_hash: str) -> tuple[Portal, User]:
+        """The rarer cases: an unknown Host answered by the default portal, or credentials that fail."""
         lookup = accounts.user_by_api_key if kind == "apikey" else accounts.user_by_session
 
         def resolve(conn):  # type: ignore[no-untyped-def]
@@ -143,9 +160,7 @@ class AuthService:
             raise NotFound(NO_PORTAL)
         if user is None:
             raise NotAuthenticated("Not authenticated")
-        if kind == "apikey":
-            return portal, Principal(user=user, via="apikey")
-        return portal, Principal(user=user, via="session", session_token_hash=secret_hash)
+        return portal, user
 
     async def sign_out(self, principal: Principal) -> None:
         if principal.session_token_hash:

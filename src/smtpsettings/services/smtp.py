@@ -9,7 +9,13 @@ from __future__ import annotations
 from smtpsettings.config import DefaultSmtp
 from smtpsettings.crypto import KeyRing
 from smtpsettings.domain.accounts import Portal, User
-from smtpsettings.domain.smtp import PasswordAction, SmtpSettings, SmtpSettingsInput, changed_fields, decide_password
+from smtpsettings.domain.smtp import (
+    PasswordAction,
+    SmtpSettings,
+    SmtpSettingsInput,
+    changed_fields,
+    decide_password,
+)
 from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import Database
 from smtpsettings.store.smtp import AuditEntry, StoredSmtpSettings
@@ -40,12 +46,12 @@ class SmtpSettingsService:
         self._default_password = default.password if default.enable_auth else ""
 
     async def get(self, portal: Portal) -> SmtpSettings:
-        stored = await self._db.read(lambda c: smtp_store.get_settings(c, portal.id))
+        stored = await smtp_store.find_settings(self._db, portal.id)
         return stored.settings if stored else self._default
 
     async def get_with_password(self, portal: Portal) -> tuple[SmtpSettings, str]:
         """The effective settings and their plaintext password, for sending mail only."""
-        stored = await self._db.read(lambda c: smtp_store.get_settings(c, portal.id))
+        stored = await smtp_store.find_settings(self._db, portal.id)
         if stored is None:
             return self._default, self._default_password
         return stored.settings, self._decrypt(portal, stored)
@@ -56,7 +62,7 @@ class SmtpSettingsService:
         Raises:
             BadArgument: "Empty password." when the stored one may not be used for this target.
         """
-        stored = await self._db.read(lambda c: smtp_store.get_settings(c, portal.id))
+        stored = await smtp_store.find_settings(self._db, portal.id)
         action = decide_password(candidate, stored.settings if stored else None, bool(stored and stored.password_ciphertext))
         if action is PasswordAction.KEEP and stored is not None:
             return candidate.settings, self._decrypt(portal, stored)

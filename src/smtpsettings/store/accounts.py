@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from smtpsettings.domain.accounts import Portal, Role, User
-from smtpsettings.store.database import Prepared, utc, utcnow
+from smtpsettings.store.database import Database, Prepared, utc, utcnow
 from smtpsettings.store.tables import api_keys, portals, sessions, users
 
 __all__ = (
@@ -27,6 +27,8 @@ __all__ = (
     "list_portals",
     "list_users",
     "password_hash_of",
+    "principal_by_api_key",
+    "principal_by_session",
     "revoke_api_key",
     "user_by_api_key",
     "user_by_session",
@@ -134,6 +136,48 @@ def user_by_session(conn: Connection, portal_id: int, token_hash: str) -> User |
     if row is None or utc(row.expires_at) <= utcnow():
         return None
     return _user(row)
+
+
+_PRINCIPAL_COLUMNS = (portals.c.id, portals.c.hostname, portals.c.is_default, users.c.id, users.c.email, users.c.display_name, users.c.role)
+
+
+def _principal_of_host(credential: sa.Table, *conditions: Any) -> Prepared:
+    """Portal by hostname ⋈ a credential row of that portal ⋈ its user: one indexed statement."""
+    joined = portals.join(credential, credential.c.portal_id == portals.c.id).join(users, users.c.id == credential.c.user_id)
+    return Prepared(
+        sa.select(*_PRINCIPAL_COLUMNS).select_from(joined).where(portals.c.hostname == sa.bindparam("hostname"), *conditions)
+    )
+
+
+_HOST_SESSION_USER = _principal_of_host(
+    sessions,
+    sessions.c.token_hash == sa.bindparam("token_hash"),
+    sessions.c.expires_at > sa.bindparam("now", type_=sessions.c.expires_at.type),
+)
+_HOST_API_KEY_USER = _principal_of_host(api_keys, api_keys.c.key_hash == sa.bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
+
+
+def _principal_row(row: tuple[Any, ...] | None) -> tuple[Portal, User] | None:
+    if row is None:
+        return None
+    portal_id, hostname, is_default, user_id, email, display_name, role = row
+    portal = Portal(id=portal_id, hostname=hostname, is_default=is_default)
+    return portal, User(id=user_id, portal_id=portal_id, email=email, display_name=display_name, role=Role(role))
+
+
+async def principal_by_session(db: Database, hostname: str, token_hash: str) -> tuple[Portal, User] | None:
+    """The portal named ``hostname`` and the user of a live session token of it, in one indexed statement.
+
+    This is every signed-in request's lookup. None covers all the rarer cases (unknown host, which may
+    fall back to the default portal; bad or expired token), which :func:`find_portal_for_host` and
+    :func:`user_by_session` then tell apart.
+    """
+    return _principal_row(await db.fetch_one(_HOST_SESSION_USER, hostname=hostname, token_hash=token_hash, now=utcnow()))
+
+
+async def principal_by_api_key(db: Database, hostname: str, key_hash: str) -> tuple[Portal, User] | None:
+    """As :func:`principal_by_session`, for an unrevoked API key."""
+    return _principal_row(await db.fetch_one(_HOST_API_KEY_USER, hostname=hostname, key_hash=key_hash))
 
 
 def delete_session(conn: Connection, token_hash: str) -> None:

@@ -116,27 +116,80 @@ class Database:
                 conn = self.engine.connect()
                 with conn, conn.begin():
                     return fn(conn)
-            # SQLite: one long-lived connection per thread. Checking a connection out of the pool costs
-            # more than the query, and calls on one thread never overlap (the event loop runs them whole).
-            conn = getattr(self._local, "conn", None)
-            if conn is None or conn.closed:
-                conn = self._local.conn = self.engine.connect()
-            conn.info["sqlite_immediate"] = write  # read by _sqlite_on_begin
+            conn = self._thread_connection()
             try:
-                if write:
-                    with conn.begin():
-                        return fn(conn)
-                # Reads open no transaction of their own: each SELECT is atomic in SQLite, and the hot ones
-                # (Prepared) then cost no BEGIN/COMMIT. A Core statement autobegins; end it here.
-                try:
-                    return fn(conn)
-                finally:
-                    if conn.in_transaction():
-                        conn.commit()
-            except sa.exc.DBAPIError:
-                conn.invalidate()
-                self._local.conn = None
+                return self._sqlite_write(conn, fn) if write else self._sqlite_read(conn, fn)
+            except (sa.exc.DBAPIError, sqlite3.Error):
+                self._drop_thread_connection()
                 raise
+
+    def _sqlite_read(self, conn: Connection, fn: Callable[[Connection], T]) -> T:
+        # Reads open no transaction of their own: each SELECT is atomic in SQLite, and the hot ones
+        # (Prepared) then cost no BEGIN/COMMIT. A Core statement autobegins (a deferred BEGIN); end it here.
+        try:
+            return fn(conn)
+        finally:
+            if conn.in_transaction():
+                conn.commit()
+
+    def _sqlite_write(self, conn: Connection, fn: Callable[[Connection], T]) -> T:
+        # The transaction is driven on the driver connection: SQLAlchemy's begin/commit bookkeeping costs
+        # ten times what SQLite takes to run them. BEGIN IMMEDIATE takes the write lock up front, so
+        # concurrent writers queue (up to the timeout) instead of failing half-way. A Core statement in
+        # ``fn`` makes SQLAlchemy autobegin too; _sqlite_on_begin then sees the transaction is open.
+        raw: sqlite3.Connection = self._local.raw
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            if conn.in_transaction():
+                conn.rollback()
+            elif raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+        if conn.in_transaction():
+            conn.commit()
+        else:
+            raw.execute("COMMIT")
+        return result
+
+    def _thread_connection(self) -> Connection:
+        """SQLite: this thread's long-lived connection. Checking one out of the pool costs more than the
+        query, and calls on one thread never overlap (the event loop runs them whole)."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._local.conn = self.engine.connect()
+            self._local.raw = conn.connection.driver_connection
+        return conn
+
+    def _drop_thread_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.invalidate()
+        self._local.conn = self._local.raw = None
+
+    async def fetch_one(self, statement: Prepared, **params: Any) -> tuple[Any, ...] | None:
+        """One row of a single-statement read, as a tuple in the statement's column order, or None.
+
+        The request path's lookups are one SELECT each, atomic by themselves: they need no transaction
+        function around them, and on SQLite they go straight to the driver (a few µs instead of the tens
+        that SQLAlchemy's result machinery costs for a one-row answer).
+        """
+        if self.async_engine is not None:
+            return await self.read(lambda conn: statement.row(conn, params))
+        raw: sqlite3.Connection | None = getattr(self._local, "raw", None)
+        if raw is None:
+            with _translate_failures():
+                self._thread_connection()
+            raw = self._local.raw
+        compiled = statement.compiled(self.engine.dialect)
+        try:
+            row = raw.execute(compiled.sql, compiled.bind(params)).fetchone()
+        except sqlite3.Error:
+            self._drop_thread_connection()
+            with _translate_failures():
+                raise
+        return None if row is None else compiled.convert(row)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         if self.async_engine is None:
@@ -193,6 +246,7 @@ class Database:
         conn = getattr(getattr(self, "_local", None), "conn", None)
         if conn is not None:
             conn.close()
+            self._local.conn = self._local.raw = None
         self.engine.dispose()
 
     async def dispose_async(self) -> None:
@@ -217,6 +271,11 @@ def _translate_failures() -> Iterator[None]:
         if "statement timeout" in text or "lock timeout" in text:
             raise StoreUnavailable("The database did not answer in time; try again.") from exc
         raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise StoreUnavailable("The database is busy; try again.") from exc
+        raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
@@ -236,7 +295,9 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("sqlite_immediate") else "BEGIN")
+    raw = conn.connection.driver_connection
+    if not raw.in_transaction:  # type: ignore[union-attr]  # a write transaction may have begun it already
+        raw.execute("BEGIN")  # type: ignore[union-attr]
 
 
 class Prepared:
@@ -281,16 +342,29 @@ class Prepared:
         cursor.close()
         return count
 
-    def _compile(self, conn: Connection) -> _Compiled:
-        dialect = conn.dialect
+    def row(self, conn: Connection, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row as a plain tuple in column order (see :meth:`Database.fetch_one`), or None."""
+        compiled = self._compile(conn)
+        if not compiled.driver_types:
+            found = conn.exec_driver_sql(compiled.sql, compiled.bind(params)).first()
+            return None if found is None else tuple(found)
+        cursor = conn.connection.driver_connection.execute(compiled.sql, compiled.bind(params))  # type: ignore[union-attr]
+        raw = cursor.fetchone()
+        cursor.close()
+        return None if raw is None else compiled.convert(raw)
+
+    def compiled(self, dialect: sa.engine.Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             compiled = self._compiled[dialect.name] = _Compiled(self._factory(dialect.name), dialect)
         return compiled
 
+    def _compile(self, conn: Connection) -> _Compiled:
+        return self.compiled(conn.dialect)
+
 
 class _Compiled:
-    __slots__ = ("binds", "defaults", "driver_types", "keys", "positions", "processors", "sql")
+    __slots__ = ("binds", "conversions", "defaults", "driver_types", "keys", "order", "positions", "processors", "sql")
 
     def __init__(self, statement: Any, dialect: sa.engine.Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -300,22 +374,29 @@ class _Compiled:
         self.driver_types = dialect.name == "sqlite"
         self.positions = tuple(compiled.positiontup or ()) if compiled.positional else None
         self.defaults = {name: value for name, value in compiled.params.items() if value is not None}  # LIMIT 1 …
-        self.binds = {
-            name: bind.type._cached_bind_processor(dialect) for name, bind in compiled.binds.items()
-        }
+        binds = {name: bind.type._cached_bind_processor(dialect) for name, bind in compiled.binds.items()}
+        self.binds = {name: p for name, p in binds.items() if p is not None}
+        self.order = tuple((name, binds.get(name)) for name in self.positions) if self.positions is not None else None
         columns = list(getattr(statement, "selected_columns", ()) or getattr(statement, "_returning", ()) or ())
         self.keys = tuple(column.key for column in columns)
         self.processors = [column.type._cached_result_processor(dialect, None) for column in columns]
+        # Only the columns that need converting (booleans and datetimes on SQLite) are touched per row.
+        self.conversions = tuple((i, p) for i, p in enumerate(self.processors) if p is not None)
 
     def bind(self, params: dict[str, Any]) -> Any:
         merged = {**self.defaults, **params} if self.defaults else params
-        values = {name: (p(value) if (p := self.binds.get(name)) else value) for name, value in merged.items()}
-        if self.positions is not None:
-            return tuple(values[name] for name in self.positions)
-        return values
+        if self.order is not None:
+            return tuple(p(merged[name]) if p else merged[name] for name, p in self.order)
+        binds = self.binds
+        return {name: (p(value) if (p := binds.get(name)) else value) for name, value in merged.items()}
 
-    def convert(self, raw: Any) -> list[Any]:
-        return [p(v) if p else v for p, v in zip(self.processors, raw, strict=True)]
+    def convert(self, raw: Any) -> tuple[Any, ...]:
+        if not self.conversions:
+            return tuple(raw)
+        values = list(raw)
+        for i, p in self.conversions:
+            values[i] = p(values[i])
+        return tuple(values)
 
 
 class _Record:

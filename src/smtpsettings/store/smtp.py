@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from smtpsettings.domain.smtp import SmtpSettings
-from smtpsettings.store.database import Prepared, insert_for, utc, utcnow
+from smtpsettings.store.database import Database, Prepared, insert_for, utc, utcnow
 from smtpsettings.store.tables import audit_log, smtp_settings
 
 __all__ = (
@@ -19,6 +19,7 @@ __all__ = (
     "add_audit_entry",
     "all_password_ciphertexts",
     "delete_settings",
+    "find_settings",
     "get_settings",
     "list_audit",
     "put_settings",
@@ -40,10 +41,6 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
 
 
-_SETTINGS = Prepared(smtp_settings.select().where(smtp_settings.c.portal_id == sa.bindparam("portal_id")))
-_SETTINGS_FOR_UPDATE = Prepared(
-    smtp_settings.select().where(smtp_settings.c.portal_id == sa.bindparam("portal_id")).with_for_update()
-)
 _VALUE_COLUMNS = [c.name for c in smtp_settings.columns if c.name != "portal_id"]
 
 
@@ -59,23 +56,48 @@ _UPSERT = Prepared.per_dialect(_upsert)
 _AUDIT = Prepared(audit_log.insert().values({c.name: sa.bindparam(c.name) for c in audit_log.columns if c.name != "id"}))
 
 
-def get_settings(conn: Connection, portal_id: int, *, for_update: bool = False) -> StoredSmtpSettings | None:
-    """The portal's own settings; ``for_update`` locks the row until the transaction ends (PostgreSQL)."""
-    row = (_SETTINGS_FOR_UPDATE if for_update else _SETTINGS).first(conn, portal_id=portal_id)
+_STORED_COLUMNS = (
+    smtp_settings.c.host,
+    smtp_settings.c.port,
+    smtp_settings.c.sender_address,
+    smtp_settings.c.sender_display_name,
+    smtp_settings.c.credentials_user_name,
+    smtp_settings.c.enable_ssl,
+    smtp_settings.c.enable_auth,
+    smtp_settings.c.use_ntlm,
+    smtp_settings.c.password_ciphertext,
+)
+_SETTINGS = Prepared(sa.select(*_STORED_COLUMNS).where(smtp_settings.c.portal_id == sa.bindparam("portal_id")))
+_SETTINGS_FOR_UPDATE = Prepared(
+    sa.select(*_STORED_COLUMNS).where(smtp_settings.c.portal_id == sa.bindparam("portal_id")).with_for_update()
+)
+
+
+def _stored(row: tuple[Any, ...] | None) -> StoredSmtpSettings | None:
     if row is None:
         return None
+    host, port, sender_address, sender_display_name, user_name, enable_ssl, enable_auth, use_ntlm, ciphertext = row
     settings = SmtpSettings(
-        host=row.host,
-        port=row.port,
-        sender_address=row.sender_address,
-        sender_display_name=row.sender_display_name,
-        credentials_user_name=row.credentials_user_name,
-        enable_ssl=row.enable_ssl,
-        enable_auth=row.enable_auth,
-        use_ntlm=row.use_ntlm,
-        is_default=False,
+        host=host,
+        port=port,
+        sender_address=sender_address,
+        sender_display_name=sender_display_name,
+        credentials_user_name=user_name,
+        enable_ssl=enable_ssl,
+        enable_auth=enable_auth,
+        use_ntlm=use_ntlm,
     )
-    return StoredSmtpSettings(settings, row.password_ciphertext)
+    return StoredSmtpSettings(settings, ciphertext)
+
+
+def get_settings(conn: Connection, portal_id: int, *, for_update: bool = False) -> StoredSmtpSettings | None:
+    """The portal's own settings; ``for_update`` locks the row until the transaction ends (PostgreSQL)."""
+    return _stored((_SETTINGS_FOR_UPDATE if for_update else _SETTINGS).row(conn, {"portal_id": portal_id}))
+
+
+async def find_settings(db: Database, portal_id: int) -> StoredSmtpSettings | None:
+    """The portal's own settings, read outside any transaction (a single atomic SELECT)."""
+    return _stored(await db.fetch_one(_SETTINGS, portal_id=portal_id))
 
 
 def put_settings(conn: Connection, portal_id: int, settings: SmtpSettings, password_ciphertext: str | None) -> None:

@@ -1,0 +1,152 @@
+"""The request path's single-statement lookups and the write-transaction discipline, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from smtpsettings.domain.accounts import Role
+from smtpsettings.domain.passwords import hash_secret
+from smtpsettings.domain.smtp import SmtpSettings
+from smtpsettings.store import accounts, smtp
+from smtpsettings.store.database import Database, StoreUnavailable, utcnow
+from smtpsettings.store.tables import portals
+
+SETTINGS = SmtpSettings(
+    host="smtp.example.com",
+    port=587,
+    sender_address="docspace@example.com",
+    sender_display_name="DocSpace",
+    credentials_user_name="mailer",
+    enable_ssl=True,
+    enable_auth=True,
+    use_ntlm=False,
+)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def make_user(db: Database, hostname: str, role: Role = Role.ADMIN) -> accounts.User:
+    def create(conn):  # type: ignore[no-untyped-def]
+        portal = accounts.create_portal(conn, hostname, is_default=False)
+        return accounts.create_user(conn, portal.id, email=f"admin@{hostname}", display_name="Ada", role=role, password_hash="x")
+
+    return db.write_sync(create)
+
+
+def open_session(db: Database, user: accounts.User, token: str, lifetime: timedelta = timedelta(hours=1)) -> None:
+    db.write_sync(lambda c: accounts.create_session(c, user, hash_secret(token), utcnow() + lifetime))
+
+
+def test_a_live_session_finds_its_portal_and_user(db: Database) -> None:
+    user = make_user(db, "a.example.com", Role.OWNER)
+    open_session(db, user, "token-a")
+
+    found = run(accounts.principal_by_session(db, "a.example.com", hash_secret("token-a")))
+
+    assert found is not None
+    portal, found_user = found
+    assert (portal.id, portal.hostname, portal.is_default) == (user.portal_id, "a.example.com", False)
+    assert found_user == user
+    assert found_user.role is Role.OWNER
+
+
+def test_a_token_finds_nobody_on_another_portal_or_when_expired(db: Database) -> None:
+    a = make_user(db, "a.example.com")
+    make_user(db, "b.example.com")
+    open_session(db, a, "token-a")
+    open_session(db, a, "expired", lifetime=timedelta(seconds=-1))
+
+    assert run(accounts.principal_by_session(db, "b.example.com", hash_secret("token-a"))) is None
+    assert run(accounts.principal_by_session(db, "a.example.com", hash_secret("expired"))) is None
+    assert run(accounts.principal_by_session(db, "a.example.com", hash_secret("unknown"))) is None
+    assert run(accounts.principal_by_session(db, "nowhere.example.com", hash_secret("token-a"))) is None
+
+
+def test_an_api_key_is_found_until_revoked(db: Database) -> None:
+    user = make_user(db, "a.example.com")
+    db.write_sync(lambda c: accounts.create_api_key(c, user, "key1", hash_secret("sk-secret")))
+
+    found = run(accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-secret")))
+    assert found is not None and found[1] == user
+
+    db.write_sync(lambda c: accounts.revoke_api_key(c, "key1"))
+    assert run(accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-secret"))) is None
+
+
+def test_stored_settings_read_back_with_their_types(db: Database) -> None:
+    user = make_user(db, "a.example.com")
+    assert run(smtp.find_settings(db, user.portal_id)) is None
+
+    db.write_sync(lambda c: smtp.put_settings(c, user.portal_id, SETTINGS, "v1.k.cipher"))
+
+    stored = run(smtp.find_settings(db, user.portal_id))
+    assert stored is not None
+    assert stored.settings == SETTINGS
+    assert stored.settings.enable_ssl is True and stored.settings.use_ntlm is False
+    assert stored.password_ciphertext == "v1.k.cipher"
+    assert db.read_sync(lambda c: smtp.get_settings(c, user.portal_id)) == stored
+
+
+def test_a_failing_write_leaves_nothing_behind(db: Database) -> None:
+    user = make_user(db, "a.example.com")
+
+    def save_then_fail(conn):  # type: ignore[no-untyped-def]
+        smtp.put_settings(conn, user.portal_id, SETTINGS, None)  # through the driver
+        conn.execute(portals.update().where(portals.c.id == user.portal_id).values(hostname="renamed.example.com"))  # Core
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        db.write_sync(save_then_fail)
+
+    assert run(smtp.find_settings(db, user.portal_id)) is None
+    assert db.read_sync(lambda c: accounts.get_portal_by_hostname(c, "a.example.com")) is not None
+    # and the handle is usable afterwards, for writes and reads alike
+    db.write_sync(lambda c: smtp.put_settings(c, user.portal_id, SETTINGS, None))
+    assert run(smtp.find_settings(db, user.portal_id)) is not None
+
+
+def test_core_statements_and_savepoints_work_inside_a_write(db: Database) -> None:
+    def create_two(conn):  # type: ignore[no-untyped-def]
+        accounts.create_portal(conn, "one.example.com", is_default=False)
+        with pytest.raises(accounts.DuplicateError):
+            accounts.create_portal(conn, "one.example.com", is_default=False)  # rolled back to its savepoint
+        accounts.create_portal(conn, "two.example.com", is_default=False)
+
+    db.write_sync(create_two)
+
+    names = [p.hostname for p in db.read_sync(accounts.list_portals)]
+    assert names == ["one.example.com", "two.example.com"]
+
+
+def test_a_locked_sqlite_database_gives_store_unavailable_and_recovers(tmp_path: Path) -> None:
+    path = f"{tmp_path}/locked.db"
+    db = Database(f"sqlite:///{path}", timeout=0.2)
+    db.migrate()
+    user = make_user(db, "a.example.com")
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable, match="busy"):
+            db.write_sync(lambda c: smtp.put_settings(c, user.portal_id, SETTINGS, None))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    db.write_sync(lambda c: smtp.put_settings(c, user.portal_id, SETTINGS, None))
+    assert run(smtp.find_settings(db, user.portal_id)) is not None
+    db.dispose()
