@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import time
 import uuid
@@ -61,6 +62,12 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services.db.start_background_checkpoints()
+        # Everything built so far (framework, routes, SQLAlchemy metadata) lives as long as the process.
+        # Freezing it keeps the collector's full passes from walking it again and again: those passes
+        # are what a request unlucky enough to trigger one otherwise waits for.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

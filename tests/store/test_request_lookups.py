@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from smtpsettings.domain.accounts import Role
@@ -150,3 +153,25 @@ def test_a_locked_sqlite_database_gives_store_unavailable_and_recovers(tmp_path:
     db.write_sync(lambda c: smtp.put_settings(c, user.portal_id, SETTINGS, None))
     assert run(smtp.find_settings(db, user.portal_id)) is not None
     db.dispose()
+
+
+def test_background_checkpoints_keep_the_write_ahead_log_from_growing(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    user = make_user(db, "a.example.com")
+    db.start_background_checkpoints(interval=0.02)
+    big = SmtpSettings(**{**msgspec.structs.asdict(SETTINGS), "sender_display_name": "x" * 200})
+    try:
+        assert db.read_sync(lambda c: c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()) == 0
+        written = 0
+        for _ in range(60):  # each save rewrites a page or more: MBs of log without checkpoints
+            for _ in range(100):
+                db.write_sync(lambda c: smtp.put_settings(c, user.portal_id, big, "c" * 2000))
+            written += 100 * 4096
+            time.sleep(0.03)
+        wal = path.with_name(path.name + "-wal").stat().st_size
+        assert wal < written / 4, (wal, written)
+    finally:
+        db.dispose()
+    assert not any(t.name == "sqlite-checkpoint" for t in threading.enumerate())

@@ -94,12 +94,12 @@ class TestMailService:
         return job
 
     async def status(self, portal: Portal) -> JobRecord | None:
-        job = await self._db.read(lambda c: jobs.get_job(c, portal.id))
+        job = await jobs.find_job(self._db, portal.id)
         if job is not None and not job.completed and job.deadline_at <= utcnow():
             seconds = int((job.deadline_at - job.started_at).total_seconds())
             error = f"The test did not finish within {seconds} s: the server running it stopped or lost the database."
             await self._db.write(lambda c: jobs.finish_job(c, portal.id, job.id, error=error, details=job.details, transcript=job.transcript))
-            job = await self._db.read(lambda c: jobs.get_job(c, portal.id))
+            job = await jobs.find_job(self._db, portal.id)
         return job
 
     async def shutdown(self) -> None:

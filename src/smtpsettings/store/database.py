@@ -73,6 +73,7 @@ class Database:
         backend = parsed.get_backend_name()
         self.timeout = timeout
         self.async_engine: AsyncEngine | None = None
+        self._checkpointer: _Checkpointer | None = None
         if backend == "sqlite":
             self.is_sqlite = True
             if parsed.database:
@@ -160,6 +161,8 @@ class Database:
         if conn is None or conn.closed:
             conn = self._local.conn = self.engine.connect()
             self._local.raw = conn.connection.driver_connection
+            if self._checkpointer is not None:
+                self._local.raw.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
         return conn
 
     def _drop_thread_connection(self) -> None:
@@ -215,6 +218,25 @@ class Database:
                     async with conn.begin():
                         return await conn.run_sync(fn)
 
+    def start_background_checkpoints(self, interval: float = 1.0) -> None:
+        """SQLite: copy the write-ahead log into the database file on a thread of its own.
+
+        By default the commit that fills the log past 1 000 pages runs the checkpoint itself, fsync
+        included: a pause of many milliseconds for whichever request commits then, on the event loop,
+        so every request queued behind it waits too. A server turns that off for its event-loop
+        connection and checkpoints here every ``interval`` seconds instead (PASSIVE: never waits for
+        readers or writers). No-op on PostgreSQL; idempotent.
+        """
+        if not self.is_sqlite or self._checkpointer is not None or not self.url.database:
+            return
+        self._checkpointer = _Checkpointer(self.url.database, interval, self.timeout)
+        self._drop_thread_connection()  # the next one is opened with automatic checkpoints off
+
+    def stop_background_checkpoints(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+
     # -- schema -----------------------------------------------------------------------------------
 
     def migrate(self, revision: str = "head") -> None:
@@ -243,6 +265,7 @@ class Database:
                     path.chmod(0o600)
 
     def dispose(self) -> None:
+        self.stop_background_checkpoints()
         conn = getattr(getattr(self, "_local", None), "conn", None)
         if conn is not None:
             conn.close()
@@ -250,9 +273,48 @@ class Database:
         self.engine.dispose()
 
     async def dispose_async(self) -> None:
+        self.stop_background_checkpoints()
         if self.async_engine is not None:
             await self.async_engine.dispose()
         self.engine.dispose()
+
+
+class _Checkpointer:
+    """A daemon thread running ``PRAGMA wal_checkpoint(PASSIVE)`` on its own connection, periodically.
+
+    sqlite3 releases the GIL while SQLite works, so the event loop keeps serving during the copy and
+    its fsync. A failed checkpoint is logged and retried at the next tick; the log only grows meanwhile.
+    """
+
+    def __init__(self, path: str, interval: float, timeout: float) -> None:
+        self._path = path
+        self._interval = interval
+        self._timeout = timeout
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import structlog
+
+        log = structlog.get_logger("smtpsettings.store")
+        conn: sqlite3.Connection | None = None
+        while not self._stopped.wait(self._interval):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                log.warning("sqlite_checkpoint_failed", error=str(exc))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=self._timeout + self._interval)
 
 
 @contextmanager
@@ -379,7 +441,8 @@ class _Compiled:
         self.order = tuple((name, binds.get(name)) for name in self.positions) if self.positions is not None else None
         columns = list(getattr(statement, "selected_columns", ()) or getattr(statement, "_returning", ()) or ())
         self.keys = tuple(column.key for column in columns)
-        self.processors = [column.type._cached_result_processor(dialect, None) for column in columns]
+        # Result conversions are ours to apply only where the driver does not (SQLite, see above).
+        self.processors = [column.type._cached_result_processor(dialect, None) if self.driver_types else None for column in columns]
         # Only the columns that need converting (booleans and datetimes on SQLite) are touched per row.
         self.conversions = tuple((i, p) for i, p in enumerate(self.processors) if p is not None)
 

@@ -9,10 +9,10 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from smtpsettings.store.database import Prepared, insert_for, utc, utcnow
+from smtpsettings.store.database import Database, Prepared, insert_for, utc, utcnow
 from smtpsettings.store.tables import test_jobs
 
-__all__ = ("JobRecord", "claim_job", "finish_job", "get_job", "update_progress")
+__all__ = ("JobRecord", "claim_job", "find_job", "finish_job", "get_job", "update_progress")
 
 
 class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,6 +78,32 @@ _FINISH = Prepared(
 def get_job(conn: Connection, portal_id: int, *, for_update: bool = False) -> JobRecord | None:
     row = (_GET_FOR_UPDATE if for_update else _GET).first(conn, portal_id=portal_id)
     return _record(row) if row and row.id else None  # id "" marks the placeholder claim_job locks
+
+
+_JOB_COLUMNS = [test_jobs.c[name] for name in JobRecord.__struct_fields__ if name not in ("transcript",)]
+_FIND = Prepared(sa.select(*_JOB_COLUMNS).where(_BY_PORTAL))
+_diagnostics = msgspec.json.Decoder(dict[str, list[object]])
+
+
+async def find_job(db: Database, portal_id: int) -> JobRecord | None:
+    """The portal's job, read outside any transaction (what every status poll asks)."""
+    row = await db.fetch_one(_FIND, portal_id=portal_id)
+    if row is None or not row[0]:
+        return None
+    job_id, portal_id, completed, percents, status, error, details, started_at, deadline_at = row
+    diagnostics = _diagnostics.decode(details) if details and details != "{}" else {}
+    return JobRecord(
+        id=job_id,
+        portal_id=portal_id,
+        completed=completed,
+        percents=percents,
+        status=status,
+        error=error,
+        details=diagnostics.get("details", []),  # type: ignore[arg-type]
+        transcript=diagnostics.get("transcript", []),  # type: ignore[arg-type]
+        started_at=utc(started_at),
+        deadline_at=utc(deadline_at),
+    )
 
 
 def claim_job(

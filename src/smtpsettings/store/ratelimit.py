@@ -7,19 +7,37 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from smtpsettings.store.database import insert_for
+from smtpsettings.store.database import Prepared, insert_for
 from smtpsettings.store.tables import rate_counters
 
 __all__ = ("count", "hit", "prune", "reset")
 
+_CURRENT = Prepared(
+    sa.select(rate_counters.c.count, rate_counters.c.window_start).where(rate_counters.c.bucket == sa.bindparam("bucket"))
+)
+
+
+def _hit(dialect: str) -> object:
+    # The window restarts inside the statement, so concurrent hits from several instances are all counted.
+    expired = rate_counters.c.window_start <= sa.bindparam("now", type_=sa.Float) - sa.bindparam("window", type_=sa.Float)
+    stmt = insert_for(dialect, rate_counters).values(bucket=sa.bindparam("bucket"), window_start=sa.bindparam("now"), count=1)
+    return stmt.on_conflict_do_update(
+        index_elements=[rate_counters.c.bucket],
+        set_={
+            "count": sa.case((expired, 1), else_=rate_counters.c.count + 1),
+            "window_start": sa.case((expired, sa.bindparam("now")), else_=rate_counters.c.window_start),
+        },
+    ).returning(rate_counters.c.count, rate_counters.c.window_start)
+
+
+_HIT = Prepared.per_dialect(_hit)
+
 
 def _current(conn: Connection, bucket: str, window: float, now: float) -> tuple[int, float]:
-    row = conn.execute(
-        sa.select(rate_counters.c.count, rate_counters.c.window_start).where(rate_counters.c.bucket == bucket)
-    ).first()
-    if row is None or now - row.window_start >= window:
+    row = _CURRENT.row(conn, {"bucket": bucket})
+    if row is None or now - row[1] >= window:
         return 0, now
-    return row.count, row.window_start
+    return row[0], row[1]
 
 
 def count(conn: Connection, bucket: str, window: float) -> tuple[int, float]:
@@ -35,17 +53,10 @@ def hit(conn: Connection, bucket: str, window: float) -> tuple[int, float]:
     One atomic upsert, so concurrent hits from several instances are all counted.
     """
     now = time.time()
-    expired = rate_counters.c.window_start <= now - window
-    stmt = insert_for(conn, rate_counters).values(bucket=bucket, window_start=now, count=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[rate_counters.c.bucket],
-        set_={
-            "count": sa.case((expired, 1), else_=rate_counters.c.count + 1),
-            "window_start": sa.case((expired, now), else_=rate_counters.c.window_start),
-        },
-    ).returning(rate_counters.c.count, rate_counters.c.window_start)
-    row = conn.execute(stmt).one()
-    return row.count, row.window_start + window - now
+    row = _HIT.row(conn, {"bucket": bucket, "now": now, "window": window})
+    assert row is not None  # an upsert with RETURNING always answers one row
+    hits, window_start = row
+    return hits, window_start + window - now
 
 
 def reset(conn: Connection, bucket: str) -> None:
