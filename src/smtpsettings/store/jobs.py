@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
@@ -28,26 +29,32 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     deadline_at: datetime
 
 
-def _record(row) -> JobRecord:  # type: ignore[no-untyped-def]
-    diagnostics = json.loads(row.details or "{}")
-    return JobRecord(
-        id=row.id,
-        portal_id=row.portal_id,
-        completed=row.completed,
-        percents=row.percents,
-        status=row.status,
-        error=row.error,
-        details=diagnostics.get("details", []),
-        transcript=diagnostics.get("transcript", []),
-        started_at=utc(row.started_at),
-        deadline_at=utc(row.deadline_at),
-    )
-
-
 _BY_PORTAL = test_jobs.c.portal_id == sa.bindparam("portal_id")
 _LIVE_JOB = sa.and_(_BY_PORTAL, test_jobs.c.id == sa.bindparam("job_id"), test_jobs.c.completed.is_(False))
-_GET = Prepared(test_jobs.select().where(_BY_PORTAL))
-_GET_FOR_UPDATE = Prepared(test_jobs.select().where(_BY_PORTAL).with_for_update())
+# Every column but the "transcript" field's: both diagnostics lists are kept in one JSON column, "details".
+_JOB_COLUMNS = [test_jobs.c[name] for name in JobRecord.__struct_fields__ if name != "transcript"]
+_GET = Prepared(sa.select(*_JOB_COLUMNS).where(_BY_PORTAL))
+_GET_FOR_UPDATE = Prepared(sa.select(*_JOB_COLUMNS).where(_BY_PORTAL).with_for_update())
+_diagnostics = msgspec.json.Decoder(dict[str, list[Any]])
+
+
+def _record(row: tuple[Any, ...] | None) -> JobRecord | None:
+    if row is None or not row[0]:  # id "" marks the placeholder claim_job locks
+        return None
+    job_id, portal_id, completed, percents, status, error, details, started_at, deadline_at = row
+    diagnostics = _diagnostics.decode(details) if details and details != "{}" else {}
+    return JobRecord(
+        id=job_id,
+        portal_id=portal_id,
+        completed=completed,
+        percents=percents,
+        status=status,
+        error=error,
+        details=diagnostics.get("details", []),
+        transcript=diagnostics.get("transcript", []),
+        started_at=utc(started_at),
+        deadline_at=utc(deadline_at),
+    )
 _PLACEHOLDER = Prepared.per_dialect(
     lambda dialect: insert_for(dialect, test_jobs)
     .values({c.name: sa.bindparam(c.name) for c in test_jobs.columns})
@@ -76,34 +83,12 @@ _FINISH = Prepared(
 
 
 def get_job(conn: Connection, portal_id: int, *, for_update: bool = False) -> JobRecord | None:
-    row = (_GET_FOR_UPDATE if for_update else _GET).first(conn, portal_id=portal_id)
-    return _record(row) if row and row.id else None  # id "" marks the placeholder claim_job locks
-
-
-_JOB_COLUMNS = [test_jobs.c[name] for name in JobRecord.__struct_fields__ if name not in ("transcript",)]
-_FIND = Prepared(sa.select(*_JOB_COLUMNS).where(_BY_PORTAL))
-_diagnostics = msgspec.json.Decoder(dict[str, list[object]])
+    return _record((_GET_FOR_UPDATE if for_update else _GET).row(conn, {"portal_id": portal_id}))
 
 
 async def find_job(db: Database, portal_id: int) -> JobRecord | None:
     """The portal's job, read outside any transaction (what every status poll asks)."""
-    row = await db.fetch_one(_FIND, portal_id=portal_id)
-    if row is None or not row[0]:
-        return None
-    job_id, portal_id, completed, percents, status, error, details, started_at, deadline_at = row
-    diagnostics = _diagnostics.decode(details) if details and details != "{}" else {}
-    return JobRecord(
-        id=job_id,
-        portal_id=portal_id,
-        completed=completed,
-        percents=percents,
-        status=status,
-        error=error,
-        details=diagnostics.get("details", []),  # type: ignore[arg-type]
-        transcript=diagnostics.get("transcript", []),  # type: ignore[arg-type]
-        started_at=utc(started_at),
-        deadline_at=utc(deadline_at),
-    )
+    return _record(await db.fetch_one(_GET, portal_id=portal_id))
 
 
 def claim_job(
