@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,15 +33,11 @@ SETTINGS = SmtpSettings(
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
+async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(database_url)
     database.migrate()
     yield database
-    database.dispose()
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+    await database.dispose_async()
 
 
 def make_user(db: Database, hostname: str, role: Role = Role.ADMIN) -> accounts.User:
@@ -56,11 +52,11 @@ def open_session(db: Database, user: accounts.User, token: str, lifetime: timede
     db.write_sync(lambda c: accounts.create_session(c, user, hash_secret(token), utcnow() + lifetime))
 
 
-def test_a_live_session_finds_its_portal_and_user(db: Database) -> None:
+async def test_a_live_session_finds_its_portal_and_user(db: Database) -> None:
     user = make_user(db, "a.example.com", Role.OWNER)
     open_session(db, user, "token-a")
 
-    found = run(accounts.principal_by_session(db, "a.example.com", hash_secret("token-a")))
+    found = await accounts.principal_by_session(db, "a.example.com", hash_secret("token-a"))
 
     assert found is not None
     portal, found_user = found
@@ -69,36 +65,36 @@ def test_a_live_session_finds_its_portal_and_user(db: Database) -> None:
     assert found_user.role is Role.OWNER
 
 
-def test_a_token_finds_nobody_on_another_portal_or_when_expired(db: Database) -> None:
+async def test_a_token_finds_nobody_on_another_portal_or_when_expired(db: Database) -> None:
     a = make_user(db, "a.example.com")
     make_user(db, "b.example.com")
     open_session(db, a, "token-a")
     open_session(db, a, "expired", lifetime=timedelta(seconds=-1))
 
-    assert run(accounts.principal_by_session(db, "b.example.com", hash_secret("token-a"))) is None
-    assert run(accounts.principal_by_session(db, "a.example.com", hash_secret("expired"))) is None
-    assert run(accounts.principal_by_session(db, "a.example.com", hash_secret("unknown"))) is None
-    assert run(accounts.principal_by_session(db, "nowhere.example.com", hash_secret("token-a"))) is None
+    assert (await accounts.principal_by_session(db, "b.example.com", hash_secret("token-a"))) is None
+    assert (await accounts.principal_by_session(db, "a.example.com", hash_secret("expired"))) is None
+    assert (await accounts.principal_by_session(db, "a.example.com", hash_secret("unknown"))) is None
+    assert (await accounts.principal_by_session(db, "nowhere.example.com", hash_secret("token-a"))) is None
 
 
-def test_an_api_key_is_found_until_revoked(db: Database) -> None:
+async def test_an_api_key_is_found_until_revoked(db: Database) -> None:
     user = make_user(db, "a.example.com")
     db.write_sync(lambda c: accounts.create_api_key(c, user, "key1", hash_secret("sk-secret")))
 
-    found = run(accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-secret")))
+    found = await accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-secret"))
     assert found is not None and found[1] == user
 
     db.write_sync(lambda c: accounts.revoke_api_key(c, "key1"))
-    assert run(accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-secret"))) is None
+    assert (await accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-secret"))) is None
 
 
-def test_stored_settings_read_back_with_their_types(db: Database) -> None:
+async def test_stored_settings_read_back_with_their_types(db: Database) -> None:
     user = make_user(db, "a.example.com")
-    assert run(smtp.find_settings(db, user.portal_id)) is None
+    assert (await smtp.find_settings(db, user.portal_id)) is None
 
     db.write_sync(lambda c: smtp.put_settings(c, user.portal_id, SETTINGS, "v1.k.cipher"))
 
-    stored = run(smtp.find_settings(db, user.portal_id))
+    stored = await smtp.find_settings(db, user.portal_id)
     assert stored is not None
     assert stored.settings == SETTINGS
     assert stored.settings.enable_ssl is True and stored.settings.use_ntlm is False
@@ -106,7 +102,7 @@ def test_stored_settings_read_back_with_their_types(db: Database) -> None:
     assert db.read_sync(lambda c: smtp.get_settings(c, user.portal_id)) == stored
 
 
-def test_a_failing_write_leaves_nothing_behind(db: Database) -> None:
+async def test_a_failing_write_leaves_nothing_behind(db: Database) -> None:
     user = make_user(db, "a.example.com")
 
     def save_then_fail(conn):  # type: ignore[no-untyped-def]
@@ -117,11 +113,11 @@ def test_a_failing_write_leaves_nothing_behind(db: Database) -> None:
     with pytest.raises(RuntimeError):
         db.write_sync(save_then_fail)
 
-    assert run(smtp.find_settings(db, user.portal_id)) is None
+    assert (await smtp.find_settings(db, user.portal_id)) is None
     assert db.read_sync(lambda c: accounts.get_portal_by_hostname(c, "a.example.com")) is not None
     # and the handle is usable afterwards, for writes and reads alike
     db.write_sync(lambda c: smtp.put_settings(c, user.portal_id, SETTINGS, None))
-    assert run(smtp.find_settings(db, user.portal_id)) is not None
+    assert (await smtp.find_settings(db, user.portal_id)) is not None
 
 
 def test_core_statements_and_savepoints_work_inside_a_write(db: Database) -> None:
@@ -137,7 +133,7 @@ def test_core_statements_and_savepoints_work_inside_a_write(db: Database) -> Non
     assert names == ["one.example.com", "two.example.com"]
 
 
-def test_a_locked_sqlite_database_gives_store_unavailable_and_recovers(tmp_path: Path) -> None:
+async def test_a_locked_sqlite_database_gives_store_unavailable_and_recovers(tmp_path: Path) -> None:
     path = f"{tmp_path}/locked.db"
     db = Database(f"sqlite:///{path}", timeout=0.2)
     db.migrate()
@@ -151,7 +147,7 @@ def test_a_locked_sqlite_database_gives_store_unavailable_and_recovers(tmp_path:
         blocker.execute("ROLLBACK")
         blocker.close()
     db.write_sync(lambda c: smtp.put_settings(c, user.portal_id, SETTINGS, None))
-    assert run(smtp.find_settings(db, user.portal_id)) is not None
+    assert (await smtp.find_settings(db, user.portal_id)) is not None
     db.dispose()
 
 
@@ -175,3 +171,17 @@ def test_background_checkpoints_keep_the_write_ahead_log_from_growing(tmp_path: 
     finally:
         db.dispose()
     assert not any(t.name == "sqlite-checkpoint" for t in threading.enumerate())
+
+
+async def test_an_unreachable_postgresql_gives_store_unavailable_within_the_timeout() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    db = Database(f"postgresql://nobody@127.0.0.1:{port}/none", timeout=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailable):
+            await smtp.find_settings(db, 1)
+    finally:
+        await db.dispose_async()
+    assert time.monotonic() - started < 5

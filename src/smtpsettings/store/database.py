@@ -9,6 +9,10 @@ each in one transaction. How depends on the backend:
 - PostgreSQL runs them on an async, pooled psycopg connection through ``AsyncConnection.run_sync``, so
   the event loop never blocks on the network. The CLI and migrations use a small sync engine.
 
+The request path's lookups are single statements (:meth:`Database.fetch_one`) and skip all of that: on
+SQLite they run on the thread's sqlite3 connection, on PostgreSQL as prepared statements on a psycopg
+pool of autocommit connections of their own (SQLAlchemy's async layer costs several times the round trip).
+
 Connection failures, timeouts and an exhausted pool all become :class:`StoreUnavailable` (HTTP 503):
 the caller gets a clear answer within the configured timeout instead of a hang or a 500.
 """
@@ -24,7 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import sqlalchemy as sa
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -74,6 +80,8 @@ class Database:
         self.timeout = timeout
         self.async_engine: AsyncEngine | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._lookup_pool: AsyncConnectionPool | None = None
+        self._lookup_pool_loop: asyncio.AbstractEventLoop | None = None
         if backend == "sqlite":
             self.is_sqlite = True
             if parsed.database:
@@ -98,6 +106,8 @@ class Database:
             # costs a round trip per request, and a connection found dead invalidates the whole pool, so
             # after a database restart one request gets a 503 and the next ones fresh connections.
             self.async_engine = create_async_engine(parsed, pool_size=pool_size, max_overflow=0, **common)
+            self._pool_size = pool_size
+            self._connect_args = connect_args
         else:
             raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://…")
         self.url = parsed
@@ -179,7 +189,7 @@ class Database:
         that SQLAlchemy's result machinery costs for a one-row answer).
         """
         if self.async_engine is not None:
-            return await self.read(lambda conn: statement.row(conn, params))
+            return await self._fetch_one_pg(statement, params)
         raw: sqlite3.Connection | None = getattr(self._local, "raw", None)
         if raw is None:
             with _translate_failures():
@@ -237,6 +247,32 @@ class Database:
             self._checkpointer.stop()
             self._checkpointer = None
 
+    async def _fetch_one_pg(self, statement: Prepared, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        assert self.async_engine is not None
+        compiled = statement.compiled(self.async_engine.dialect)
+        pool = await self._lookups()
+        with _translate_failures():
+            async with asyncio.timeout(self.timeout * 2), pool.connection() as conn:
+                cursor = await conn.execute(compiled.sql, compiled.bind(params), prepare=True)
+                return await cursor.fetchone()
+
+    async def _lookups(self) -> AsyncConnectionPool:
+        """The lookup pool, opened on first use in the running event loop (a pool belongs to one loop)."""
+        loop = asyncio.get_running_loop()
+        if self._lookup_pool is None or self._lookup_pool_loop is not loop:
+            self._lookup_pool_loop = loop
+            self._lookup_pool = AsyncConnectionPool(
+                self.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                kwargs={"autocommit": True, **self._connect_args},
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self.timeout,  # waiting for a free connection
+                open=False,
+                name="smtpsettings-lookups",
+            )
+            await self._lookup_pool.open()
+        return self._lookup_pool
+
     # -- schema -----------------------------------------------------------------------------------
 
     def migrate(self, revision: str = "head") -> None:
@@ -274,6 +310,9 @@ class Database:
 
     async def dispose_async(self) -> None:
         self.stop_background_checkpoints()
+        if self._lookup_pool is not None and self._lookup_pool_loop is asyncio.get_running_loop():
+            await self._lookup_pool.close()
+        self._lookup_pool = None
         if self.async_engine is not None:
             await self.async_engine.dispose()
         self.engine.dispose()
@@ -324,6 +363,8 @@ def _translate_failures() -> Iterator[None]:
         yield
     except sa.exc.TimeoutError as exc:
         raise StoreUnavailable("The database is overloaded (no free connection); try again.") from exc
+    except PoolTimeout as exc:  # the lookup pool: every connection busy, or none could be opened
+        raise StoreUnavailable("No database connection became available in time; try again.") from exc
     except TimeoutError as exc:
         raise StoreUnavailable("The database did not answer in time; try again.") from exc
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
@@ -332,6 +373,10 @@ def _translate_failures() -> Iterator[None]:
             raise StoreUnavailable("The database is busy; try again.") from exc
         if "statement timeout" in text or "lock timeout" in text:
             raise StoreUnavailable("The database did not answer in time; try again.") from exc
+        raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
+    except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as exc:
+        raise StoreUnavailable("The database did not answer in time; try again.") from exc
+    except psycopg.OperationalError as exc:
         raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
     except sqlite3.OperationalError as exc:
         text = str(exc)
