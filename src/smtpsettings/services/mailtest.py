@@ -22,7 +22,7 @@ from smtpsettings.domain.smtp import SmtpSettings, SmtpSettingsInput
 from smtpsettings.mail import MailError, MailPolicy, SmtpTarget, build_test_message, send_message
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store import jobs, ratelimit
-from smtpsettings.store.database import Database, utcnow
+from smtpsettings.store.database import Database, StoreUnavailable, utcnow
 from smtpsettings.store.jobs import JobRecord
 
 __all__ = ("TestMailService", "mail_policy")
@@ -31,6 +31,9 @@ log = structlog.get_logger("smtpsettings.mailtest")
 
 # Beyond the mail deadline, time for the job's own bookkeeping before another instance calls it dead.
 _DEADLINE_MARGIN = timedelta(seconds=5)
+# A running job's step reaches the database at most this often (a page polls once a second); the final
+# state is always written at once.
+PROGRESS_INTERVAL = 0.1
 
 
 def mail_policy(settings: Settings) -> MailPolicy:
@@ -115,10 +118,11 @@ class TestMailService:
         return await self._smtp.with_password(portal, candidate)
 
     async def _run(self, portal: Portal, user: User, job_id: str, settings: SmtpSettings, password: str) -> None:
-        async def progress(step: str) -> None:
-            await self._db.write(lambda c: jobs.update_progress(c, portal.id, job_id, percents=PERCENTS[step], status=step))
+        steps = StepWriter(self._db, portal.id, job_id)
 
         async def finish(error: str, details: list[dict[str, object]], transcript: list[str], done: bool = False) -> None:
+            steps.close()
+            step = COMPLETED if done else steps.current
             await self._db.write(
                 lambda c: jobs.finish_job(
                     c,
@@ -127,8 +131,8 @@ class TestMailService:
                     error=error,
                     details=details,
                     transcript=transcript,
-                    percents=PERCENTS[COMPLETED] if done else None,
-                    status=COMPLETED if done else None,
+                    percents=PERCENTS[step],
+                    status=step,
                 )
             )
 
@@ -142,8 +146,8 @@ class TestMailService:
             use_ntlm=settings.use_ntlm,
         )
         try:
-            # The setup steps take no time here (tenant and user are already loaded): one write, not four.
-            await progress(STEP_CREATE_MESSAGE)
+            # The setup steps take no time here: tenant and user are already loaded.
+            await steps.reached(STEP_CREATE_MESSAGE)
             try:
                 message = build_test_message(
                     sender_address=settings.sender_address, sender_display_name=settings.sender_display_name, recipient=user.email
@@ -153,7 +157,7 @@ class TestMailService:
                 return
             # The mail library enforces the same deadline; this one also covers our own bookkeeping.
             async with asyncio.timeout(self._settings.smtp_job_timeout + 1):
-                report = await send_message(target, message, self._policy, on_step=progress)
+                report = await send_message(target, message, self._policy, on_step=steps.reached)
             await finish("", report.to_list(), list(report.transcript), done=True)
             log.info("test_mail_sent", portal=portal.hostname, job_id=job_id)
         except MailError as exc:
@@ -167,3 +171,53 @@ class TestMailService:
         except Exception:
             log.exception("test_mail_crashed", portal=portal.hostname, job_id=job_id)
             await finish("The test failed because of an internal error; the server log has the details.", [], [])
+
+
+class StepWriter:
+    """A running job's current step, written through to the database at most every PROGRESS_INTERVAL.
+
+    A test against a nearby server passes its steps within milliseconds: writing each would cost more
+    than the mail. A step reached too soon after the last write is written by a timer at the end of the
+    interval (the newest step then), so a job stuck at a step shows it within the interval everywhere.
+    The final state is written by the job's finish, which closes this first.
+    """
+
+    def __init__(self, db: Database, portal_id: int, job_id: str) -> None:
+        self._db = db
+        self._portal_id = portal_id
+        self._job_id = job_id
+        self._loop = asyncio.get_running_loop()
+        self._written_at = self._loop.time()  # the claim wrote the first step
+        self._timer: asyncio.TimerHandle | None = None
+        self._later: asyncio.Task[None] | None = None
+        self.current = STEP_SETUP_TENANT
+
+    async def reached(self, step: str) -> None:
+        self.current = step
+        if self._timer is not None:
+            return  # the scheduled write will carry this step
+        wait = self._written_at + PROGRESS_INTERVAL - self._loop.time()
+        if wait <= 0:
+            await self._write()
+        else:
+            self._timer = self._loop.call_later(wait, self._write_later)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _write_later(self) -> None:
+        self._timer = None
+        self._later = self._loop.create_task(self._write_logged())
+
+    async def _write_logged(self) -> None:
+        try:
+            await self._write()
+        except StoreUnavailable as exc:  # the finish writes the final state anyway
+            log.warning("test_progress_not_saved", job_id=self._job_id, error=str(exc))
+
+    async def _write(self) -> None:
+        self._written_at = self._loop.time()
+        step, portal_id, job_id = self.current, self._portal_id, self._job_id
+        await self._db.write(lambda c: jobs.update_progress(c, portal_id, job_id, percents=PERCENTS[step], status=step))
