@@ -4,6 +4,7 @@
     python bench/profile_app.py --db postgres           # the same on a throwaway PostgreSQL cluster
     python bench/profile_app.py --profile get --portals 100000   # pyinstrument tree of GET at 100 000 portals
     python bench/profile_app.py --cprofile post         # cProfile, top functions by own time
+    SHOW_ALL=1 python bench/profile_app.py --profile get # the pyinstrument tree with library frames too
 
 This is the tool behind the "where the time goes" sections of docs/benchmarks.md: the same application
 object granian serves (``create_app``), called with hand-built ASGI scopes, so the figures are the app's
