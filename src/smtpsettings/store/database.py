@@ -6,12 +6,13 @@ each in one transaction. How depends on the backend:
 - SQLite runs them right on the caller's thread. A one-row query takes microseconds, far less than a hop
   to a thread pool, and writes take SQLite's write lock up front (``BEGIN IMMEDIATE``) so concurrent
   writers queue instead of failing half-way.
-- PostgreSQL runs them on an async, pooled psycopg connection through ``AsyncConnection.run_sync``, so
-  the event loop never blocks on the network. The CLI and migrations use a small sync engine.
+- PostgreSQL runs them on a pooled psycopg connection in a worker thread, so the event loop never blocks
+  on the network. One hop to the thread per transaction costs less than SQLAlchemy's asyncio layer,
+  which pays a greenlet switch and an event-loop round per statement.
 
 The request path's lookups are single statements (:meth:`Database.fetch_one`) and skip all of that: on
-SQLite they run on the thread's sqlite3 connection, on PostgreSQL as prepared statements on a psycopg
-pool of autocommit connections of their own (SQLAlchemy's async layer costs several times the round trip).
+SQLite they run on the thread's sqlite3 connection, on PostgreSQL as prepared statements on a pool of
+asyncio psycopg connections of their own, in autocommit.
 
 Connection failures, timeouts and an exhausted pool all become :class:`StoreUnavailable` (HTTP 503):
 the caller gets a clear answer within the configured timeout instead of a hang or a 500.
@@ -28,13 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio.to_thread
 import psycopg
 import sqlalchemy as sa
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = ("Database", "Prepared", "StoreUnavailable", "insert_for", "utc", "utcnow")
 
@@ -78,7 +79,6 @@ class Database:
         parsed = sa.make_url(url)
         backend = parsed.get_backend_name()
         self.timeout = timeout
-        self.async_engine: AsyncEngine | None = None
         self._checkpointer: _Checkpointer | None = None
         self._lookup_pool: AsyncConnectionPool | None = None
         self._lookup_pool_loop: asyncio.AbstractEventLoop | None = None
@@ -95,17 +95,25 @@ class Database:
             if parsed.drivername not in ("postgresql", "postgres", "postgresql+psycopg"):
                 raise ValueError(f"use postgresql:// URLs (the psycopg driver is built in), not {parsed.drivername}://")
             parsed = parsed.set(drivername="postgresql+psycopg")
+            seconds = max(1, int(timeout))
             connect_args = {
-                "connect_timeout": max(1, int(timeout)),
+                "connect_timeout": seconds,
                 "options": f"-c statement_timeout={int(timeout * 1000)} -c lock_timeout={int(timeout * 1000)}",
+                # A server that stops answering mid-statement (no reset, no reply) is given up on after
+                # about the timeout plus two probes, rather than after the kernel's two hours.
+                "keepalives": 1,
+                "keepalives_idle": seconds,
+                "keepalives_interval": 1,
+                "keepalives_count": 2,
+                "tcp_user_timeout": (seconds + 2) * 1000,
             }
-            common: dict[str, Any] = {"pool_timeout": timeout, "connect_args": connect_args}
-            self.engine = sa.create_engine(parsed, pool_size=2, max_overflow=0, pool_pre_ping=True, **common)
             # No overflow: when the pool is exhausted, requests wait pool_timeout and then get a 503,
             # rather than opening connections until PostgreSQL refuses them all. No pre-ping either: it
             # costs a round trip per request, and a connection found dead invalidates the whole pool, so
             # after a database restart one request gets a 503 and the next ones fresh connections.
-            self.async_engine = create_async_engine(parsed, pool_size=pool_size, max_overflow=0, **common)
+            self.engine = sa.create_engine(
+                parsed, pool_size=pool_size, max_overflow=0, pool_timeout=timeout, connect_args=connect_args
+            )
             self._pool_size = pool_size
             self._connect_args = connect_args
         else:
@@ -188,7 +196,7 @@ class Database:
         function around them, and on SQLite they go straight to the driver (a few µs instead of the tens
         that SQLAlchemy's result machinery costs for a one-row answer).
         """
-        if self.async_engine is not None:
+        if not self.is_sqlite:
             return await self._fetch_one_pg(statement, params)
         raw: sqlite3.Connection | None = getattr(self._local, "raw", None)
         if raw is None:
@@ -205,28 +213,23 @@ class Database:
         return None if row is None else compiled.convert(row)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        if self.async_engine is None:
+        if self.is_sqlite:
             return self.read_sync(fn)
-        return await self._run_async(fn, write=False)
+        return await self._in_thread(self.read_sync, fn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        if self.async_engine is None:
+        """Run ``fn`` in one write transaction: all of it commits, or none of it does."""
+        if self.is_sqlite:
             return self.write_sync(fn)
-        return await self._run_async(fn, write=True)
+        return await self._in_thread(self.write_sync, fn)
 
-    async def _run_async(self, fn: Callable[[Connection], T], *, write: bool) -> T:
-        assert self.async_engine is not None
+    async def _in_thread(self, run: Callable[[Callable[[Connection], T]], T], fn: Callable[[Connection], T]) -> T:
+        # The pool, statement, lock and keepalive timeouts bound each wait inside; this bounds the whole,
+        # for a server that stops answering without dropping the connection. The caller then gets a 503
+        # while the thread finishes (or fails) on its own, as an interrupted client would see it.
         with _translate_failures():
-            # The per-statement and connect timeouts cover most stalls; this covers the rest
-            # (a peer that stops answering mid-transaction), so no request hangs beyond it.
             async with asyncio.timeout(self.timeout * 2):
-                async with self.async_engine.connect() as conn:
-                    if not write:
-                        # Reads in autocommit: no BEGIN/ROLLBACK round trips around a lookup.
-                        await conn.execution_options(isolation_level="AUTOCOMMIT")
-                        return await conn.run_sync(fn)
-                    async with conn.begin():
-                        return await conn.run_sync(fn)
+                return await anyio.to_thread.run_sync(run, fn, abandon_on_cancel=True)
 
     def start_background_checkpoints(self, interval: float = 1.0) -> None:
         """SQLite: copy the write-ahead log into the database file on a thread of its own.
@@ -248,8 +251,7 @@ class Database:
             self._checkpointer = None
 
     async def _fetch_one_pg(self, statement: Prepared, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        assert self.async_engine is not None
-        compiled = statement.compiled(self.async_engine.dialect)
+        compiled = statement.compiled(self.engine.dialect)
         pool = await self._lookups()
         with _translate_failures():
             async with asyncio.timeout(self.timeout * 2), pool.connection() as conn:
@@ -313,9 +315,7 @@ class Database:
         if self._lookup_pool is not None and self._lookup_pool_loop is asyncio.get_running_loop():
             await self._lookup_pool.close()
         self._lookup_pool = None
-        if self.async_engine is not None:
-            await self.async_engine.dispose()
-        self.engine.dispose()
+        self.dispose()
 
 
 class _Checkpointer:
@@ -432,8 +432,6 @@ class Prepared:
     def first(self, conn: Connection, **params: Any) -> Any:
         """The first row (attribute access by column key), or None."""
         compiled = self._compile(conn)
-        if not compiled.driver_types:
-            return conn.exec_driver_sql(compiled.sql, compiled.bind(params)).first()
         cursor = conn.connection.driver_connection.execute(compiled.sql, compiled.bind(params))  # type: ignore[union-attr]
         raw = cursor.fetchone()
         cursor.close()
@@ -442,8 +440,6 @@ class Prepared:
     def execute(self, conn: Connection, **params: Any) -> int:
         """Run a DML statement; returns the number of rows it touched."""
         compiled = self._compile(conn)
-        if not compiled.driver_types:
-            return conn.exec_driver_sql(compiled.sql, compiled.bind(params)).rowcount
         cursor = conn.connection.driver_connection.execute(compiled.sql, compiled.bind(params))  # type: ignore[union-attr]
         count = cursor.rowcount
         cursor.close()
@@ -452,9 +448,6 @@ class Prepared:
     def row(self, conn: Connection, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """The first row as a plain tuple in column order (see :meth:`Database.fetch_one`), or None."""
         compiled = self._compile(conn)
-        if not compiled.driver_types:
-            found = conn.exec_driver_sql(compiled.sql, compiled.bind(params)).first()
-            return None if found is None else tuple(found)
         cursor = conn.connection.driver_connection.execute(compiled.sql, compiled.bind(params))  # type: ignore[union-attr]
         raw = cursor.fetchone()
         cursor.close()
@@ -476,8 +469,8 @@ class _Compiled:
     def __init__(self, statement: Any, dialect: sa.engine.Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
-        # SQLite's driver knows no booleans or datetimes: its statements go straight to the cursor with
-        # SQLAlchemy's conversions applied here. Other drivers convert types themselves.
+        # SQLite's driver knows no booleans or datetimes: SQLAlchemy's conversions are applied here, both
+        # ways. psycopg converts types itself.
         self.driver_types = dialect.name == "sqlite"
         self.positions = tuple(compiled.positiontup or ()) if compiled.positional else None
         self.defaults = {name: value for name, value in compiled.params.items() if value is not None}  # LIMIT 1 …
