@@ -7,14 +7,17 @@ port and a private socket directory, and is deleted at the end. As root (CI), th
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ("PgCluster", "find_pg_bin")
@@ -82,6 +85,20 @@ class PgCluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every server process stopped (SIGSTOP): connections stay open and nothing answers on them."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        pids = [postmaster] + [pid for pid in _all_pids() if _parent(pid) == postmaster]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
     def checkpoint(self) -> None:
         """Push everything to the data files, so a test can search them."""
         import psycopg
@@ -95,3 +112,15 @@ class PgCluster:
         except RuntimeError:
             pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])

@@ -229,3 +229,27 @@ def test_pool_exhaustion_answers_503_instead_of_piling_up(pg_cluster: PgCluster,
             assert c.get(SETTINGS).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_database_that_stops_answering_gives_503_within_twice_the_timeout(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    url = pg_cluster.create_database()
+    server = start_server(tmp_path / "frozen", {"SMTPSETTINGS_DATABASE_URL": url, "SMTPSETTINGS_DATABASE_TIMEOUT": "1"})
+    try:
+        portal = make_portal(server)
+        with on(portal, server) as c, pg_cluster.frozen():
+            # The request lookups (asyncio pool) and a sign-in's password check (a transaction in a worker
+            # thread) each wait on a connection nothing answers on.
+            for method, path, body in (("GET", SETTINGS, None), ("POST", AUTH, {"userName": "x@example.com", "password": "y"})):
+                started = time.monotonic()
+                r = c.request(method, path, json=body)
+                elapsed = time.monotonic() - started
+                assert r.status_code == 503, (path, r.text)
+                assert "database" in r.json()["error"]["message"].lower()
+                assert elapsed < 4, f"{method} {path}: a 503 took {elapsed:.1f} s"
+        deadline = time.monotonic() + 20
+        with on(portal, server) as c:
+            while c.get(SETTINGS).status_code != 200:
+                assert time.monotonic() < deadline, "no recovery after the database answered again"
+                time.sleep(0.2)
+    finally:
+        server.stop()
