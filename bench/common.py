@@ -270,7 +270,7 @@ def wrk(
     seconds = max(1, round(duration))
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), url]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
-    match = re.search(r"^BENCHJSON (\{.*\})$", out.stdout, re.M)
+    match = re.search(r"^BENCHJSON (\{.*\})$", out.stdout, re.MULTILINE)
     if out.returncode != 0 or not match:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout}\n{out.stderr}")
     d = json.loads(match.group(1))
@@ -585,8 +585,8 @@ class Backend:
 
 
 def environment(backend: Backend | None = None) -> dict[str, Any]:
-    from importlib.metadata import version
     import sqlite3
+    from importlib.metadata import version
 
     def v(name: str) -> str:
         try:
@@ -633,6 +633,21 @@ def write_json(path: Path | None, data: Any) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1, default=str))
+
+
+def run_figure(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, Backend, Path], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+) -> None:
+    """What each figure's own command does: from the load core, run it on a fresh backend, print its table
+    and keep the raw numbers (``--json``)."""
+    os.sched_setaffinity(0, {int(LOAD_CPU)})
+    with Workdir(args.workdir, args.keep) as work, Backend(args.db) as backend:
+        res = run(args, backend, work)
+        res["environment"] = environment(backend)
+    print(table(res))
+    write_json(args.json, res)
 
 
 def fmt(value: float | None, unit: str = "", digits: int = 1) -> str:

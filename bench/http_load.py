@@ -18,7 +18,6 @@ RSS (VmHWM) after each run is figure 4's "under load" value.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,21 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     GET_PATH,
     LIVE_PATH,
-    LOAD_CPU,
     POST_BODY,
     Backend,
     Server,
-    Workdir,
     base_parser,
     check_call,
-    environment,
     fmt_range,
     http,
     log,
     measure,
     populate,
+    run_figure,
     summary,
-    write_json,
 )
 
 KINDS = ("ceiling", "get", "post")
@@ -113,13 +109,7 @@ def table(res: dict[str, Any]) -> str:
 def main() -> None:
     p = base_parser(__doc__ or "")
     p.add_argument("--portals", type=int, default=1000, help="portals in the database, requests spread over all (default 1000)")
-    args = p.parse_args()
-    os.sched_setaffinity(0, {int(LOAD_CPU)})
-    with Workdir(args.workdir, args.keep) as work, Backend(args.db) as backend:
-        res = run(args, backend, work)
-        res["environment"] = environment(backend)
-    print(table(res))
-    write_json(args.json, res)
+    run_figure(p.parse_args(), run, table)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import http.client as httpclient
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -36,18 +35,16 @@ from common import (  # noqa: E402
     SERVER_CPU,
     Backend,
     Server,
-    Workdir,
     base_parser,
     check_call,
-    environment,
     fmt_range,
     free_port,
     http,
     log,
     measure,
     populate,
+    run_figure,
     summary,
-    write_json,
 )
 
 TEST_PATH = "/api/2.0/smtpsettings/smtp/test"
@@ -295,13 +292,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=20, help="measured test jobs (and bare sends) per run (default 20)")
     p.add_argument("--concurrent", type=int, default=50, help="portals running jobs at once in (b) (default 50)")
     p.add_argument("--delay", type=float, default=1.0, help="seconds the SMTP server of (b) holds DATA (default 1.0)")
-    args = p.parse_args()
-    os.sched_setaffinity(0, {int(LOAD_CPU)})
-    with Workdir(args.workdir, args.keep) as work, Backend(args.db) as backend:
-        res = run(args, backend, work)
-        res["environment"] = environment(backend)
-    print(table(res))
-    write_json(args.json, res)
+    run_figure(p.parse_args(), run, table)
 
 
 if __name__ == "__main__":

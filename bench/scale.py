@@ -12,7 +12,6 @@ at the largest size is figure 4's second value.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     GET_PATH,
-    LOAD_CPU,
     Backend,
     Server,
-    Workdir,
     base_parser,
     check_call,
-    environment,
     fmt_range,
     http,
     log,
     measure,
     populate,
+    run_figure,
     summary,
-    write_json,
 )
 
 
@@ -95,13 +91,7 @@ def table(res: dict[str, Any]) -> str:
 def main() -> None:
     p = base_parser(__doc__ or "")
     p.add_argument("--sizes", default="1,1000,100000", help="comma-separated portal counts; the first is the baseline")
-    args = p.parse_args()
-    os.sched_setaffinity(0, {int(LOAD_CPU)})
-    with Workdir(args.workdir, args.keep) as work, Backend(args.db) as backend:
-        res = run(args, backend, work)
-        res["environment"] = environment(backend)
-    print(table(res))
-    write_json(args.json, res)
+    run_figure(p.parse_args(), run, table)
 
 
 if __name__ == "__main__":

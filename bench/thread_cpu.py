@@ -37,7 +37,7 @@ def main() -> None:
     args = p.parse_args()
     os.sched_setaffinity(0, {int(LOAD_CPU)})
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
-    with Workdir(None, args.keep) as work, Backend(args.db) as backend:
+    with Workdir(args.workdir, args.keep) as work, Backend(args.db) as backend:
         data_dir = work / "threads"
         url = backend.database("bench_threads", data_dir)
         pop = populate(backend.url_for(data_dir, url), data_dir, args.portals)
