@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -213,3 +214,14 @@ VALID_SETTINGS = {
     "enableAuth": True,
     "useNtlm": False,
 }
+
+
+def wait_for_result(client: httpx.Client, timeout: float = 20) -> dict[str, Any]:
+    """Poll ``/smtp/test/status`` until the portal's test job has completed; its final status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get("/api/2.0/smtpsettings/smtp/test/status").json()
+        if body.get("response", {}).get("completed"):
+            return body["response"]  # type: ignore[no-any-return]
+        time.sleep(0.1)
+    raise AssertionError(f"the test job did not complete within {timeout} s")

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from pgcluster import PgCluster
-from serverkit import VALID_SETTINGS, Portal, Server, make_portal, start_server
+from serverkit import VALID_SETTINGS, Portal, Server, make_portal, start_server, wait_for_result
 from smtp_peers import smtp_peer, tarpit
 
 from smtpsettings.domain.accounts import Role
@@ -55,16 +55,6 @@ def on(portal: Portal, server: Server, role: Role | None = Role.ADMIN, **kwargs:
         return portal.client(role, **kwargs)
     finally:
         portal.server = original
-
-
-def wait_for_result(client: httpx.Client, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(STATUS).json()
-        if body.get("response", {}).get("completed"):
-            return body["response"]  # type: ignore[no-any-return]
-        time.sleep(0.1)
-    raise AssertionError("no result")
 
 
 def test_a_save_on_a_is_what_b_returns_next(pair: tuple[Server, Server]) -> None:

@@ -10,10 +10,9 @@ from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trustme
-from serverkit import Portal, Server, make_portal, start_server
+from serverkit import Portal, Server, make_portal, start_server, wait_for_result
 from smtp_peers import closed_port, smtp_peer, tarpit
 
 from smtpsettings.domain.accounts import Role
@@ -34,16 +33,6 @@ def settings_for(port: int, **extra: Any) -> dict[str, Any]:
         "enableAuth": False,
         **extra,
     }
-
-
-def wait_for_result(client: httpx.Client, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(STATUS).json()
-        if body.get("response", {}).get("completed"):
-            return body["response"]  # type: ignore[no-any-return]
-        time.sleep(0.1)
-    raise AssertionError(f"the test job did not complete within {timeout} s")
 
 
 def run_test(portal: Portal, settings: dict[str, Any]) -> dict[str, Any]:
