@@ -228,3 +228,19 @@ def test_forwarded_for_is_ignored_from_untrusted_peers(portal: Portal) -> None:
         c.post(SMTP, json=VALID_SETTINGS)
     line = portal.server.cli("audit", "--portal", portal.hostname).stdout.splitlines()[0]
     assert line.split("\t")[3] == "127.0.0.1"
+
+
+def test_a_token_of_the_default_portal_works_under_a_host_no_portal_has(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data")
+    try:
+        default, other = make_portal(server, is_default=True), make_portal(server)
+        unknown = {"Host": "unknown-name.example.org"}
+        token = default.sign_in(Role.ADMIN)
+        r = httpx.get(server.base_url + SMTP, headers={**unknown, "Cookie": f"asc_auth_key={token}"})
+        assert r.status_code == 200, r.text
+        # A valid token of a portal that does not answer this Host stays refused.
+        foreign = other.sign_in(Role.ADMIN)
+        assert httpx.get(server.base_url + SMTP, headers={**unknown, "Cookie": f"asc_auth_key={foreign}"}).status_code == 401
+        assert httpx.get(server.base_url + SMTP, headers={**unknown, "Authorization": "Bearer nope"}).status_code == 401
+    finally:
+        server.stop()

@@ -136,31 +136,20 @@ class AuthService:
             user = await self.check_password(portal, email, password, client_address())
             return portal, Principal(user=user, via="basic")
         secret_hash = hash_secret(secret)
-        if kind == "apikey":
-            found = await accounts.principal_by_api_key(self._db, hostname, secret_hash)
-        else:
-            found = await accounts.principal_by_session(self._db, hostname, secret_hash)
+        lookup = accounts.principal_by_api_key if kind == "apikey" else accounts.principal_by_session
+        found = await lookup(self._db, hostname, secret_hash)
         if found is None:
-            found = await self._resolve_slowly(hostname, kind, secret_hash)
+            # The rarer cases, told apart: no portal answers the Host (404), the default portal answers it
+            # (look again there), or the credential is not valid (401).
+            portal = await self.portal_for_host(hostname)
+            if portal.hostname != hostname:
+                found = await lookup(self._db, portal.hostname, secret_hash)
+            if found is None:
+                raise NotAuthenticated("Not authenticated")
         portal, user = found
         if kind == "apikey":
             return portal, Principal(user=user, via="apikey")
         return portal, Principal(user=user, via="session", session_token_hash=secret_hash)
-
-    async def _resolve_slowly(self, hostname: str, kind: str, secret_hash: str) -> tuple[Portal, User]:
-        """The rarer cases: an unknown Host answered by the default portal, or credentials that fail."""
-        lookup = accounts.user_by_api_key if kind == "apikey" else accounts.user_by_session
-
-        def resolve(conn):  # type: ignore[no-untyped-def]
-            portal = accounts.find_portal_for_host(conn, hostname)
-            return portal, lookup(conn, portal.id, secret_hash) if portal else None
-
-        portal, user = await self._db.read(resolve)
-        if portal is None:
-            raise NotFound(NO_PORTAL)
-        if user is None:
-            raise NotAuthenticated("Not authenticated")
-        return portal, user
 
     async def sign_out(self, principal: Principal) -> None:
         if principal.session_token_hash:

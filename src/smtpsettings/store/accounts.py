@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from smtpsettings.domain.accounts import Portal, Role, User
-from smtpsettings.store.database import Database, Prepared, utc, utcnow
+from smtpsettings.store.database import Database, Prepared, utcnow
 from smtpsettings.store.tables import api_keys, portals, sessions, users
 
 __all__ = (
@@ -30,8 +30,6 @@ __all__ = (
     "principal_by_api_key",
     "principal_by_session",
     "revoke_api_key",
-    "user_by_api_key",
-    "user_by_session",
 )
 
 
@@ -39,8 +37,12 @@ class DuplicateError(Exception):
     """The row would break a uniqueness rule (same hostname, same email in a portal)."""
 
 
-def _portal(row: Any) -> Portal:
-    return Portal(id=row.id, hostname=row.hostname, is_default=row.is_default)
+_PORTAL_COLUMNS = (portals.c.id, portals.c.hostname, portals.c.is_default)
+
+
+def _portal(row: tuple[Any, ...]) -> Portal:
+    portal_id, hostname, is_default = row
+    return Portal(id=portal_id, hostname=hostname, is_default=is_default)
 
 
 def _user(row: Any) -> User:
@@ -61,16 +63,16 @@ def create_portal(conn: Connection, hostname: str, *, is_default: bool) -> Porta
 
 
 def list_portals(conn: Connection) -> list[Portal]:
-    return [_portal(r) for r in conn.execute(portals.select().order_by(portals.c.id))]
+    return [_portal(r) for r in conn.execute(sa.select(*_PORTAL_COLUMNS).order_by(portals.c.id))]
 
 
 def get_portal_by_hostname(conn: Connection, hostname: str) -> Portal | None:
-    row = _BY_HOSTNAME.first(conn, hostname=hostname)
+    row = _BY_HOSTNAME.row(conn, {"hostname": hostname})
     return _portal(row) if row else None
 
 
-_BY_HOSTNAME = Prepared(portals.select().where(portals.c.hostname == sa.bindparam("hostname")))
-_DEFAULT_PORTAL = Prepared(portals.select().where(portals.c.is_default.is_(True)).limit(1))
+_BY_HOSTNAME = Prepared(sa.select(*_PORTAL_COLUMNS).where(portals.c.hostname == sa.bindparam("hostname")))
+_DEFAULT_PORTAL = Prepared(sa.select(*_PORTAL_COLUMNS).where(portals.c.is_default.is_(True)).limit(1))
 
 
 def find_portal_for_host(conn: Connection, hostname: str) -> Portal | None:
@@ -78,7 +80,7 @@ def find_portal_for_host(conn: Connection, hostname: str) -> Portal | None:
 
     Two indexed lookups rather than one OR query, which the planners answer with a full scan.
     """
-    row = _BY_HOSTNAME.first(conn, hostname=hostname) or _DEFAULT_PORTAL.first(conn)
+    row = _BY_HOSTNAME.row(conn, {"hostname": hostname}) or _DEFAULT_PORTAL.row(conn, {})
     return _portal(row) if row else None
 
 
@@ -123,21 +125,6 @@ def create_session(conn: Connection, user: User, token_hash: str, expires_at: da
     )
 
 
-_SESSION_USER = Prepared(
-    sa.select(users, sessions.c.expires_at)
-    .join(sessions, sessions.c.user_id == users.c.id)
-    .where(sessions.c.token_hash == sa.bindparam("token_hash"), sessions.c.portal_id == sa.bindparam("portal_id"))
-)
-
-
-def user_by_session(conn: Connection, portal_id: int, token_hash: str) -> User | None:
-    """The user of a live session token of this portal (a token of another portal finds nobody)."""
-    row = _SESSION_USER.first(conn, token_hash=token_hash, portal_id=portal_id)
-    if row is None or utc(row.expires_at) <= utcnow():
-        return None
-    return _user(row)
-
-
 _PRINCIPAL_COLUMNS = (portals.c.id, portals.c.hostname, portals.c.is_default, users.c.id, users.c.email, users.c.display_name, users.c.role)
 
 
@@ -168,9 +155,8 @@ def _principal_row(row: tuple[Any, ...] | None) -> tuple[Portal, User] | None:
 async def principal_by_session(db: Database, hostname: str, token_hash: str) -> tuple[Portal, User] | None:
     """The portal named ``hostname`` and the user of a live session token of it, in one indexed statement.
 
-    This is every signed-in request's lookup. None covers all the rarer cases (unknown host, which may
-    fall back to the default portal; bad or expired token), which :func:`find_portal_for_host` and
-    :func:`user_by_session` then tell apart.
+    This is every signed-in request's lookup. None covers all the rarer cases (an unknown host, which
+    the default portal may answer; a bad or expired token): :func:`find_portal_for_host` tells them apart.
     """
     return _principal_row(await db.fetch_one(_HOST_SESSION_USER, hostname=hostname, token_hash=token_hash, now=utcnow()))
 
@@ -194,22 +180,6 @@ def create_api_key(conn: Connection, user: User, key_id: str, key_hash: str) -> 
             id=key_id, key_hash=key_hash, portal_id=user.portal_id, user_id=user.id, created_at=utcnow()
         )
     )
-
-
-_API_KEY_USER = Prepared(
-    sa.select(users)
-    .join(api_keys, api_keys.c.user_id == users.c.id)
-    .where(
-        api_keys.c.key_hash == sa.bindparam("key_hash"),
-        api_keys.c.portal_id == sa.bindparam("portal_id"),
-        api_keys.c.revoked_at.is_(None),
-    )
-)
-
-
-def user_by_api_key(conn: Connection, portal_id: int, key_hash: str) -> User | None:
-    row = _API_KEY_USER.first(conn, key_hash=key_hash, portal_id=portal_id)
-    return _user(row) if row else None
 
 
 def revoke_api_key(conn: Connection, key_id: str) -> bool:

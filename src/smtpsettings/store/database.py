@@ -429,14 +429,6 @@ class Prepared:
         prepared._factory = factory
         return prepared
 
-    def first(self, conn: Connection, **params: Any) -> Any:
-        """The first row (attribute access by column key), or None."""
-        compiled = self._compile(conn)
-        cursor = conn.connection.driver_connection.execute(compiled.sql, compiled.bind(params))  # type: ignore[union-attr]
-        raw = cursor.fetchone()
-        cursor.close()
-        return None if raw is None else _Record(compiled.keys, compiled.convert(raw))
-
     def execute(self, conn: Connection, **params: Any) -> int:
         """Run a DML statement; returns the number of rows it touched."""
         compiled = self._compile(conn)
@@ -464,25 +456,21 @@ class Prepared:
 
 
 class _Compiled:
-    __slots__ = ("binds", "conversions", "defaults", "driver_types", "keys", "order", "positions", "processors", "sql")
+    __slots__ = ("binds", "conversions", "defaults", "order", "positions", "sql")
 
     def __init__(self, statement: Any, dialect: sa.engine.Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
-        # SQLite's driver knows no booleans or datetimes: SQLAlchemy's conversions are applied here, both
-        # ways. psycopg converts types itself.
-        self.driver_types = dialect.name == "sqlite"
         self.positions = tuple(compiled.positiontup or ()) if compiled.positional else None
         self.defaults = {name: value for name, value in compiled.params.items() if value is not None}  # LIMIT 1 …
         binds = {name: bind.type._cached_bind_processor(dialect) for name, bind in compiled.binds.items()}
         self.binds = {name: p for name, p in binds.items() if p is not None}
         self.order = tuple((name, binds.get(name)) for name in self.positions) if self.positions is not None else None
+        # SQLite's driver knows no booleans or datetimes, so SQLAlchemy's result conversions are applied here,
+        # to the columns that need one; psycopg converts types itself.
         columns = list(getattr(statement, "selected_columns", ()) or getattr(statement, "_returning", ()) or ())
-        self.keys = tuple(column.key for column in columns)
-        # Result conversions are ours to apply only where the driver does not (SQLite, see above).
-        self.processors = [column.type._cached_result_processor(dialect, None) if self.driver_types else None for column in columns]
-        # Only the columns that need converting (booleans and datetimes on SQLite) are touched per row.
-        self.conversions = tuple((i, p) for i, p in enumerate(self.processors) if p is not None)
+        processors = [column.type._cached_result_processor(dialect, None) for column in columns] if dialect.name == "sqlite" else []
+        self.conversions = tuple((i, p) for i, p in enumerate(processors) if p is not None)
 
     def bind(self, params: dict[str, Any]) -> Any:
         merged = {**self.defaults, **params} if self.defaults else params
@@ -498,18 +486,3 @@ class _Compiled:
         for i, p in self.conversions:
             values[i] = p(values[i])
         return tuple(values)
-
-
-class _Record:
-    """A row with attribute access, like SQLAlchemy's Row, built without its machinery."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, keys: tuple[str, ...], values: list[Any]) -> None:
-        self._values = dict(zip(keys, values, strict=True))
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
