@@ -103,7 +103,7 @@ async def read_json(request: Request) -> Any:
         UnsupportedMediaType: not a JSON content type.
         BadArgument: not UTF-8 or not well-formed JSON.
     """
-    check_body_type(request.headers.get("content-type"))
+    check_body_type(header(request, b"content-type"))
     raw = await request.body()
     if not raw.strip():
         raise BadArgument("The request body is empty; send the settings as a JSON object.")
