@@ -35,9 +35,10 @@ _HIT = Prepared.per_dialect(_hit)
 
 def _current(conn: Connection, bucket: str, window: float, now: float) -> tuple[int, float]:
     row = _CURRENT.row(conn, {"bucket": bucket})
-    if row is None or now - row[1] >= window:
+    if row is None:
         return 0, now
-    return row[0], row[1]
+    hits, window_start = row
+    return (0, now) if now - window_start >= window else (hits, window_start)
 
 
 def count(conn: Connection, bucket: str, window: float) -> tuple[int, float]:
