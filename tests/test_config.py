@@ -207,19 +207,55 @@ def test_a_config_file_that_is_not_toml_is_a_config_error(tmp_path: Path) -> Non
         load_settings(write_config(tmp_path, "port = = 1\n"))
 
 
-def test_an_unknown_key_in_the_file_is_named_as_its_variable(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="SMTPSETTINGS_BOGUS"):
-        load_settings(write_config(tmp_path, "bogus = 1\n"))
+def test_an_unknown_key_in_the_file_names_the_file_and_the_key_not_a_variable(tmp_path: Path) -> None:
+    env = write_config(tmp_path, "prot = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert str(info.value) == f"config file {env['SMTPSETTINGS_CONFIG_FILE']}: unknown setting 'prot'"
 
 
-def test_an_unknown_key_in_the_default_smtp_table_is_named_as_its_variable(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="SMTPSETTINGS_DEFAULT_SMTP_BOGUS"):
-        load_settings(write_config(tmp_path, "[default_smtp]\nbogus = 1\n"))
+def test_an_unknown_key_in_the_default_smtp_table_names_the_file_and_the_table(tmp_path: Path) -> None:
+    env = write_config(tmp_path, "[default_smtp]\nbogus = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert str(info.value) == f"config file {env['SMTPSETTINGS_CONFIG_FILE']}: unknown setting 'default_smtp.bogus'"
 
 
-def test_a_wrongly_typed_file_value_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="SMTPSETTINGS_DEFAULT_SMTP_PORT"):
-        load_settings(write_config(tmp_path, '[default_smtp]\nport = "many"\n'))
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('port = "many"\n', "port: expected an integer from 1 to 65535, got 'many'"),
+        ("port = 0\n", "port: expected an integer from 1 to 65535, got 0"),
+        ("workers = 1.5\n", "workers: expected an integer from 1 to 64, got 1.5"),
+        ("token_lifetime_hours = 0\n", "token_lifetime_hours: expected an integer of 1 or more, got 0"),
+        ("smtp_job_timeout = -1\n", "smtp_job_timeout: expected a number greater than 0, got -1"),
+        ('log_format = "xml"\n', "log_format: expected one of 'console', 'json', got 'xml'"),
+        ("smtp_allow_plaintext_auth = 1.0\n", "smtp_allow_plaintext_auth: expected true or false, got 1.0"),
+        ('trusted_proxies = ["10.0.0.1", "nowhere"]\n', "trusted_proxies: expected IP addresses or networks (CIDR), got 'nowhere'"),
+        ("host = 5\n", "host: expected a string, got 5"),
+        ('[default_smtp]\nport = "many"\n', "default_smtp.port: expected an integer from 1 to 65535, got 'many'"),
+        ('[default_smtp]\nenable_ssl = "yes"\n', "default_smtp.enable_ssl: expected true or false, got 'yes'"),
+        ('default_smtp = "mail.example.com"\n', "default_smtp: expected a table of settings ([default_smtp])"),
+    ],
+)
+def test_a_bad_file_value_names_the_file_and_the_key_and_what_is_expected(tmp_path: Path, text: str, message: str) -> None:
+    env = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert str(info.value) == f"config file {env['SMTPSETTINGS_CONFIG_FILE']}: {message}"
+    assert "SMTPSETTINGS_" not in message
+
+
+def test_a_bad_variable_is_named_even_when_a_config_file_is_read_too(tmp_path: Path) -> None:
+    env = write_config(tmp_path, "port = 9100\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings({**env, "SMTPSETTINGS_PORT": "abc"})
+    assert str(info.value) == "SMTPSETTINGS_PORT: expected an integer from 1 to 65535, got 'abc'"
+
+
+def test_a_file_value_given_as_a_string_is_still_parsed(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path, 'port = "9100"\nsmtp_allow_plaintext_auth = "true"\n'))
+    assert (settings.port, settings.smtp_allow_plaintext_auth) == (9100, True)
 
 
 # --- bad values ------------------------------------------------------------------------------------
@@ -258,6 +294,117 @@ def test_an_unknown_variable_is_a_config_error_naming_it(variable: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({variable: "1"})
     assert variable in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SMTPSETTINGS_PORT", "abc", "SMTPSETTINGS_PORT: expected an integer from 1 to 65535, got 'abc'"),
+        ("SMTPSETTINGS_WORKERS", "many", "SMTPSETTINGS_WORKERS: expected an integer from 1 to 64, got 'many'"),
+        ("SMTPSETTINGS_TOKEN_LIFETIME_HOURS", "1.5", "SMTPSETTINGS_TOKEN_LIFETIME_HOURS: expected an integer of 1 or more, got '1.5'"),
+        ("SMTPSETTINGS_SMTP_CONNECT_TIMEOUT", "soon", "SMTPSETTINGS_SMTP_CONNECT_TIMEOUT: expected a number greater than 0, got 'soon'"),
+        ("SMTPSETTINGS_SMTP_CONNECT_TIMEOUT", "nan", "SMTPSETTINGS_SMTP_CONNECT_TIMEOUT: expected a number greater than 0, got 'nan'"),
+        ("SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH", "yes", "SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH: expected true or false, got 'yes'"),
+        ("SMTPSETTINGS_LOG_LEVEL", "loud", "SMTPSETTINGS_LOG_LEVEL: expected one of 'critical', 'debug', 'error', 'info', 'warning', got 'loud'"),
+        ("SMTPSETTINGS_DEFAULT_SMTP_PORT", "smtp", "SMTPSETTINGS_DEFAULT_SMTP_PORT: expected an integer from 1 to 65535, got 'smtp'"),
+        ("SMTPSETTINGS_PROT", "1", "unknown setting SMTPSETTINGS_PROT"),
+    ],
+)
+def test_a_bad_variable_says_what_is_expected_in_one_line(variable: str, value: str, message: str) -> None:
+    # msgspec alone said "Expected `int`, got `str`", although every variable is a string.
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: value})
+    assert str(info.value) == message
+
+
+# Every numeric setting that makes no sense at 0 or below (a token that expires at once, a zero timeout, a
+# limit that refuses everything, an empty pool, a zero body size) stops the start instead.
+POSITIVE_SETTINGS = [
+    "TOKEN_LIFETIME_HOURS",
+    "DATABASE_TIMEOUT",
+    "DATABASE_POOL_SIZE",
+    "MAX_BODY_BYTES",
+    "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+    "LOGIN_MAX_FAILURES_PER_ADDRESS",
+    "LOGIN_FAILURE_WINDOW_SECONDS",
+    "SMTP_CONNECT_TIMEOUT",
+    "SMTP_COMMAND_TIMEOUT",
+    "SMTP_JOB_TIMEOUT",
+    "SMTP_TEST_LIMIT",
+    "SMTP_TEST_WINDOW_SECONDS",
+    "WORKERS",
+    "PORT",
+    "DEFAULT_SMTP_PORT",
+]
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+@pytest.mark.parametrize("name", POSITIVE_SETTINGS)
+def test_a_zero_or_negative_number_is_refused_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({f"SMTPSETTINGS_{name}": value})
+    message = str(info.value)
+    assert message.startswith(f"SMTPSETTINGS_{name}: expected ")
+    assert message.endswith(f", got '{value}'")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", POSITIVE_SETTINGS)
+def test_a_zero_number_in_the_file_is_refused_naming_the_file_and_key(tmp_path: Path, name: str) -> None:
+    key = name.lower().replace("default_smtp_", "")
+    text = f"[default_smtp]\n{key} = 0\n" if name.startswith("DEFAULT_SMTP_") else f"{key} = 0\n"
+    env = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    dotted = f"default_smtp.{key}" if name.startswith("DEFAULT_SMTP_") else key
+    assert str(info.value).startswith(f"config file {env['SMTPSETTINGS_CONFIG_FILE']}: {dotted}: expected ")
+
+
+@pytest.mark.parametrize("name", POSITIVE_SETTINGS)
+def test_the_smallest_sensible_number_is_accepted(name: str) -> None:
+    load_settings({f"SMTPSETTINGS_{name}": "1"})
+
+
+def test_fractions_of_a_second_are_accepted_for_timeouts() -> None:
+    assert load_settings({"SMTPSETTINGS_DATABASE_TIMEOUT": "0.25"}).database_timeout == 0.25
+
+
+def test_an_explicit_override_is_checked_and_named_as_its_option() -> None:
+    with pytest.raises(ConfigError, match=r"^--port: expected an integer from 1 to 65535, got 0$"):
+        load_settings({}, port=0)
+
+
+def test_a_bad_database_url_is_never_repeated_in_the_error() -> None:
+    for url in ("mysql://app:pw-Zq9-secret@db/app", "not a url pw-Zq9-secret"):
+        with pytest.raises(ConfigError) as info:
+            load_settings({"SMTPSETTINGS_DATABASE_URL": url})
+        assert "SMTPSETTINGS_DATABASE_URL" in str(info.value)
+        assert "pw-Zq9-secret" not in str(info.value)
+
+
+def test_a_wrongly_typed_default_smtp_password_in_the_file_is_not_repeated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write_config(tmp_path, "[default_smtp]\npassword = 918273645\n"))
+    assert "default_smtp.password: expected a string" in str(info.value)
+    assert "918273645" not in str(info.value)
+
+
+# --- SQLite durability ------------------------------------------------------------------------------
+
+
+def test_sqlite_synchronous_defaults_to_full() -> None:
+    assert load_settings({}).sqlite_synchronous == "full"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("normal", "normal"), ("NORMAL", "normal"), ("full", "full")])
+def test_sqlite_synchronous_may_be_relaxed_to_normal(value: str, expected: str) -> None:
+    assert load_settings({"SMTPSETTINGS_SQLITE_SYNCHRONOUS": value}).sqlite_synchronous == expected
+
+
+@pytest.mark.parametrize("value", ["off", "extra", "2", ""])
+def test_sqlite_synchronous_refuses_other_values(value: str) -> None:
+    with pytest.raises(ConfigError, match="SMTPSETTINGS_SQLITE_SYNCHRONOUS: expected one of 'full', 'normal'"):
+        load_settings({"SMTPSETTINGS_SQLITE_SYNCHRONOUS": value})
 
 
 def test_the_bare_default_smtp_variable_is_a_config_error_not_a_crash() -> None:

@@ -39,7 +39,10 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(
-            settings.resolved_database_url, timeout=settings.database_timeout, pool_size=settings.database_pool_size
+            settings.resolved_database_url,
+            timeout=settings.database_timeout,
+            pool_size=settings.database_pool_size,
+            sqlite_synchronous=settings.sqlite_synchronous,
         )
         self.keyring = KeyRing(settings.key_file)
         self.auth = AuthService(self.db, settings)

@@ -42,7 +42,13 @@ class Context:
     def db(self) -> Database:
         if self._db is None:
             self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._db = Database(self.settings.resolved_database_url, timeout=self.settings.database_timeout)
+            s = self.settings
+            self._db = Database(
+                s.resolved_database_url,
+                timeout=s.database_timeout,
+                pool_size=s.database_pool_size,
+                sqlite_synchronous=s.sqlite_synchronous,
+            )
             self._db.migrate()
         return self._db
 

@@ -8,31 +8,46 @@ the :class:`Settings` object is built here and passed down.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import math
 import os
+import re
 import tomllib
-from collections.abc import Iterator, Mapping
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 import sqlalchemy as sa
 
 __all__ = ("ConfigError", "DefaultSmtp", "Settings", "load_settings")
+
+StructT = typing.TypeVar("StructT", bound=msgspec.Struct)
 
 PREFIX = "SMTPSETTINGS_"
 DEFAULT_SMTP_PREFIX = "SMTPSETTINGS_DEFAULT_SMTP_"
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; the message names the offending variable."""
+    """The configuration cannot be used; the message names where the bad value came from and what was expected."""
+
+
+# Value rules live in the field types (msgspec.Meta), so the loader checks every source the same way and a
+# value that makes no sense (a zero timeout, a token that expires at once) stops the start.
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+"""A limit, size or duration in whole units: 0 or less would refuse everything or expire at once."""
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class DefaultSmtp(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Server-wide SMTP settings that a portal without its own inherits."""
 
     host: str = ""
-    port: int = 25
+    port: Port = 25
     sender_address: str = ""
     sender_display_name: str = ""
     username: str = ""
@@ -58,35 +73,43 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Directory for the SQLite database and the encryption key ring (created 0700)."""
     database_url: str = ""
     """SQLAlchemy URL (``sqlite:///PATH`` or ``postgresql://…``); empty means SQLite in the data directory."""
-    database_timeout: float = 5.0
+    database_timeout: Seconds = 5.0
     """Seconds a database operation may take (connect, wait for a pooled connection, run) before a 503."""
-    database_pool_size: int = 10
+    database_pool_size: Count = 10
     """PostgreSQL connections per worker process."""
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    """SQLite's ``PRAGMA synchronous``: ``full`` syncs the log at every commit, so an acknowledged save
+    survives a power failure; ``normal`` skips that sync (faster writes; the last commits may be lost)."""
     host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    log_format: str = "json"
+    port: Port = 8080
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    http_header_timeout: Annotated[float, msgspec.Meta(ge=0.5, le=3600)] = 10.0
+    """Seconds a connection may take to send a complete request head, counted from the connect or from the end
+    of the previous answer: idle, slow-header and idle keep-alive connections are closed after it."""
+    http_max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
+    """Connections the server holds open at once, split evenly across workers; more wait in the listen queue."""
+    log_format: Literal["json", "console"] = "json"
     """``json`` (one JSON object a line) or ``console``."""
-    log_level: str = "info"
-    token_lifetime_hours: int = 24 * 14
-    max_body_bytes: int = 64 * 1024
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    token_lifetime_hours: Count = 24 * 14
+    max_body_bytes: Count = 64 * 1024
     trusted_proxies: tuple[str, ...] = ()
     """Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed for the client address."""
-    login_max_failures_per_account: int = 5
-    login_max_failures_per_address: int = 20
-    login_failure_window_seconds: int = 15 * 60
+    login_max_failures_per_account: Count = 5
+    login_max_failures_per_address: Count = 20
+    login_failure_window_seconds: Count = 15 * 60
     owner_email: str = "owner@localhost"
     """Email of the owner account created on the first start."""
     default_smtp: DefaultSmtp = msgspec.field(default_factory=DefaultSmtp)
     smtp_ca_file: str = ""
     smtp_allow_plaintext_auth: bool = False
     smtp_helo_name: str = ""
-    smtp_connect_timeout: float = 10.0
-    smtp_command_timeout: float = 30.0
-    smtp_job_timeout: float = 60.0
+    smtp_connect_timeout: Seconds = 10.0
+    smtp_command_timeout: Seconds = 30.0
+    smtp_job_timeout: Seconds = 60.0
     smtp_deny_networks: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")
-    smtp_test_limit: int = 5
-    smtp_test_window_seconds: int = 15 * 60
+    smtp_test_limit: Count = 5
+    smtp_test_window_seconds: Count = 15 * 60
 
     @property
     def resolved_database_url(self) -> str:
@@ -97,24 +120,79 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.data_dir / "keys.json"
 
 
-_TUPLE_FIELDS = {"trusted_proxies", "smtp_deny_networks"}
+_SECRETS = frozenset({"database_url", "default_smtp.password"})
+"""Settings whose value an error never repeats (a database URL may carry a password)."""
+
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+class _Invalid(Exception):
+    """A value that does not fit its setting: what was expected, and the offending (part of the) value."""
+
+    def __init__(self, expected: str, value: Any) -> None:
+        super().__init__(expected)
+        self.expected, self.value = expected, value
+
+
+class _Origin:
+    """Where a set of values came from, so an error names what the operator actually wrote."""
+
+    def name(self, key: str) -> str:
+        raise NotImplementedError
+
+    def unknown(self, key: str) -> str:
+        raise NotImplementedError
+
+
+class _Environment(_Origin):
+    def name(self, key: str) -> str:
+        return PREFIX + key.replace(".", "_").upper()
+
+    def unknown(self, key: str) -> str:
+        return f"unknown setting {self.name(key)}"
+
+
+class _File(_Origin):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def name(self, key: str) -> str:
+        return f"config file {self.path}: {key}"
+
+    def unknown(self, key: str) -> str:
+        return f"config file {self.path}: unknown setting {key!r}"
+
+
+class _Options(_Origin):
+    def name(self, key: str) -> str:
+        return "--" + key.replace("_", "-")
+
+    def unknown(self, key: str) -> str:
+        return f"unknown option {self.name(key)}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from the config file, the environment and explicit overrides (which win, in that order).
+
+    Each source is checked on its own, so an error names the file and key, the variable, or the option
+    that holds the bad value, and says what is expected.
+
+    Raises:
+        ConfigError: an unknown setting, or a value of the wrong type or out of range.
+    """
+    environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    default_smtp: dict[str, Any] = {}
-    for name, value in environ.items():
-        if name.startswith(DEFAULT_SMTP_PREFIX):
-            default_smtp[name[len(DEFAULT_SMTP_PREFIX) :].lower()] = value
-        elif name.startswith(PREFIX) and name != PREFIX + "CONFIG_FILE":
-            key = name[len(PREFIX) :].lower()
-            values[key] = [v.strip() for v in value.split(",") if v.strip()] if key in _TUPLE_FIELDS else value
-    if default_smtp:
-        values["default_smtp"] = default_smtp
-    return values
+    config_file = environ.get(PREFIX + "CONFIG_FILE")
+    if config_file:
+        path = Path(config_file)
+        _merge(values, _typed(Settings, _read_file(path), _File(path)))
+    _merge(values, _typed(Settings, _environment_values(environ), _Environment()))
+    _merge(values, _typed(Settings, {k: v for k, v in overrides.items() if v is not None}, _Options()))
+    return _build(Settings, values)
 
 
-def _from_file(path: Path) -> dict[str, Any]:
+def _read_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -124,70 +202,157 @@ def _from_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build :class:`Settings` from the environment, the config file and explicit overrides.
-
-    Raises:
-        ConfigError: a value has the wrong type or an unknown name, with the variable named.
-    """
-    environ = os.environ if environ is None else environ
-    merged: dict[str, Any] = {}
-    config_file = environ.get(PREFIX + "CONFIG_FILE")
-    if config_file:
-        merged.update(_from_file(Path(config_file)))
-    env_values = _from_env(environ)
-    file_smtp = merged.get("default_smtp", {})
-    merged.update(env_values)
-    if isinstance(env_values.get("default_smtp"), dict) and isinstance(file_smtp, dict):
-        merged["default_smtp"] = {**file_smtp, **env_values["default_smtp"]}
-    merged.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        settings = msgspec.convert(merged, Settings, strict=False, dec_hook=_decode_path)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {_name_variable(str(exc))}") from None
-    _check(settings)
-    return settings
+def _environment_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``SMTPSETTINGS_*`` variables as keys of the file's shape (``default_smtp`` a table of its own)."""
+    values: dict[str, Any] = {}
+    default_smtp: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name.startswith(DEFAULT_SMTP_PREFIX):
+            default_smtp[name[len(DEFAULT_SMTP_PREFIX) :].lower()] = value
+        elif name == DEFAULT_SMTP_PREFIX.rstrip("_"):
+            raise ConfigError(f"unknown setting {name} (the server default is {DEFAULT_SMTP_PREFIX}HOST, _PORT, …)")
+        elif name.startswith(PREFIX) and name != PREFIX + "CONFIG_FILE":
+            values[name[len(PREFIX) :].lower()] = value
+    if default_smtp:
+        values["default_smtp"] = default_smtp
+    return values
 
 
-def _decode_path(type_: type, obj: Any) -> Any:
-    if type_ is Path and isinstance(obj, str):
-        return Path(obj)
-    raise NotImplementedError
-
-
-def _name_variable(message: str) -> str:
-    if message.startswith("Object contains unknown field `"):
-        field = message.split("`")[1].upper()
-        where = message.rpartition("`$.")[2].rstrip("`").upper()
-        prefix = f"SMTPSETTINGS_{where}_" if "`$." in message else PREFIX
-        return f"unknown setting {prefix}{field}"
-    # msgspec says "... - at `$.default_smtp.port`"; operators know the variable, not the path.
-    if "`$." in message:
-        head, _, path = message.rpartition("`$.")
-        name = path.rstrip("`").split("[")[0].replace(".", "_").upper()
-        return f"{head.removesuffix(' - at ').strip()} (SMTPSETTINGS_{name})"
-    return message
-
-
-def _check(settings: Settings) -> None:
-    if settings.log_format not in {"json", "console"}:
-        raise ConfigError("SMTPSETTINGS_LOG_FORMAT must be 'json' or 'console'")
-    if not 1 <= settings.port <= 65535:
-        raise ConfigError("SMTPSETTINGS_PORT must be between 1 and 65535")
-    if not 1 <= settings.workers <= 64:
-        raise ConfigError("SMTPSETTINGS_WORKERS must be between 1 and 64")
-    if settings.database_url:
+def _typed(cls: type[msgspec.Struct], raw: Mapping[str, Any], origin: _Origin, prefix: str = "") -> dict[str, Any]:
+    """Check ``raw`` against the fields of ``cls`` and convert each value to its field's type."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    fields = {f.name: f.type for f in info.fields}
+    hints = typing.get_type_hints(cls, include_extras=True)
+    typed: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = prefix + key
+        field_type = fields.get(key)
+        if field_type is None:
+            raise ConfigError(origin.unknown(dotted))
+        if isinstance(field_type, msgspec.inspect.StructType):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{origin.name(dotted)}: expected a table of settings ([{dotted}])")
+            typed[key] = _typed(field_type.cls, value, origin, f"{dotted}.")
+            continue
         try:
-            backend = sa.make_url(settings.database_url).get_backend_name()
-        except sa.exc.ArgumentError:
-            raise ConfigError("SMTPSETTINGS_DATABASE_URL is not a database URL (sqlite:///PATH or postgresql://…)") from None
-        if backend not in ("sqlite", "postgresql", "postgres"):
-            raise ConfigError(f"SMTPSETTINGS_DATABASE_URL: unsupported database {backend!r}; use sqlite or postgresql")
-    if not 1 <= settings.default_smtp.port <= 65535:
-        raise ConfigError("SMTPSETTINGS_DEFAULT_SMTP_PORT must be between 1 and 65535")
-    for name, items in (("TRUSTED_PROXIES", settings.trusted_proxies), ("SMTP_DENY_NETWORKS", settings.smtp_deny_networks)):
-        for item in items:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ConfigError(f"SMTPSETTINGS_{name}: {item!r} is not an IP network") from None
+            typed[key] = _convert(value, field_type, hints[key])
+            check = _CHECKS.get(dotted)
+            if check is not None:
+                check(typed[key])
+        except _Invalid as exc:
+            got = "" if dotted in _SECRETS else f", got {exc.value!r}"
+            raise ConfigError(f"{origin.name(dotted)}: expected {exc.expected}{got}") from None
+    return typed
+
+
+def _convert(value: Any, info: msgspec.inspect.Type, hint: Any) -> Any:
+    """``value`` as the type ``info`` describes; strings (all an environment holds) are parsed."""
+    mi = msgspec.inspect
+    if isinstance(info, mi.BoolType):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+            return _BOOLEANS[value.strip().lower()]
+        raise _Invalid("true or false", value)
+    if isinstance(info, mi.IntType):
+        number = int(value) if isinstance(value, str) and _INTEGER.fullmatch(value.strip()) else value
+        if isinstance(number, bool) or not isinstance(number, int) or not _in_bounds(number, info):
+            raise _Invalid(_describe("an integer", info), value)
+        return number
+    if isinstance(info, mi.FloatType):
+        number = value
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        is_number = isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number)
+        if not is_number or not _in_bounds(number, info):
+            raise _Invalid(_describe("a number", info), value)
+        return float(number)
+    if isinstance(info, mi.StrType):
+        if not isinstance(value, str):
+            raise _Invalid("a string", value)
+        return value
+    if isinstance(info, mi.CustomType) and info.cls is Path:
+        if not isinstance(value, str) or not value:
+            raise _Invalid("a path", value)
+        return Path(value)
+    if isinstance(info, mi.LiteralType):
+        if isinstance(value, str) and value.strip().lower() in info.values:
+            return value.strip().lower()
+        raise _Invalid("one of " + ", ".join(repr(v) for v in info.values), value)
+    if isinstance(info, mi.VarTupleType):
+        # A comma-separated string (all an environment variable can hold) or a TOML array.
+        if isinstance(value, str):
+            return tuple(_convert(item.strip(), info.item_type, str) for item in value.split(",") if item.strip())
+        if isinstance(value, list | tuple):
+            return tuple(_convert(item, info.item_type, str) for item in value)
+        raise _Invalid("a list (comma-separated in a variable)", value)
+    try:  # any other field type: msgspec's own conversion
+        return msgspec.convert(value, hint, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _Invalid(str(exc).split(" - at ")[0].lower().removeprefix("expected "), value) from None
+
+
+def _in_bounds(number: float, info: msgspec.inspect.IntType | msgspec.inspect.FloatType) -> bool:
+    return not (
+        (info.ge is not None and number < info.ge)
+        or (info.gt is not None and number <= info.gt)
+        or (info.le is not None and number > info.le)
+        or (info.lt is not None and number >= info.lt)
+    )
+
+
+def _describe(kind: str, info: msgspec.inspect.IntType | msgspec.inspect.FloatType) -> str:
+    if info.ge is not None and info.le is not None:
+        return f"{kind} from {info.ge} to {info.le}"
+    bounds = [
+        f"of {info.ge} or more" if info.ge is not None else "",
+        f"greater than {info.gt}" if info.gt is not None else "",
+        f"{info.le} or less" if info.le is not None else "",
+        f"less than {info.lt}" if info.lt is not None else "",
+    ]
+    return " ".join([kind, " and ".join(b for b in bounds if b)]).strip()
+
+
+def _database_url(url: str) -> None:
+    if not url:
+        return  # SQLite in the data directory
+    try:
+        backend = sa.make_url(url).get_backend_name()
+    except sa.exc.ArgumentError:
+        raise _Invalid("a database URL (sqlite:///PATH or postgresql://…)", None) from None
+    if backend not in ("sqlite", "postgresql", "postgres"):
+        raise _Invalid(f"a sqlite:/// or postgresql:// URL, not {backend!r}", None)
+
+
+def _networks(items: tuple[str, ...]) -> None:
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise _Invalid("IP addresses or networks (CIDR)", item) from None
+
+
+_CHECKS: dict[str, Callable[[Any], None]] = {
+    "database_url": _database_url,
+    "trusted_proxies": _networks,
+    "smtp_deny_networks": _networks,
+}
+"""Rules beyond the field's type, by dotted key."""
+
+
+def _merge(into: dict[str, Any], values: dict[str, Any]) -> None:
+    """A later source's values over an earlier one's; tables (``default_smtp``) key by key."""
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key] = {**into[key], **value}
+        else:
+            into[key] = value
+
+
+def _build(cls: type[StructT], values: dict[str, Any]) -> StructT:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    nested = {f.name: f.type.cls for f in info.fields if isinstance(f.type, msgspec.inspect.StructType)}
+    return cls(**{k: _build(nested[k], v) if k in nested else v for k, v in values.items()})

@@ -16,6 +16,10 @@ asyncio psycopg connections of their own, in autocommit.
 
 Connection failures, timeouts and an exhausted pool all become :class:`StoreUnavailable` (HTTP 503):
 the caller gets a clear answer within the configured timeout instead of a hang or a 500.
+
+Every SQLite connection (the engine's, each thread's, the checkpointer's) runs with ``PRAGMA synchronous``
+FULL unless the operator relaxes it to NORMAL: in WAL mode NORMAL does not sync the log at commit, so a
+save already acknowledged to the client can vanish with a power failure.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number works, as long as every instance uses the same one.
 _MIGRATION_LOCK_ID = 0x5E77_1265
+_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 
 class StoreUnavailable(Exception):
@@ -73,12 +78,17 @@ class Database:
         timeout: Seconds any one database operation may take, connecting and waiting for a pooled
             connection included, before it fails with :class:`StoreUnavailable`.
         pool_size: PostgreSQL connections per process.
+        sqlite_synchronous: SQLite's ``PRAGMA synchronous`` on every connection: ``full`` (each commit
+            durable once acknowledged) or ``normal`` (the last commits may be lost on power failure).
     """
 
-    def __init__(self, url: str, *, timeout: float = 5.0, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0, pool_size: int = 10, sqlite_synchronous: str = "full") -> None:
         parsed = sa.make_url(url)
         backend = parsed.get_backend_name()
+        if sqlite_synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {sqlite_synchronous!r}")
         self.timeout = timeout
+        self.sqlite_synchronous = _SYNCHRONOUS[sqlite_synchronous]
         self._checkpointer: _Checkpointer | None = None
         self._lookup_pool: AsyncConnectionPool | None = None
         self._lookup_pool_loop: asyncio.AbstractEventLoop | None = None
@@ -88,7 +98,8 @@ class Database:
                 Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.engine: Engine = sa.create_engine(parsed, connect_args={"timeout": timeout})
             self._local = threading.local()
-            event.listen(self.engine, "connect", _sqlite_on_connect)
+            synchronous = self.sqlite_synchronous
+            event.listen(self.engine, "connect", lambda dbapi_conn, _record: _sqlite_on_connect(dbapi_conn, synchronous))
             event.listen(self.engine, "begin", _sqlite_on_begin)
         elif backend in ("postgresql", "postgres"):
             self.is_sqlite = False
@@ -242,7 +253,7 @@ class Database:
         """
         if not self.is_sqlite or self._checkpointer is not None or not self.url.database:
             return
-        self._checkpointer = _Checkpointer(self.url.database, interval, self.timeout)
+        self._checkpointer = _Checkpointer(self.url.database, interval, self.timeout, self.sqlite_synchronous)
         self._drop_thread_connection()  # the next one is opened with automatic checkpoints off
 
     def stop_background_checkpoints(self) -> None:
@@ -325,10 +336,13 @@ class _Checkpointer:
     its fsync. A failed checkpoint is logged and retried at the next tick; the log only grows meanwhile.
     """
 
-    def __init__(self, path: str, interval: float, timeout: float) -> None:
+    def __init__(self, path: str, interval: float, timeout: float, synchronous: str) -> None:
         self._path = path
         self._interval = interval
         self._timeout = timeout
+        self._synchronous = synchronous
+        self.connection: sqlite3.Connection | None = None
+        """The thread's connection once opened (tests read its settings)."""
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
@@ -342,13 +356,17 @@ class _Checkpointer:
             try:
                 if conn is None:
                     conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+                    # The checkpoint's own syncs follow this setting as well: keep it the operator's.
+                    conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                    self.connection = conn
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:
                 log.warning("sqlite_checkpoint_failed", error=str(exc))
                 if conn is not None:
                     conn.close()
-                conn = None
+                conn = self.connection = None
         if conn is not None:
+            self.connection = None
             conn.close()
 
     def stop(self) -> None:
@@ -391,13 +409,13 @@ def _translate_failures() -> Iterator[None]:
         raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
 
 
-def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, synchronous: str) -> None:
     # Hand transaction control to SQLAlchemy's "begin" event below instead of pysqlite's guesses.
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")  # one of _SYNCHRONOUS's values, never user text
     cursor.close()
 
 

@@ -1,0 +1,116 @@
+"""SQLite durability: every connection the server opens syncs each commit (synchronous=FULL) unless relaxed.
+
+``PRAGMA synchronous`` is a property of a connection, not of the file, so each way the code opens one is
+checked: the engine's pool (migrations), each thread's long-lived connection (reads, write transactions and
+the request path's lookups) and the background checkpointer's own connection. SQLite reports FULL as 2 and
+NORMAL as 1.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from smtpsettings.app import Services
+from smtpsettings.cli import Context
+from smtpsettings.config import load_settings
+from smtpsettings.store.database import Database, Prepared
+
+FULL, NORMAL = 2, 1
+PRAGMA = "PRAGMA synchronous"
+_PRAGMA_LOOKUP = Prepared(sa.text(PRAGMA))
+
+
+def _level(conn: sa.Connection) -> int:
+    return int(conn.exec_driver_sql(PRAGMA).scalar_one())
+
+
+def _thread_level(db: Database) -> int:
+    """The level of the connection a new thread gets (each thread has its own)."""
+    seen: list[int] = []
+    thread = threading.Thread(target=lambda: seen.append(db.read_sync(_level)))
+    thread.start()
+    thread.join(30)
+    return seen[0]
+
+
+def _checkpointer_level(db: Database) -> int:
+    db.start_background_checkpoints(interval=0.01)
+    checkpointer = db._checkpointer
+    assert checkpointer is not None
+    deadline = time.monotonic() + 10
+    while checkpointer.connection is None:
+        assert time.monotonic() < deadline, "the checkpointer did not open its connection"
+        time.sleep(0.01)
+    return int(checkpointer.connection.execute(PRAGMA).fetchone()[0])
+
+
+async def _levels(db: Database) -> dict[str, int]:
+    db.migrate()
+    with db.engine.connect() as pooled:
+        engine_level = _level(pooled)
+    lookup = await db.fetch_one(_PRAGMA_LOOKUP)
+    assert lookup is not None
+    levels = {
+        "engine": engine_level,
+        "read": db.read_sync(_level),
+        "write": db.write_sync(_level),
+        "lookup": int(lookup[0]),
+        "other thread": _thread_level(db),
+        "checkpointer": _checkpointer_level(db),
+    }
+    # Starting the checkpointer reopens the thread's connection (without automatic checkpoints).
+    levels["read after checkpointer"] = db.read_sync(_level)
+    return levels
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [({}, FULL), ({"sqlite_synchronous": "full"}, FULL), ({"sqlite_synchronous": "normal"}, NORMAL)],
+    ids=["default", "full", "normal"],
+)
+async def test_every_sqlite_connection_uses_the_chosen_level(tmp_path: Path, kwargs: dict[str, str], expected: int) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}", **kwargs)
+    try:
+        levels = await _levels(db)
+    finally:
+        await db.dispose_async()
+    assert levels == dict.fromkeys(levels, expected)
+
+
+def test_an_unknown_level_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sqlite_synchronous"):
+        Database(f"sqlite:///{tmp_path / 'db.sqlite'}", sqlite_synchronous="off")
+
+
+@pytest.mark.parametrize(("env", "expected"), [({}, FULL), ({"SMTPSETTINGS_SQLITE_SYNCHRONOUS": "normal"}, NORMAL)])
+async def test_the_server_workers_database_follows_the_setting(tmp_path: Path, env: dict[str, str], expected: int) -> None:
+    """The database a server worker builds from its settings (app.Services), default and relaxed."""
+    tmp_path.joinpath("data").mkdir(mode=0o700)
+    services = Services(load_settings({"SMTPSETTINGS_DATA_DIR": str(tmp_path / "data"), **env}))
+    try:
+        levels = await _levels(services.db)
+    finally:
+        await services.close()
+    assert levels == dict.fromkeys(levels, expected)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, FULL), ("normal", NORMAL)])
+def test_the_command_lines_database_follows_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str | None, expected: int
+) -> None:
+    monkeypatch.setenv("SMTPSETTINGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("SMTPSETTINGS_CONFIG_FILE", raising=False)
+    if value is None:
+        monkeypatch.delenv("SMTPSETTINGS_SQLITE_SYNCHRONOUS", raising=False)
+    else:
+        monkeypatch.setenv("SMTPSETTINGS_SQLITE_SYNCHRONOUS", value)
+    db = Context(None).db
+    try:
+        assert db.read_sync(_level) == expected
+    finally:
+        db.dispose()
