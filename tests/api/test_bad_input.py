@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from serverkit import VALID_SETTINGS, Portal
 
+from smtpsettings.api.context import json_too_deep
 from smtpsettings.domain.accounts import Role
 
 PATH = "/api/2.0/smtpsettings/smtp"
@@ -57,6 +60,8 @@ CASES: list[tuple[str, bytes, dict[str, str], int, str | None]] = [
     ("form content type", b"host=h.example.com", {"Content-Type": "application/x-www-form-urlencoded"}, 415, None),
     ("text/plain content type", b'{"host": "h.example.com", "senderAddress": "a@example.com"}', {"Content-Type": "text/plain"}, 415, None),
     ("no content type", b'{"host": "h.example.com", "senderAddress": "a@example.com"}', {}, 415, None),
+    # Valid settings, but declared in a charset the server would not decode them in.
+    ("latin1 charset", b'{"host": "h.example.com", "senderAddress": "a@example.com"}', {"Content-Type": "application/json; charset=latin1"}, 415, None),
     ("oversized body", b'{"host": "h.example.com", "senderAddress": "a@example.com", "senderDisplayName": "' + b"x" * 70_000 + b'"}', JSON, 413, None),
     ("unacceptable Accept", b'{"host": "h.example.com", "senderAddress": "a@example.com"}', {**JSON, "Accept": "application/xml"}, 406, None),
 ]
@@ -106,10 +111,109 @@ def test_exactly_255_characters_are_accepted(portal: Portal) -> None:
     assert r.json()["response"]["senderDisplayName"] == "n" * 255
 
 
-@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "text/json", "application/merge-patch+json"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json; charset=utf-8",
+        "application/json; charset=utf8",
+        'application/json; charset="UTF-8"',
+        "text/json",
+        "application/merge-patch+json",
+    ],
+)
 def test_json_content_types_are_accepted(portal: Portal, content_type: str) -> None:
     import json
 
     with portal.client(Role.ADMIN) as c:
         r = c.post(PATH, content=json.dumps(VALID_SETTINGS).encode(), headers={"Content-Type": content_type})
     assert r.status_code == 200, r.text
+
+
+# --- nesting depth -----------------------------------------------------------------------------------
+
+JSON_ROUTES = ["/api/2.0/authentication", PATH, PATH + "/test"]
+TOO_DEEP = "The request body nests too deeply: at most 32 levels of arrays and objects are allowed."
+MAX_BODY = 65_536
+
+
+def _nested(depth: int, kind: str) -> bytes:
+    if kind == "arrays":
+        return b"[" * depth + b"]" * depth
+    if kind == "objects":
+        return b'{"a":' * depth + b"1" + b"}" * depth
+    return b"[" * depth  # unclosed: the decoder descends into every level before it finds the end
+
+
+@pytest.mark.parametrize("signed_in", [False, True], ids=["anonymous", "admin"])
+@pytest.mark.parametrize(
+    ("depth", "kind"), [(961, "arrays"), (961, "objects"), (32_000, "arrays"), (60_000, "unclosed"), (100_000, "arrays")]
+)
+@pytest.mark.parametrize("path", JSON_ROUTES)
+def test_deeply_nested_json_is_a_4xx_on_every_json_route(
+    portal: Portal, path: str, depth: int, kind: str, signed_in: bool
+) -> None:
+    # Depth 961 once ended in the decoder's RecursionError: a 500, before any sign-in.
+    body = _nested(depth, kind)
+    with portal.client(Role.ADMIN if signed_in else None) as c:
+        r = c.post(path, content=body, headers=JSON)
+    with portal.client() as c:  # a new connection: the server may close one whose body it did not read
+        assert c.get("/api/2.0/health/live").status_code == 200  # the worker is still there
+    envelope = r.json()
+    assert envelope["status"] == 1 and envelope["statusCode"] == r.status_code and envelope["error"]["stack"] is None
+    if len(body) > MAX_BODY and (signed_in or path.endswith("authentication")):
+        assert r.status_code == 413, r.text
+    elif signed_in or path.endswith("authentication"):
+        assert r.status_code == 400, r.text
+        assert envelope["error"]["message"] == TOO_DEEP
+    else:
+        assert r.status_code == 401, r.text  # the caller is refused before the body is read
+
+
+def test_nesting_up_to_the_limit_reaches_the_usual_validation(portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        at_limit = c.post(PATH, content=b'{"host": ' + _nested(31, "arrays") + b"}", headers=JSON)
+        beyond = c.post(PATH, content=b'{"host": ' + _nested(32, "arrays") + b"}", headers=JSON)
+    assert at_limit.status_code == 400 and "Host" in at_limit.json()["response"]["errors"], at_limit.text
+    assert beyond.status_code == 400 and beyond.json()["error"]["message"] == TOO_DEEP
+
+
+@pytest.mark.parametrize(
+    ("body", "too_deep"),
+    [
+        (_nested(32, "arrays"), False),
+        (_nested(33, "arrays"), True),
+        (_nested(32, "objects"), False),
+        (_nested(33, "objects"), True),
+        (b"[" * 33, True),
+        (b"[" * 32, False),
+        (b'{"a": [{"b": [' + b"[]," * 100 + b"[]]}]}", False),  # many openers, little depth
+        (b"[]" * 30_000, False),
+        (b'["' + b"[" * 1000 + b'"]', False),  # brackets inside a string are text
+        (b'["\\"' + b"{" * 1000 + b'"]', False),  # ...also after an escaped quote
+        (b'["\\\\"' + b"[" * 40 + b"]" * 40 + b"]", True),  # an escaped backslash ends the string before them
+        (b'"' + b"[" * 1000, False),  # an unterminated string to the end
+        (b"[" * 40 + b'"\\', True),  # a lone backslash at the end
+        (b'{"host": "smtp.example.com", "port": 587, "enableSSL": true}', False),
+    ],
+)
+def test_json_too_deep_counts_nesting_outside_strings(body: bytes, too_deep: bool) -> None:
+    assert json_too_deep(body) is too_deep
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * MAX_BODY,
+        b"[]" * (MAX_BODY // 2),
+        b'[""]' * (MAX_BODY // 4),
+        b'"' + b'\\"' * (MAX_BODY // 2),  # one long unterminated string of escaped quotes
+        b'"\\' * (MAX_BODY // 2),
+        b'"' * MAX_BODY,
+    ],
+    ids=["deep", "wide", "many strings", "escaped quotes", "backslashes", "quotes"],
+)
+def test_json_too_deep_is_linear_on_the_largest_bodies(body: bytes) -> None:
+    # A backtracking string pattern would take minutes on some of these; the bound is generous.
+    started = time.perf_counter()
+    json_too_deep(body)
+    assert time.perf_counter() - started < 0.5

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from serverkit import Portal
+from serverkit import VALID_SETTINGS, Portal
 
 from smtpsettings.domain.accounts import Role
 
 PATH = "/api/2.0/smtpsettings/smtp"
+AUTH = "/api/2.0/authentication"
 
 
 @pytest.mark.parametrize(
@@ -43,3 +46,22 @@ def test_unknown_routes_and_methods_answer_with_envelopes(portal: Portal) -> Non
         wrong_method = c.put(PATH, json={})
     assert missing.status_code == 404 and missing.json()["status"] == 1
     assert wrong_method.status_code == 405 and wrong_method.json()["statusCode"] == 405
+
+
+@pytest.mark.parametrize("path", [AUTH, PATH, PATH + "/test"])
+def test_a_body_in_another_charset_than_utf8_is_415_naming_it(portal: Portal, path: str) -> None:
+    # In Latin-1 "é" is the single byte 0xE9, which a UTF-8 reading would misread or refuse.
+    if path == AUTH:
+        body = {"userName": portal.emails[Role.ADMIN], "password": "caf\u00e9"}
+    else:
+        body = {**VALID_SETTINGS, "senderDisplayName": "Caf\u00e9 Portal"}
+    with portal.client(Role.ADMIN if path != AUTH else None) as c:
+        r = c.post(
+            path,
+            content=json.dumps(body, ensure_ascii=False).encode("latin-1"),
+            headers={"Content-Type": "application/json; charset=latin1"},
+        )
+    assert r.status_code == 415, r.text
+    error = r.json()["error"]
+    assert r.json()["statusCode"] == 415 and error["type"] == "UnsupportedMediaTypeException"
+    assert error["message"] == "Unsupported charset 'latin1': send the body as UTF-8 (application/json; charset=utf-8)."

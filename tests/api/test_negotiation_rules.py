@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from smtpsettings.api.negotiation import NotAcceptable, UnsupportedMediaType, check_body_type, response_media_type
+from smtpsettings.api.negotiation import (
+    NotAcceptable,
+    UnsupportedCharset,
+    UnsupportedMediaType,
+    check_body_type,
+    response_media_type,
+)
 from smtpsettings.domain.errors import DomainError
 
 # --- response_media_type ---------------------------------------------------------------------------
@@ -115,6 +121,13 @@ def test_an_accept_header_that_admits_none_of_our_types_is_not_acceptable(accept
         "application/problem+json",
         "application/merge-patch+json; charset=utf-8",
         "  application/json  ",
+        # UTF-8 as clients spell it: any case, with or without the hyphen, quoted or not.
+        "application/json; charset=utf8",
+        "application/json; charset=UTF8",
+        'application/json; charset="UTF-8"',
+        "application/json; Charset=Utf-8",
+        "application/json;charset=utf-8;foo=bar",
+        "application/json; foo=bar",
     ],
 )
 def test_a_json_body_type_is_accepted(content_type: str) -> None:
@@ -140,3 +153,28 @@ def test_any_other_body_type_is_unsupported(content_type: str | None, shown: str
         check_body_type(content_type)
     assert isinstance(info.value, DomainError)
     assert shown in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("content_type", "charset"),
+    [
+        ("application/json; charset=latin1", "latin1"),
+        ("application/json; charset=ISO-8859-1", "ISO-8859-1"),
+        ('text/json; charset="windows-1252"', "windows-1252"),
+        ("application/merge-patch+json; charset=utf-16", "utf-16"),
+        ("application/json; charset=utf-8; charset=latin1", "latin1"),
+        ("application/json; charset=", ""),
+    ],
+)
+def test_a_charset_other_than_utf8_is_unsupported(content_type: str, charset: str) -> None:
+    # The body is read as UTF-8 whatever the header says: another charset would be misread, not refused.
+    with pytest.raises(UnsupportedCharset) as info:
+        check_body_type(content_type)
+    assert isinstance(info.value, UnsupportedMediaType)  # hence 415
+    assert info.value.message == f"Unsupported charset {charset!r}: send the body as UTF-8 (application/json; charset=utf-8)."
+
+
+def test_the_content_type_is_judged_before_the_charset() -> None:
+    with pytest.raises(UnsupportedMediaType) as info:
+        check_body_type("text/plain; charset=latin1")
+    assert not isinstance(info.value, UnsupportedCharset)

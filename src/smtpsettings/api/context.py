@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
+import operator
+import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -18,7 +21,7 @@ from smtpsettings.services.auth import Credentials
 if TYPE_CHECKING:
     from smtpsettings.app import Services
 
-__all__ = ("client_address", "current_portal", "current_principal", "read_json", "services", "settings_manager")
+__all__ = ("client_address", "current_portal", "current_principal", "json_too_deep", "read_json", "services", "settings_manager")
 
 AUTH_COOKIE = "asc_auth_key"
 
@@ -96,12 +99,41 @@ async def settings_manager(request: Request) -> tuple[Portal, User]:
     return portal, services(request).auth.require_settings_manager(principal)
 
 
+# Far below the decoder's recursion limit (about 1 000 levels, less the stack beneath it), far above any
+# valid body (none nests more than three levels).
+MAX_JSON_DEPTH = 32
+
+# A JSON string, so that brackets inside it are not counted. It matches from every quote, also an
+# unterminated string (to the end of the body), so it never backtracks: linear in the body's length.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\\?\Z)')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# Brackets as 0 (closer) and 2 (opener): minus one each, their running sum is the nesting depth.
+_BRACKET_STEP = bytes.maketrans(b"[]{}", b"\x02\x00\x02\x00")
+_deeper_than_max = functools.partial(operator.lt, MAX_JSON_DEPTH)
+_TOO_DEEP = f"The request body nests too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects are allowed."
+
+
+def json_too_deep(raw: bytes) -> bool:
+    """Whether a JSON text opens more than MAX_JSON_DEPTH arrays/objects inside one another.
+
+    Checked before decoding, because the decoder recurses once per level and a few hundred levels end in
+    a RecursionError. Almost every body has fewer openers than the limit in all, so two byte counts settle
+    it; only other bodies are scanned, at C speed: strings removed, brackets kept, the running depth
+    followed until it passes the limit. Unclosed openers count, as the decoder would descend into them.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEP, _NOT_BRACKETS)
+    depths = itertools.accumulate(map(operator.sub, brackets, itertools.repeat(1)))
+    return next(filter(_deeper_than_max, depths), None) is not None
+
+
 async def read_json(request: Request) -> Any:
     """The request body as JSON, after the content-type check; size limits are enforced by the app.
 
     Raises:
-        UnsupportedMediaType: not a JSON content type.
-        BadArgument: not UTF-8 or not well-formed JSON.
+        UnsupportedMediaType: not a JSON content type, or not UTF-8.
+        BadArgument: not UTF-8, nested too deeply or not well-formed JSON.
     """
     check_body_type(header(request, b"content-type"))
     raw = await request.body()
@@ -111,7 +143,12 @@ async def read_json(request: Request) -> Any:
         raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadArgument("The request body is not valid UTF-8.") from None
+    if json_too_deep(raw):
+        raise BadArgument(_TOO_DEEP)
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadArgument(f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:  # not reached past json_too_deep; kept so that a deep body can never be a 500
+        raise BadArgument(_TOO_DEEP) from None
+

@@ -6,7 +6,7 @@ import functools
 
 from smtpsettings.domain.errors import DomainError
 
-__all__ = ("NotAcceptable", "UnsupportedMediaType", "check_body_type", "response_media_type")
+__all__ = ("NotAcceptable", "UnsupportedCharset", "UnsupportedMediaType", "check_body_type", "response_media_type")
 
 # In our order of preference, for wildcard ranges that admit several.
 _RESPONSE_TYPES = ("application/json", "text/json", "text/plain")
@@ -21,6 +21,17 @@ class UnsupportedMediaType(DomainError):
     def __init__(self, media_type: str) -> None:
         shown = media_type or "none"
         super().__init__(f"Unsupported content type {shown!r}: send the body as application/json.")
+
+
+class UnsupportedCharset(UnsupportedMediaType):
+    def __init__(self, charset: str) -> None:
+        DomainError.__init__(
+            self, f"Unsupported charset {charset!r}: send the body as UTF-8 (application/json; charset=utf-8)."
+        )
+
+
+# JSON is UTF-8 (RFC 8259, 8.1); these are the spellings clients send for it.
+_UTF8 = frozenset(("utf-8", "utf8"))
 
 
 @functools.lru_cache(maxsize=256)  # clients send the same few Accept headers over and over
@@ -73,14 +84,23 @@ def _specificity(media_range: str, media_type: str) -> int:
 
 
 def check_body_type(content_type: str | None) -> None:
-    """Accept ``application/json``, ``text/json`` and ``application/*+json``, with any parameters.
+    """Accept ``application/json``, ``text/json`` and ``application/*+json``, in UTF-8.
+
+    A ``charset`` parameter, if any, must name UTF-8 (``utf-8`` or ``utf8``, any case, quoted or not):
+    the body is decoded as UTF-8 whatever it says, so another charset would be silently misread.
+    Other parameters are ignored.
 
     Raises:
         UnsupportedMediaType: anything else, including a missing Content-Type.
+        UnsupportedCharset: a JSON type with a charset other than UTF-8.
     """
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media in ("application/json", "text/json"):
-        return
-    if media.startswith("application/") and media.endswith("+json"):
-        return
-    raise UnsupportedMediaType(media)
+    media, _, params = (content_type or "").partition(";")
+    media = media.strip().lower()
+    if not (media in ("application/json", "text/json") or (media.startswith("application/") and media.endswith("+json"))):
+        raise UnsupportedMediaType(media)
+    for param in params.split(";") if params else ():
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').strip()
+            if charset.lower() not in _UTF8:
+                raise UnsupportedCharset(charset)
