@@ -12,6 +12,7 @@ from smtpsettings.crypto import DecryptionError
 from smtpsettings.domain.errors import (
     AccessDenied,
     BadArgument,
+    Conflict,
     DomainError,
     NotAuthenticated,
     NotFound,
@@ -30,6 +31,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (NotAuthenticated, 401, "AuthenticationException"),
     (AccessDenied, 403, "SecurityException"),
     (NotFound, 404, "ItemNotFoundException"),
+    (Conflict, 409, "ConflictException"),
     (TooManyRequests, 429, "TooManyRequestsException"),
     (NotAcceptable, 406, "NotAcceptableException"),
     (UnsupportedMediaType, 415, "UnsupportedMediaTypeException"),

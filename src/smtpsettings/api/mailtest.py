@@ -39,7 +39,9 @@ async def start_test(request: Request) -> Response[bytes]:
 async def start_test_of_unsaved(request: Request) -> Response[bytes]:
     portal, user = await settings_manager(request)
     candidate = parse_settings(await read_json(request))
-    return success_response(request, status_dto(await services(request).mailtest.start(portal, user, candidate)))
+    # A running test is not joined here: its outcome would be taken for that of these settings (409).
+    job = await services(request).mailtest.start(portal, user, candidate, join_running=False)
+    return success_response(request, status_dto(job))
 
 
 @get(PATH + "/status")

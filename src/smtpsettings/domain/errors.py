@@ -8,12 +8,22 @@
     ├── NotAuthenticated      no or bad credentials
     ├── AccessDenied          signed in, but the role may not do this
     ├── NotFound              no such portal or resource
+    ├── Conflict              the resource's current state forbids it (a test mail is already being sent)
     └── TooManyRequests       a rate limit; carries the seconds until a retry can succeed
 """
 
 from __future__ import annotations
 
-__all__ = ("AccessDenied", "BadArgument", "DomainError", "NotAuthenticated", "NotFound", "TooManyRequests", "ValidationFailed")
+__all__ = (
+    "AccessDenied",
+    "BadArgument",
+    "Conflict",
+    "DomainError",
+    "NotAuthenticated",
+    "NotFound",
+    "TooManyRequests",
+    "ValidationFailed",
+)
 
 
 class DomainError(Exception):
@@ -43,6 +53,10 @@ class AccessDenied(DomainError):
 
 
 class NotFound(DomainError):
+    pass
+
+
+class Conflict(DomainError):
     pass
 
 

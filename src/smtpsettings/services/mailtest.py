@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, User
-from smtpsettings.domain.errors import BadArgument, TooManyRequests
+from smtpsettings.domain.errors import BadArgument, Conflict, TooManyRequests
 from smtpsettings.domain.mailtest import COMPLETED, PERCENTS, STEP_CREATE_MESSAGE, STEP_SETUP_TENANT
 from smtpsettings.domain.smtp import SmtpSettings, SmtpSettingsInput
 from smtpsettings.mail import MailError, MailPolicy, SmtpTarget, build_test_message, send_message
@@ -58,12 +59,20 @@ class TestMailService:
         self._policy = mail_policy(settings)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, portal: Portal, user: User, candidate: SmtpSettingsInput | None = None) -> JobRecord:
+    async def start(
+        self, portal: Portal, user: User, candidate: SmtpSettingsInput | None = None, *, join_running: bool = True
+    ) -> JobRecord:
         """Start a test of the stored settings (or of ``candidate``, unsaved) unless one is running.
+
+        While the portal's job runs, ``join_running`` returns that job (DocSpace's GET does so); without
+        it the call is refused, for a caller who asked for particular settings to be tested and would
+        otherwise take another test's outcome for theirs. Which job runs is decided by the claim in the
+        database, so this holds across instances.
 
         Raises:
             TooManyRequests: the user's test limit is used up.
             BadArgument: there are no settings to test, or the candidate's password rule fails.
+            Conflict: a job is running and ``join_running`` is false.
         """
         settings, password = await self._target_settings(portal, candidate)
         if not settings.host or not settings.sender_address:
@@ -76,7 +85,7 @@ class TestMailService:
             calls, wait = ratelimit.hit(conn, f"smtptest:user:{user.id}", window)
             if calls > limit:
                 return None, wait
-            return jobs.claim_job(
+            job, is_new = jobs.claim_job(
                 conn,
                 portal.id,
                 job_id=job_id,
@@ -84,7 +93,14 @@ class TestMailService:
                 status=STEP_SETUP_TENANT,
                 percents=PERCENTS[STEP_SETUP_TENANT],
                 deadline_at=deadline,
-            ), 0
+            )
+            if not is_new and not join_running:
+                # Raised inside the transaction, so the refused call does not count against the limit.
+                raise Conflict(
+                    "A test mail is already being sent for this portal; try again when it has finished"
+                    f" (at the latest {_utc_seconds(job.deadline_at)})."
+                )
+            return (job, is_new), 0
 
         claimed, wait = await self._db.write(count_and_claim)
         if claimed is None:
@@ -171,6 +187,11 @@ class TestMailService:
         except Exception:
             log.exception("test_mail_crashed", portal=portal.hostname, job_id=job_id)
             await finish("The test failed because of an internal error; the server log has the details.", [], [])
+
+
+def _utc_seconds(moment: datetime) -> str:
+    """ISO 8601 in UTC to the second, rounded up: a retry at the time shown is never too early."""
+    return datetime.fromtimestamp(math.ceil(moment.timestamp()), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class StepWriter:
