@@ -82,9 +82,14 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 @click.pass_obj
 def serve(ctx: Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the HTTP server (granian)."""
+    from smtpsettings.httpserver import bind_listener, connection_budget, create_server, listen  # granian: only here
+
     with _one_line_errors():
         settings = load_settings(host=host, port=port, workers=workers)
         ctx._settings = settings
+        # Bound first: on a taken port nothing else happens (no owner made, no password shown).
+        listener = bind_listener(settings.host, settings.port)
+        per_worker, limit_warning = connection_budget(settings)
         first = ctx.accounts.first_start(settings.owner_email)
         KeyRing(settings.key_file)  # created here, once, before workers race for it
         shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
@@ -94,21 +99,13 @@ def serve(ctx: Context, host: str | None, port: int | None, workers: int | None)
             click.echo(f"  Email:      {first.owner.email}")
             click.echo(f"  Password:   {first.password}")
             click.echo("  (The password is shown only this once.)")
-    from granian import Granian
-    from granian.constants import Interfaces
-
+        listen(listener)
+    if limit_warning:
+        click.echo(f"warning: {limit_warning}", err=True)
     os.environ.setdefault("SMTPSETTINGS_DATA_DIR", str(settings.data_dir))
     click.echo(f"smtpsettings listening on http://{settings.host}:{settings.port} (data in {settings.data_dir.resolve()})")
     sys.stdout.flush()
-    Granian(
-        "smtpsettings.app:create_app",
-        factory=True,
-        interface=Interfaces.ASGI,
-        address=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_enabled=False,
-    ).serve()
+    create_server(settings, listener, per_worker).serve()
 
 
 @main.command()
