@@ -14,6 +14,7 @@ from smtpsettings.domain.smtp import (
     SmtpSettings,
     SmtpSettingsInput,
     changed_fields,
+    check_host,
     decide_password,
     parse_settings,
 )
@@ -157,11 +158,17 @@ def test_a_sender_address_of_254_characters_the_longest_legal_address_is_accepte
     assert parse_settings(body(senderAddress=address)).settings.sender_address == address
 
 
-@pytest.mark.parametrize(("wire", "label"), [("host", "Host"), ("senderDisplayName", "SenderDisplayName"), ("credentialsUserName", "CredentialsUserName")])
+@pytest.mark.parametrize(("wire", "label"), [("senderDisplayName", "SenderDisplayName"), ("credentialsUserName", "CredentialsUserName")])
 def test_a_string_of_255_characters_is_accepted(wire: str, label: str) -> None:
     parsed = parse_settings(body(**{wire: "a" * MAX_LENGTH}))
-    attr = {"host": "host", "senderDisplayName": "sender_display_name", "credentialsUserName": "credentials_user_name"}[wire]
+    attr = {"senderDisplayName": "sender_display_name", "credentialsUserName": "credentials_user_name"}[wire]
     assert getattr(parsed.settings, attr) == "a" * 255
+
+
+def test_a_host_name_of_253_characters_the_longest_legal_name_is_accepted() -> None:
+    host = ".".join(["h" * 63] * 3 + ["h" * 61])
+    assert len(host) == 253
+    assert parse_settings(body(host=host)).settings.host == host
 
 
 @pytest.mark.parametrize(("wire", "label"), STRING_FIELDS)
@@ -214,6 +221,51 @@ def test_a_control_character_is_refused_in_every_string_but_the_password(wire: s
     value = f"a{char}b@example.com" if wire == "senderAddress" else f"x{char}Bcc: evil@example.com"
     errors = errors_of(body(**{wire: value}))
     assert errors == {label: [f"The field {label} must not contain control characters."]}
+
+
+@pytest.mark.parametrize(("wire", "label"), [("senderDisplayName", "SenderDisplayName"), ("credentialsUserName", "CredentialsUserName")])
+@pytest.mark.parametrize("char", ["\u2028", "\u2029"], ids=repr)
+def test_a_unicode_line_separator_is_refused_like_a_control_character(wire: str, label: str, char: str) -> None:
+    assert errors_of(body(**{wire: f"x{char}Bcc: evil@example.com"})) == {label: [f"The field {label} must not contain control characters."]}
+
+
+ENCODED_INJECTIONS = [
+    "=?utf-8?q?Support=0D=0ABcc:_attacker@evil.test=0D=0AX-Injected:_1?=",  # the reported value
+    "=?UTF-8?Q?Support=0D=0ABcc:_attacker@evil.test?=",
+    "=?utf-8?b?U3VwcG9ydA0KQmNjOiBhdHRhY2tlckBldmlsLnRlc3QNClgtSW5qZWN0ZWQ6IDE=?=",  # base64
+    "=?utf-8?B?U3VwcG9ydA0KQmNjOiBhdHRhY2tlckBldmlsLnRlc3Q?=",  # base64, padding left off
+    "=?utf-8?b?U3VwcG9y dA0KQmNj?=",  # a space inside, which Python's parser tolerates
+    "Team =?utf-8?q?Support=0ABcc:_attacker@evil.test?= Desk",  # a bare LF, mid-name
+    '"=?utf-8?q?Support=0D=0ABcc:_attacker@evil.test?="',  # inside quotes
+    "=?utf-8?q?J=C3=B6rg=0D=0ABcc:_attacker@evil.test?=",
+    "=?utf-8*en?q?Support=0D=0ABcc:_x@evil.test?=",  # with an RFC 2231 language
+    "=?utf-16?b?DQAKAA==?=",  # CR LF in UTF-16
+    "=?utf-7?q?+AA0ACg-?=",  # CR LF in UTF-7
+    "=?x-unknown?q?Support=0D=0ABcc:_x@evil.test?=",  # a charset nobody knows
+    "=?utf-8?q?Support=00?=",  # NUL
+    "=?utf-8?q?Support=C2=85?=",  # NEL
+    "=?utf-8?q?Support=E2=80=A8Bcc:_x@evil.test?=",  # LINE SEPARATOR
+    "=?utf-8?q?=3D=3Futf-8=3Fq=3FSupport=3D0D=3D0ABcc:_x@evil.test=3F=3D?=",  # a word inside a word
+]
+
+
+@pytest.mark.parametrize("value", ENCODED_INJECTIONS)
+def test_a_control_character_inside_an_encoded_word_is_refused(value: str) -> None:
+    assert errors_of(body(senderDisplayName=value)) == {"SenderDisplayName": ["The field SenderDisplayName must not contain control characters."]}
+
+
+@pytest.mark.parametrize(("wire", "label"), [("credentialsUserName", "CredentialsUserName"), ("host", "Host")])
+def test_the_encoded_word_rule_holds_for_every_string_but_the_password(wire: str, label: str) -> None:
+    assert errors_of(body(**{wire: ENCODED_INJECTIONS[0]})) == {label: [f"The field {label} must not contain control characters."]}
+    assert parse_settings(body(credentialsUserPassword=ENCODED_INJECTIONS[0])).password == ENCODED_INJECTIONS[0]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["=?utf-8?q?J=C3=B6rg_=E2=80=94_Admin?=", "=?utf-8?b?SsO2cmcsIEFkbWlu?=", "Price =?x?y", "a=?b?=c", "Plain"],
+)
+def test_an_encoded_word_without_control_characters_is_accepted(value: str) -> None:
+    assert parse_settings(body(senderDisplayName=value)).settings.sender_display_name == value
 
 
 @pytest.mark.parametrize("char", ["\r", "\n", "\x00", "\x7f", "\x85"], ids=repr)
@@ -281,6 +333,110 @@ def test_a_valid_sender_address_is_accepted(address: str) -> None:
 )
 def test_an_invalid_sender_address_is_refused(address: str) -> None:
     assert errors_of(body(senderAddress=address)) == {"SenderAddress": ["The field SenderAddress must be a valid email address."]}
+
+
+# --- parse_settings: host ----------------------------------------------------------------------------
+
+
+def host_error(value: str) -> str:
+    errors = errors_of(body(host=value))
+    assert list(errors) == ["Host"] and len(errors["Host"]) == 1
+    return errors["Host"][0]
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("smtp.example.com", "smtp.example.com"),
+        ("SMTP.Example.COM", "SMTP.Example.COM"),  # stored as typed
+        ("localhost", "localhost"),
+        ("mail-1.internal", "mail-1.internal"),
+        ("1mail.example.com", "1mail.example.com"),  # RFC 1123: a label may start with a digit
+        ("bücher.example", "bücher.example"),  # IDNA 2008, stored as typed
+        ("Bücher.Example", "Bücher.Example"),
+        ("faß.de", "faß.de"),
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),  # an A-label typed as such
+        ("почта.рф", "почта.рф"),
+        ("192.0.2.25", "192.0.2.25"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("2001:db8::25", "2001:db8::25"),
+        ("2001:DB8:0:0::25", "2001:db8::25"),  # IPv6 is stored compressed, lower case
+        ("[2001:db8::25]", "2001:db8::25"),  # brackets are accepted and dropped
+        ("[::1]", "::1"),
+        ("::1", "::1"),
+        ("[192.0.2.25]", "192.0.2.25"),  # SMTP's address-literal form
+    ],
+)
+def test_a_host_name_or_ip_address_is_accepted(value: str, stored: str) -> None:
+    assert parse_settings(body(host=value)).settings.host == stored
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("mail example.com", "contains a space"),
+        ("mail\u00a0example.com", "contains a space"),
+        ("smtp://127.0.0.1", "contains '/' (a URL is not a host name; give only the name)"),
+        ("mail.example.com/", "contains '/' (a URL is not a host name; give only the name)"),
+        ("admin@example.com", "contains '@' (an email address is not a host name)"),
+        ("127.0.0.1:25", "includes a port: give the port in the Port field"),
+        ("mail.example.com:587", "includes a port: give the port in the Port field"),
+        ("[2001:db8::25]:25", "includes a port: give the port in the Port field"),
+        ("...", "has an empty label (two dots in a row, or a dot at the start)"),
+        ("mail..example.com", "has an empty label (two dots in a row, or a dot at the start)"),
+        (".example.com", "has an empty label (two dots in a row, or a dot at the start)"),
+        ("mail.example.com.", "ends with a dot: leave it out"),
+        ("x" * 255, "a label is longer than 63 characters"),
+        ("x" * 64 + ".example.com", "a label is longer than 63 characters"),
+        ("ü" * 60 + ".example", "a label is longer than 63 characters"),  # 63 is counted in the A-label
+        (".".join(["h" * 63] * 3 + ["h" * 62]), "the name is longer than 253 characters"),
+        ("-mail.example.com", "a label starts or ends with '-'"),
+        ("mail-.example.com", "a label starts or ends with '-'"),
+        ("mail_relay.example.com", "contains '_', which a host name cannot contain"),
+        ("mail*.example.com", "contains '*', which a host name cannot contain"),
+        ("1.2.3", "is not a valid IPv4 address: give four numbers from 0 to 255, like 192.0.2.25"),
+        ("127.1", "is not a valid IPv4 address"),
+        ("256.1.1.1", "is not a valid IPv4 address"),
+        ("010.0.0.1", "is not a valid IPv4 address"),  # octal to some resolvers
+        ("0x7f000001", "is not a valid IPv4 address"),
+        ("2130706433", "is not a valid IPv4 address"),
+        ("mail.123", "ends with an all-numeric label, which no domain has"),
+        ("2001:db8::25::1", "is not a valid IPv6 address"),
+        ("fe80::1%eth0", "has an IPv6 zone index ('%'), which is not supported"),
+        ("[2001:db8::25", "is not an IPv6 address in brackets, like [2001:db8::25]"),
+        ("[mail.example.com]", "is not a valid IPv6 address"),
+        ("☃.example", "is not a valid international host name"),  # allowed by IDNA 2003, not 2008
+        ("xn--abc.example", "is not a valid international host name"),  # not a real A-label
+        ("a\u200db.example", "is not a valid international host name"),
+    ],
+)
+def test_a_host_that_is_not_a_host_name_or_ip_address_is_refused_saying_why(value: str, problem: str) -> None:
+    message = host_error(value)
+    assert message.startswith("The field Host must be a host name or IP address: ")
+    assert problem in message
+
+
+def test_the_host_message_quotes_the_value_and_shortens_a_long_one() -> None:
+    assert host_error("smtp://x") == (
+        "The field Host must be a host name or IP address: 'smtp://x' contains '/' (a URL is not a host name; give only the name)"
+    )
+    assert host_error("x" * 255) == f"The field Host must be a host name or IP address: '{'x' * 57}...': a label is longer than 63 characters"
+
+
+def test_check_host_is_the_rule_parse_settings_applies() -> None:
+    assert check_host("[::1]") == (None, "::1")
+    problem, _ = check_host("127.0.0.1:25")
+    assert problem == "'127.0.0.1:25' includes a port: give the port in the Port field"
+
+
+def test_a_host_problem_is_reported_with_the_other_field_errors() -> None:
+    assert set(errors_of(body(host="smtp://x", port=0))) == {"Host", "Port"}
+
+
+def test_the_stored_password_is_kept_whichever_spelling_of_an_ipv6_host_is_sent() -> None:
+    stored = parse_settings(body(host="[2001:db8::25]")).settings
+    again = parse_settings(body(host="2001:DB8::25", credentialsUserPassword=""))
+    assert decide_password(again, stored, True) is PasswordAction.KEEP
 
 
 # --- parse_settings: body shape and required values -----------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import signal
 import ssl
 import threading
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import trustme
 from serverkit import Portal, Server, make_portal, start_server, wait_for_result
 from smtp_peers import closed_port, smtp_peer, tarpit
@@ -243,3 +246,110 @@ def test_a_job_left_running_by_a_killed_server_is_reported_failed_after_its_dead
             assert "did not finish within" in result["error"]
         finally:
             second.stop()
+
+
+# -- header injection through the display name ----------------------------------------------------------
+
+INJECTION = "=?utf-8?q?Support=0D=0ABcc:_attacker@evil.test=0D=0AX-Injected:_1?="
+INJECTION_B64 = "=?utf-8?b?U3VwcG9ydA0KQmNjOiBhdHRhY2tlckBldmlsLnRlc3QNClgtSW5qZWN0ZWQ6IDE=?="
+BUILT_HEADERS = ["auto-submitted", "content-transfer-encoding", "content-type", "date", "from", "message-id", "mime-version", "subject", "to"]
+
+
+def header_names(raw: bytes) -> list[str]:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return sorted(line.split(b":", 1)[0].decode().lower() for line in head.split(b"\r\n") if line[:1] not in (b" ", b"\t"))
+
+
+@pytest.mark.parametrize("name", [INJECTION, INJECTION_B64])
+def test_a_display_name_whose_encoded_word_holds_a_line_break_is_refused_on_save_and_on_test(portal: Portal, name: str) -> None:
+    with smtp_peer() as (port, inbox), portal.client(Role.ADMIN) as c:
+        before = c.get(SETTINGS).json()["response"]
+        for path in (SETTINGS, TEST):
+            r = c.post(path, json=settings_for(port, senderDisplayName=name))
+            assert r.status_code == 400, (path, r.text)
+            body = r.json()
+            assert body["error"]["message"] == "The field SenderDisplayName must not contain control characters."
+            assert body["response"]["errors"] == {"SenderDisplayName": ["The field SenderDisplayName must not contain control characters."]}
+        assert c.get(SETTINGS).json()["response"] == before
+        assert "response" not in c.get(STATUS).json()  # no test was started
+    assert not inbox.messages
+
+
+def test_a_display_name_stored_before_the_rule_sends_no_injected_header(portal: Portal) -> None:
+    # Settings saved by an older version are not validated again: the message builder refuses them itself.
+    with smtp_peer() as (port, inbox), portal.client(Role.ADMIN) as c:
+        assert c.post(SETTINGS, json=settings_for(port)).status_code == 200
+        engine = sa.create_engine(portal.server.database_url.replace("postgresql://", "postgresql+psycopg://", 1), poolclass=sa.NullPool)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text("UPDATE smtp_settings SET sender_display_name = :name WHERE portal_id = (SELECT id FROM portals WHERE hostname = :host)"),
+                    {"name": INJECTION, "host": portal.hostname},
+                )
+        finally:
+            engine.dispose()
+        assert c.get(SETTINGS).json()["response"]["senderDisplayName"] == INJECTION
+        assert c.get(TEST).status_code == 200
+        result = wait_for_result(c)
+    assert result["error"].startswith("Cannot build the test message: Refusing to build the message"), result["error"]
+    assert result["status"] == "Create mime message" and result["percents"] == 20
+    assert not inbox.messages and not inbox.envelopes
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("=?utf-8?b?SsO2cmcsIEFkbWlu?=", "Jörg, Admin"),  # an encoded word with a comma in it
+        ("Jörg — Support (Zürich)", "Jörg — Support (Zürich)"),  # raw text that goes out as encoded words
+        ("Support Desk of the Example Portal " * 6, ("Support Desk of the Example Portal " * 6).strip()),  # folded
+    ],
+)
+def test_a_display_name_that_needs_encoding_arrives_with_only_the_headers_the_builder_set(portal: Portal, name: str, shown: str) -> None:
+    with smtp_peer() as (port, inbox):
+        result = run_test(portal, settings_for(port, senderDisplayName=name))
+    assert result["error"] == "", result
+    [envelope] = inbox.envelopes
+    raw = envelope.original_content or b""
+    assert header_names(raw) == BUILT_HEADERS
+    assert b"Bcc" not in raw and b"X-Injected" not in raw
+    assert envelope.rcpt_tos == [portal.emails[Role.ADMIN]]
+    received = email.message_from_bytes(raw, policy=email.policy.default)
+    [sender] = received["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == (shown, "noreply@example.com")
+
+
+# -- hosts ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("smtp://127.0.0.1", "contains '/' (a URL is not a host name; give only the name)"),
+        ("127.0.0.1:25", "includes a port: give the port in the Port field"),
+        ("mail example.com", "contains a space"),
+        ("x" * 255, "a label is longer than 63 characters"),
+    ],
+)
+def test_a_host_that_is_not_a_host_name_is_refused_on_save_and_on_test(portal: Portal, host: str, problem: str) -> None:
+    with portal.client(Role.ADMIN) as c:
+        for path in (SETTINGS, TEST):
+            r = c.post(path, json={**settings_for(25), "host": host})
+            assert r.status_code == 400, (path, r.text)
+            [message] = r.json()["response"]["errors"]["Host"]
+            assert message.startswith("The field Host must be a host name or IP address: ") and problem in message
+            assert r.json()["error"]["message"] == message
+
+
+def test_a_bracketed_ipv6_host_is_stored_bare_and_reached(portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        r = c.post(SETTINGS, json={**settings_for(25), "host": "[::1]"})
+        assert r.status_code == 200 and r.json()["response"]["host"] == "::1"
+
+
+def test_an_ipv6_spelling_of_the_metadata_address_is_refused_before_connecting(portal: Portal) -> None:
+    result = run_test(portal, {**settings_for(80), "host": "64:ff9b::a9fe:a9fe"})
+    assert result["error"] == (
+        "Refusing to connect to 64:ff9b::a9fe:a9fe: it embeds the IPv4 address 169.254.169.254, "
+        "which is in a denied network (169.254.0.0/16)"
+    ), result["error"]
+    assert result["percents"] == 40

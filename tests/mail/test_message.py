@@ -3,10 +3,13 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import random
+import string
 
 import pytest
 
 from smtpsettings.mail import TEST_SUBJECT, build_test_message
+from smtpsettings.mail.message import HeaderInjection, check_header_lines
 
 
 def _reparse(message: email.message.EmailMessage) -> email.message.EmailMessage:
@@ -49,3 +52,121 @@ def test_invalid_addresses_raise_value_error(bad: str) -> None:
         build_test_message(sender_address=bad, sender_display_name="", recipient="b@example.com")
     with pytest.raises(ValueError, match="recipient"):
         build_test_message(sender_address="a@example.com", sender_display_name="", recipient=bad)
+
+
+# -- header injection --------------------------------------------------------------------------------
+
+BUILT_HEADERS = ["auto-submitted", "content-transfer-encoding", "content-type", "date", "from", "message-id", "mime-version", "subject", "to"]
+
+
+def _header_names(flat: bytes) -> list[str]:
+    head = flat.split(b"\r\n\r\n", 1)[0]
+    return sorted(line.split(b":", 1)[0].decode().lower() for line in head.split(b"\r\n") if line[:1] not in (b" ", b"\t"))
+
+
+@pytest.mark.parametrize(
+    "display_name",
+    [
+        "=?utf-8?q?Support=0D=0ABcc:_attacker@evil.test=0D=0AX-Injected:_1?=",  # the reported one
+        "=?UTF-8?Q?Support=0D=0ABcc:_attacker@evil.test?=",
+        "=?utf-8?b?U3VwcG9ydA0KQmNjOiBhdHRhY2tlckBldmlsLnRlc3QNClgtSW5qZWN0ZWQ6IDE=?=",  # base64
+        "=?utf-8?B?U3VwcG9ydA0KQmNjOiBhdHRhY2tlckBldmlsLnRlc3Q?=",  # base64 without padding
+        "Team =?utf-8?q?Support=0D=0ABcc:_attacker@evil.test?= Desk",
+        '"=?utf-8?q?Support=0D=0ABcc:_attacker@evil.test?="',  # inside quotes the package decodes it too
+        "=?utf-8?q?=3D=3Futf-8=3Fq=3FSupport=3D0D=3D0ABcc:_x@evil.test=3F=3D?=",  # encoded twice
+        "=?utf-8?q?Support =0D=0ABcc:_attacker@evil.test?=",  # a space inside, which the package tolerates
+        "=?x-unknown?q?Support=0D=0ABcc:_attacker@evil.test?=",  # a charset nobody knows
+        "=?utf-8?q?J=C3=B6rg=0D=0ABcc:_attacker@evil.test?=",  # raw only when sent as SMTPUTF8
+        "=?iso-8859-1?q?Support=0ABcc:_attacker@evil.test?=",  # a bare LF
+        "=?utf-8?q?Support=0D=0A=0D=0Ainjected_body?=",  # a blank line would end the header block early
+        "=?utf-8?q?Support=00?=",  # NUL
+        "Support\r\nBcc: attacker@evil.test",  # raw, as a caller that skips validation might pass it
+        "Support\nBcc: attacker@evil.test",
+        "Support\x0bBcc: attacker@evil.test",  # vertical tab: a line break to str.splitlines
+        "Support\x85Bcc: attacker@evil.test",  # NEL
+        "Support\u2028Bcc: attacker@evil.test",  # Unicode line separator
+    ],
+)
+def test_a_display_name_that_would_add_header_lines_is_refused(display_name: str) -> None:
+    with pytest.raises(HeaderInjection, match="^Refusing to build the message: "):
+        build_test_message(sender_address="support@example.com", sender_display_name=display_name, recipient="admin@example.org")
+
+
+def test_an_encoded_comma_does_not_split_the_sender_into_two_addresses() -> None:
+    # Python writes a comma decoded from an encoded word back out unquoted when sending SMTPUTF8.
+    message = build_test_message(
+        sender_address="support@example.com", sender_display_name="=?utf-8?b?SsO2cmcsIEFkbWlu?=", recipient="admin@example.org"
+    )
+    for policy in (email.policy.SMTP, email.policy.SMTPUTF8):
+        parsed = email.message_from_string(message.as_bytes(policy=policy).decode("utf-8"), policy=email.policy.default)
+        [sender] = parsed["From"].addresses
+        assert (sender.display_name, sender.addr_spec) == ("Jörg, Admin", "support@example.com")
+
+
+def test_header_injection_is_a_value_error_so_the_job_reports_it() -> None:
+    assert issubclass(HeaderInjection, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("display_name", "shown"),
+    [
+        ("=?utf-8?q?Support_Team?=", "Support Team"),  # a harmless encoded word is decoded, as before
+        ("=?utf-8?b?SsO2cmcsIEFkbWlu?=", "Jörg, Admin"),
+        ("Jörg, Admin", "Jörg, Admin"),  # raw text that the email package writes as encoded words
+        ("Überweisung — Büro (Zürich) <Team>", "Überweisung — Büro (Zürich) <Team>"),
+        ("Support Team " * 19, ("Support Team " * 19).strip()),  # folded over several lines
+        ("ü " * 120, ("ü " * 120).strip()),
+        ('"quoted" name', '"quoted" name'),
+        ("=?utf-8?q?x=2C_attacker@evil.test=2C?=", "x, attacker@evil.test,"),  # commas stay in the name
+        ("Tab\tinside", "Tab inside"),
+    ],
+)
+def test_display_names_that_need_encoding_or_folding_are_built_with_only_the_builders_headers(display_name: str, shown: str) -> None:
+    message = build_test_message(sender_address="support@example.com", sender_display_name=display_name, recipient="admin@example.org")
+    for policy in (email.policy.SMTP, email.policy.SMTPUTF8):
+        flat = message.as_bytes(policy=policy)
+        assert _header_names(flat) == BUILT_HEADERS
+        parsed = email.message_from_string(flat.decode("utf-8"), policy=email.policy.default)
+        assert " ".join(parsed["From"].addresses[0].display_name.split()) == " ".join(shown.split())
+
+
+def test_many_ordinary_display_names_pass_the_check() -> None:
+    # No false alarms: printable text of every kind, specials and spaces included, folds cleanly.
+    rng = random.Random(2047)
+    pool = string.ascii_letters + string.digits + " " * 8 + string.punctuation + "äöüßéèçñøåÄÖÜ—–…€你好мир"
+    for _ in range(300):
+        name = "".join(rng.choice(pool) for _ in range(rng.randint(1, 200))).strip()
+        message = build_test_message(sender_address="support@example.com", sender_display_name=name, recipient="admin@example.org")
+        assert _header_names(message.as_bytes(policy=email.policy.SMTPUTF8)) == BUILT_HEADERS
+
+
+def test_check_header_lines_passes_what_the_builder_made() -> None:
+    check_header_lines(build_test_message(sender_address="a@example.com", sender_display_name="A", recipient="b@example.com"))
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("hi\r\nBcc: attacker@evil.test", r"\(bcc\)"),
+        ("hi\r\n\r\nbody", r"\(from\)"),  # the header block ends early: a header is missing from it
+        ("hi\r\n \r\nX: 1", "line break was not put there"),  # a continuation of nothing but spaces
+        ("hi\rthere", "a header line is not a header"),  # the generator turns a lone CR into CR LF
+        ("hi\x00", "control character"),
+    ],
+)
+def test_check_header_lines_refuses_a_header_block_with_lines_nobody_set(value: str, problem: str) -> None:
+    # The legacy Message class writes header values as given: a generator that lets a line break through.
+    message = email.message.Message()
+    message["Subject"] = value
+    message["From"] = "a@example.com"
+    message.set_payload("x")
+    with pytest.raises(HeaderInjection, match=problem):
+        check_header_lines(message)
+
+
+def test_the_final_check_catches_what_decoding_in_advance_cannot() -> None:
+    # An unknown charset: not decoded in advance, but the email package decodes it as ASCII and writes CR LF.
+    with pytest.raises(HeaderInjection, match="a header line is not a header"):
+        build_test_message(
+            sender_address="a@example.com", sender_display_name="=?x-unknown?q?a=0D=0Ab?=", recipient="b@example.com"
+        )

@@ -30,7 +30,7 @@ from smtpsettings.mail import (
     build_test_message,
     send_message,
 )
-from smtpsettings.mail.client import _send
+from smtpsettings.mail.client import _send, _wire_name
 
 from mailservers import (
     NTLM_DOMAIN,
@@ -187,6 +187,40 @@ async def test_unresolvable_host() -> None:
     assert info.value.step == STEP_CONNECT
 
 
+@pytest.mark.parametrize(
+    ("host", "a_label"),
+    [("bücher.invalid", "xn--bcher-kva.invalid"), ("faß.invalid", "xn--fa-hia.invalid"), ("Bücher.INVALID", "xn--bcher-kva.invalid")],
+)
+async def test_an_international_name_is_resolved_as_its_idna_2008_a_label(host: str, a_label: str) -> None:
+    # IDNA 2003 (Python's own codec) would look up fass.invalid for faß.invalid: another host.
+    with pytest.raises((ConnectError, MailTimeout)) as info:
+        await send_message(target(25, host=host), message(), FAST)
+    assert str(info.value).startswith(f"Could not resolve host {host} ({a_label})")
+
+
+async def test_an_invalid_international_name_is_a_connect_error() -> None:
+    with pytest.raises(ConnectError) as info:
+        await send_message(target(25, host="☃.example"), message(), FAST)
+    assert str(info.value).startswith("Could not resolve host ☃.example: not a valid international name")
+    assert info.value.step == STEP_CONNECT
+
+
+@pytest.mark.parametrize(
+    ("host", "wire"),
+    [
+        ("mail.example.com", "mail.example.com"),
+        ("Mail.Example.COM", "Mail.Example.COM"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("faß.de", "xn--fa-hia.de"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("::1", "::1"),
+    ],
+)
+def test_the_name_used_for_the_resolver_sni_and_certificate_check(host: str, wire: str) -> None:
+    assert _wire_name(host) == wire
+
+
 async def test_tarpit_times_out_at_connect_step(tarpit: int) -> None:
     policy = MailPolicy(connect_timeout=2, command_timeout=0.5, total_timeout=10, helo_name="c.test")
     started = time.monotonic()
@@ -216,6 +250,23 @@ async def test_denied_network_is_refused_before_connecting() -> None:
         "Refusing to connect to 169.254.169.254: address is in a denied network (169.254.0.0/16)"
     )
     assert not any(d.message.startswith("Connected to") for d in info.value.details)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["64:ff9b::a9fe:a9fe", "[64:ff9b::a9fe:a9fe]", "::169.254.169.254", "2002:a9fe:a9fe::1", "::ffff:169.254.169.254"],
+)
+async def test_an_ipv6_spelling_of_a_denied_ipv4_address_is_refused_before_connecting(host: str) -> None:
+    policy = MailPolicy(connect_timeout=0.5, command_timeout=0.5, total_timeout=2)
+    with pytest.raises(ConfigurationRefused) as info:
+        await send_message(target(25, host=host), message(), policy)
+    literal = ipaddress.ip_address(host.strip("[]"))
+    assert str(info.value) == (
+        f"Refusing to connect to {literal}: it embeds the IPv4 address 169.254.169.254, "
+        "which is in a denied network (169.254.0.0/16)"
+    )
+    assert info.value.step == STEP_CONNECT
+    assert not any(d.message.startswith(("Connected to", "TCP connect")) for d in info.value.details)
 
 
 async def test_denied_network_applies_to_resolved_names(start_server: StartServer) -> None:

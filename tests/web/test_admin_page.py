@@ -303,7 +303,11 @@ def test_client_side_validation_shows_errors_next_to_fields(page: Page, portal: 
     expect_field_error(page, "Host", "Host must be at most 255 characters.")
     field(page, "Host").fill("mail\u0007.example.com")
     expect_field_error(page, "Host", re.compile("must not contain control characters"))
-    field(page, "Host").fill("h" * 255)
+    field(page, "Host").fill("smtp://mail.example.com")
+    expect_field_error(page, "Host", "Give only the server's name, not a URL.")
+    field(page, "Host").fill("mail.example.com:587")
+    expect_field_error(page, "Host", "Give the port in the Port field, not in the host.")
+    field(page, "Host").fill(".".join(["h" * 63] * 3 + ["h" * 61]))  # 253 characters, the longest name
     expect_no_field_error(page, "Host")
 
     field(page, "Sender display name").fill("Name\twith a tab")

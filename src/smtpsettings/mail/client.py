@@ -32,6 +32,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
+import idna
 from aiosmtplib import SMTP, SMTPResponse
 
 from smtpsettings.mail.errors import (
@@ -44,7 +45,7 @@ from smtpsettings.mail.errors import (
     TLSError,
 )
 from smtpsettings.mail.ntlm import authenticate_ntlm
-from smtpsettings.mail.policy import MailPolicy, denied_network, plaintext_auth_allowed
+from smtpsettings.mail.policy import MailPolicy, denied_match, plaintext_auth_allowed
 from smtpsettings.mail.report import Detail, DetailLevel, SendReport
 from smtpsettings.mail.target import SmtpTarget, uses_implicit_tls
 from smtpsettings.mail.tls import build_tls_context, certificate_verify_message, describe_tls, find_ssl_error
@@ -100,6 +101,28 @@ def _os_reason(exc: OSError) -> str:
     return reason[:1].lower() + reason[1:]
 
 
+def _wire_name(host: str) -> str:
+    """The form of ``host`` for the resolver and for TLS (SNI and the certificate check).
+
+    IP literals lose their brackets. International names become IDNA 2008 A-labels: left to Python, the
+    resolver and the ssl module would encode them by IDNA 2003, which maps some names (``faß.de``) to a
+    different host, and certificates name A-labels anyway.
+
+    Raises:
+        idna.IDNAError: ``host`` is not a valid international name.
+    """
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    else:
+        return bare
+    if host.isascii():
+        return host
+    return idna.encode(host, uts46=True).decode("ascii")
+
+
 def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
     sender_header = message.get("Sender") or message.get("From") or ""
     senders = [addr for _, addr in email.utils.getaddresses([str(sender_header)]) if addr]
@@ -151,6 +174,7 @@ class _Session:
         self.details: list[Detail] = []
         self.step = STEP_CONNECT
         self.address = ""
+        self.name = target.host  # as resolved and verified; set by resolve()
         self.smtp: SMTP | None = None
         self.sock: socket.socket | None = None
         self._tls_context: ssl.SSLContext | None = None
@@ -264,7 +288,14 @@ class _Session:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
-            literal = ipaddress.ip_address(host.strip("[]"))
+            self.name = _wire_name(host)
+        except idna.IDNAError as exc:
+            raise self.fail(
+                ConnectError, f"Could not resolve host {host}: not a valid international name ({exc})"
+            ) from exc
+        shown = host if self.name in (host, host.strip("[]")) else f"{host} ({self.name})"
+        try:
+            literal = ipaddress.ip_address(self.name)
         except ValueError:
             literal = None
         try:
@@ -275,28 +306,33 @@ class _Session:
                 infos = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)]
             else:
                 async with asyncio.timeout(self.policy.connect_timeout):
-                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                    infos = await loop.getaddrinfo(self.name, port, type=socket.SOCK_STREAM)
         except TimeoutError as exc:
             raise self.fail(
-                MailTimeout, f"Could not resolve host {host} within {_secs(self.policy.connect_timeout)} s"
+                MailTimeout, f"Could not resolve host {shown} within {_secs(self.policy.connect_timeout)} s"
             ) from exc
         except (socket.gaierror, UnicodeError) as exc:
-            raise self.fail(ConnectError, f"Could not resolve host {host}") from exc
+            raise self.fail(ConnectError, f"Could not resolve host {shown}") from exc
         unique: dict[str, tuple[Any, ...]] = {}
         for family, type_, proto, _, sockaddr in infos:
             unique.setdefault(sockaddr[0], (family, type_, proto, sockaddr))
         if not unique:
-            raise self.fail(ConnectError, f"Could not resolve host {host}")
-        self.detail(f"Resolved {host} to {', '.join(unique)}", _ms(start))
+            raise self.fail(ConnectError, f"Could not resolve host {shown}")
+        self.detail(f"Resolved {shown} to {', '.join(unique)}", _ms(start))
 
         allowed = []
         refused: list[str] = []
         for address, info in unique.items():
-            network = denied_network(address, self.policy)
-            if network is None:
+            match = denied_match(address, self.policy)
+            if match is None:
                 allowed.append(info)
-            else:
-                refused.append(f"Refusing to connect to {address}: address is in a denied network ({network})")
+                continue
+            network, reached = match
+            if str(reached) == address:
+                why = f"address is in a denied network ({network})"
+            else:  # NAT64, 6to4, Teredo, IPv4-mapped or -compatible spelling of an IPv4 address
+                why = f"it embeds the IPv4 address {reached}, which is in a denied network ({network})"
+            refused.append(f"Refusing to connect to {address}: {why}")
         for text in refused:
             self.detail(text, level="warning" if allowed else "info")
         if not allowed:
@@ -411,7 +447,7 @@ class _Session:
 
         try:
             smtp = SMTP(
-                hostname=target.host,  # with sock=, only used for SNI and certificate checks
+                hostname=self.name,  # with sock=, only used for SNI and certificate checks
                 sock=self.sock,
                 use_tls=self.implicit_tls,
                 start_tls=False,
@@ -472,7 +508,7 @@ class _Session:
         start = time.perf_counter()
         try:
             reply = await smtp.starttls(
-                server_hostname=self.target.host,
+                server_hostname=self.name,
                 tls_context=self.tls_context(),
                 timeout=self.policy.connect_timeout,
             )

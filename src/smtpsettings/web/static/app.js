@@ -242,13 +242,35 @@
     return "";
   }
 
+  /** The server's host rule (domain/smtp.check_host) in a simple form: the common mistakes, said plainly. */
+  function hostProblem(host) {
+    if (/\s/.test(host)) return "The host must not contain spaces.";
+    if (host.includes("/")) return "Give only the server's name, not a URL.";
+    if (host.includes("@")) return "Give the server's name, not an email address.";
+    if (/^\[.*\]:\d+$/.test(host) || /^[^:]*:[^:]*$/.test(host)) return "Give the port in the Port field, not in the host.";
+    if (host.startsWith("[") || host.includes(":")) return ""; // an IPv6 address: the server checks it
+    const labels = host.split(".");
+    if (labels.every((label) => /^(0x[0-9a-f]*|\d+)$/i.test(label))) {
+      const octet = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
+      return new RegExp(`^${octet}(\\.${octet}){3}$`).test(host) ? "" : "Enter an IPv4 address as four numbers from 0 to 255, like 192.0.2.25.";
+    }
+    if (labels.slice(0, -1).includes("")) return "The host has an empty part (two dots in a row, or a dot at the start).";
+    if (host.endsWith(".")) return "Leave out the dot at the end of the host.";
+    const bad = [...host].find((c) => c < "\u0080" && !/[A-Za-z0-9.-]/.test(c));
+    if (bad) return `The host must not contain "${bad}".`;
+    if (labels.some((label) => label.length > 63)) return "Each part of the host between dots must be at most 63 characters.";
+    if (host.length > 253) return "The host must be at most 253 characters.";
+    if (labels.some((label) => label.startsWith("-") || label.endsWith("-"))) return "A part of the host must not start or end with a hyphen.";
+    return "";
+  }
+
   /** Client-side errors by field, mirroring the server's rules. */
   function validate(v) {
     const errors = {};
     const raw = (name) => fields[name].value;
     // Length and control characters are judged on the text as typed; the server checks before trimming.
     errors.host = checkText("Host", v.host, { required: true, requiredMessage: "Enter the SMTP host." }) ||
-      checkText("Host", raw("host"));
+      checkText("Host", raw("host")) || hostProblem(v.host);
     const portText = raw("port").trim();
     if (!portText) errors.port = "Enter the port (1–65535; usually 25, 465 or 587).";
     else if (!/^\d+$/.test(portText)) errors.port = "The port must be a whole number from 1 to 65535.";
