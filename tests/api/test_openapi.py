@@ -247,6 +247,150 @@ def test_document_declares_the_three_sdk_security_schemes(document: dict[str, An
     assert schemes["Basic"]["scheme"] == "basic"
 
 
+# ------------------------------------------------------------------------ statuses, errors, security
+
+JSON_API = "/api/2.0/smtpsettings", "/api/2.0/authentication"
+HEALTH = "/api/2.0/health/live"
+SIGN_IN = ("/api/2.0/authentication", "post")
+TEST_MAIL = [("/api/2.0/smtpsettings/smtp/test", "get"), ("/api/2.0/smtpsettings/smtp/test", "post")]
+
+
+def _operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(path, method): op for path, item in document["paths"].items() for method, op in item.items()}
+
+
+def _json_api(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {key: op for key, op in _operations(document).items() if key[0].startswith(JSON_API)}
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _error_schema(document: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """The envelope schema of an error answer (the first ``allOf`` part for the 400 one)."""
+    schema = _resolve(document, response["content"]["application/json"]["schema"])
+    return _resolve(document, schema["allOf"][0]) if "allOf" in schema else schema
+
+
+def test_every_json_api_operation_declares_406_404_and_503(document: dict[str, Any]) -> None:
+    for key, op in _json_api(document).items():
+        assert {"404", "406", "503"} <= set(op["responses"]), key
+
+
+def test_every_operation_with_a_body_declares_400_413_and_415(document: dict[str, Any]) -> None:
+    with_body = {key: op for key, op in _operations(document).items() if "requestBody" in op}
+    assert len(with_body) == 3
+    for key, op in with_body.items():
+        assert {"400", "413", "415"} <= set(op["responses"]), key
+
+
+def test_sign_in_and_the_test_mail_routes_declare_429_with_retry_after(document: dict[str, Any]) -> None:
+    operations = _operations(document)
+    for key in [SIGN_IN, *TEST_MAIL]:
+        too_many = operations[key]["responses"]["429"]
+        assert "Retry-After" in too_many["headers"], key
+        assert _error_schema(document, too_many)["required"] == ["error", "status", "statusCode"]
+
+
+def test_a_test_of_unsaved_settings_declares_409(document: dict[str, Any]) -> None:
+    conflict = document["paths"]["/api/2.0/smtpsettings/smtp/test"]["post"]["responses"]["409"]
+    assert _error_schema(document, conflict)["properties"]["error"] == {"$ref": "#/components/schemas/ErrorInfo"}
+
+
+def test_every_error_answer_is_the_error_envelope(document: dict[str, Any]) -> None:
+    for key, op in _operations(document).items():
+        for status, response in op["responses"].items():
+            if status.startswith(("4", "5")):
+                envelope = _error_schema(document, response)
+                assert set(envelope["required"]) == {"error", "status", "statusCode"}, (key, status)
+                info = _resolve(document, envelope["properties"]["error"])
+                assert set(info["required"]) == {"message", "type", "stack", "hresult"}, (key, status)
+
+
+def test_validation_400_declares_the_problem_details_beside_the_error(document: dict[str, Any]) -> None:
+    for key, op in _json_api(document).items():
+        if "400" in op["responses"]:
+            schema = _resolve(document, op["responses"]["400"]["content"]["application/json"]["schema"])
+            details = _resolve(document, schema["allOf"][1]["properties"]["response"])
+            assert set(details["required"]) == {"title", "status", "errors"}, key
+
+
+def test_a_real_validation_400_has_what_the_document_declares(document: dict[str, Any], portal: Any) -> None:
+    from smtpsettings.domain.accounts import Role
+
+    with portal.client(Role.ADMIN) as c:
+        r = c.post("/api/2.0/smtpsettings/smtp", json={"host": "mail.example.com", "senderAddress": "a@example.com", "port": 0})
+    assert r.status_code == 400
+    body = r.json()
+    schemas = document["components"]["schemas"]
+    assert set(schemas["Error"]["required"]) <= set(body)
+    assert set(schemas["ErrorInfo"]["required"]) <= set(body["error"])
+    assert set(schemas["ValidationProblemDetails"]["required"]) <= set(body["response"])
+    assert body["response"]["errors"]["Port"]
+
+
+def test_sign_in_and_the_health_check_need_no_credentials(document: dict[str, Any]) -> None:
+    operations = _operations(document)
+    assert operations[SIGN_IN]["security"] == []
+    assert operations[(HEALTH, "get")]["security"] == []
+    # "Am I signed in?" answers false rather than 401: credentials are optional there.
+    assert {} in operations[("/api/2.0/authentication", "get")]["security"]
+    assert "401" not in operations[("/api/2.0/authentication", "get")]["responses"]
+
+
+def test_the_health_check_is_listed_and_answers_as_declared(document: dict[str, Any], server: Any) -> None:
+    operation = document["paths"][HEALTH]["get"]
+    assert operation["summary"].startswith("(ours)")
+    schema = _resolve(document, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    with httpx.Client(base_url=server.base_url, timeout=30) as c:
+        body = c.get(HEALTH).json()
+    assert set(schema["required"]) <= set(body)
+    assert body["response"] == schema["properties"]["response"]["const"]
+
+
+def test_sender_address_is_declared_as_an_email(document: dict[str, Any]) -> None:
+    assert smtp_schema(document)["properties"]["senderAddress"]["format"] == "email"
+
+
+def test_host_and_sender_are_declared_required_as_the_server_requires_them(document: dict[str, Any]) -> None:
+    assert set(smtp_schema(document)["required"]) == {"host", "senderAddress"}
+
+
+# Forms the server accepts and stores (IP literals as their bare, compressed form).
+HOSTS_ACCEPTED = [
+    "mail.example.com",
+    "localhost",
+    "smtp-relay.example.co.uk",
+    "127.0.0.1",
+    "192.0.2.25",
+    "::1",
+    "[::1]",
+    "2001:db8::25",
+    "[192.0.2.25]",
+    "почта.рф",
+    "Faß.de",
+    "例え。テスト",
+    "mail.1and1",
+]
+HOSTS_REFUSED = ["", "a b", "smtp://mail.example.com", "mail.example.com:25", "user@mail.example.com", "mail.example.com."]
+
+
+@pytest.mark.parametrize("host", HOSTS_ACCEPTED)
+def test_every_host_the_server_stores_matches_the_documented_pattern(document: dict[str, Any], host: str) -> None:
+    from smtpsettings.domain.smtp import parse_settings
+
+    stored = parse_settings({"host": host, "senderAddress": "a@example.com"}).settings.host
+    assert re.search(smtp_schema(document)["properties"]["host"]["pattern"], stored), stored
+
+
+@pytest.mark.parametrize("host", HOSTS_REFUSED)
+def test_the_host_pattern_leaves_out_what_is_no_host(document: dict[str, Any], host: str) -> None:
+    assert not re.search(smtp_schema(document)["properties"]["host"]["pattern"], host)
+
+
 class _AssetParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -295,3 +439,16 @@ def test_docs_init_script_loads_the_local_openapi_document(server: Any) -> None:
         bodies = [c.get(urljoin(server.base_url + "/api/2.0/docs", u)).text for u in scripts if "swagger-ui-bundle" not in u]
     assert any("/api/2.0/openapi.json" in body for body in bodies)
     assert not any(re.search(r"https?://", body) for body in bodies)
+
+
+def test_docs_serve_only_the_swagger_ui_files_the_page_uses(server: Any) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=30) as c:
+        # The package's sample page and initializer would point a browser at the public Petstore.
+        for name in ("index.html", "swagger-initializer.js", "../__init__.py"):
+            assert c.get(f"/api/2.0/docs/assets/{name}").status_code == 404, name
+        assert c.get("/api/2.0/docs/assets/swagger-ui-bundle.js").headers["content-type"].startswith("text/javascript")
+
+
+def test_docs_init_script_turns_off_the_online_validator(server: Any) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=30) as c:
+        assert "validatorUrl: null" in c.get("/api/2.0/docs/init.js").text
