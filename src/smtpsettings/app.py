@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import ipaddress
 import time
@@ -20,6 +21,7 @@ from smtpsettings.api.errors import exception_handlers
 from smtpsettings.api.negotiation import NotAcceptable, response_media_type
 from smtpsettings.config import Settings, load_settings
 from smtpsettings.crypto import KeyRing
+from smtpsettings.domain.errors import RequestBodyTimeout
 from smtpsettings.logs import configure_logging
 from smtpsettings.services.auth import AuthService
 from smtpsettings.services.mailtest import TestMailService
@@ -103,7 +105,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         debug=False,
     )
     app.state.services = services
-    return RequestLog(app, settings.max_body_bytes)
+    return RequestLog(app, settings.max_body_bytes, settings.http_header_timeout)
 
 
 @get("/api/2.0/health/live", include_in_schema=False)
@@ -126,9 +128,10 @@ class RequestLog:
     It wraps the whole router so that 404s and 405s are negotiated and logged like everything else.
     """
 
-    def __init__(self, app: Litestar, max_body_bytes: int) -> None:
+    def __init__(self, app: Litestar, max_body_bytes: int, body_timeout: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,6 +144,8 @@ class RequestLog:
         except NotAcceptable:
             state["media_type"] = "application/json"
             state["not_acceptable"] = True
+        if _has_body(scope):
+            receive = _with_deadline(receive, self.body_timeout)
         receive = await self._drain_oversized(scope, receive)
         request_id = uuid.uuid4().hex[:16]
         started = time.perf_counter()
@@ -187,7 +192,10 @@ class RequestLog:
             return receive
         drained = 0
         while drained <= _DRAIN_LIMIT:
-            message = await receive()
+            try:
+                message = await receive()
+            except RequestBodyTimeout:
+                break
             drained += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
@@ -196,3 +204,31 @@ class RequestLog:
             return {"type": "http.request", "body": b"", "more_body": False}
 
         return empty
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            return True
+    return False
+
+
+def _with_deadline(receive: Receive, seconds: float) -> Receive:
+    """``receive`` that gives up once the body has taken ``seconds`` since its first read.
+
+    The HTTP server's header timeout ends at the request head; without this bound a client that announces a
+    body and then sends it a byte at a time, or never, holds its connection (and a worker's slot) for good.
+    """
+    deadline: float | None = None
+
+    async def bounded() -> Any:
+        nonlocal deadline
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await receive()
+        except TimeoutError:
+            raise RequestBodyTimeout(seconds) from None
+
+    return bounded

@@ -85,7 +85,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     http_header_timeout: Annotated[float, msgspec.Meta(ge=0.5, le=3600)] = 10.0
     """Seconds a connection may take to send a complete request head, counted from the connect or from the end
-    of the previous answer: idle, slow-header and idle keep-alive connections are closed after it."""
+    of the previous answer: idle, slow-header and idle keep-alive connections are closed after it. A request
+    body gets as long again from its first read, then the request is answered 408."""
     http_max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
     """Connections the server holds open at once, split evenly across workers; more wait in the listen queue."""
     log_format: Literal["json", "console"] = "json"

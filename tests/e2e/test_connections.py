@@ -162,3 +162,42 @@ def test_the_connection_cap_holds_new_clients_back_until_the_header_timeout_free
             assert signed_in_get(server, portal.hostname, token, timeout=15).status_code == 200
     finally:
         server.stop()
+
+
+def read_response(sock: socket.socket, limit: float) -> bytes:
+    """Everything the server sends until it closes the connection or ``limit`` seconds pass."""
+    sock.settimeout(limit)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        pass
+    return received
+
+
+@pytest.mark.parametrize("length", [200, 10_000_000], ids=["within the size limit", "over the size limit"])
+def test_a_body_that_stops_arriving_is_answered_and_the_connection_closed_after_the_timeout(tmp_path: Path, length: int) -> None:
+    server = start_server(tmp_path / "data", {"SMTPSETTINGS_HTTP_HEADER_TIMEOUT": "1"})
+    try:
+        portal = make_portal(server)
+        token = portal.sign_in(Role.ADMIN)
+        head = (
+            f"POST {SETTINGS} HTTP/1.1\r\nHost: {portal.hostname}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+        with socket.create_connection(address(server)) as s:
+            s.sendall(head.encode() + b'{"host": "mail.')
+            started = time.monotonic()
+            answer = read_response(s, 10)
+            elapsed = time.monotonic() - started
+        status_line, _, rest = answer.partition(b"\r\n")
+        expected = b"408" if length == 200 else b"413"
+        assert expected in status_line, answer[:300]
+        assert b'"status":1' in rest and b'"error"' in rest
+        assert 0.5 < elapsed < 8, elapsed
+        # the settings were not touched, and the server answers others as before
+        r = signed_in_get(server, portal.hostname, token, timeout=5)
+        assert r.status_code == 200 and r.json()["response"]["isDefaultSettings"] is True
+    finally:
+        server.stop()

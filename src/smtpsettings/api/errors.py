@@ -13,6 +13,7 @@ from smtpsettings.domain.errors import (
     AccessDenied,
     BadArgument,
     Conflict,
+    RequestBodyTimeout,
     DomainError,
     NotAuthenticated,
     NotFound,
@@ -32,6 +33,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (AccessDenied, 403, "SecurityException"),
     (NotFound, 404, "ItemNotFoundException"),
     (Conflict, 409, "ConflictException"),
+    (RequestBodyTimeout, 408, "RequestTimeoutException"),
     (TooManyRequests, 429, "TooManyRequestsException"),
     (NotAcceptable, 406, "NotAcceptableException"),
     (UnsupportedMediaType, 415, "UnsupportedMediaTypeException"),
@@ -47,6 +49,8 @@ _HTTP_MESSAGES = {
 def _domain_error(request: Request, exc: DomainError) -> Response[bytes]:
     status, error_type = next(((st, et) for cls, st, et in _STATUS if isinstance(exc, cls)), (400, "Error"))
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+    if isinstance(exc, RequestBodyTimeout):
+        headers = {"Connection": "close"}  # the rest of the body may still come: don't read it as a request
     response = None
     if isinstance(exc, ValidationFailed):
         response = {"title": "One or more validation errors occurred.", "status": 400, "errors": exc.errors}

@@ -102,6 +102,7 @@ _ERRORS: dict[str, dict[str, Any]] = {
     "404": _error("No portal answers this Host (and there is no default portal)"),
     "406": _error("The Accept header admits none of application/json, text/json, text/plain"),
     "409": _error("A test mail is already being sent for this portal"),
+    "408": _error("The announced body did not arrive within the server's timeout (10 s by default)"),
     "413": _error("The request body is over the server's limit (64 KiB by default)"),
     "415": _error("The body is not JSON (application/json, text/json, application/*+json), or its charset is not UTF-8"),
     "429": _error("A rate limit", retry_after=True),
@@ -115,7 +116,7 @@ _TEST_LIMIT = "The user's test-mail limit (5 per 15 minutes by default) is used 
 # What every authenticated call of the JSON API can answer besides its own errors.
 _JSON_API = ("404", "406", "503")
 _MANAGER = ("401", "403", *_JSON_API)
-_BODY = ("400", "413", "415")
+_BODY = ("400", "408", "413", "415")
 
 
 def _op(

@@ -9,6 +9,7 @@
     ├── AccessDenied          signed in, but the role may not do this
     ├── NotFound              no such portal or resource
     ├── Conflict              the resource's current state forbids it (a test mail is already being sent)
+    ├── RequestBodyTimeout    the client announced a body and did not send it in time
     └── TooManyRequests       a rate limit; carries the seconds until a retry can succeed
 """
 
@@ -21,6 +22,7 @@ __all__ = (
     "DomainError",
     "NotAuthenticated",
     "NotFound",
+    "RequestBodyTimeout",
     "TooManyRequests",
     "ValidationFailed",
 )
@@ -58,6 +60,11 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     pass
+
+
+class RequestBodyTimeout(DomainError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"The request body did not arrive within {seconds:g} seconds.")
 
 
 class TooManyRequests(DomainError):
