@@ -17,7 +17,7 @@ import pytest
 from serverkit import smtpsettings_command, start_server
 
 from smtpsettings.config import ConfigError, load_settings
-from smtpsettings.httpserver import connection_budget
+from smtpsettings.httpserver import ListenError, bind_listener, connection_budget
 
 
 def serve_on(port: int, data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -138,3 +138,16 @@ def test_a_cap_beyond_the_open_file_limit_is_lowered_to_fit_and_said() -> None:
 def _hard_limit() -> int:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return sys.maxsize if hard == resource.RLIM_INFINITY else hard
+
+
+def test_a_host_name_is_listened_on_at_the_address_it_resolves_to() -> None:
+    sock = bind_listener("localhost", 0)
+    try:
+        assert sock.getsockname()[0] in ("127.0.0.1", "::1")
+    finally:
+        sock.close()
+
+
+def test_a_host_name_that_does_not_resolve_is_refused_with_one_line() -> None:
+    with pytest.raises(ListenError, match=r"cannot listen on 'no-such-host\.invalid': the name does not resolve"):
+        bind_listener("no-such-host.invalid", 0)

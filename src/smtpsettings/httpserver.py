@@ -47,13 +47,18 @@ def bind_listener(host: str, port: int) -> socket.socket:
     anything is set up; listening comes last so that a port that accepts connections has a migrated database.
 
     Raises:
-        ListenError: the host is not an IP address, the port is taken, or the bind is refused.
+        ListenError: the host does not resolve, the port is taken, or the bind is refused.
     """
     try:
-        address = ipaddress.ip_address(host)
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
-        raise ListenError(f"cannot listen on {host!r}: the host must be an IP address (127.0.0.1, 0.0.0.0, ::, …)") from None
-    sock = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+        # A name such as ``localhost``: listen on the first address it resolves to, as granian would.
+        try:
+            family, *_, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        except (socket.gaierror, UnicodeError):
+            raise ListenError(f"cannot listen on {host!r}: the name does not resolve to an address") from None
+        host = str(sockaddr[0])
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
