@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import json
 import os
 import re
+import select
+import signal
 import sqlite3
 import stat
 import subprocess
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import httpx
 import pytest
-from serverkit import PASSWORD, VALID_SETTINGS, Portal, Server, smtpsettings_command, start_server
+from serverkit import PASSWORD, VALID_SETTINGS, Portal, Server, free_port, smtpsettings_command, start_server
 
+from smtpsettings.cli import main
 from smtpsettings.crypto import KeyRing
 from smtpsettings.services.smtp import password_purpose
 
@@ -28,9 +36,17 @@ def operator_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run(data_dir: Path, *args: str, timeout: float = 60, **extra_env: str) -> subprocess.CompletedProcess[str]:
+def run(
+    data_dir: Path, *args: str, timeout: float = 60, input: str | None = None, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*smtpsettings_command(), *args], env=operator_env(data_dir, **extra_env), capture_output=True, text=True, timeout=timeout
+        [*smtpsettings_command(), *args],
+        env=operator_env(data_dir, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
     )
 
 
@@ -169,6 +185,9 @@ def test_a_non_numeric_port_is_a_one_line_error_naming_the_variable(tmp_path: Pa
         ("SMTPSETTINGS_TRUSTED_PROXIES", "not-a-network"),
         ("SMTPSETTINGS_WORKERS", "0"),
         ("SMTPSETTINGS_DATABASE_URL", "not a database url"),
+        ("SMTPSETTINGS_TOKEN_LIFETIME_HOURS", "0"),
+        ("SMTPSETTINGS_SMTP_JOB_TIMEOUT", "-5"),
+        ("SMTPSETTINGS_SQLITE_SYNCHRONOUS", "off"),
     ],
 )
 def test_an_invalid_setting_is_a_one_line_error_naming_the_variable(tmp_path: Path, variable: str, value: str) -> None:
@@ -197,6 +216,132 @@ def test_an_unknown_setting_is_a_one_line_error_naming_the_variable(tmp_path: Pa
 def test_a_missing_config_file_is_a_one_line_error(tmp_path: Path) -> None:
     result = run(tmp_path / "data", "--config", str(tmp_path / "absent.toml"), "migrate")
     assert_one_line_error(result, "absent.toml")
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_serve_refuses_a_token_lifetime_that_would_hand_out_expired_tokens(tmp_path: Path, value: str) -> None:
+    # Before, the server started and every sign-in returned a token that had already expired.
+    result = run(tmp_path / "data", "serve", "--port", "1", timeout=30, SMTPSETTINGS_TOKEN_LIFETIME_HOURS=value)
+    assert_one_line_error(result, "SMTPSETTINGS_TOKEN_LIFETIME_HOURS", "expected an integer of 1 or more", repr(value))
+    assert not (tmp_path / "data" / "smtpsettings.db").exists()
+
+
+def test_a_non_numeric_variable_says_an_integer_is_expected_not_a_str_type(tmp_path: Path) -> None:
+    result = run(tmp_path / "data", "migrate", SMTPSETTINGS_PORT="abc")
+    assert result.stderr.strip() == "error: SMTPSETTINGS_PORT: expected an integer from 1 to 65535, got 'abc'"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("prot = 1\n", "unknown setting 'prot'"),
+        ("port = 0\n", "port: expected an integer from 1 to 65535, got 0"),
+        ("[default_smtp]\nprot = 25\n", "unknown setting 'default_smtp.prot'"),
+    ],
+)
+def test_a_config_file_error_names_the_file_and_key_not_a_variable(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "x.toml"
+    config.write_text(text)
+    result = run(tmp_path / "data", "migrate", "--config", str(config))
+    assert_one_line_error(result)
+    assert result.stderr.strip() == f"error: config file {config}: {message}"
+
+
+# --- --config on every command, --version, help ------------------------------------------------------
+
+
+def _commands(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    found = [(path, command)]
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            found += _commands(sub, (*path, name))
+    return found
+
+
+def test_every_command_and_group_accepts_config() -> None:
+    missing = [" ".join(path) or "(main)" for path, command in _commands(main) if "--config" not in _option_names(command)]
+    assert missing == []
+
+
+def _option_names(command: click.Command) -> set[str]:
+    return {name for param in command.params for name in param.opts}
+
+
+@pytest.mark.parametrize("where", ["before", "after", "between"])
+def test_config_works_before_and_after_the_subcommand(tmp_path: Path, where: str) -> None:
+    database = tmp_path / "from-the-file.db"
+    config = tmp_path / "smtpsettings.toml"
+    config.write_text(f'database_url = "sqlite:///{database}"\n')
+    option = ("--config", str(config))
+    args = {
+        "before": (*option, "portal", "create", "filed.test"),
+        "after": ("portal", "create", "filed.test", *option),
+        "between": ("portal", *option, "create", "filed.test"),
+    }[where]
+    data = tmp_path / "data"
+    ok(data, *args)
+    assert database.is_file()
+    assert not (data / "smtpsettings.db").exists()
+    assert ok(data, "portal", "list", "--config", str(config)).strip() == "filed.test"
+    assert ok(data, "portal", "list").strip() == ""
+
+
+def test_the_config_after_the_subcommand_wins_over_the_one_before(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    first.write_text(f'database_url = "sqlite:///{tmp_path / "first.db"}"\n')
+    second.write_text(f'database_url = "sqlite:///{tmp_path / "second.db"}"\n')
+    ok(tmp_path / "data", "--config", str(first), "migrate", "--config", str(second))
+    assert (tmp_path / "second.db").is_file()
+    assert not (tmp_path / "first.db").exists()
+
+
+def test_serve_accepts_config_after_the_subcommand(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "serve.toml"
+    config.write_text(f'data_dir = "{tmp_path / "served"}"\nport = {port}\nowner_email = "boss@example.com"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPSETTINGS_")}
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [*smtpsettings_command(), "serve", "--config", str(config)],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/2.0/health/live", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.1)
+        assert r.status_code == 200
+        assert "boss@example.com" in (tmp_path / "serve.log").read_text()
+        assert (tmp_path / "served" / "smtpsettings.db").is_file()
+        assert not (tmp_path / "smtpsettings-data").exists()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        log.close()
+
+
+def test_version_prints_the_installed_package_version(tmp_path: Path) -> None:
+    assert ok(tmp_path / "data", "--version").strip() == f"smtpsettings {importlib.metadata.version('smtpsettings')}"
+    assert not (tmp_path / "data").exists()  # nothing opened
+
+
+def test_serve_help_names_the_config_file_and_the_data_directory(tmp_path: Path) -> None:
+    text = " ".join(ok(tmp_path / "data", "serve", "--help").split())
+    for fragment in ("--config", "SMTPSETTINGS_CONFIG_FILE", "SMTPSETTINGS_DATA_DIR", "./smtpsettings-data", "keys.json", "smtpsettings.db"):
+        assert fragment in text, fragment
 
 
 # --- portals ------------------------------------------------------------------------------------
@@ -289,6 +434,166 @@ def test_duplicate_user_is_a_one_line_error(tmp_path: Path) -> None:
     args = ("user", "create", "--portal", "team.test", "--email", "a@team.test", "--password", PASSWORD, "--role", "admin")
     ok(data, *args)
     assert_one_line_error(run(data, *args))
+
+
+def test_user_create_reads_the_password_from_stdin_and_it_signs_in(server: Server) -> None:
+    host = f"stdin-{uuid.uuid4().hex[:8]}.test"
+    server.cli("portal", "create", host)
+    result = cli_with_input(server, "new-Password-1\n", "user", "create", "--portal", host, "--email", f"ann@{host}", "--role", "admin", "--password-stdin")
+    assert result.returncode == 0, result.stderr
+    assert "new-Password-1" not in result.stdout + result.stderr
+    assert sign_in(server, host, f"ann@{host}", "new-Password-1").status_code == 200
+
+
+def test_user_create_without_a_password_on_a_non_terminal_asks_for_password_stdin(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ok(data, "portal", "create", "team.test")
+    result = run(data, "user", "create", "--portal", "team.test", "--email", "x@team.test", "--role", "admin")
+    assert_one_line_error(result, "--password-stdin")
+    assert ok(data, "user", "list", "--portal", "team.test").strip() == ""
+
+
+def test_user_create_refuses_both_password_options(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ok(data, "portal", "create", "team.test")
+    args = ("user", "create", "--portal", "team.test", "--email", "x@team.test", "--role", "admin")
+    result = run(data, *args, "--password", PASSWORD, "--password-stdin", input=PASSWORD + "\n")
+    assert_one_line_error(result, "--password-stdin")
+
+
+# --- set-password -------------------------------------------------------------------------------
+
+
+def cli_with_input(server: Server, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*smtpsettings_command(), *args], env=server.env, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def sign_in(server: Server, host: str, email: str, password: str) -> httpx.Response:
+    with httpx.Client(base_url=server.base_url, headers={"Host": host}, timeout=30) as c:
+        return c.post("/api/2.0/authentication", json={"userName": email, "password": password})
+
+
+def test_set_password_replaces_the_password_and_ends_the_users_sessions(server: Server, portal: Portal) -> None:
+    admin, owner = portal.emails["admin"], portal.emails["owner"]  # type: ignore[index]
+    with portal.client("admin") as attacker, portal.client("admin") as second, portal.client("owner") as bystander:  # type: ignore[arg-type]
+        assert attacker.get(SMTP).status_code == 200
+        result = cli_with_input(
+            server, "a-New-Secret-9\n", "user", "set-password", "--portal", portal.hostname, "--email", admin, "--password-stdin"
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"password set for {admin} in {portal.hostname}; ended 2 session(s)"
+        assert "a-New-Secret-9" not in result.stdout + result.stderr
+        # Whoever held a token of the old password is out at once; other users are not touched.
+        assert attacker.get(SMTP).status_code == 401
+        assert second.get("/api/2.0/authentication").json()["response"] is False
+        assert bystander.get(SMTP).status_code == 200
+    assert sign_in(server, portal.hostname, admin, PASSWORD).status_code == 401
+    assert sign_in(server, portal.hostname, admin, "a-New-Secret-9").status_code == 200
+    assert sign_in(server, portal.hostname, owner, PASSWORD).status_code == 200
+
+
+def test_set_password_leaves_the_users_api_keys_working(server: Server, portal: Portal) -> None:
+    admin = portal.emails["admin"]  # type: ignore[index]
+    _, key = create_api_key(server, portal.hostname, admin)
+    result = cli_with_input(server, "a-New-Secret-9\n", "user", "set-password", "--portal", portal.hostname, "--email", admin, "--password-stdin")
+    assert result.returncode == 0, result.stderr
+    with bearer_client(server, portal.hostname, key) as c:
+        assert c.get(SMTP).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "fragment"),
+    [("nobody@{host}", "a-New-Secret-9", "nobody@"), ("admin@{host}", "short", "at least 8"), ("admin@{host}", "", "at least 8")],
+    ids=["unknown user", "short", "empty"],
+)
+def test_set_password_refusals_are_one_line_and_keep_the_old_password(
+    server: Server, portal: Portal, email: str, password: str, fragment: str
+) -> None:
+    with portal.client("admin") as admin:  # type: ignore[arg-type]
+        result = cli_with_input(
+            server, password + "\n", "user", "set-password", "--portal", portal.hostname, "--email", email.format(host=portal.hostname), "--password-stdin"
+        )
+        assert_one_line_error(result, fragment)
+        assert admin.get(SMTP).status_code == 200
+    assert sign_in(server, portal.hostname, portal.emails["admin"], PASSWORD).status_code == 200  # type: ignore[index]
+
+
+def test_set_password_on_an_unknown_portal_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run(tmp_path / "data", "user", "set-password", "--portal", "nowhere.test", "--email", "a@nowhere.test", "--password-stdin", input="a-New-Secret-9\n")
+    assert_one_line_error(result, "nowhere.test")
+
+
+def test_set_password_without_a_terminal_or_password_stdin_refuses_rather_than_reading_stdin(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ok(data, "portal", "create", "team.test")
+    ok(data, "user", "create", "--portal", "team.test", "--email", "a@team.test", "--role", "admin", "--password", PASSWORD)
+    result = run(data, "user", "set-password", "--portal", "team.test", "--email", "a@team.test", input="a-New-Secret-9\n")
+    assert_one_line_error(result, "standard input is not a terminal", "--password-stdin")
+
+
+class Terminal:
+    """A command run on a pseudo-terminal, as an operator at a shell runs it."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.master, slave = os.openpty()
+        self.process = subprocess.Popen(args, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        self.transcript = b""
+        self._matched = 0  # each expect looks only at the output after the previous match
+
+    def expect(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while (found := self.transcript.find(text.encode(), self._matched)) < 0:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {text!r} in {self.transcript!r}"
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:  # the command ended and closed the terminal
+                    chunk = b""
+                assert chunk, f"the command ended without {text!r}: {self.transcript!r}"
+                self.transcript += chunk
+        self._matched = found + len(text)
+
+    def type(self, line: str) -> None:
+        os.write(self.master, line.encode() + b"\n")
+
+    def finish(self, timeout: float = 30) -> int:
+        """Wait for the command; its exit code, with the rest of its output added to the transcript."""
+        code = self.process.wait(timeout)
+        with contextlib.suppress(OSError):  # EIO once the last output is read
+            while select.select([self.master], [], [], 0)[0] and (chunk := os.read(self.master, 4096)):
+                self.transcript += chunk
+        os.close(self.master)
+        return code
+
+
+def test_set_password_asks_twice_on_a_terminal_without_echo(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ok(data, "portal", "create", "team.test")
+    ok(data, "user", "create", "--portal", "team.test", "--email", "a@team.test", "--role", "admin", "--password", PASSWORD)
+    term = Terminal([*smtpsettings_command(), "user", "set-password", "--portal", "team.test", "--email", "a@team.test"], operator_env(data))
+    # The space after the colon is written once echo is off: typing earlier would echo.
+    term.expect("New password: ")
+    term.type("typed-Secret-41")
+    term.expect("Repeat it: ")
+    term.type("typed-Secret-42")  # a typo: asked again
+    term.expect("do not match")
+    term.expect("New password: ")
+    term.type("typed-Secret-41")
+    term.expect("Repeat it: ")
+    term.type("typed-Secret-41")
+    term.expect("password set for a@team.test")
+    assert term.finish() == 0
+    assert b"typed-Secret-4" not in term.transcript
+    assert "a@team.test" in ok(data, "user", "list", "--portal", "team.test")
+    server = start_server(data)
+    try:
+        assert sign_in(server, "team.test", "a@team.test", "typed-Secret-41").status_code == 200
+        assert sign_in(server, "team.test", "a@team.test", PASSWORD).status_code == 401
+    finally:
+        server.stop()
 
 
 # --- API keys -----------------------------------------------------------------------------------

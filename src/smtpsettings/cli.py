@@ -1,15 +1,18 @@
 """The ``smtpsettings`` command: run the server and administer portals, users, keys and the audit log.
 
 Every subcommand reads the same configuration as the server and migrates the database first, so any of
-them works on a fresh data directory. Errors end with a one-line message and exit code 1.
+them works on a fresh data directory. Errors end with a one-line message and exit code 1. ``--config``
+is accepted before the subcommand and after it alike, since operators write it in either place.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
+
 import click
 
 from smtpsettings.config import ConfigError, Settings, load_settings
@@ -23,14 +26,20 @@ from smtpsettings.store.database import Database, StoreUnavailable
 
 __all__ = ("main",)
 
+FC = TypeVar("FC", bound=Callable[..., Any] | click.Command)
+
 
 class Context:
     def __init__(self, config_file: str | None) -> None:
-        if config_file:
-            # Granian workers are separate processes that read the environment, not our arguments.
-            os.environ["SMTPSETTINGS_CONFIG_FILE"] = config_file
         self._settings: Settings | None = None
         self._db: Database | None = None
+        if config_file:
+            self.use_config(config_file)
+
+    def use_config(self, config_file: str) -> None:
+        # Granian workers are separate processes that read the environment, not our arguments.
+        os.environ["SMTPSETTINGS_CONFIG_FILE"] = config_file
+        self._settings = None
 
     @property
     def settings(self) -> Settings:
@@ -67,15 +76,74 @@ def _one_line_errors() -> Iterator[None]:
         sys.exit(1)
 
 
+_CONFIG_HELP = "TOML config file (default: SMTPSETTINGS_CONFIG_FILE, else none)."
+
+
+def _use_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.find_object(Context).use_config(value)  # type: ignore[union-attr]  # main made it
+
+
+def config_option(command: FC) -> FC:
+    """``--config FILE`` on a subcommand, as on ``main``: the later one given wins."""
+    return click.option(
+        "--config", type=click.Path(dir_okay=False), expose_value=False, callback=_use_config, help=_CONFIG_HELP
+    )(command)
+
+
+def _read_password(from_stdin: bool, command_line: str | None = None) -> str:
+    """A new password: one line of standard input, or asked twice on the terminal without echo.
+
+    ``command_line`` is the old ``--password`` option, kept for compatibility: it shows in ``ps`` and
+    in shell history, so the documentation never uses it.
+    """
+    if command_line is not None:
+        if from_stdin:
+            raise ValueError("give either --password or --password-stdin, not both")
+        return command_line
+    if from_stdin:
+        return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not sys.stdin.isatty():
+        raise ValueError("standard input is not a terminal: use --password-stdin to read the password from it")
+    return str(click.prompt("New password", hide_input=True, confirmation_prompt="Repeat it", err=True))
+
+
+_password_stdin_option = click.option(
+    "--password-stdin", is_flag=True, help="Read the password as one line from standard input (for scripts)."
+)
+
+
 @click.group()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file (else SMTPSETTINGS_CONFIG_FILE).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help=_CONFIG_HELP)
+@click.version_option(package_name="smtpsettings", prog_name="smtpsettings", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context, config_file: str | None) -> None:
     """smtpsettings: the DocSpace SMTP settings API as a self-hosted service."""
     ctx.obj = Context(config_file)
 
 
-@main.command()
+_SERVE_EPILOG = f"""\b
+Settings, the first found wins:
+  the options above; SMTPSETTINGS_* environment variables;
+  the TOML config file named by --config or SMTPSETTINGS_CONFIG_FILE
+  (no file by default; same names in lower case, without the prefix);
+  the defaults.
+
+\b
+Data directory: SMTPSETTINGS_DATA_DIR (data_dir in the file), default
+./{Settings().data_dir}, relative to the working directory; created 0700.
+It holds the SQLite database smtpsettings.db (unless SMTPSETTINGS_DATABASE_URL
+names another database) and the key ring keys.json: back them up together.
+
+\b
+The first start on an empty database creates the portal localhost and its
+owner (SMTPSETTINGS_OWNER_EMAIL, default {Settings().owner_email}) and prints the
+owner's password once; `smtpsettings user set-password` sets a new one.
+"""
+
+
+@main.command(epilog=_SERVE_EPILOG)
+@config_option
 @click.option("--host", help="Address to listen on (default 127.0.0.1, or SMTPSETTINGS_HOST).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default 8080, or SMTPSETTINGS_PORT).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (default 1).")
@@ -109,6 +177,7 @@ def serve(ctx: Context, host: str | None, port: int | None, workers: int | None)
 
 
 @main.command()
+@config_option
 @click.pass_obj
 def migrate(ctx: Context) -> None:
     """Create or upgrade the database schema to the newest version."""
@@ -118,11 +187,13 @@ def migrate(ctx: Context) -> None:
 
 
 @main.group()
+@config_option
 def portal() -> None:
     """Portals, each answering one Host name."""
 
 
 @portal.command("create")
+@config_option
 @click.argument("hostname")
 @click.option("--default", "is_default", is_flag=True, help="Also answer Hosts that match no portal.")
 @click.pass_obj
@@ -134,6 +205,7 @@ def portal_create(ctx: Context, hostname: str, is_default: bool) -> None:
 
 
 @portal.command("list")
+@config_option
 @click.pass_obj
 def portal_list(ctx: Context) -> None:
     """List portals."""
@@ -143,25 +215,57 @@ def portal_list(ctx: Context) -> None:
 
 
 @main.group()
+@config_option
 def user() -> None:
     """Users of a portal."""
 
 
 @user.command("create")
+@config_option
 @click.option("--portal", "hostname", required=True)
 @click.option("--email", required=True)
-@click.option("--password", required=True)
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
 @click.option("--name", default="")
+@_password_stdin_option
+@click.option("--password", help="The password itself (avoid: other users see it in ps, and it stays in shell history).")
 @click.pass_obj
-def user_create(ctx: Context, hostname: str, email: str, password: str, role: str, name: str) -> None:
-    """Create a user with a role: owner, admin (both may manage SMTP settings), user or guest."""
+def user_create(
+    ctx: Context, hostname: str, email: str, role: str, name: str, password_stdin: bool, password: str | None
+) -> None:
+    """Create a user with a role: owner, admin (both may manage SMTP settings), user or guest.
+
+    The password is asked twice without echo, or read from standard input with --password-stdin.
+    """
     with _one_line_errors():
-        u = ctx.accounts.create_user(hostname, email=email, password=password, role=Role(role), name=name)
+        ctx.accounts.portal(hostname)  # an unknown portal fails before the password is asked
+        secret = _read_password(password_stdin, password)
+        u = ctx.accounts.create_user(hostname, email=email, password=secret, role=Role(role), name=name)
         click.echo(f"created {u.role.value} {u.email} in {hostname}")
 
 
+@user.command("set-password")
+@config_option
+@click.option("--portal", "hostname", required=True)
+@click.option("--email", required=True)
+@_password_stdin_option
+@click.pass_obj
+def user_set_password(ctx: Context, hostname: str, email: str, password_stdin: bool) -> None:
+    """Set a user's password, e.g. a lost owner password.
+
+    The password is asked twice without echo, or read as one line from standard input with
+    --password-stdin. Every session of the user ends at once: whoever signed in with the old password
+    (after a compromise, the attacker too) is signed out. The user's API keys are not affected:
+    revoke them with `smtpsettings apikey revoke KEY_ID`.
+    """
+    with _one_line_errors():
+        ctx.accounts.portal(hostname)
+        secret = _read_password(password_stdin)
+        ended = ctx.accounts.set_password(hostname, email, secret)
+        click.echo(f"password set for {email} in {hostname}; ended {ended} session(s)")
+
+
 @user.command("list")
+@config_option
 @click.option("--portal", "hostname", required=True)
 @click.pass_obj
 def user_list(ctx: Context, hostname: str) -> None:
@@ -172,11 +276,13 @@ def user_list(ctx: Context, hostname: str) -> None:
 
 
 @main.group()
+@config_option
 def apikey() -> None:
     """API keys (sk-…), sent as Authorization: Bearer sk-…"""
 
 
 @apikey.command("create")
+@config_option
 @click.option("--portal", "hostname", required=True)
 @click.option("--email", required=True)
 @click.pass_obj
@@ -189,6 +295,7 @@ def apikey_create(ctx: Context, hostname: str, email: str) -> None:
 
 
 @apikey.command("revoke")
+@config_option
 @click.argument("key_id")
 @click.pass_obj
 def apikey_revoke(ctx: Context, key_id: str) -> None:
@@ -199,11 +306,13 @@ def apikey_revoke(ctx: Context, key_id: str) -> None:
 
 
 @main.group()
+@config_option
 def keys() -> None:
     """The encryption key ring of stored secrets."""
 
 
 @keys.command("rotate")
+@config_option
 @click.pass_obj
 def keys_rotate(ctx: Context) -> None:
     """Add a new key and re-encrypt every stored secret with it (safe while servers run)."""
@@ -214,6 +323,7 @@ def keys_rotate(ctx: Context) -> None:
 
 
 @main.command()
+@config_option
 @click.option("--portal", "hostname", required=True)
 @click.option("--limit", default=100, type=click.IntRange(1, 10_000))
 @click.pass_obj

@@ -20,6 +20,7 @@ __all__ = (
     "create_user",
     "delete_expired_sessions",
     "delete_session",
+    "delete_sessions_of_user",
     "find_portal_for_host",
     "get_portal_by_hostname",
     "get_user_by_email",
@@ -30,6 +31,7 @@ __all__ = (
     "principal_by_api_key",
     "principal_by_session",
     "revoke_api_key",
+    "set_password_hash",
 )
 
 
@@ -117,6 +119,10 @@ def password_hash_of(conn: Connection, user_id: int) -> str | None:
     return conn.execute(sa.select(users.c.password_hash).where(users.c.id == user_id)).scalar()
 
 
+def set_password_hash(conn: Connection, user_id: int, password_hash: str) -> None:
+    conn.execute(users.update().where(users.c.id == user_id).values(password_hash=password_hash))
+
+
 def create_session(conn: Connection, user: User, token_hash: str, expires_at: datetime) -> None:
     conn.execute(
         sessions.insert().values(
@@ -168,6 +174,11 @@ async def principal_by_api_key(db: Database, hostname: str, key_hash: str) -> tu
 
 def delete_session(conn: Connection, token_hash: str) -> None:
     conn.execute(sessions.delete().where(sessions.c.token_hash == token_hash))
+
+
+def delete_sessions_of_user(conn: Connection, user_id: int) -> int:
+    """End every session (token) of a user; the number ended."""
+    return conn.execute(sessions.delete().where(sessions.c.user_id == user_id)).rowcount
 
 
 def delete_expired_sessions(conn: Connection) -> int:
