@@ -121,10 +121,12 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, *, wor
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPSETTINGS_")}
     env.update(
-        SMTPSETTINGS_DATA_DIR=str(data_dir),
-        SMTPSETTINGS_LOG_FORMAT="json",
-        SMTPSETTINGS_OWNER_EMAIL="owner@example.com",
-        **(extra_env or {}),
+        {
+            "SMTPSETTINGS_DATA_DIR": str(data_dir),
+            "SMTPSETTINGS_LOG_FORMAT": "json",
+            "SMTPSETTINGS_OWNER_EMAIL": "owner@example.com",
+            **(extra_env or {}),  # may replace the ones above
+        }
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"server-{port}.log"
