@@ -482,8 +482,9 @@ class PgCluster:
     """A throwaway PostgreSQL cluster (the approach of tests/pgcluster.py), postmaster pinned to LOAD_CPU.
 
     initdb in a temporary directory, a free loopback port, deleted at the end. As root it runs as the
-    ``postgres`` account through runuser. Durability: fsync stays on; ``synchronous_commit=off`` so a commit
-    does not wait for the WAL flush, the same promise SQLite's WAL with ``synchronous=NORMAL`` makes.
+    ``postgres`` account through runuser. Durability as shipped: fsync and ``synchronous_commit``
+    stay on, so a commit waits for the WAL flush, the same promise the server's SQLite default
+    (``synchronous=FULL``) makes.
     """
 
     def __init__(self) -> None:
@@ -506,7 +507,7 @@ class PgCluster:
             os.chown(self.root, account.pw_uid, account.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C")
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c synchronous_commit=off "
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
             "-c max_connections=200 -c shared_buffers=128MB"
         )
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "-t", "60", "start", pin=True)
