@@ -27,10 +27,12 @@ from smtpsettings.mail.errors import (
     ConnectError,
     MailError,
     MailTimeout,
+    OAuth2TokenError,
     SendError,
     TLSError,
 )
 from smtpsettings.mail.message import TEST_SUBJECT, build_test_message
+from smtpsettings.mail.oauth2 import STEP_TOKEN, OAuth2Grant, TokenCache, default_scope, default_token_url
 from smtpsettings.mail.policy import (
     DEFAULT_DENY_NETWORKS,
     MailPolicy,
@@ -48,6 +50,7 @@ __all__ = [
     "STEP_AUTHENTICATE",
     "STEP_CONNECT",
     "STEP_SEND",
+    "STEP_TOKEN",
     "TEST_SUBJECT",
     "AuthenticationError",
     "ConfigurationRefused",
@@ -56,12 +59,17 @@ __all__ = [
     "MailError",
     "MailPolicy",
     "MailTimeout",
+    "OAuth2Grant",
+    "OAuth2TokenError",
     "SendError",
     "SendReport",
     "SmtpTarget",
     "StepCallback",
     "TLSError",
+    "TokenCache",
     "build_test_message",
+    "default_scope",
+    "default_token_url",
     "denied_network",
     "plaintext_auth_allowed",
     "send_message",

@@ -45,6 +45,7 @@ from smtpsettings.mail.errors import (
     TLSError,
 )
 from smtpsettings.mail.ntlm import authenticate_ntlm
+from smtpsettings.mail.oauth2 import STEP_TOKEN, TokenCache
 from smtpsettings.mail.policy import MailPolicy, denied_match, plaintext_auth_allowed
 from smtpsettings.mail.report import Detail, DetailLevel, SendReport
 from smtpsettings.mail.target import SmtpTarget, uses_implicit_tls
@@ -56,6 +57,7 @@ __all__ = [
     "STEP_AUTHENTICATE",
     "STEP_CONNECT",
     "STEP_SEND",
+    "STEP_TOKEN",
     "STEPS",
     "StepCallback",
     "send_message",
@@ -163,8 +165,10 @@ class _Session:
         policy: MailPolicy,
         on_step: StepCallback | None,
         implicit_tls: bool,
+        tokens: TokenCache | None = None,
     ) -> None:
         self.target = target
+        self.tokens = tokens
         self.policy = policy
         self.on_step = on_step
         self.implicit_tls = implicit_tls
@@ -646,10 +650,11 @@ async def _send(
     *,
     on_step: StepCallback | None = None,
     implicit_tls: bool | None = None,
+    tokens: TokenCache | None = None,
 ) -> SendReport:
     """:func:`send_message` with the implicit-TLS decision overridable (tests)."""
     use_implicit = uses_implicit_tls(target) if implicit_tls is None else implicit_tls
-    return await _Session(target, policy, on_step, use_implicit).run(message)
+    return await _Session(target, policy, on_step, use_implicit, tokens).run(message)
 
 
 async def send_message(
@@ -658,6 +663,7 @@ async def send_message(
     policy: MailPolicy,
     *,
     on_step: StepCallback | None = None,
+    tokens: TokenCache | None = None,
 ) -> SendReport:
     """Send ``message`` through ``target`` and explain what happened.
 
@@ -671,6 +677,8 @@ async def send_message(
         on_step: Awaited with ``STEP_CONNECT``, ``STEP_AUTHENTICATE`` (only when
             ``target.enable_auth``) and ``STEP_SEND`` as each step begins, so a
             job can report progress. Its own exceptions propagate unchanged.
+            With ``target.oauth2`` (and ``enable_auth``), ``STEP_TOKEN`` comes first.
+        tokens: The worker's token cache; required when ``target.oauth2`` is set.
 
     Returns:
         Diagnostics and the redacted transcript.
@@ -679,4 +687,4 @@ async def send_message(
         MailError: any failure; the subclass names the cause, ``.step``,
             ``.details`` and ``.transcript`` hold what was learnt so far.
     """
-    return await _send(target, message, policy, on_step=on_step)
+    return await _send(target, message, policy, on_step=on_step, tokens=tokens)

@@ -9,6 +9,7 @@ these, so callers (the test-mail job, later notification senders) need a single
     ├── ConnectError          DNS, TCP connect, greeting refused, connection dropped
     ├── TLSError              STARTTLS missing/refused, handshake or certificate failure
     ├── AuthenticationError   AUTH rejected or no usable mechanism
+    ├── OAuth2TokenError      the token endpoint refused or answered nonsense
     ├── SendError             MAIL FROM / RCPT TO / DATA rejected
     └── MailTimeout           a connect, command or total deadline expired
 
@@ -31,6 +32,7 @@ __all__ = [
     "ConnectError",
     "MailError",
     "MailTimeout",
+    "OAuth2TokenError",
     "SendError",
     "TLSError",
 ]
@@ -96,3 +98,26 @@ class SendError(MailError):
 
 class MailTimeout(MailError):
     """A connect, per-command or total deadline expired."""
+
+
+class OAuth2TokenError(MailError):
+    """The OAuth 2.0 token endpoint refused to issue a token or gave an unusable answer.
+
+    Attributes:
+        error: The endpoint's ``error`` code (``invalid_client``, ``invalid_grant``), ``""`` if none.
+        error_description: Its ``error_description`` (``AADSTS7000215: ...``), ``""`` if none.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str = "",
+        error_description: str = "",
+        step: str = "",
+        details: list[Detail] | None = None,
+        transcript: list[str] | None = None,
+    ) -> None:
+        super().__init__(message, step=step, details=details, transcript=transcript)
+        self.error = error
+        self.error_description = error_description

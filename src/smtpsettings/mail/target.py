@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from smtpsettings.mail.oauth2 import OAuth2Grant
+
 __all__ = ["IMPLICIT_TLS_PORT", "SmtpTarget", "uses_implicit_tls"]
 
 IMPLICIT_TLS_PORT = 465
@@ -23,6 +25,8 @@ class SmtpTarget:
         username: Login name (for NTLM, ``DOMAIN\\user`` or ``user@domain``).
         password: Secret; excluded from ``repr`` so it cannot leak into logs.
         use_ntlm: Use AUTH NTLM instead of CRAM-MD5/PLAIN/LOGIN.
+        oauth2: With ``enable_auth``, authenticate with AUTH XOAUTH2 as ``username`` using a token
+            obtained for this grant (``password`` and ``use_ntlm`` are then ignored).
     """
 
     host: str
@@ -32,6 +36,7 @@ class SmtpTarget:
     username: str = ""
     password: str = field(default="", repr=False)
     use_ntlm: bool = False
+    oauth2: OAuth2Grant | None = None
 
 
 def uses_implicit_tls(target: SmtpTarget) -> bool:
