@@ -18,7 +18,8 @@ Deadlines (see :class:`MailPolicy`):
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import base64
+import binascii
 import copy
 import email.policy
 import email.utils
@@ -29,12 +30,17 @@ import time
 from collections.abc import Awaitable, Callable
 from email.generator import BytesGenerator
 from email.message import EmailMessage
-from typing import Any
+from urllib.parse import urlsplit
 
 import aiosmtplib
-import idna
 from aiosmtplib import SMTP, SMTPResponse
+from aiosmtplib.auth import auth_xoauth2_encode
 
+from smtpsettings.mail.dial import Candidate, open_socket, resolve
+from smtpsettings.mail.dial import elapsed_ms as _ms
+from smtpsettings.mail.dial import os_reason as _os_reason
+from smtpsettings.mail.dial import seconds as _secs
+from smtpsettings.mail.dial import wire_name as _wire_name  # noqa: F401 - tests import it from here
 from smtpsettings.mail.errors import (
     AuthenticationError,
     ConfigurationRefused,
@@ -45,8 +51,8 @@ from smtpsettings.mail.errors import (
     TLSError,
 )
 from smtpsettings.mail.ntlm import authenticate_ntlm
-from smtpsettings.mail.oauth2 import STEP_TOKEN, TokenCache
-from smtpsettings.mail.policy import MailPolicy, denied_match, plaintext_auth_allowed
+from smtpsettings.mail.oauth2 import STEP_TOKEN, AccessToken, OAuth2Grant, TokenCache
+from smtpsettings.mail.policy import MailPolicy, plaintext_auth_allowed
 from smtpsettings.mail.report import Detail, DetailLevel, SendReport
 from smtpsettings.mail.target import SmtpTarget, uses_implicit_tls
 from smtpsettings.mail.tls import build_tls_context, certificate_verify_message, describe_tls, find_ssl_error
@@ -66,7 +72,7 @@ __all__ = [
 STEP_CONNECT = "Connect to host"
 STEP_AUTHENTICATE = "Authenticate"
 STEP_SEND = "Send test message"
-STEPS = (STEP_CONNECT, STEP_AUTHENTICATE, STEP_SEND)
+STEPS = (STEP_TOKEN, STEP_CONNECT, STEP_AUTHENTICATE, STEP_SEND)
 
 AUTH_PREFERENCE = ("cram-md5", "plain", "login")
 """Best first. CRAM-MD5 never puts the password on the wire, which matters when
@@ -74,55 +80,26 @@ an operator allowed plaintext AUTH; PLAIN (one round trip) beats LOGIN. Same
 order as smtplib and aiosmtplib, so behaviour matches other clients."""
 
 _TRY_NEXT_MECHANISM = frozenset({504, 534})
+_XOAUTH2_REFUSED = 535
+"""XOAUTH2: the token was refused (Gmail and Exchange Online first send a 334 with a JSON error, then 535).
+Only this, with a cached token, makes the session ask for a new token; 454 and the like are not about it."""
+
+_XOAUTH2_HINTS = {
+    "microsoft": "the app needs the SMTP.SendAsApp permission with admin consent, a service principal in "
+    "Exchange Online and permission on the mailbox {user}; SMTP AUTH must be enabled for that mailbox",
+    "google": "the service account's client id needs domain-wide delegation for https://mail.google.com/ "
+    "and {user} must be a mailbox of the domain",
+}
 """Replies meaning "not this mechanism" (not "wrong password"): only then is the
 next mechanism tried, so bad credentials never cost several failed logins."""
 
 StepCallback = Callable[[str], Awaitable[None]]
 
 
-def _secs(value: float) -> str:
-    return f"{value:g}"
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 1)
-
-
 def _reply(response: SMTPResponse | aiosmtplib.SMTPResponseException) -> str:
     code = response.code
     message = response.message.replace("\n", " / ")
     return truncate(f"{code} {message}".strip(), 300)
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset"
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return reason[:1].lower() + reason[1:]
-
-
-def _wire_name(host: str) -> str:
-    """The form of ``host`` for the resolver and for TLS (SNI and the certificate check).
-
-    IP literals lose their brackets. International names become IDNA 2008 A-labels: left to Python, the
-    resolver and the ssl module would encode them by IDNA 2003, which maps some names (``faß.de``) to a
-    different host, and certificates name A-labels anyway.
-
-    Raises:
-        idna.IDNAError: ``host`` is not a valid international name.
-    """
-    bare = host.strip("[]")
-    try:
-        ipaddress.ip_address(bare)
-    except ValueError:
-        pass
-    else:
-        return bare
-    if host.isascii():
-        return host
-    return idna.encode(host, uts46=True).decode("ascii")
 
 
 def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
@@ -174,6 +151,11 @@ class _Session:
         self.implicit_tls = implicit_tls
         self.redactor = Redactor()
         self.redactor.add_password(target.username, target.password)
+        # XOAUTH2 applies only with authentication on (the settings rule); then the password is not used.
+        self.grant: OAuth2Grant | None = target.oauth2 if target.enable_auth else None
+        self.access_token: AccessToken | None = None
+        if self.grant is not None:
+            self.redactor.add(self.grant.client_secret)
         self.transcript = Transcript(self.redactor)
         self.details: list[Detail] = []
         self.step = STEP_CONNECT
@@ -230,6 +212,8 @@ class _Session:
         try:
             try:
                 async with asyncio.timeout(self.policy.total_timeout):
+                    if self.grant is not None:
+                        await self.obtain_token()
                     await self.connect()
                     if self.target.enable_auth:
                         await self.authenticate()
@@ -285,101 +269,13 @@ class _Session:
 
     # -- step: connect -------------------------------------------------------
 
-    async def resolve(self) -> list[tuple[Any, ...]]:
-        host, port = self.target.host, self.target.port
-        if not 0 < port < 65536:
-            raise self.fail(ConnectError, f"Invalid port {port} for host {host}")
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        try:
-            self.name = _wire_name(host)
-        except idna.IDNAError as exc:
-            raise self.fail(
-                ConnectError, f"Could not resolve host {host}: not a valid international name ({exc})"
-            ) from exc
-        shown = host if self.name in (host, host.strip("[]")) else f"{host} ({self.name})"
-        try:
-            literal = ipaddress.ip_address(self.name)
-        except ValueError:
-            literal = None
-        try:
-            if literal is not None:
-                # An IP literal needs no resolver: skip getaddrinfo's trip through a worker thread.
-                family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
-                sockaddr = (str(literal), port, 0, 0) if literal.version == 6 else (str(literal), port)
-                infos = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)]
-            else:
-                async with asyncio.timeout(self.policy.connect_timeout):
-                    infos = await loop.getaddrinfo(self.name, port, type=socket.SOCK_STREAM)
-        except TimeoutError as exc:
-            raise self.fail(
-                MailTimeout, f"Could not resolve host {shown} within {_secs(self.policy.connect_timeout)} s"
-            ) from exc
-        except (socket.gaierror, UnicodeError) as exc:
-            raise self.fail(ConnectError, f"Could not resolve host {shown}") from exc
-        unique: dict[str, tuple[Any, ...]] = {}
-        for family, type_, proto, _, sockaddr in infos:
-            unique.setdefault(sockaddr[0], (family, type_, proto, sockaddr))
-        if not unique:
-            raise self.fail(ConnectError, f"Could not resolve host {shown}")
-        self.detail(f"Resolved {shown} to {', '.join(unique)}", _ms(start))
-
-        allowed = []
-        refused: list[str] = []
-        for address, info in unique.items():
-            match = denied_match(address, self.policy)
-            if match is None:
-                allowed.append(info)
-                continue
-            network, reached = match
-            if str(reached) == address:
-                why = f"address is in a denied network ({network})"
-            else:  # NAT64, 6to4, Teredo, IPv4-mapped or -compatible spelling of an IPv4 address
-                why = f"it embeds the IPv4 address {reached}, which is in a denied network ({network})"
-            refused.append(f"Refusing to connect to {address}: {why}")
-        for text in refused:
-            self.detail(text, level="warning" if allowed else "info")
-        if not allowed:
-            raise self.fail(ConfigurationRefused, refused[0])
+    async def resolve(self) -> list[Candidate]:
+        self.name, allowed = await resolve(self.target.host, self.target.port, self.policy, self.detail)
         return allowed
 
-    async def open_socket(self, candidates: list[tuple[Any, ...]]) -> None:
-        loop = asyncio.get_running_loop()
-        timeout = self.policy.connect_timeout
-        failure: MailError | None = None
-        cause: BaseException | None = None
-        for family, type_, proto, sockaddr in candidates:
-            where = f"{sockaddr[0]}:{sockaddr[1]}"
-            sock = socket.socket(family, type_, proto)
-            sock.setblocking(False)
-            start = time.perf_counter()
-            try:
-                async with asyncio.timeout(timeout):
-                    await loop.sock_connect(sock, sockaddr)
-            except TimeoutError as exc:
-                sock.close()
-                self.detail(f"No TCP answer from {where} within {_secs(timeout)} s", _ms(start), "warning")
-                failure = self.fail(
-                    MailTimeout, f"No answer from {where} within {_secs(timeout)} s at step {self.step}"
-                )
-                cause = exc
-                continue
-            except OSError as exc:
-                sock.close()
-                reason = _os_reason(exc)
-                self.detail(f"TCP connect to {where} failed: {reason}", _ms(start), "warning")
-                failure = self.fail(ConnectError, f"Could not connect to {where}: {reason}")
-                cause = exc
-                continue
-            except BaseException:  # cancelled (total timeout): don't leak the socket
-                sock.close()
-                raise
-            self.sock = sock
-            self.address = str(sockaddr[0])
-            self.detail(f"Connected to {where} (TCP)", _ms(start))
-            return
-        assert failure is not None
-        raise failure from cause
+    async def open_socket(self, candidates: list[Candidate]) -> None:
+        self.sock, chosen = await open_socket(candidates, self.policy, self.detail, step=self.step)
+        self.address = chosen.address
 
     def install_transcript(self, smtp: SMTP) -> None:
         """Record every line through the protocol's own write/read methods.
@@ -435,8 +331,9 @@ class _Session:
             f"EHLO: {reply.code} {first}; extensions: {', '.join(extensions) or '(none)'}", _ms(start)
         )
 
-    async def connect(self) -> None:
-        await self.enter(STEP_CONNECT)
+    async def connect(self, *, announce: bool = True) -> None:
+        if announce:
+            await self.enter(STEP_CONNECT)
         target, policy = self.target, self.policy
         candidates = await self.resolve()
         await self.open_socket(candidates)
@@ -557,6 +454,10 @@ class _Session:
         timeout = self.policy.command_timeout
         start = time.perf_counter()
 
+        if self.grant is not None:
+            await self.authenticate_xoauth2(offered_text)
+            return
+
         if target.use_ntlm:
             if "ntlm" not in offered:
                 raise self.fail(AuthenticationError, f"Server does not offer AUTH NTLM (offered: {offered_text})")
@@ -584,6 +485,73 @@ class _Session:
                 raise self.fail(AuthenticationError, f"Authentication failed: {_reply(exc)}") from exc
             self.detail(f"Authenticated with {mechanism.upper()}: {_reply(reply)}", _ms(start))
             return
+
+    # -- step: OAuth 2.0 token and XOAUTH2 ---------------------------------------
+
+    async def obtain_token(self) -> None:
+        await self.enter(STEP_TOKEN)
+        assert self.grant is not None and self.tokens is not None
+        self.use_token(await self.tokens.token(self.grant, self.policy, note=self.detail))
+
+    def use_token(self, token: AccessToken) -> None:
+        self.access_token = token
+        self.redactor.add_bearer(self.target.username, token.value)
+        if token.cached:
+            assert self.grant is not None
+            host = urlsplit(self.grant.token_url).hostname or self.grant.token_url
+            lifetime = f", usable for another {_secs(round(token.valid_for))} s" if token.valid_for is not None else ""
+            self.detail(f"Using the cached OAuth 2.0 token from {host}{lifetime}")
+
+    async def authenticate_xoauth2(self, offered_text: str) -> None:
+        smtp = self.smtp
+        assert smtp is not None and self.grant is not None and self.tokens is not None
+        if "xoauth2" not in smtp.server_auth_methods:
+            raise self.fail(AuthenticationError, f"Server does not offer AUTH XOAUTH2 (offered: {offered_text})")
+        start = time.perf_counter()
+        reply = await self.xoauth2(smtp)
+        if reply.code == _XOAUTH2_REFUSED and self.access_token is not None and self.access_token.cached:
+            self.detail(f"The server refused the cached token: {_reply(reply)}; getting a new one", level="warning")
+            rejected = self.access_token.value
+            self.use_token(
+                await self.tokens.token(self.grant, self.policy, refresh=True, rejected=rejected, note=self.detail)
+            )
+            if not smtp.is_connected:
+                self.detail("The server closed the connection; connecting again", level="warning")
+                self.close()
+                self.smtp = None
+                await self.connect(announce=False)
+                smtp = self.smtp
+                assert smtp is not None
+            start = time.perf_counter()
+            reply = await self.xoauth2(smtp)
+        if reply.code != 235:
+            message = f"Authentication failed: {_reply(reply)}"
+            hint = _XOAUTH2_HINTS.get(self.grant.provider)
+            if reply.code == _XOAUTH2_REFUSED and hint:
+                message += f" (the token was refused for {self.target.username}: {hint.format(user=self.target.username)})"
+            raise self.fail(AuthenticationError, message)
+        self.detail(f"Authenticated with XOAUTH2 as {self.target.username}: {_reply(reply)}", _ms(start))
+
+    async def xoauth2(self, smtp: SMTP) -> SMTPResponse:
+        """One AUTH XOAUTH2 exchange; the final reply, whatever its code."""
+        assert self.access_token is not None
+        timeout = self.policy.command_timeout
+        payload = auth_xoauth2_encode(self.target.username, self.access_token.value)
+        reply = await smtp.execute_command(b"AUTH", b"XOAUTH2", payload, timeout=timeout)
+        if reply.code == 334:
+            # The error comes as a base64 JSON challenge; an empty line fetches the final reply.
+            self.explain_xoauth2_challenge(reply.message)
+            reply = await smtp.execute_command(b"", timeout=timeout)
+        return reply
+
+    def explain_xoauth2_challenge(self, challenge: str) -> None:
+        try:
+            text = base64.b64decode(challenge.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return
+        shown = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+        if shown:
+            self.detail(f"Server's XOAUTH2 error: {truncate(shown, 300)}", level="warning")
 
     # -- step: send ----------------------------------------------------------
 
@@ -653,6 +621,8 @@ async def _send(
     tokens: TokenCache | None = None,
 ) -> SendReport:
     """:func:`send_message` with the implicit-TLS decision overridable (tests)."""
+    if target.enable_auth and target.oauth2 is not None and tokens is None:
+        raise ValueError("a target with oauth2 needs the worker's TokenCache (tokens=...)")
     use_implicit = uses_implicit_tls(target) if implicit_tls is None else implicit_tls
     return await _Session(target, policy, on_step, use_implicit, tokens).run(message)
 

@@ -14,6 +14,7 @@ import base64
 from collections.abc import Iterable
 
 from aiosmtplib import SMTPResponse
+from aiosmtplib.auth import auth_xoauth2_encode
 
 __all__ = ["MASK", "MAX_LINE_CHARS", "MAX_REPLY_LINES", "Redactor", "Transcript", "truncate"]
 
@@ -56,6 +57,13 @@ class Redactor:
         self.add(password)
         self.add(base64.b64encode(raw))
         self.add(base64.b64encode(b"\0" + username.encode("utf-8") + b"\0" + raw))
+
+    def add_bearer(self, username: str, token: str) -> None:
+        """Register an OAuth 2.0 access token with the XOAUTH2 payload that carries it."""
+        if not token:
+            return
+        self.add(token)
+        self.add(auth_xoauth2_encode(username, token))
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with every registered secret masked (longest first)."""
