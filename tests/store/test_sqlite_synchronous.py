@@ -8,6 +8,8 @@ NORMAL as 1.
 
 from __future__ import annotations
 
+import os
+
 import threading
 import time
 from pathlib import Path
@@ -103,11 +105,10 @@ async def test_the_server_workers_database_follows_the_setting(tmp_path: Path, e
 def test_the_command_lines_database_follows_the_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str | None, expected: int
 ) -> None:
+    for name in [n for n in os.environ if n.startswith("SMTPSETTINGS_")]:  # CI's own switches among them
+        monkeypatch.delenv(name)
     monkeypatch.setenv("SMTPSETTINGS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("SMTPSETTINGS_CONFIG_FILE", raising=False)
-    if value is None:
-        monkeypatch.delenv("SMTPSETTINGS_SQLITE_SYNCHRONOUS", raising=False)
-    else:
+    if value is not None:
         monkeypatch.setenv("SMTPSETTINGS_SQLITE_SYNCHRONOUS", value)
     db = Context(None).db
     try:
