@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -127,9 +127,11 @@ def make_certificate(common_name: str = "smtpsettings test app") -> Certificate:
         .sign(key, hashes.SHA256())
     )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
     thumbprint = base64.urlsafe_b64encode(cert.fingerprint(hashes.SHA256())).rstrip(b"=").decode("ascii")
     return Certificate(cert_pem + _pem_private(key), cert_pem, public_pem, thumbprint)
 
@@ -145,7 +147,9 @@ class ServiceAccountKey:
     public_key_pem: str
 
 
-def make_service_account_key(client_email: str = "smtp-sender@example-project.iam.gserviceaccount.com") -> ServiceAccountKey:
+def make_service_account_key(
+    client_email: str = "smtp-sender@example-project.iam.gserviceaccount.com",
+) -> ServiceAccountKey:
     """A key shaped like the one Google's console downloads, with a fresh RSA key."""
     key = _rsa_key()
     key_id = secrets.token_hex(20)
@@ -160,9 +164,11 @@ def make_service_account_key(client_email: str = "smtp-sender@example-project.ia
         "auth_uri": "https://accounts.google.com/o/oauth2/auth",
         "token_uri": "https://oauth2.googleapis.com/token",
     }
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
     return ServiceAccountKey(json.dumps(body, indent=2), client_email, client_id, key_id, public_pem)
 
 
@@ -294,13 +300,19 @@ class _CertificateAssertion(JWTBearerClientAssertion):
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=_ASSERTION_ALGORITHMS)
         except JoseError as exc:
-            raise InvalidClientError(description=f"AADSTS700027: Client assertion failed signature validation. {exc.description}") from exc
+            raise InvalidClientError(
+                description=f"AADSTS700027: Client assertion failed signature validation. {exc.description}"
+            ) from exc
         self.verify_claims(token.claims)
         return token.claims
 
 
 class _ClientCredentials(ClientCredentialsGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ]
 
 
 class _ServiceAccountGrant(JWTBearerGrant):
@@ -384,7 +396,13 @@ class OAuthProvider:
             self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
             self.scheme, self.host = "https", "localhost"
         self.port = int(self._http.server_address[1])
-        self._thread = threading.Thread(target=self._http.serve_forever, name="oauth-provider", daemon=True)
+        # A short poll keeps stop() (shutdown waits for the loop to notice) quick.
+        self._thread = threading.Thread(
+            target=self._http.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="oauth-provider",
+            daemon=True,
+        )
 
     # -- life ---------------------------------------------------------------------------------------
 
@@ -409,25 +427,39 @@ class OAuthProvider:
     # -- clients ------------------------------------------------------------------------------------
 
     def add_secret_client(
-        self, client_id: str | None = None, secret: str | None = None, *, methods: tuple[str, ...] = ("client_secret_post", "client_secret_basic")
+        self,
+        client_id: str | None = None,
+        secret: str | None = None,
+        *,
+        methods: tuple[str, ...] = ("client_secret_post", "client_secret_basic"),
     ) -> SecretClient:
         """A confidential client for client credentials with a secret (Microsoft and generic)."""
-        client = SecretClient(client_id or f"app-{secrets.token_hex(6)}", secret or f"s3cret~{secrets.token_urlsafe(18)}")
+        client = SecretClient(
+            client_id or f"app-{secrets.token_hex(6)}", secret or f"s3cret~{secrets.token_urlsafe(18)}"
+        )
         with self._lock:
             self._clients[client.client_id] = _Client(client.client_id, client.secret, methods)
         return client
 
-    def add_certificate_client(self, client_id: str | None = None, certificate: Certificate | None = None) -> CertificateClient:
+    def add_certificate_client(
+        self, client_id: str | None = None, certificate: Certificate | None = None
+    ) -> CertificateClient:
         """A client that authenticates with a client assertion signed by its certificate's key (Microsoft)."""
         cert = certificate or make_certificate()
         client = CertificateClient(client_id or f"app-{secrets.token_hex(6)}", cert)
         with self._lock:
             self._clients[client.client_id] = _Client(
-                client.client_id, "", ("private_key_jwt",), public_key_pem=cert.public_key_pem, thumbprint_sha256=cert.thumbprint_sha256
+                client.client_id,
+                "",
+                ("private_key_jwt",),
+                public_key_pem=cert.public_key_pem,
+                thumbprint_sha256=cert.thumbprint_sha256,
             )
         return client
 
-    def add_service_account(self, key: ServiceAccountKey | None = None, *, subjects: set[str] | None = None) -> ServiceAccount:
+    def add_service_account(
+        self, key: ServiceAccountKey | None = None, *, subjects: set[str] | None = None
+    ) -> ServiceAccount:
         """A Google service account with domain-wide delegation (for ``subjects``, or any mailbox)."""
         account = ServiceAccount(key or make_service_account_key())
         with self._lock:
@@ -447,21 +479,39 @@ class OAuthProvider:
 
     def client_by_thumbprint(self, thumbprint: str) -> _Client | None:
         with self._lock:
-            return next((c for c in self._clients.values() if thumbprint and c.thumbprint_sha256 == thumbprint), None)
+            return next(
+                (c for c in self._clients.values() if thumbprint and c.thumbprint_sha256 == thumbprint), None
+            )
 
     # -- what the mail code and the settings need ---------------------------------------------------
 
-    def grant(self, provider: str, credential: Credential, *, subject: str = MAILBOX, scope: str | None = None) -> OAuth2Grant:
+    def grant(
+        self, provider: str, credential: Credential, *, subject: str = MAILBOX, scope: str | None = None
+    ) -> OAuth2Grant:
         """An :class:`OAuth2Grant` for ``credential`` with the token URL pointing here."""
         scope = default_scope(provider) if scope is None else scope
         if isinstance(credential, ServiceAccount):
-            return OAuth2Grant(provider, self.token_url, scope, subject=subject, service_account_key=credential.key.json)
+            return OAuth2Grant(
+                provider, self.token_url, scope, subject=subject, service_account_key=credential.key.json
+            )
         if isinstance(credential, CertificateClient):
             return OAuth2Grant(
-                provider, self.token_url, scope, client_id=credential.client_id, tenant_id="contoso.onmicrosoft.com", certificate=credential.certificate.pem
+                provider,
+                self.token_url,
+                scope,
+                client_id=credential.client_id,
+                tenant_id="contoso.onmicrosoft.com",
+                certificate=credential.certificate.pem,
             )
         tenant = "contoso.onmicrosoft.com" if provider == "microsoft" else ""
-        return OAuth2Grant(provider, self.token_url, scope, client_id=credential.client_id, tenant_id=tenant, client_secret=credential.secret)
+        return OAuth2Grant(
+            provider,
+            self.token_url,
+            scope,
+            client_id=credential.client_id,
+            tenant_id=tenant,
+            client_secret=credential.secret,
+        )
 
     def wire(self, provider: str, credential: Credential, **extra: str) -> dict[str, str]:
         """The settings' ``oauth2`` object (wire names) for ``credential``, ``tokenUrl`` pointing here."""
@@ -493,7 +543,9 @@ class OAuthProvider:
     def check(self, token: str, user: str) -> str | None:
         """``None`` when ``token`` is valid for ``user``, else why not (the SMTP server's view)."""
         with self._lock:
-            found = next((t for t in self.issued if secrets.compare_digest(t.value.encode(), token.encode())), None)
+            found = next(
+                (t for t in self.issued if secrets.compare_digest(t.value.encode(), token.encode())), None
+            )
             if found is None:
                 return "unknown token"
             if found.revoked:
@@ -505,7 +557,7 @@ class OAuthProvider:
             return None
 
     def expire_all(self) -> None:
-        """Every token issued so far stops working (as if it had expired), while a client may still cache it."""
+        """Every token issued so far stops working (as if expired), while a client may still cache it."""
         with self._lock:
             for token in self.issued:
                 token.revoked = True
@@ -534,7 +586,7 @@ def _handler_for(provider: OAuthProvider) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length).decode("utf-8", "replace")
             form = dict(parse_qsl(raw, keep_blank_values=True))
@@ -547,12 +599,12 @@ def _handler_for(provider: OAuthProvider) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(405)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
+        def log_message(self, format: str, *args: Any) -> None:
             return None
 
     return Handler
@@ -560,7 +612,7 @@ def _handler_for(provider: OAuthProvider) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def running_provider(tls: trustme.CA | None = None) -> Iterator[OAuthProvider]:
-    """An :class:`OAuthProvider`, plain http on 127.0.0.1, or https as ``localhost`` with a ``tls`` CA cert."""
+    """An :class:`OAuthProvider`: http on 127.0.0.1, or https as ``localhost`` with a cert from ``tls``."""
     provider = OAuthProvider(tls).start()
     try:
         yield provider
@@ -582,7 +634,7 @@ class XOAuth2Inbox:
         self.refusals: list[str] = []  # why each refused AUTH was refused
         self.received = threading.Event()
 
-    async def auth_XOAUTH2(self, server: SMTPServer, args: list[str]) -> AuthResult:  # noqa: N802 - aiosmtpd's name
+    async def auth_XOAUTH2(self, server: SMTPServer, args: list[str]) -> AuthResult:
         if len(args) > 1:
             blob = args[1]
         else:
@@ -602,11 +654,13 @@ class XOAuth2Inbox:
             self.logins.append(user)
             return AuthResult(success=True, handled=False, auth_data=user)
         self.refusals.append(why)
-        error = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}).encode()
+        error = json.dumps(
+            {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}
+        ).encode()
         await server.challenge_auth(error)  # the client answers with an empty line
         return AuthResult(success=False, handled=False, message="535 5.7.3 Authentication unsuccessful")
 
-    async def handle_MAIL(  # noqa: N802 - aiosmtpd's name
+    async def handle_MAIL(
         self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if not session.authenticated:
@@ -615,7 +669,7 @@ class XOAuth2Inbox:
         envelope.mail_options.extend(options)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
         self.envelopes.append(envelope)
         self.messages.append(message_from_bytes(envelope.original_content or b""))
         self.received.set()
@@ -643,7 +697,10 @@ def _free_port() -> int:
 
 @contextmanager
 def running_xoauth2_smtp(
-    provider: OAuthProvider, *, starttls: ssl.SSLContext | None = None, implicit_tls: ssl.SSLContext | None = None
+    provider: OAuthProvider,
+    *,
+    starttls: ssl.SSLContext | None = None,
+    implicit_tls: ssl.SSLContext | None = None,
 ) -> Iterator[XOAuth2Smtp]:
     """An aiosmtpd server on 127.0.0.1 (a thread of its own) taking only ``provider``'s tokens.
 
@@ -657,7 +714,12 @@ def running_xoauth2_smtp(
         kwargs.update(auth_require_tls=False)
     # aiosmtpd's Controller checks readiness by connecting to its port, so it needs a real number.
     controller = Controller(
-        inbox, hostname="127.0.0.1", port=_free_port(), ssl_context=implicit_tls, server_hostname="localhost", **kwargs
+        inbox,
+        hostname="127.0.0.1",
+        port=_free_port(),
+        ssl_context=implicit_tls,
+        server_hostname="localhost",
+        **kwargs,
     )
     controller.start()
     try:
@@ -688,4 +750,3 @@ def xoauth2_smtp(oauth_provider: OAuthProvider) -> Iterator[XOAuth2Smtp]:
     """An SMTP server on 127.0.0.1 that accepts AUTH XOAUTH2 with ``oauth_provider``'s valid tokens only."""
     with running_xoauth2_smtp(oauth_provider) as server:
         yield server
-

@@ -18,6 +18,8 @@ import trustme
 from aiosmtpd.smtp import SMTP
 from mailservers import NTLM_DOMAIN, NTLM_USER, PASSWORD, SERVER_NAME, RunningServer, Sink, StartServer
 
+from oauthkit import oauth_provider, oauth_provider_tls, xoauth2_smtp  # noqa: F401 - fixtures for the suite
+
 
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:

@@ -499,22 +499,29 @@ class _Session:
         if token.cached:
             assert self.grant is not None
             host = urlsplit(self.grant.token_url).hostname or self.grant.token_url
-            lifetime = f", usable for another {_secs(round(token.valid_for))} s" if token.valid_for is not None else ""
+            lifetime = ""
+            if token.valid_for is not None:
+                lifetime = f", usable for another {_secs(round(token.valid_for))} s"
             self.detail(f"Using the cached OAuth 2.0 token from {host}{lifetime}")
 
     async def authenticate_xoauth2(self, offered_text: str) -> None:
         smtp = self.smtp
         assert smtp is not None and self.grant is not None and self.tokens is not None
         if "xoauth2" not in smtp.server_auth_methods:
-            raise self.fail(AuthenticationError, f"Server does not offer AUTH XOAUTH2 (offered: {offered_text})")
+            raise self.fail(
+                AuthenticationError, f"Server does not offer AUTH XOAUTH2 (offered: {offered_text})"
+            )
         start = time.perf_counter()
         reply = await self.xoauth2(smtp)
         if reply.code == _XOAUTH2_REFUSED and self.access_token is not None and self.access_token.cached:
-            self.detail(f"The server refused the cached token: {_reply(reply)}; getting a new one", level="warning")
-            rejected = self.access_token.value
-            self.use_token(
-                await self.tokens.token(self.grant, self.policy, refresh=True, rejected=rejected, note=self.detail)
+            self.detail(
+                f"The server refused the cached token: {_reply(reply)}; getting a new one", level="warning"
             )
+            rejected = self.access_token.value
+            fresh = await self.tokens.token(
+                self.grant, self.policy, refresh=True, rejected=rejected, note=self.detail
+            )
+            self.use_token(fresh)
             if not smtp.is_connected:
                 self.detail("The server closed the connection; connecting again", level="warning")
                 self.close()
@@ -528,7 +535,8 @@ class _Session:
             message = f"Authentication failed: {_reply(reply)}"
             hint = _XOAUTH2_HINTS.get(self.grant.provider)
             if reply.code == _XOAUTH2_REFUSED and hint:
-                message += f" (the token was refused for {self.target.username}: {hint.format(user=self.target.username)})"
+                user = self.target.username
+                message += f" (the token was refused for {user}: {hint.format(user=user)})"
             raise self.fail(AuthenticationError, message)
         self.detail(f"Authenticated with XOAUTH2 as {self.target.username}: {_reply(reply)}", _ms(start))
 

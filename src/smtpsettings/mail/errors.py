@@ -121,3 +121,7 @@ class OAuth2TokenError(MailError):
         super().__init__(message, step=step, details=details, transcript=transcript)
         self.error = error
         self.error_description = error_description
+
+    def to_dict(self) -> dict[str, object]:
+        """:meth:`MailError.to_dict` plus the endpoint's error code and description."""
+        return {**super().to_dict(), "oauth2_error": self.error, "oauth2_error_description": self.error_description}

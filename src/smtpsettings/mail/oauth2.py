@@ -48,8 +48,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
-from smtpsettings.mail.dial import Note, elapsed_ms, resolve, seconds
-from smtpsettings.mail.errors import ConfigurationRefused, ConnectError, MailError, MailTimeout, OAuth2TokenError, TLSError
+from smtpsettings.mail.dial import Note, elapsed_ms, os_reason, resolve, seconds
+from smtpsettings.mail.errors import (
+    ConfigurationRefused,
+    ConnectError,
+    MailError,
+    MailTimeout,
+    OAuth2TokenError,
+    TLSError,
+)
 from smtpsettings.mail.policy import MailPolicy
 from smtpsettings.mail.tls import build_tls_context, certificate_verify_message, find_ssl_error
 from smtpsettings.mail.transcript import Redactor, truncate
@@ -195,11 +202,11 @@ def _load_certificate(pem: str) -> _Certificate:
     except (ValueError, UnsupportedAlgorithm):
         raise ValueError("the certificate field holds no PEM private key (BEGIN PRIVATE KEY)") from None
     if not isinstance(private, rsa.RSAPrivateKey):
-        raise ValueError("the private key is not an RSA key; Microsoft accepts RSA certificates only")
+        raise ValueError("the private key is not an RSA key; Microsoft accepts RSA certificates only")  # noqa: TRY004
     public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if certificate.public_key().public_bytes(serialization.Encoding.DER, public) != private.public_key().public_bytes(
+    if certificate.public_key().public_bytes(
         serialization.Encoding.DER, public
-    ):
+    ) != private.public_key().public_bytes(serialization.Encoding.DER, public):
         raise ValueError("the private key does not belong to the certificate")
     pkcs8 = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -219,7 +226,7 @@ def _load_service_account(text: str) -> _ServiceAccount:
     except ValueError:
         raise ValueError("the service account key is not JSON") from None
     if not isinstance(data, dict):
-        raise ValueError("the service account key is not a JSON object")
+        raise ValueError("the service account key is not a JSON object")  # noqa: TRY004 - the admin's value
     kind = data.get("type", "service_account")
     if kind != "service_account":
         raise ValueError(f"the key is of type {str(kind)[:40]!r}, not a service account key")
@@ -300,7 +307,9 @@ def _build_request(grant: OAuth2Grant) -> _TokenRequest:
         if grant.provider == "microsoft" and grant.certificate:
             certificate = _load_certificate(grant.certificate)
             signer = PrivateKeyJWT(
-                token_endpoint=grant.token_url, headers={"typ": "JWT", "x5t#S256": certificate.thumbprint_sha256}, alg="PS256"
+                token_endpoint=grant.token_url,
+                headers={"typ": "JWT", "x5t#S256": certificate.thumbprint_sha256},
+                alg="PS256",
             )
             auth = ClientAuth(grant.client_id, certificate.key, signer)
             kind = "client credentials with a certificate-signed client assertion"
@@ -309,14 +318,18 @@ def _build_request(grant: OAuth2Grant) -> _TokenRequest:
             auth = ClientAuth(grant.client_id, grant.client_secret, method)
             kind = "client credentials with the client secret"
         else:
-            raise ValueError("no client secret is configured" + (" and no certificate" if grant.provider == "microsoft" else ""))
+            raise ValueError(
+                "no client secret is configured"
+                + (" and no certificate" if grant.provider == "microsoft" else "")
+            )
         _, headers, body = auth.prepare("POST", grant.token_url, headers, body)
     except ValueError as exc:
         raise OAuth2TokenError(f"Cannot request an OAuth 2.0 token: {exc}", step=STEP_TOKEN) from None
     except UnicodeEncodeError:
         # client_secret_basic sends id:secret as Latin-1.
         raise OAuth2TokenError(
-            "Cannot request an OAuth 2.0 token: the client id or secret has characters HTTP Basic cannot carry",
+            "Cannot request an OAuth 2.0 token: "
+            "the client id or secret has characters HTTP Basic cannot carry",
             step=STEP_TOKEN,
         ) from None
     secrets = [grant.client_secret] if grant.client_secret else []
@@ -344,7 +357,11 @@ class _GuardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, policy: MailPolicy, note: Note) -> None:
         self._policy = policy
         self._note = note
-        self._inner = httpx.AsyncHTTPTransport(verify=build_tls_context(policy.ca_file), trust_env=False)
+        try:
+            context = build_tls_context(policy.ca_file)
+        except OSError as exc:  # ssl.SSLError included
+            raise TLSError(f"Could not load the CA file {policy.ca_file}: {os_reason(exc)}") from exc
+        self._inner = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -372,8 +389,12 @@ class _GuardedTransport(httpx.AsyncBaseTransport):
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if find_ssl_error(exc) is not None:
                     raise  # the same certificate answers on every address
-                what = "no answer" if isinstance(exc, httpx.ConnectTimeout) else str(exc) or "connection failed"
-                self._note(f"Connecting to {candidate.address}:{port} failed: {what}", elapsed_ms(start), "warning")
+                what = (
+                    "no answer" if isinstance(exc, httpx.ConnectTimeout) else str(exc) or "connection failed"
+                )
+                self._note(
+                    f"Connecting to {candidate.address}:{port} failed: {what}", elapsed_ms(start), "warning"
+                )
                 failure = exc
         assert failure is not None
         raise failure
@@ -383,7 +404,8 @@ class _GuardedTransport(httpx.AsyncBaseTransport):
 
 
 def _one_line(text: object, limit: int = _MAX_DESCRIPTION_CHARS) -> str:
-    """An endpoint's string as one printable line: control characters (CR LF in Entra's traces) become spaces."""
+    """An endpoint's string as one printable line: control characters (CR LF in Entra's traces) become
+    spaces."""
     cleaned = "".join(ch if ch.isprintable() else " " for ch in str(text))
     return truncate(" ".join(cleaned.split()), limit)
 
@@ -433,25 +455,36 @@ async def _fetch(grant: OAuth2Grant, policy: MailPolicy, note: Note) -> _Issued:
     note(f"Token request to {shown_url}: {request.kind}{scope}")
 
     timeout = httpx.Timeout(
-        connect=policy.connect_timeout, read=policy.command_timeout, write=policy.command_timeout, pool=policy.connect_timeout
+        connect=policy.connect_timeout,
+        read=policy.command_timeout,
+        write=policy.command_timeout,
+        pool=policy.connect_timeout,
     )
     start = time.perf_counter()
     try:
-        async with asyncio.timeout(policy.total_timeout):
-            async with httpx.AsyncClient(
-                transport=_GuardedTransport(policy, note), timeout=timeout, follow_redirects=False, trust_env=False
-            ) as client:
-                async with client.stream("POST", url, content=request.body.encode("ascii"), headers=request.headers) as response:
-                    raw = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        raw += chunk
-                        if len(raw) > MAX_RESPONSE_BYTES:
-                            raise OAuth2TokenError(
-                                f"The token endpoint {endpoint} sent more than {MAX_RESPONSE_BYTES // 1024} KiB; "
-                                "that is not a token answer",
-                                step=STEP_TOKEN,
-                            )
-                    status, content_type = response.status_code, response.headers.get("content-type", "")
+        client = httpx.AsyncClient(
+            transport=_GuardedTransport(policy, note),
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,
+        )
+        async with (
+            asyncio.timeout(policy.total_timeout),
+            client,
+            client.stream(
+                "POST", url, content=request.body.encode("ascii"), headers=request.headers
+            ) as response,
+        ):
+            raw = bytearray()
+            async for chunk in response.aiter_bytes():
+                raw += chunk
+                if len(raw) > MAX_RESPONSE_BYTES:
+                    raise OAuth2TokenError(
+                        f"The token endpoint {endpoint} sent more than {MAX_RESPONSE_BYTES // 1024} KiB; "
+                        "that is not a token answer",
+                        step=STEP_TOKEN,
+                    )
+            status, content_type = response.status_code, response.headers.get("content-type", "")
     except MailError as exc:
         exc.message = redactor.scrub(exc.message)
         exc.args = (exc.message,)
@@ -459,24 +492,35 @@ async def _fetch(grant: OAuth2Grant, policy: MailPolicy, note: Note) -> _Issued:
         raise
     except TimeoutError as exc:
         raise MailTimeout(
-            f"The token endpoint {endpoint} did not answer within {seconds(policy.total_timeout)} s (total timeout)",
+            f"The token endpoint {endpoint} did not answer within "
+            f"{seconds(policy.total_timeout)} s (total timeout)",
             step=STEP_TOKEN,
         ) from exc
     except httpx.TimeoutException as exc:
-        deadline = policy.connect_timeout if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)) else policy.command_timeout
+        deadline = (
+            policy.connect_timeout
+            if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            else policy.command_timeout
+        )
         raise MailTimeout(
             f"No answer from the token endpoint {endpoint} within {seconds(deadline)} s", step=STEP_TOKEN
         ) from exc
     except httpx.HTTPError as exc:
         verify = certificate_verify_message(exc)
         if verify is not None:
-            raise TLSError(f"Certificate verify failed for the token endpoint {endpoint}: {verify}", step=STEP_TOKEN) from exc
+            raise TLSError(
+                f"Certificate verify failed for the token endpoint {endpoint}: {verify}", step=STEP_TOKEN
+            ) from exc
         ssl_error = find_ssl_error(exc)
         if ssl_error is not None:
             reason = ssl_error.reason or str(ssl_error)
-            raise TLSError(f"TLS failure with the token endpoint {endpoint}: {reason}", step=STEP_TOKEN) from exc
+            raise TLSError(
+                f"TLS failure with the token endpoint {endpoint}: {reason}", step=STEP_TOKEN
+            ) from exc
         raise ConnectError(
-            redactor.scrub(f"Token request to {endpoint} failed: {_one_line(exc, 200) or type(exc).__name__}"),
+            redactor.scrub(
+                f"Token request to {endpoint} failed: {_one_line(exc, 200) or type(exc).__name__}"
+            ),
             step=STEP_TOKEN,
         ) from exc
     note(f"Token endpoint answered HTTP {status}", elapsed_ms(start))
@@ -494,7 +538,8 @@ def _interpret(status: int, content_type: str, raw: bytes, endpoint: str, redact
         if 300 <= status < 400:
             what += "; redirects are not followed, give the token endpoint itself"
         raise OAuth2TokenError(
-            f"The token endpoint {endpoint} answered {what} instead of an OAuth 2.0 JSON answer", step=STEP_TOKEN
+            f"The token endpoint {endpoint} answered {what} instead of an OAuth 2.0 JSON answer",
+            step=STEP_TOKEN,
         )
     if status != 200 or "error" in data:
         error = redactor.scrub(_one_line(data.get("error", ""), 80))
@@ -508,15 +553,19 @@ def _interpret(status: int, content_type: str, raw: bytes, endpoint: str, redact
         )
     token = data.get("access_token")
     if not isinstance(token, str) or not token:
-        raise OAuth2TokenError(f"The token endpoint {endpoint} answered without an access_token", step=STEP_TOKEN)
+        raise OAuth2TokenError(
+            f"The token endpoint {endpoint} answered without an access_token", step=STEP_TOKEN
+        )
     if not token.isascii() or not token.isprintable() or " " in token:
         raise OAuth2TokenError(
-            f"The token endpoint {endpoint} issued an access token that cannot be sent in XOAUTH2", step=STEP_TOKEN
+            f"The token endpoint {endpoint} issued an access token that cannot be sent in XOAUTH2",
+            step=STEP_TOKEN,
         )
     token_type = data.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise OAuth2TokenError(
-            f"The token endpoint {endpoint} issued a {_one_line(token_type, 40)!r} token; XOAUTH2 needs a Bearer token",
+            f"The token endpoint {endpoint} issued a {_one_line(token_type, 40)!r} token; "
+            "XOAUTH2 needs a Bearer token",
             step=STEP_TOKEN,
         )
     return _Issued(token, _parse_lifetime(data.get("expires_in")))
@@ -579,9 +628,9 @@ class TokenCache:
         key = grant.fingerprint()
         self._sweep()
         entry = self._entries.get(key)
-        if entry is not None and self._usable(entry):
-            if not refresh or (rejected is not None and entry.value != rejected):
-                return self._answer(entry, cached=True)
+        replaced = rejected is not None and entry is not None and entry.value != rejected
+        if entry is not None and self._usable(entry) and (not refresh or replaced):
+            return self._answer(entry, cached=True)
         task = self._inflight.get(key)
         mine = task is None
         if task is None:
@@ -607,7 +656,10 @@ class TokenCache:
         if issued.lifetime is not None:
             note(f"Got a Bearer token valid for {seconds(round(issued.lifetime))} s")
         else:
-            note("Got a Bearer token; the endpoint did not say for how long (kept for 5 minutes)", level="warning")
+            note(
+                "Got a Bearer token; the endpoint did not say for how long (kept for 5 minutes)",
+                level="warning",
+            )
         return entry
 
     def _settle(self, key: str, task: asyncio.Task[_Entry]) -> None:
@@ -628,4 +680,3 @@ class TokenCache:
         now = self._clock()
         for key in [k for k, e in self._entries.items() if e.usable_until <= now and k not in self._inflight]:
             del self._entries[key]
-
