@@ -28,7 +28,9 @@ __all__ = ["Candidate", "Note", "elapsed_ms", "open_socket", "os_reason", "resol
 class Note(Protocol):
     """Records one diagnostic line (a session's ``detail``)."""
 
-    def __call__(self, message: str, elapsed_ms: float | None = None, level: DetailLevel = "info") -> None: ...
+    def __call__(
+        self, message: str, elapsed_ms: float | None = None, level: DetailLevel = "info"
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,9 @@ async def resolve(host: str, port: int, policy: MailPolicy, note: Note) -> tuple
             async with asyncio.timeout(policy.connect_timeout):
                 infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     except TimeoutError as exc:
-        raise MailTimeout(f"Could not resolve host {shown} within {seconds(policy.connect_timeout)} s") from exc
+        raise MailTimeout(
+            f"Could not resolve host {shown} within {seconds(policy.connect_timeout)} s"
+        ) from exc
     except (socket.gaierror, UnicodeError) as exc:
         raise ConnectError(f"Could not resolve host {shown}") from exc
     unique: dict[str, Candidate] = {}
