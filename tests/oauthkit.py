@@ -632,6 +632,7 @@ class XOAuth2Inbox:
         self.envelopes: list[Envelope] = []
         self.logins: list[str] = []  # mailboxes that authenticated
         self.refusals: list[str] = []  # why each refused AUTH was refused
+        self.hang_up_after_refusal = False  # close the connection after the 535, as some servers do
         self.received = threading.Event()
 
     async def auth_XOAUTH2(self, server: SMTPServer, args: list[str]) -> AuthResult:
@@ -658,6 +659,11 @@ class XOAuth2Inbox:
             {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}
         ).encode()
         await server.challenge_auth(error)  # the client answers with an empty line
+        if self.hang_up_after_refusal:
+            await server.push("535 5.7.3 Authentication unsuccessful")
+            assert server.transport is not None
+            server.transport.close()
+            return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False, message="535 5.7.3 Authentication unsuccessful")
 
     async def handle_MAIL(

@@ -270,6 +270,28 @@ async def test_an_expired_cached_token_is_replaced_once(
     assert oauth_provider.hits == 2
 
 
+async def test_a_server_hanging_up_after_the_refusal_gets_a_new_connection(
+    oauth_provider: OAuthProvider, xoauth2_smtp: XOAuth2Smtp
+) -> None:
+    grant = grant_for(oauth_provider, "generic")
+    tokens = TokenCache()
+    await send_message(oauth_target(xoauth2_smtp, grant), message(), FAST, tokens=tokens)
+    oauth_provider.expire_all()
+    xoauth2_smtp.inbox.hang_up_after_refusal = True
+
+    steps = Steps()
+    report = await send_message(
+        oauth_target(xoauth2_smtp, grant), message(), FAST, on_step=steps, tokens=tokens
+    )
+    assert steps.seen == [STEP_TOKEN, STEP_CONNECT, STEP_AUTHENTICATE, STEP_SEND]  # no second "Connect"
+    assert oauth_provider.hits == 2 and len(xoauth2_smtp.messages) == 2
+    messages = [d.message for d in report.details]
+    assert "The server closed the connection; connecting again" in messages
+    assert sum(m.startswith("Connected to 127.0.0.1:") for m in messages) == 2
+    assert report.transcript.count("C: AUTH XOAUTH2 ***") == 2
+    assert_no_secrets(report, oauth_provider, grant)
+
+
 async def test_a_fresh_token_refused_is_not_fetched_again(
     oauth_provider: OAuthProvider, xoauth2_smtp: XOAuth2Smtp
 ) -> None:
@@ -439,8 +461,12 @@ async def test_an_untrusted_endpoint_certificate_is_a_tls_error(oauth_provider_t
     assert info.value.step == STEP_TOKEN and oauth_provider_tls.hits == 0
 
 
-async def test_an_unreadable_ca_file_is_a_tls_error(oauth_provider_tls: OAuthProvider, tmp_path: Path) -> None:
-    policy = MailPolicy(connect_timeout=2, command_timeout=2, total_timeout=10, ca_file=str(tmp_path / "none.pem"))
+async def test_an_unreadable_ca_file_is_a_tls_error(
+    oauth_provider_tls: OAuthProvider, tmp_path: Path
+) -> None:
+    policy = MailPolicy(
+        connect_timeout=2, command_timeout=2, total_timeout=10, ca_file=str(tmp_path / "none.pem")
+    )
     with pytest.raises(TLSError) as info:
         await TokenCache().get(grant_for(oauth_provider_tls, "generic"), policy)
     assert str(info.value).startswith(f"Could not load the CA file {tmp_path / 'none.pem'}: ")

@@ -435,18 +435,23 @@ class _Session:
 
     # -- step: authenticate --------------------------------------------------
 
+    def check_plaintext(self, smtp: SMTP) -> bool:
+        """Whether TLS is active; refuses credentials in plain text where the policy forbids them."""
+        tls_active = smtp.get_transport_info("sslcontext") is not None
+        if not plaintext_auth_allowed(self.address, tls_active=tls_active, policy=self.policy):
+            raise self.fail(
+                ConfigurationRefused,
+                f"Refusing to send credentials over an unencrypted connection to {self.target.host}; "
+                "enable SSL or set SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH=true",
+            )
+        return tls_active
+
     async def authenticate(self) -> None:
         await self.enter(STEP_AUTHENTICATE)
         smtp = self.smtp
         assert smtp is not None
         target = self.target
-        tls_active = smtp.get_transport_info("sslcontext") is not None
-        if not plaintext_auth_allowed(self.address, tls_active=tls_active, policy=self.policy):
-            raise self.fail(
-                ConfigurationRefused,
-                f"Refusing to send credentials over an unencrypted connection to {target.host}; "
-                "enable SSL or set SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH=true",
-            )
+        tls_active = self.check_plaintext(smtp)
         if not tls_active:
             self.detail("Sending credentials without TLS (loopback or allowed by policy)", level="warning")
         offered = list(smtp.server_auth_methods)
@@ -522,15 +527,17 @@ class _Session:
                 self.grant, self.policy, refresh=True, rejected=rejected, note=self.detail
             )
             self.use_token(fresh)
-            if not smtp.is_connected:
-                self.detail("The server closed the connection; connecting again", level="warning")
-                self.close()
-                self.smtp = None
-                await self.connect(announce=False)
-                smtp = self.smtp
-                assert smtp is not None
             start = time.perf_counter()
-            reply = await self.xoauth2(smtp)
+            try:
+                if not smtp.is_connected:
+                    raise aiosmtplib.SMTPServerDisconnected("closed after the refusal")
+                reply = await self.xoauth2(smtp)
+            except aiosmtplib.SMTPServerDisconnected:
+                # Some servers hang up after a refused AUTH: the new token gets a new connection.
+                self.detail("The server closed the connection; connecting again", level="warning")
+                smtp = await self.reconnect()
+                start = time.perf_counter()
+                reply = await self.xoauth2(smtp)
         if reply.code != 235:
             message = f"Authentication failed: {_reply(reply)}"
             hint = _XOAUTH2_HINTS.get(self.grant.provider)
@@ -539,6 +546,14 @@ class _Session:
                 message += f" (the token was refused for {user}: {hint.format(user=user)})"
             raise self.fail(AuthenticationError, message)
         self.detail(f"Authenticated with XOAUTH2 as {self.target.username}: {_reply(reply)}", _ms(start))
+
+    async def reconnect(self) -> SMTP:
+        self.close()
+        self.smtp = None
+        await self.connect(announce=False)
+        assert self.smtp is not None
+        self.check_plaintext(self.smtp)
+        return self.smtp
 
     async def xoauth2(self, smtp: SMTP) -> SMTPResponse:
         """One AUTH XOAUTH2 exchange; the final reply, whatever its code."""
