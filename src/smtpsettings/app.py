@@ -147,7 +147,7 @@ class RequestLog:
         if _has_body(scope):
             receive = _with_deadline(receive, self.body_timeout)
         receive = await self._drain_oversized(scope, receive)
-        request_id = uuid.uuid4().hex[:16]
+        request_id = state["request_id"] = uuid.uuid4().hex[:16]  # also the traceId of a validation 400
         started = time.perf_counter()
         status = 500
 

@@ -36,17 +36,22 @@ def _media_type(request: Request) -> str:
     return media if media.startswith("text/") else media + "; charset=utf-8"
 
 
-def success_response(request: Request, payload: Any, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+def _wrapped(request: Request, payload: Any, *, status: int, status_code: int) -> dict[str, Any]:
+    """DocSpace's success envelope (CommonApiResponse); DocSpace wraps a validation 400 in it as well."""
     # DocSpace leaves "response" out when there is nothing to answer (e.g. no test status yet).
     body: dict[str, Any] = {} if payload is None else {"response": payload}
     body |= {
         "count": _count(payload),
         "links": [{"href": _href(request), "action": request.method}],
-        "status": 0,
+        "status": status,
         "statusCode": status_code,
     }
+    return body
+
+
+def success_response(request: Request, payload: Any, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
     return Response(
-        content=_encoder.encode(body),
+        content=_encoder.encode(_wrapped(request, payload, status=0, status_code=status_code)),
         status_code=status_code,
         media_type=_media_type(request),
         headers=headers,
@@ -62,14 +67,18 @@ def error_response(
     response: Any = None,
     headers: dict[str, str] | None = None,
 ) -> Response[bytes]:
-    """The error envelope. ``stack`` is always null: a stack trace never leaves the server."""
-    body: dict[str, Any] = {
+    """The error envelope. ``stack`` is always null: a stack trace never leaves the server.
+
+    With a ``response`` (the ValidationProblemDetails of a validation 400) the answer is DocSpace's shape for
+    it, the success envelope with ``status`` 1 (``response``, ``count``, ``links``), and ``error`` beside it,
+    so that clients reading either DocSpace shape find what they look for.
+    """
+    body: dict[str, Any] = {} if response is None else _wrapped(request, response, status=1, status_code=status_code)
+    body |= {
         "error": {"message": message, "type": error_type, "stack": None, "hresult": 0},
         "status": 1,
         "statusCode": status_code,
     }
-    if response is not None:
-        body["response"] = response
     return Response(
         content=_encoder.encode(body),
         status_code=status_code,

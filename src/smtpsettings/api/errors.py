@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
@@ -22,7 +24,7 @@ from smtpsettings.domain.errors import (
 )
 from smtpsettings.store.database import StoreUnavailable
 
-__all__ = ("exception_handlers",)
+__all__ = ("VALIDATION_TYPE", "exception_handlers")
 
 log = structlog.get_logger("smtpsettings.api")
 
@@ -39,6 +41,9 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (UnsupportedMediaType, 415, "UnsupportedMediaTypeException"),
 ]
 
+VALIDATION_TYPE = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
+_VALIDATION_TITLE = "One or more validation errors occurred."
+
 _HTTP_MESSAGES = {
     404: "The requested resource was not found.",
     405: "The method is not allowed for this resource.",
@@ -51,10 +56,21 @@ def _domain_error(request: Request, exc: DomainError) -> Response[bytes]:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
     if isinstance(exc, RequestBodyTimeout):
         headers = {"Connection": "close"}  # the rest of the body may still come: don't read it as a request
-    response = None
-    if isinstance(exc, ValidationFailed):
-        response = {"title": "One or more validation errors occurred.", "status": 400, "errors": exc.errors}
+    response = _problem_details(request, exc) if isinstance(exc, ValidationFailed) else None
     return error_response(request, status, exc.message, error_type=error_type, response=response, headers=headers)
+
+
+def _problem_details(request: Request, exc: ValidationFailed) -> dict[str, Any]:
+    """ASP.NET's ValidationProblemDetails as DocSpace answers them (its nulls left out).
+
+    The trace id is the request id the request log writes and sends in X-Request-Id, so that an answer can
+    be found in the log.
+    """
+    details: dict[str, Any] = {"type": VALIDATION_TYPE, "title": _VALIDATION_TITLE, "status": 400, "errors": exc.errors}
+    request_id = request.scope["state"].get("request_id")
+    if request_id:
+        details["traceId"] = request_id
+    return details
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response[bytes]:
