@@ -163,6 +163,7 @@ async def test_what_each_grant_sends(oauth_provider: OAuthProvider, xoauth2_smtp
     assert ms_cert["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     claims = jwt_claims(ms_cert["client_assertion"])
     assert claims["iss"] == claims["sub"] and claims["aud"] == oauth_provider.token_url
+    assert claims["nbf"] == claims["iat"] and claims["exp"] == claims["iat"] + 600  # type: ignore[operator]
     header = json.loads(base64.urlsafe_b64decode(ms_cert["client_assertion"].split(".")[0] + "=="))
     assert header["alg"] == "PS256" and "x5t#S256" in header
     # Google: the JWT bearer grant, the mailbox as subject and the scope in the assertion.

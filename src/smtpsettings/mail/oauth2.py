@@ -94,6 +94,7 @@ _DEFAULT_SCOPES = {
     "generic": "",
 }
 _CLIENT_CREDENTIALS = "client_credentials"
+_ASSERTION_LIFETIME = 600
 _MAX_DESCRIPTION_CHARS = 500
 
 
@@ -306,8 +307,11 @@ def _build_request(grant: OAuth2Grant) -> _TokenRequest:
         body = prepare_token_request(_CLIENT_CREDENTIALS, scope=grant.scope)
         if grant.provider == "microsoft" and grant.certificate:
             certificate = _load_certificate(grant.certificate)
+            now = int(time.time())
             signer = PrivateKeyJWT(
                 token_endpoint=grant.token_url,
+                # Entra ID lists nbf among the assertion's claims; ten minutes is what MSAL gives it.
+                claims={"iat": now, "nbf": now, "exp": now + _ASSERTION_LIFETIME},
                 headers={"typ": "JWT", "x5t#S256": certificate.thumbprint_sha256},
                 alg="PS256",
             )
@@ -404,8 +408,7 @@ class _GuardedTransport(httpx.AsyncBaseTransport):
 
 
 def _one_line(text: object, limit: int = _MAX_DESCRIPTION_CHARS) -> str:
-    """An endpoint's string as one printable line: control characters (CR LF in Entra's traces) become
-    spaces."""
+    """An endpoint's string as one line: control characters (CR LF in Entra's traces) become spaces."""
     cleaned = "".join(ch if ch.isprintable() else " " for ch in str(text))
     return truncate(" ".join(cleaned.split()), limit)
 
