@@ -7,12 +7,14 @@ import gc
 import ipaddress
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from litestar import Litestar, Request, Response, Router, get
+from litestar import HttpMethod, Litestar, MediaType, Request, Response, Router, get, route
+from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from smtpsettings import web
@@ -81,7 +83,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # Content negotiation (406) applies to the JSON API, not to the HTML pages beside it.
     json_api = Router(
         path="/",
-        route_handlers=[
+        route_handlers=_with_allow_answers([
             authentication.sign_in,
             authentication.is_signed_in,
             authentication.sign_out,
@@ -92,7 +94,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             mailtest.start_test,
             mailtest.start_test_of_unsaved,
             mailtest.test_status,
-        ],
+        ]),
         before_request=_refuse_unacceptable,
     )
     app = Litestar(
@@ -115,6 +117,27 @@ async def live() -> Response[bytes]:
 
 
 _LIVE = b'{"response":"ok","count":1,"status":0,"statusCode":200}'
+
+
+def _with_allow_answers(handlers: list[HTTPRouteHandler]) -> list[HTTPRouteHandler]:
+    """``handlers`` preceded by an OPTIONS handler for each of their paths, whose ``Allow`` names every method.
+
+    Litestar 2 makes a path's automatic OPTIONS answer when the path's first handler is registered and never
+    updates it (litestar-org/litestar#4169), so ``OPTIONS /smtpsettings/smtp`` said ``GET, OPTIONS`` only.
+    A path with its own OPTIONS handler gets no automatic one; these come first so that none is made.
+    """
+    methods: dict[str, set[str]] = defaultdict(lambda: {"OPTIONS"})
+    for handler in handlers:
+        for path in handler.paths:
+            methods[path] |= handler.http_methods
+    return [*(_options(path, ", ".join(sorted(allowed))) for path, allowed in methods.items()), *handlers]
+
+
+def _options(path: str, allow: str) -> HTTPRouteHandler:
+    def answer() -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": allow}, media_type=MediaType.TEXT)
+
+    return route(path, http_method=HttpMethod.OPTIONS, include_in_schema=False, sync_to_thread=False)(answer)
 
 
 async def _refuse_unacceptable(request: Request) -> None:

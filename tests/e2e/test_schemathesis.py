@@ -2,7 +2,8 @@
 
 Each run generates at least 1,000 requests (valid and invalid data; anonymous also random credentials) and
 checks every answer: no 5xx, only declared statuses, declared content types and headers, bodies that match
-their schemas, and invalid data refused. The server's log is searched for 5xx and unhandled errors too.
+their schemas, invalid data refused, and ``Allow`` naming exactly the documented methods. The server's log is
+searched for 5xx and unhandled errors too.
 
 Nothing may leave the machine: a fuzzed host in ``POST /smtp/test`` (or saved, then tested with ``GET``) could
 name anything. So the server and the fuzzer run together in a network namespace of their own that has only a
@@ -41,6 +42,7 @@ CHECKS = (
     "response_schema_conformance",
     "negative_data_rejection",
     "unsupported_method",
+    "allow_header_conformance",
     "missing_required_header",
 )
 RUN_TIMEOUT = 300  # seconds for one run, server start included; it takes well under a minute
