@@ -21,6 +21,7 @@ from smtpsettings import web
 from smtpsettings.api import authentication, docs, mailtest, smtp
 from smtpsettings.api.errors import exception_handlers
 from smtpsettings.api.negotiation import NotAcceptable, response_media_type
+from smtpsettings.api.settings import portal_settings
 from smtpsettings.config import Settings, load_settings
 from smtpsettings.crypto import KeyRing
 from smtpsettings.domain.errors import RequestBodyTimeout
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             authentication.sign_in,
             authentication.is_signed_in,
             authentication.sign_out,
+            portal_settings,
             smtp.get_smtp_settings,
             smtp.save_smtp_settings,
             smtp.reset_smtp_settings,

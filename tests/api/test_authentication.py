@@ -3,17 +3,56 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
+import subprocess
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import httpx
 import pytest
-from serverkit import PASSWORD, Portal, Server, make_portal, start_server
+from serverkit import PASSWORD, Portal, Server, make_portal, smtpsettings_command, start_server
 
 from smtpsettings.domain.accounts import Role
 
 AUTH = "/api/2.0/authentication"
 SMTP = "/api/2.0/smtpsettings/smtp"
+SETTINGS = "/api/2.0/settings"
+
+
+def published_hash_settings(portal: Portal) -> dict[str, Any]:
+    """What the portal publishes to a sign-in page that is not signed in."""
+    with portal.client() as c:
+        r = c.get(SETTINGS)
+    assert r.status_code == 200, r.text
+    return r.json()["response"]["passwordHash"]  # type: ignore[no-any-return]
+
+
+def docspace_client_hash(password: str, settings: dict[str, Any]) -> str:
+    """``passwordHash`` as DocSpace's sign-in page computes it (createPasswordHash), written out independently."""
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), settings["salt"].encode(), settings["iterations"], settings["size"] // 8)
+    return digest.hex()
+
+
+def user_with_a_password(portal: Portal, role: Role = Role.ADMIN) -> str:
+    """A user made the way `user create` makes one (both verifiers); their email. The password is PASSWORD."""
+    email = f"new-{role.value}@{portal.hostname}"
+    portal.server.accounts().create_user(portal.hostname, email=email, password=PASSWORD, role=role)
+    return email
+
+
+def set_password_by_cli(server: Server, hostname: str, email: str, password: str) -> None:
+    """``smtpsettings user set-password --password-stdin``, as an operator runs it."""
+    result = subprocess.run(
+        [*smtpsettings_command(), "user", "set-password", "--portal", hostname, "--email", email, "--password-stdin"],
+        env=server.env,
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_sign_in_answers_token_and_expiry_and_sets_an_httponly_cookie(portal: Portal) -> None:
@@ -34,6 +73,11 @@ def test_sign_in_accepts_the_fields_docspace_clients_also_send(portal: Portal) -
         )
     assert r.status_code == 200
     assert "Max-Age" not in r.headers["set-cookie"]  # session: a browser-session cookie
+    # As in DocSpace, a session sign-in names no expiry; the token works.
+    body = r.json()["response"]
+    assert set(body) == {"token"}
+    with portal.client(headers={"Authorization": body["token"]}) as c:
+        assert c.get(SMTP).status_code == 200
 
 
 def test_email_is_matched_case_insensitively(portal: Portal) -> None:
@@ -161,6 +205,8 @@ def test_unknown_host_without_a_default_portal_is_404(tmp_path: Path) -> None:
         assert r.json()["error"]["message"] == "No portal answers this host name."
         r = httpx.post(server.base_url + AUTH, headers={"Host": "other.example.com"}, json={"userName": "a", "password": "b"})
         assert r.status_code == 404
+        assert httpx.post(server.base_url + AUTH + "/logout", headers={"Host": "other.example.com"}).status_code == 404
+        assert httpx.get(server.base_url + SETTINGS, headers={"Host": "other.example.com"}).status_code == 404
         assert "First start" not in server.stdout
     finally:
         server.stop()
@@ -244,3 +290,163 @@ def test_a_token_of_the_default_portal_works_under_a_host_no_portal_has(tmp_path
         assert httpx.get(server.base_url + SMTP, headers={**unknown, "Authorization": "Bearer nope"}).status_code == 401
     finally:
         server.stop()
+
+
+# -- GET /api/2.0/settings and sign-in with passwordHash ---------------------------------------------
+
+
+def test_settings_publish_docspaces_password_hash_settings_to_a_caller_not_signed_in(portal: Portal, server: Server) -> None:
+    with portal.client() as c:
+        r = c.get(SETTINGS)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["statusCode"] == 200 and body["status"] == 0
+    settings = body["response"]
+    assert settings["passwordHash"]["size"] == 256 and settings["passwordHash"]["iterations"] == 100_000
+    assert re.fullmatch(r"[0-9a-f]{64}", settings["passwordHash"]["salt"])
+    # What the official SDK requires of a SettingsDto is there too.
+    assert settings["cookieSettingsEnabled"] is False and isinstance(settings["deepLink"], dict)
+    # The salt is the portal's own, and stays.
+    assert published_hash_settings(portal) == settings["passwordHash"]
+    assert published_hash_settings(make_portal(server))["salt"] != settings["passwordHash"]["salt"]
+
+
+def test_settings_leave_the_hash_settings_out_for_a_signed_in_caller_unless_asked(portal: Portal) -> None:
+    with portal.client(Role.USER) as c:
+        assert "passwordHash" not in c.get(SETTINGS).json()["response"]
+        assert "passwordHash" not in c.get(SETTINGS, params={"withpassword": "false"}).json()["response"]
+        asked = c.get(SETTINGS, params={"withpassword": "true"}).json()["response"]
+    assert asked["passwordHash"] == published_hash_settings(portal)
+    # A token that is no longer valid is a caller not signed in.
+    with portal.client(headers={"Authorization": "Bearer stale"}) as c:
+        assert c.get(SETTINGS).json()["response"]["passwordHash"] == published_hash_settings(portal)
+
+
+def test_settings_refuse_a_withpassword_that_is_no_boolean(portal: Portal) -> None:
+    with portal.client() as c:
+        r = c.get(SETTINGS, params={"withpassword": "maybe"})
+    assert r.status_code == 400
+    assert r.json()["response"]["errors"] == {"withpassword": ["The value 'maybe' is not valid."]}
+
+
+def test_sign_in_with_the_password_hash_docspaces_sign_in_page_computes(portal: Portal, server: Server) -> None:
+    email = user_with_a_password(portal)
+    client_hash = docspace_client_hash(PASSWORD, published_hash_settings(portal))
+    with portal.client() as c:
+        r = c.post(AUTH, json={"userName": email, "passwordHash": client_hash})
+    assert r.status_code == 200, r.text
+    token = r.json()["response"]["token"]
+    with portal.client(headers={"Authorization": f"Bearer {token}"}) as c:
+        assert c.get(SMTP).status_code == 200
+    # The hash is a password equivalent: it is neither logged nor stored.
+    assert client_hash not in server.log_text()
+    assert client_hash.encode() not in server.storage_bytes()
+
+
+def test_a_password_hash_of_another_portal_or_password_is_refused(portal: Portal, server: Server) -> None:
+    email = user_with_a_password(portal)
+    wrong = [
+        docspace_client_hash("not the password", published_hash_settings(portal)),
+        docspace_client_hash(PASSWORD, published_hash_settings(make_portal(server))),  # another portal's salt
+        PASSWORD,  # the password itself is not its hash
+    ]
+    with portal.client() as c:
+        for password_hash in wrong:
+            r = c.post(AUTH, json={"userName": email, "passwordHash": password_hash})
+            assert r.status_code == 401 and r.json()["error"]["message"] == "User authentication failed"
+
+
+def test_a_password_hash_wins_over_a_password_sent_with_it(portal: Portal) -> None:
+    email = user_with_a_password(portal)
+    client_hash = docspace_client_hash(PASSWORD, published_hash_settings(portal))
+    with portal.client() as c:
+        assert c.post(AUTH, json={"userName": email, "password": PASSWORD, "passwordHash": "0" * 64}).status_code == 401
+        assert c.post(AUTH, json={"userName": email, "password": "wrong password", "passwordHash": client_hash}).status_code == 200
+        # An empty or blank passwordHash counts as not sent: the password decides.
+        for blank in ("", "   "):
+            assert c.post(AUTH, json={"userName": email, "password": PASSWORD, "passwordHash": blank}).status_code == 200
+        r = c.post(AUTH, json={"userName": email, "passwordHash": 42})
+    assert r.status_code == 400
+    assert "PasswordHash" in r.json()["response"]["errors"]
+
+
+def test_a_user_from_before_the_hash_signs_in_with_it_after_one_password_sign_in(portal: Portal, server: Server) -> None:
+    # make_portal stores only the password's argon2 hash, as every user had it before migration 0003.
+    email = portal.emails[Role.ADMIN]
+    user_id = server.query("SELECT id FROM users WHERE email = :email", email=email)[0][0]
+    assert server.query("SELECT client_hash_verifier FROM users WHERE id = :id", id=user_id) == [(None,)]
+    client_hash = docspace_client_hash(PASSWORD, published_hash_settings(portal))
+    with portal.client() as c:
+        assert c.post(AUTH, json={"userName": email, "passwordHash": client_hash}).status_code == 401
+        assert c.post(AUTH, json={"userName": email, "password": PASSWORD}).status_code == 200
+        assert c.post(AUTH, json={"userName": email, "passwordHash": client_hash}).status_code == 200
+    [(verifier,)] = server.query("SELECT client_hash_verifier FROM users WHERE id = :id", id=user_id)
+    assert str(verifier).startswith("$argon2id$")
+
+
+def test_set_password_gives_the_user_a_new_password_hash_and_ends_the_old_one(portal: Portal, server: Server) -> None:
+    email = user_with_a_password(portal)
+    settings = published_hash_settings(portal)
+    set_password_by_cli(server, portal.hostname, email, "another-Pass-7")
+    with portal.client() as c:
+        assert c.post(AUTH, json={"userName": email, "passwordHash": docspace_client_hash(PASSWORD, settings)}).status_code == 401
+        new_hash = docspace_client_hash("another-Pass-7", settings)
+        assert c.post(AUTH, json={"userName": email, "passwordHash": new_hash}).status_code == 200
+
+
+def test_wrong_password_hashes_count_toward_the_account_limit(limited_server: Server) -> None:
+    portal = make_portal(limited_server)
+    email = user_with_a_password(portal)
+    wrong = docspace_client_hash("a guess", published_hash_settings(portal))
+    with portal.client(headers={"X-Forwarded-For": "198.51.100.50"}) as c:
+        for _ in range(3):
+            assert c.post(AUTH, json={"userName": email, "passwordHash": wrong}).status_code == 401
+        right = docspace_client_hash(PASSWORD, published_hash_settings(portal))
+        assert c.post(AUTH, json={"userName": email, "passwordHash": right}).status_code == 429
+        assert c.post(AUTH, json={"userName": email, "password": PASSWORD}).status_code == 429
+
+
+def test_set_password_ends_the_accounts_lockout(limited_server: Server) -> None:
+    portal = make_portal(limited_server)
+    email = portal.emails[Role.OWNER]
+    with portal.client(headers={"X-Forwarded-For": "198.51.100.60"}) as c:
+        for _ in range(3):
+            assert c.post(AUTH, json={"userName": email, "password": "guess"}).status_code == 401
+        assert c.post(AUTH, json={"userName": email, "password": PASSWORD}).status_code == 429
+        set_password_by_cli(limited_server, portal.hostname, email, "fresh-Start-42")
+        assert c.post(AUTH, json={"userName": email, "password": "fresh-Start-42"}).status_code == 200
+
+
+# -- sign-out, as DocSpace's anonymous logout ---------------------------------------------------------
+
+
+def test_logout_without_credentials_answers_200(portal: Portal) -> None:
+    with portal.client() as c:
+        r = c.post(AUTH + "/logout")
+    assert r.status_code == 200, r.text
+    assert r.json()["statusCode"] == 200 and "response" not in r.json()
+    assert "asc_auth_key=" in r.headers["set-cookie"]  # the cookie is cleared all the same
+
+
+@pytest.mark.parametrize("credentials", [{"Authorization": "Bearer no-such-token"}, {"Cookie": "asc_auth_key=ended"}])
+def test_logout_with_a_token_no_longer_valid_answers_200(portal: Portal, credentials: dict[str, str]) -> None:
+    with portal.client(headers=credentials) as c:
+        assert c.post(AUTH + "/logout").status_code == 200
+
+
+def test_logout_through_the_cookie_ends_that_token_only(portal: Portal) -> None:
+    ended, kept = portal.sign_in(Role.ADMIN), portal.sign_in(Role.ADMIN)
+    with portal.client(headers={"Cookie": f"asc_auth_key={ended}"}) as c:
+        assert c.post(AUTH + "/logout").status_code == 200
+        assert c.get(SMTP).status_code == 401
+        assert c.post(AUTH + "/logout").status_code == 200  # again: now anonymous
+    with portal.client(headers={"Authorization": kept}) as c:
+        assert c.get(SMTP).status_code == 200
+
+
+def test_logout_with_an_api_key_leaves_the_key_valid(portal: Portal, server: Server) -> None:
+    _, key = server.accounts().create_api_key(portal.hostname, portal.emails[Role.ADMIN])
+    with portal.client(headers={"Authorization": f"Bearer {key}"}) as c:
+        assert c.post(AUTH + "/logout").status_code == 200
+        assert c.get(SMTP).status_code == 200
+

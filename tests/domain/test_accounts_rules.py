@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 
 from smtpsettings.domain.accounts import Role, normalize_email, normalize_hostname, valid_email
-from smtpsettings.domain.passwords import hash_password, hash_secret, new_api_key, new_token, verify_password
+from smtpsettings.domain import passwords
+from smtpsettings.domain.passwords import (
+    SignInSecret,
+    client_password_hash,
+    hash_password,
+    hash_secret,
+    new_api_key,
+    new_client_hash_salt,
+    new_token,
+    password_verifiers,
+    verify_password,
+)
 
 # --- normalize_hostname ----------------------------------------------------------------------------
 
@@ -185,3 +196,40 @@ def test_api_keys_start_with_sk_and_their_ids_with_key() -> None:
 def test_a_secret_hash_is_a_stable_sha256_hex_digest() -> None:
     assert hash_secret("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert hash_secret("abc") != hash_secret("abd")
+
+
+# --- DocSpace's client-side password hash ------------------------------------------------------------
+
+
+def test_the_client_hash_is_pbkdf2_hmac_sha256_of_the_password_under_the_salt_string_in_lower_hex(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RFC 7914's PBKDF2-HMAC-SHA256 vector (P="password", S="salt", c=1, dkLen=32): the order of
+    # password and salt, the salt taken as the string's bytes, the output size and the hex form.
+    monkeypatch.setattr(passwords, "CLIENT_HASH_ITERATIONS", 1)
+    assert client_password_hash("password", "salt") == "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b"
+
+
+def test_the_client_hash_uses_docspaces_default_settings() -> None:
+    assert (passwords.CLIENT_HASH_SIZE, passwords.CLIENT_HASH_ITERATIONS) == (256, 100_000)
+    assert len(client_password_hash("pässwörd", new_client_hash_salt())) == 64
+
+
+def test_a_portal_salt_is_64_lower_hex_digits_and_new_each_time() -> None:
+    salts = {new_client_hash_salt() for _ in range(10)}
+    assert len(salts) == 10
+    assert all(len(s) == 64 and s == s.lower() and int(s, 16) >= 0 for s in salts)
+
+
+def test_the_verifiers_of_a_password_are_argon2_of_it_and_of_its_client_hash() -> None:
+    salt = new_client_hash_salt()
+    password_hash, client_verifier = password_verifiers("a-Secret-9", salt)
+    assert verify_password(password_hash, "a-Secret-9")
+    assert verify_password(client_verifier, client_password_hash("a-Secret-9", salt))
+    assert not verify_password(client_verifier, "a-Secret-9")
+    assert not verify_password(client_verifier, client_password_hash("a-Secret-9", new_client_hash_salt()))
+
+
+def test_a_sign_in_secret_never_shows_its_value() -> None:
+    for secret in (SignInSecret("hunter2-secret"), SignInSecret("abc123def", is_client_hash=True)):
+        assert secret.value not in repr(secret) and secret.value not in str(secret)

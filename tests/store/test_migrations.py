@@ -2,51 +2,128 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 from serverkit import smtpsettings_command
 
-from smtpsettings.domain.accounts import Role
 from smtpsettings.store import accounts
-from smtpsettings.store.database import Database
+from smtpsettings.store.database import MIGRATIONS, Database
 from smtpsettings.store.tables import metadata
+
+# The tables as revision 0001 made them: today's table objects have columns that did not exist then.
+_old_portals = sa.table("portals", sa.column("hostname"), sa.column("is_default"), sa.column("created_at"))
+_old_users = sa.table(
+    "users",
+    sa.column("portal_id"),
+    sa.column("email"),
+    sa.column("display_name"),
+    sa.column("role"),
+    sa.column("password_hash"),
+    sa.column("created_at"),
+)
+
+
+def _alembic_config() -> object:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(_alembic_config()).get_current_head())
 
 
 def _revision(db: Database) -> str:
     return str(db.read_sync(lambda c: c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()))
 
 
-def test_migrate_upgrades_an_older_schema_in_place_and_keeps_the_data(database_url: str, tmp_path: object) -> None:
-    old = Database(database_url)
-    old.migrate("0001")
-    assert _revision(old) == "0001"
-    old.write_sync(lambda c: accounts.create_portal(c, "kept.example.com", is_default=True))
-    portal = old.read_sync(lambda c: accounts.get_portal_by_hostname(c, "kept.example.com"))
-    assert portal is not None
-    old.write_sync(
-        lambda c: accounts.create_user(c, portal.id, email="a@example.com", display_name="a", role=Role.ADMIN, password_hash="h")
-    )
-    old.dispose()
-
+def _cli_migrate(database_url: str, data_dir: Path) -> None:
     result = subprocess.run(
         [*smtpsettings_command(), "migrate"],
-        env={"SMTPSETTINGS_DATABASE_URL": database_url, "SMTPSETTINGS_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env={"SMTPSETTINGS_DATABASE_URL": database_url, "SMTPSETTINGS_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
 
+
+def _old_database(database_url: str) -> dict[str, int]:
+    """A database at revision 0001 with two portals and a user; the portals' ids by hostname."""
+    old = Database(database_url)
+    try:
+        old.migrate("0001")
+        assert _revision(old) == "0001"
+
+        def fill(conn):  # type: ignore[no-untyped-def]
+            now = datetime.now(UTC)
+            for hostname in ("kept.example.com", "other.example.com"):
+                conn.execute(_old_portals.insert().values(hostname=hostname, is_default=hostname.startswith("kept"), created_at=now))
+            ids = dict(conn.execute(sa.text("SELECT hostname, id FROM portals")).all())
+            user = {"email": "a@example.com", "display_name": "a", "role": "admin", "password_hash": "h", "created_at": now}
+            conn.execute(_old_users.insert().values(portal_id=ids["kept.example.com"], **user))
+            return ids
+
+        return old.write_sync(fill)  # type: ignore[no-any-return]
+    finally:
+        old.dispose()
+
+
+def test_migrate_upgrades_an_older_schema_in_place_and_keeps_the_data(database_url: str, tmp_path: Path) -> None:
+    ids = _old_database(database_url)
+    _cli_migrate(database_url, tmp_path)
+
     new = Database(database_url)
     try:
-        assert _revision(new) == "0002"
-        users = new.read_sync(lambda c: accounts.list_users(c, portal.id))
+        assert _revision(new) == _head()
+        users = new.read_sync(lambda c: accounts.list_users(c, ids["kept.example.com"]))
         assert [u.email for u in users] == ["a@example.com"]
         indexes = new.read_sync(lambda c: {i["name"] for i in sa.inspect(c).get_indexes("rate_counters")})
         assert "ix_rate_counters_window_start" in indexes
+        # 0003: every existing portal got a salt of its own; the user has no client-hash verifier yet
+        # (it can only be derived from the password), and keeps the password hash.
+        salts = [new.read_sync(lambda c, i=i: accounts.password_hash_salt_of(c, i)) for i in ids.values()]
+        assert all(s is not None and re.fullmatch(r"[0-9a-f]{64}", s) for s in salts), salts
+        assert len(set(salts)) == 2
+        assert new.read_sync(lambda c: accounts.password_verifiers_of(c, users[0].id)) == ("h", None)
+        # A portal made after the migration gets one too.
+        made = new.write_sync(lambda c: accounts.create_portal(c, "new.example.com", is_default=False))
+        assert new.read_sync(lambda c: accounts.password_hash_salt_of(c, made.id)) not in (None, "", *salts)
     finally:
         new.dispose()
+
+
+def test_migration_0003_goes_back_to_0002_keeping_portals_and_users(database_url: str) -> None:
+    from alembic import command
+
+    ids = _old_database(database_url)
+    db = Database(database_url)
+    try:
+        db.migrate("0003")
+        config = _alembic_config()
+        with db.engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0002")
+            conn.commit()
+        assert _revision(db) == "0002"
+        columns = db.read_sync(
+            lambda c: {t: {col["name"] for col in sa.inspect(c).get_columns(t)} for t in ("portals", "users")}
+        )
+        assert "password_hash_salt" not in columns["portals"] and "client_hash_verifier" not in columns["users"]
+        joined = sa.text("SELECT p.hostname, u.email FROM users u JOIN portals p ON p.id = u.portal_id")
+        rows = db.read_sync(lambda c: c.execute(joined).all())
+        assert [tuple(r) for r in rows] == [("kept.example.com", "a@example.com")]
+        assert len(ids) == db.read_sync(lambda c: c.execute(sa.text("SELECT count(*) FROM portals")).scalar())
+    finally:
+        db.dispose()
 
 
 def test_the_migrated_schema_matches_the_tables_the_code_uses(database_url: str) -> None:
@@ -60,3 +137,4 @@ def test_the_migrated_schema_matches_the_tables_the_code_uses(database_url: str)
     finally:
         db.dispose()
     assert diff == []
+

@@ -14,7 +14,8 @@ from smtpsettings.api.context import (
     services,
 )
 from smtpsettings.api.envelope import success_response
-from smtpsettings.domain.errors import BadArgument, NotAuthenticated, ValidationFailed
+from smtpsettings.domain.errors import BadArgument, NotAuthenticated, TooManyRequests, ValidationFailed
+from smtpsettings.domain.passwords import SignInSecret
 
 __all__ = ("is_signed_in", "sign_in", "sign_out")
 
@@ -27,19 +28,33 @@ async def sign_in(request: Request) -> Response[bytes]:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise BadArgument("The request body must be a JSON object with userName and password.")
-    # DocSpace clients send other sign-in fields too (provider, session, culture…); only these matter here.
-    email, password = body.get("userName"), body.get("password")
+    # DocSpace clients send other sign-in fields too (provider, culture…); only these matter here.
+    email, password, password_hash = body.get("userName"), body.get("password"), body.get("passwordHash")
     errors = {
         label: [f"The field {label} must be a string."]
-        for label, value in (("UserName", email), ("Password", password))
+        for label, value in (("UserName", email), ("Password", password), ("PasswordHash", password_hash))
         if value is not None and not isinstance(value, str)
     }
     if errors:
         raise ValidationFailed(errors)
-    if not email or not password:
+    # As in DocSpace: a passwordHash (DocSpace's own sign-in page sends only that) wins over a password;
+    # one that is empty or blank counts as not sent.
+    if password_hash and password_hash.strip():
+        secret = SignInSecret(password_hash.strip(), is_client_hash=True)
+    elif password:
+        secret = SignInSecret(password)
+    else:
+        secret = None
+    if not email or secret is None:
         raise NotAuthenticated("User authentication failed")
-    token, expires = await services(request).auth.sign_in(portal, email, password, client_address(request))
-    response = success_response(request, {"token": token, "expires": expires.isoformat(timespec="seconds")})
+    token, expires = await services(request).auth.sign_in(portal, email, secret, client_address(request))
+    session = body.get("session") is True
+    answer = {"token": token}
+    if not session:
+        # DocSpace names no expiry for a session sign-in, whose cookie ends with the browser session (the
+        # token itself still ends after the configured lifetime).
+        answer["expires"] = expires.isoformat(timespec="seconds")
+    response = success_response(request, answer)
     response.set_cookie(
         Cookie(
             key=AUTH_COOKIE,
@@ -49,7 +64,7 @@ async def sign_in(request: Request) -> Response[bytes]:
             secure=request.url.scheme == "https",
             path="/",
             # "session": true asks for a browser-session cookie, as in DocSpace.
-            max_age=None if body.get("session") is True else services(request).settings.token_lifetime_hours * 3600,
+            max_age=None if session else services(request).settings.token_lifetime_hours * 3600,
         )
     )
     return response
@@ -66,8 +81,14 @@ async def is_signed_in(request: Request) -> Response[bytes]:
 
 @post(PATH + "/logout", status_code=200)
 async def sign_out(request: Request) -> Response[bytes]:
-    _, principal = await current_principal(request)
-    await services(request).auth.sign_out(principal)
+    """End the session whose token the request presents; 200 also without one, as DocSpace allows anonymous
+    callers here. API keys and Basic credentials are no sessions: nothing of theirs ends."""
+    try:
+        _, principal = await current_principal(request)  # 404 still when no portal answers the Host
+    except (NotAuthenticated, TooManyRequests):
+        pass  # nothing presented, a token already ended, expired or foreign, Basic refused: nothing to end
+    else:
+        await services(request).auth.sign_out(principal)
     response = success_response(request, None)
     response.delete_cookie(AUTH_COOKIE, path="/")
     return response

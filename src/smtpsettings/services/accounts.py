@@ -6,8 +6,9 @@ import secrets
 
 from smtpsettings.domain.accounts import Portal, Role, User, normalize_email, normalize_hostname, valid_email
 from smtpsettings.domain.errors import BadArgument, NotFound
-from smtpsettings.domain.passwords import hash_password, hash_secret, new_api_key
-from smtpsettings.store import accounts
+from smtpsettings.domain.passwords import hash_secret, new_api_key, new_client_hash_salt, password_verifiers
+from smtpsettings.services.auth import login_account_bucket
+from smtpsettings.store import accounts, ratelimit
 from smtpsettings.store.database import Database
 
 __all__ = ("AccountsService", "FirstStart")
@@ -50,11 +51,17 @@ class AccountsService:
         email = normalize_email(email)
         if not valid_email(email):
             raise BadArgument(f"{email!r} is not an email address")
-        password_hash = _new_password_hash(password)
+        password_hash, client_verifier = self._new_verifiers(portal, password)
         try:
             return self._db.write_sync(
                 lambda c: accounts.create_user(
-                    c, portal.id, email=email, display_name=name or email.split("@")[0], role=role, password_hash=password_hash
+                    c,
+                    portal.id,
+                    email=email,
+                    display_name=name or email.split("@")[0],
+                    role=role,
+                    password_hash=password_hash,
+                    client_hash_verifier=client_verifier,
                 )
             )
         except accounts.DuplicateError as exc:
@@ -65,13 +72,16 @@ class AccountsService:
 
         Ending the sessions is the point of a reset after a compromise: whoever signed in with the old
         password is signed out at once. API keys are separate credentials and stay (``revoke_api_key``).
+        The account's failed sign-ins are forgotten too: an owner locked out by guessing (theirs or an
+        attacker's) can sign in with the new password at once.
         """
         portal = self.portal(hostname)
         user = self._user(portal, email)
-        password_hash = _new_password_hash(password)  # argon2 is slow: outside the transaction
+        password_hash, client_verifier = self._new_verifiers(portal, password)  # slow: outside the transaction
 
         def reset(conn):  # type: ignore[no-untyped-def]
-            accounts.set_password_hash(conn, user.id, password_hash)
+            accounts.set_password_hash(conn, user.id, password_hash, client_verifier)
+            ratelimit.reset(conn, login_account_bucket(portal.id, user.email))
             return accounts.delete_sessions_of_user(conn, user.id)
 
         return self._db.write_sync(reset)
@@ -87,6 +97,15 @@ class AccountsService:
         key_id, key = new_api_key()
         self._db.write_sync(lambda c: accounts.create_api_key(c, user, key_id, hash_secret(key)))
         return key_id, key
+
+    def _new_verifiers(self, portal: Portal, password: str) -> tuple[str, str]:
+        """The argon2 hashes of a new password and of its client hash under the portal's salt."""
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise BadArgument(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        salt = self._db.read_sync(lambda c: accounts.password_hash_salt_of(c, portal.id))
+        if salt is None:
+            raise NotFound(f"no portal {portal.hostname!r}")
+        return password_verifiers(password, salt)
 
     def _user(self, portal: Portal, email: str) -> User:
         user = self._db.read_sync(lambda c: accounts.get_user_by_email(c, portal.id, normalize_email(email)))
@@ -104,18 +123,22 @@ class AccountsService:
         def create(conn):  # type: ignore[no-untyped-def]
             if accounts.list_portals(conn):
                 return None
-            portal = accounts.create_portal(conn, "localhost", is_default=True)
+            # The salt is chosen up front, so that the slow hashing runs before the transaction.
+            portal = accounts.create_portal(conn, "localhost", is_default=True, password_hash_salt=salt)
             owner = accounts.create_user(
-                conn, portal.id, email=normalize_email(owner_email), display_name="Owner", role=Role.OWNER, password_hash=password_hash
+                conn,
+                portal.id,
+                email=normalize_email(owner_email),
+                display_name="Owner",
+                role=Role.OWNER,
+                password_hash=password_hash,
+                client_hash_verifier=client_verifier,
             )
             return FirstStart(portal, owner, password)
 
+        if self._db.read_sync(accounts.list_portals):
+            return None  # every start but the first: skip the slow hashing (create() checks again, atomically)
         password = secrets.token_urlsafe(12)
-        password_hash = hash_password(password)
+        salt = new_client_hash_salt()
+        password_hash, client_verifier = password_verifiers(password, salt)
         return self._db.write_sync(create)
-
-
-def _new_password_hash(password: str) -> str:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise BadArgument(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
-    return hash_password(password)

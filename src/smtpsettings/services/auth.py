@@ -2,7 +2,9 @@
 
 Failed sign-ins are counted per account and per client address in the database (so every instance
 shares the counts). Once either count reaches its limit, further attempts are refused with 429 *before*
-the password is checked, so a correct guess during a lockout reveals nothing.
+the password is checked, so a correct guess during a lockout reveals nothing. A sign-in proves itself
+with the password or with DocSpace's client-side hash of it (``passwordHash``); failures of either
+count alike.
 """
 
 from __future__ import annotations
@@ -11,17 +13,25 @@ import base64
 import binascii
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Literal, NamedTuple
 
 import anyio.to_thread
 
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal, User, normalize_email
 from smtpsettings.domain.errors import AccessDenied, NotAuthenticated, NotFound, TooManyRequests
-from smtpsettings.domain.passwords import hash_secret, new_token, verify_password
+from smtpsettings.domain.passwords import (
+    SignInSecret,
+    client_password_hash,
+    hash_password,
+    hash_secret,
+    new_token,
+    verify_password,
+)
 from smtpsettings.store import accounts, ratelimit
 from smtpsettings.store.database import Database, utcnow
 
-__all__ = ("AuthService", "Credentials")
+__all__ = ("AuthService", "Credentials", "Verified", "login_account_bucket")
 
 AUTH_FAILED = "User authentication failed"
 NO_PORTAL = "No portal answers this host name."
@@ -41,57 +51,106 @@ class Credentials:
         return bool(self.cookie or self.authorization)
 
 
+def login_account_bucket(portal_id: int, email: str) -> str:
+    """The rate-limit bucket of one account's failed sign-ins (``email`` normalised)."""
+    return f"login:account:{portal_id}:{email}"
+
+
+class Verified(NamedTuple):
+    """A sign-in that passed: the user, and which of their verifiers matched, as it was stored then."""
+
+    user: User
+    column: Literal["password_hash", "client_hash_verifier"]
+    verifier: str
+
+
 class AuthService:
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
 
-    async def sign_in(self, portal: Portal, email: str, password: str, client_address: str) -> tuple[str, datetime]:
-        """Check a password and open a session; returns the token and its expiry.
+    async def sign_in(self, portal: Portal, email: str, secret: SignInSecret, client_address: str) -> tuple[str, datetime]:
+        """Check a password (or its client hash) and open a session; returns the token and its expiry.
 
         Raises:
             TooManyRequests: too many recent failures for this account or address.
-            NotAuthenticated: wrong email or password.
+            NotAuthenticated: wrong email or password, or the password was set anew meanwhile.
         """
-        user = await self.check_password(portal, email, password, client_address)
+        return await self.open_session(await self.verify(portal, email, secret, client_address))
+
+    async def open_session(self, verified: Verified) -> tuple[str, datetime]:
+        """A new session for a verified sign-in, unless the verifier it matched has been replaced since.
+
+        Verifying takes argon2's tens of milliseconds outside any transaction; a password set during that
+        time must still end every session, also this one. So the insert is conditional on the verifier
+        being unchanged, checked in the same statement (see ``accounts.create_session_if_verified``).
+
+        Raises:
+            NotAuthenticated: the password was set anew after it was verified.
+        """
         token = new_token()
         expires = utcnow() + timedelta(hours=self._settings.token_lifetime_hours)
 
         def open_session(conn):  # type: ignore[no-untyped-def]
-            accounts.create_session(conn, user, hash_secret(token), expires)
+            opened = accounts.create_session_if_verified(
+                conn, verified.user, hash_secret(token), expires, column=verified.column, verified=verified.verifier
+            )
             # Housekeeping rides on sign-ins, which are rare next to reads: nothing else grows these tables.
             accounts.delete_expired_sessions(conn)
             ratelimit.prune(conn, older_than=max(self._settings.login_failure_window_seconds, 86_400))
+            return opened
 
-        await self._db.write(open_session)
+        if not await self._db.write(open_session):
+            raise NotAuthenticated(AUTH_FAILED)
         return token, expires
 
     async def check_password(self, portal: Portal, email: str, password: str, client_address: str) -> User:
+        """The user whose email and password these are (Basic authentication), within the same limits."""
+        return (await self.verify(portal, email, SignInSecret(password), client_address)).user
+
+    async def verify(self, portal: Portal, email: str, secret: SignInSecret, client_address: str) -> Verified:
+        """Check a sign-in's secret against the matching verifier, counting failures.
+
+        A password is checked against the argon2 hash of the password, a client hash (``passwordHash``)
+        against the argon2 hash of the client hash. A user who has no client-hash verifier yet (one from
+        before it existed) gets it from the password, once that has been verified.
+
+        Raises:
+            TooManyRequests: too many recent failures for this account or address.
+            NotAuthenticated: no such user, or the secret does not match.
+        """
         s = self._settings
         email = normalize_email(email)
         window = s.login_failure_window_seconds
-        account_bucket = f"login:account:{portal.id}:{email}"
+        account_bucket = login_account_bucket(portal.id, email)
         address_bucket = f"login:address:{client_address}"
 
         def load(conn):  # type: ignore[no-untyped-def]
             user = accounts.get_user_by_email(conn, portal.id, email)
+            password_hash, client_verifier = accounts.password_verifiers_of(conn, user.id) if user else (None, None)
+            derive = user is not None and client_verifier is None and not secret.is_client_hash
             return (
                 user,
-                accounts.password_hash_of(conn, user.id) if user else None,
+                password_hash,
+                client_verifier,
+                accounts.password_hash_salt_of(conn, portal.id) if derive else None,
                 ratelimit.count(conn, account_bucket, window),
                 ratelimit.count(conn, address_bucket, window),
             )
 
-        user, password_hash, (account_fails, account_wait), (address_fails, address_wait) = await self._db.read(load)
+        loaded = await self._db.read(load)
+        user, password_hash, client_verifier, salt, (account_fails, account_wait), (address_fails, address_wait) = loaded
         if account_fails >= s.login_max_failures_per_account or address_fails >= s.login_max_failures_per_address:
             wait = max(
                 account_wait if account_fails >= s.login_max_failures_per_account else 0,
                 address_wait if address_fails >= s.login_max_failures_per_address else 0,
             )
             raise TooManyRequests("Too many failed sign-in attempts. Try again later.", int(wait) + 1)
-        # argon2 costs tens of milliseconds of CPU: keep it off the event loop.
-        ok = await anyio.to_thread.run_sync(verify_password, password_hash, password)
-        if not ok or user is None:
+        verifier = client_verifier if secret.is_client_hash else password_hash
+        # argon2 costs tens of milliseconds of CPU: keep it off the event loop. A missing user or verifier
+        # is checked against a dummy hash, so it takes as long as a wrong secret.
+        ok = await anyio.to_thread.run_sync(verify_password, verifier, secret.value)
+        if not ok or user is None or verifier is None:
 
             def fail(conn):  # type: ignore[no-untyped-def]
                 ratelimit.hit(conn, account_bucket, window)
@@ -101,7 +160,22 @@ class AuthService:
             raise NotAuthenticated(AUTH_FAILED)
         if account_fails:
             await self._db.write(lambda c: ratelimit.reset(c, account_bucket))
-        return user
+        if salt is not None:
+            await self._derive_client_hash_verifier(user, verifier, secret.value, salt)
+        return Verified(user, "client_hash_verifier" if secret.is_client_hash else "password_hash", verifier)
+
+    async def _derive_client_hash_verifier(self, user: User, password_hash: str, password: str, salt: str) -> None:
+        """Store the client-hash verifier of a user who has none, from the password just verified with
+        ``password_hash`` (not if a new password was set meanwhile)."""
+        client_verifier = await anyio.to_thread.run_sync(lambda: hash_password(client_password_hash(password, salt)))
+        await self._db.write(lambda c: accounts.set_client_hash_verifier(c, user.id, password_hash, client_verifier))
+
+    async def client_hash_salt(self, portal: Portal) -> str:
+        """The salt sign-in pages hash this portal's passwords with (public: it is published to them)."""
+        salt = await self._db.read(lambda c: accounts.password_hash_salt_of(c, portal.id))
+        if salt is None:  # the portal was deleted a moment ago
+            raise NotFound(NO_PORTAL)
+        return salt
 
     async def portal_for_host(self, hostname: str | None) -> Portal:
         """The portal answering a Host name (else the default portal).

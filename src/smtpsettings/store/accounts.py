@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from smtpsettings.domain.accounts import Portal, Role, User
+from smtpsettings.domain.passwords import new_client_hash_salt
 from smtpsettings.store.database import Database, Prepared, utcnow
 from smtpsettings.store.tables import api_keys, portals, sessions, users
 
@@ -17,6 +18,7 @@ __all__ = (
     "create_api_key",
     "create_portal",
     "create_session",
+    "create_session_if_verified",
     "create_user",
     "delete_expired_sessions",
     "delete_session",
@@ -28,9 +30,12 @@ __all__ = (
     "list_portals",
     "list_users",
     "password_hash_of",
+    "password_hash_salt_of",
+    "password_verifiers_of",
     "principal_by_api_key",
     "principal_by_session",
     "revoke_api_key",
+    "set_client_hash_verifier",
     "set_password_hash",
 )
 
@@ -51,13 +56,19 @@ def _user(row: Any) -> User:
     return User(id=row.id, portal_id=row.portal_id, email=row.email, display_name=row.display_name, role=Role(row.role))
 
 
-def create_portal(conn: Connection, hostname: str, *, is_default: bool) -> Portal:
+def create_portal(conn: Connection, hostname: str, *, is_default: bool, password_hash_salt: str | None = None) -> Portal:
+    """A new portal, with a new random client-hash salt unless one is given."""
     if is_default:
         conn.execute(portals.update().values(is_default=False))
     try:
         with conn.begin_nested():
             new_id = conn.execute(
-                portals.insert().values(hostname=hostname, is_default=is_default, created_at=utcnow())
+                portals.insert().values(
+                    hostname=hostname,
+                    is_default=is_default,
+                    created_at=utcnow(),
+                    password_hash_salt=password_hash_salt or new_client_hash_salt(),
+                )
             ).inserted_primary_key[0]
     except sa.exc.IntegrityError as exc:
         raise DuplicateError(f"a portal for {hostname} already exists") from exc
@@ -87,7 +98,14 @@ def find_portal_for_host(conn: Connection, hostname: str) -> Portal | None:
 
 
 def create_user(
-    conn: Connection, portal_id: int, *, email: str, display_name: str, role: Role, password_hash: str
+    conn: Connection,
+    portal_id: int,
+    *,
+    email: str,
+    display_name: str,
+    role: Role,
+    password_hash: str,
+    client_hash_verifier: str | None = None,
 ) -> User:
     try:
         with conn.begin_nested():
@@ -98,6 +116,7 @@ def create_user(
                     display_name=display_name,
                     role=role.value,
                     password_hash=password_hash,
+                    client_hash_verifier=client_hash_verifier,
                     created_at=utcnow(),
                 )
             ).inserted_primary_key[0]
@@ -119,8 +138,36 @@ def password_hash_of(conn: Connection, user_id: int) -> str | None:
     return conn.execute(sa.select(users.c.password_hash).where(users.c.id == user_id)).scalar()
 
 
-def set_password_hash(conn: Connection, user_id: int, password_hash: str) -> None:
-    conn.execute(users.update().where(users.c.id == user_id).values(password_hash=password_hash))
+def password_verifiers_of(conn: Connection, user_id: int) -> tuple[str | None, str | None]:
+    """``(password_hash, client_hash_verifier)`` of a user; ``(None, None)`` when there is no such user."""
+    row = conn.execute(sa.select(users.c.password_hash, users.c.client_hash_verifier).where(users.c.id == user_id)).first()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def password_hash_salt_of(conn: Connection, portal_id: int) -> str | None:
+    return conn.execute(sa.select(portals.c.password_hash_salt).where(portals.c.id == portal_id)).scalar()
+
+
+def set_password_hash(conn: Connection, user_id: int, password_hash: str, client_hash_verifier: str | None = None) -> None:
+    """A new password. Both verifiers are replaced together: the old password's client hash must not
+    outlive it (None leaves the new one to be derived at the next password sign-in)."""
+    conn.execute(
+        users.update().where(users.c.id == user_id).values(password_hash=password_hash, client_hash_verifier=client_hash_verifier)
+    )
+
+
+def set_client_hash_verifier(conn: Connection, user_id: int, verified_password_hash: str, client_hash_verifier: str) -> bool:
+    """Store the client-hash verifier of a user who has none, derived from the password just verified.
+
+    Only while ``verified_password_hash`` is still the user's: a password set meanwhile wins, and the
+    verifier of the old one is not written over it.
+    """
+    result = conn.execute(
+        users.update()
+        .where(users.c.id == user_id, users.c.password_hash == verified_password_hash, users.c.client_hash_verifier.is_(None))
+        .values(client_hash_verifier=client_hash_verifier)
+    )
+    return result.rowcount == 1
 
 
 def create_session(conn: Connection, user: User, token_hash: str, expires_at: datetime) -> None:
@@ -129,6 +176,39 @@ def create_session(conn: Connection, user: User, token_hash: str, expires_at: da
             token_hash=token_hash, portal_id=user.portal_id, user_id=user.id, created_at=utcnow(), expires_at=expires_at
         )
     )
+
+
+def create_session_if_verified(
+    conn: Connection,
+    user: User,
+    token_hash: str,
+    expires_at: datetime,
+    *,
+    column: Literal["password_hash", "client_hash_verifier"],
+    verified: str,
+) -> bool:
+    """Open a session only if the verifier a sign-in checked (``users.<column>``) is still the user's.
+
+    The check and the insert are one statement, and on PostgreSQL it share-locks the user's row: a
+    password set by a transaction still running makes it wait, then see the new hash and insert nothing;
+    one set after it deletes the session it made. Either way a reset is final. False when nothing was
+    inserted (the password changed since it was verified).
+    """
+    verifier = users.c[column]
+    source = (
+        sa.select(
+            sa.literal(token_hash, sessions.c.token_hash.type),
+            users.c.portal_id,
+            users.c.id,
+            sa.literal(utcnow(), sessions.c.created_at.type),
+            sa.literal(expires_at, sessions.c.expires_at.type),
+        )
+        .where(users.c.id == user.id, verifier == verified)
+        .with_for_update(read=True)
+    )
+    columns = [sessions.c.token_hash, sessions.c.portal_id, sessions.c.user_id, sessions.c.created_at, sessions.c.expires_at]
+    # RETURNING rather than rowcount, which SQLAlchemy 2.1 with psycopg leaves at -1 for a Core INSERT … SELECT.
+    return conn.execute(sessions.insert().from_select(columns, source).returning(sessions.c.token_hash)).first() is not None
 
 
 _PRINCIPAL_COLUMNS = (portals.c.id, portals.c.hostname, portals.c.is_default, users.c.id, users.c.email, users.c.display_name, users.c.role)

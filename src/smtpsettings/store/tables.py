@@ -25,6 +25,8 @@ portals = sa.Table(
     sa.Column("hostname", sa.String(255), nullable=False, unique=True),
     sa.Column("is_default", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # The salt of DocSpace's client-side password hash, published to sign-in pages; random per portal.
+    sa.Column("password_hash_salt", sa.String(64), nullable=False),
 )
 
 users = sa.Table(
@@ -37,6 +39,9 @@ users = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # argon2id of the client-side hash of the password (passwordHash sign-ins). NULL until derived: users
+    # from before it existed get it at their next password sign-in.
+    sa.Column("client_hash_verifier", sa.String(255), nullable=True),
     sa.UniqueConstraint("portal_id", "email", name="uq_users_portal_email"),
 )
 
