@@ -7,9 +7,12 @@ rather than restating them.
 
 from __future__ import annotations
 
+import datetime
+import enum
 import inspect
 import re
 import typing
+import uuid
 import warnings
 from html.parser import HTMLParser
 from typing import Any
@@ -23,6 +26,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     import docspace_api_sdk as sdk
     from docspace_api_sdk.models.smtp_settings_dto import SmtpSettingsDto as SdkSmtpSettingsDto
+    from pydantic import BaseModel
 
 JSON_TYPES = {str: "string", int: "integer", bool: "boolean"}
 
@@ -151,13 +155,32 @@ def test_document_declares_the_operation(document: dict[str, Any], path: str, me
     assert "200" in operation["responses"]
 
 
-SDK_APIS = (sdk.AuthenticationApi, sdk.SMTPSettingsApi)
+SDK_APIS = (sdk.AuthenticationApi, sdk.SMTPSettingsApi, sdk.CommonSettingsApi)
 # The calls this service must implement, by the SDK's operation names.
-REQUIRED_OPERATIONS = {"authenticateMe", "getIsAuthentificated", "logout", "getSmtpSettings", "saveSmtpSettings", "resetSmtpSettings"}
+REQUIRED_OPERATIONS = {
+    "authenticateMe",
+    "getIsAuthentificated",
+    "logout",
+    "getSmtpSettings",
+    "saveSmtpSettings",
+    "resetSmtpSettings",
+    "testSmtpSettings",
+    "getSmtpOperationStatus",
+    "getPortalSettings",
+}
 
 
 def _snake(operation_id: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", operation_id).lower()
+
+
+def _sdk_method(operation_id: str) -> Any:
+    """The SDK's method for an operation, or None when the SDK has no such operation."""
+    for api_class in SDK_APIS:
+        method = getattr(api_class, _snake(operation_id), None)
+        if method is not None:
+            return method
+    return None
 
 
 def _sdk_request(operation_id: str) -> tuple[str, str] | None:
@@ -240,11 +263,158 @@ def test_every_reference_in_the_document_resolves(document: dict[str, Any]) -> N
             target = target[part]
 
 
-def test_document_declares_the_three_sdk_security_schemes(document: dict[str, Any]) -> None:
+def test_document_declares_the_sdk_security_schemes(document: dict[str, Any]) -> None:
     schemes = document["components"]["securitySchemes"]
     assert schemes["asc_auth_key"] == {"type": "apiKey", "in": "cookie", "name": "asc_auth_key"}
     assert schemes["Bearer"]["scheme"] == "bearer"
     assert schemes["Basic"]["scheme"] == "basic"
+    api_key_bearer = {k: schemes["ApiKeyBearer"][k] for k in ("type", "in", "name")}
+    assert api_key_bearer == {"type": "apiKey", "in": "header", "name": "ApiKeyBearer"}
+
+
+def test_the_api_key_schemes_are_where_the_sdk_sends_them(document: dict[str, Any]) -> None:
+    # The SDK's own account of where each credential goes (OAuth2 and OpenId are not offered here).
+    configuration = sdk.Configuration(host="http://sdk.invalid", api_key={"asc_auth_key": "t", "ApiKeyBearer": "k"})
+    sent = configuration.auth_settings()
+    schemes = document["components"]["securitySchemes"]
+    for name in ("asc_auth_key", "ApiKeyBearer"):
+        assert (schemes[name]["in"], schemes[name]["name"]) == (sent[name]["in"], sent[name]["key"]), name
+    # Every operation that takes credentials accepts each scheme.
+    for key, op in _operations(document).items():
+        security = op.get("security", document["security"])
+        if security:
+            assert {name for requirement in security for name in requirement} == set(schemes), key
+
+
+# ------------------------------------------------------------------------ the models against the SDK's
+
+
+def sdk_json_type(annotation: Any) -> str:
+    """The JSON type an SDK model field's annotation stands for."""
+    base: Any = annotation
+    while typing.get_origin(base) in (typing.Union, typing.Annotated):
+        args = [a for a in typing.get_args(base) if a is not type(None)]
+        if typing.get_origin(base) is typing.Annotated:
+            args = args[:1]
+        if len(args) > 1 and {sdk_json_type(a) for a in args} <= {"integer", "number"}:
+            return "number"  # Union[StrictFloat, StrictInt]
+        assert len(args) == 1, base
+        base = args[0]
+    if typing.get_origin(base) is list:
+        return "array"
+    if isinstance(base, type) and issubclass(base, enum.Enum):
+        return "integer" if issubclass(base, int) else "string"
+    if isinstance(base, type) and issubclass(base, BaseModel):
+        return "object"
+    scalars = {str: "string", bool: "boolean", int: "integer", float: "number", datetime.datetime: "string", uuid.UUID: "string"}
+    return scalars[base]
+
+
+def sdk_model(model: type[BaseModel]) -> dict[str, tuple[str, bool, bool]]:
+    """name -> (JSON type, nullable, required) of each field of an SDK model, as the SDK reads them.
+
+    Nullability is what the generated ``to_dict`` keeps: a nullable field set to None is written as null,
+    any other left out. So the fields a model with every field set to None writes are the nullable ones.
+    """
+    fields = model.model_fields
+    nulls = model.model_construct(_fields_set=set(fields), **dict.fromkeys(fields)).to_dict()
+    return {
+        (f.alias or name): (sdk_json_type(f.annotation), (f.alias or name) in nulls, f.is_required())
+        for name, f in fields.items()
+    }
+
+
+def our_model(document: dict[str, Any], name: str) -> dict[str, tuple[str, bool]]:
+    """name -> (JSON type, nullable) of each property of one of our schemas."""
+    result = {}
+    for prop, schema in document["components"]["schemas"][name]["properties"].items():
+        schema = _resolve(document, schema)
+        types = schema["type"] if isinstance(schema.get("type"), list) else [schema.get("type")]
+        non_null = [t for t in types if t != "null"]
+        assert len(non_null) == 1, (name, prop, schema)
+        result[prop] = (non_null[0], "null" in types)
+    return result
+
+
+def test_sdk_model_reading_finds_nullability_and_types() -> None:
+    # Guards the helper: if the SDK's generated code changed shape, the comparisons below would be vacuous.
+    status = sdk_model(sdk.SmtpOperationStatusRequestsDto)
+    assert status["id"] == ("string", True, False)
+    assert status["completed"] == ("boolean", False, False)
+    assert sdk_model(sdk.AuthenticationTokenDto)["expires"] == ("string", False, False)
+    assert sdk_model(sdk.AuthRequestsDto)["recaptchaType"] == ("integer", False, False)
+    assert sdk_model(sdk.SettingsDto)["deepLink"] == ("object", False, True)
+
+
+# Our schema, the SDK's model, and whether ours lists every field of the SDK's (SettingsDto: DocSpace has
+# dozens; we answer those the SDK requires, and passwordHash).
+SDK_MODELS = [
+    ("AuthRequestsDto", sdk.AuthRequestsDto, True),
+    ("ConfirmData", sdk.ConfirmData, True),
+    ("AuthenticationTokenDto", sdk.AuthenticationTokenDto, True),
+    ("SmtpOperationStatusRequestsDto", sdk.SmtpOperationStatusRequestsDto, True),
+    ("SettingsDto", sdk.SettingsDto, False),
+    ("DeepLinkDto", sdk.DeepLinkDto, True),
+    ("PasswordHasher", sdk.PasswordHasher, True),
+]
+
+
+@pytest.mark.parametrize(("name", "model", "complete"), SDK_MODELS, ids=[m[0] for m in SDK_MODELS])
+def test_models_have_the_sdks_fields_types_and_nullability(
+    document: dict[str, Any], name: str, model: type[BaseModel], complete: bool
+) -> None:
+    ours, theirs = our_model(document, name), sdk_model(model)
+    schema = document["components"]["schemas"][name]
+    if complete:
+        assert set(theirs) <= set(ours)
+    else:
+        assert {field for field, (_, _, required) in theirs.items() if required} <= set(ours)
+    extras = set(ours) - set(theirs)
+    assert all(schema["properties"][extra]["description"].startswith("(ours)") for extra in extras), extras
+    assert {f: ours[f] for f in set(ours) & set(theirs)} == {f: theirs[f][:2] for f in set(ours) & set(theirs)}
+    # What the SDK cannot do without, we always answer.
+    assert {f for f, (_, _, required) in theirs.items() if required} <= set(schema.get("required", []))
+
+
+def test_the_recaptcha_kinds_are_the_sdks(document: dict[str, Any]) -> None:
+    declared = document["components"]["schemas"]["AuthRequestsDto"]["properties"]["recaptchaType"]["enum"]
+    assert declared == [kind.value for kind in sdk.RecaptchaType]
+
+
+def test_sign_in_fields_say_whether_they_are_used(document: dict[str, Any]) -> None:
+    properties = document["components"]["schemas"]["AuthRequestsDto"]["properties"]
+    used = {"userName", "password", "passwordHash", "session"}
+    for field, schema in properties.items():
+        assert ("Accepted and ignored." in schema.get("description", "")) is (field not in used), field
+    token = document["components"]["schemas"]["AuthenticationTokenDto"]["properties"]
+    never_sent = {f for f, schema in token.items() if "Never sent by this server." in schema["description"]}
+    assert never_sent == set(token) - {"token", "expires"}
+
+
+def _sdk_answer_model(operation_id: str) -> str:
+    """The model the SDK reads a 200 of this operation into (from its generated method)."""
+    source = inspect.getsource(_sdk_method(operation_id))
+    match = re.search(r"'200': \"(\w+)\"", source)
+    assert match, operation_id
+    return match.group(1)
+
+
+def test_operations_answer_the_wrapper_the_sdk_reads(document: dict[str, Any]) -> None:
+    checked = 0
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            if _sdk_method(op["operationId"]) is None:
+                continue
+            ref = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.rsplit("/", 1)[1] == _sdk_answer_model(op["operationId"]), (path, method)
+            checked += 1
+    assert checked >= len(REQUIRED_OPERATIONS)
+
+
+def test_sign_out_answers_a_string_wrapper_that_is_usually_empty(document: dict[str, Any]) -> None:
+    wrapper = document["components"]["schemas"]["StringWrapper"]
+    assert wrapper["properties"]["response"] == {"type": ["string", "null"]}
+    assert "response" not in wrapper["required"]
 
 
 # ------------------------------------------------------------------------ statuses, errors, security
@@ -315,7 +485,7 @@ def test_validation_400_declares_the_problem_details_beside_the_error(document: 
         if "400" in op["responses"]:
             schema = _resolve(document, op["responses"]["400"]["content"]["application/json"]["schema"])
             details = _resolve(document, schema["allOf"][1]["properties"]["response"])
-            assert set(details["required"]) == {"title", "status", "errors"}, key
+            assert set(details["required"]) == {"type", "title", "status", "errors"}, key
 
 
 def test_a_real_validation_400_has_what_the_document_declares(document: dict[str, Any], portal: Any) -> None:
@@ -326,19 +496,52 @@ def test_a_real_validation_400_has_what_the_document_declares(document: dict[str
     assert r.status_code == 400
     body = r.json()
     schemas = document["components"]["schemas"]
+    details = schemas["ValidationProblemDetails"]
     assert set(schemas["Error"]["required"]) <= set(body)
     assert set(schemas["ErrorInfo"]["required"]) <= set(body["error"])
-    assert set(schemas["ValidationProblemDetails"]["required"]) <= set(body["response"])
+    assert set(details["required"]) <= set(body["response"]) <= set(details["properties"])
+    assert body["response"]["type"] == details["properties"]["type"]["const"]
+    assert set(schemas["ValidationError"]["allOf"][1]["dependentRequired"]["response"]) <= set(body)
+    assert body["count"] == schemas["ValidationError"]["allOf"][1]["properties"]["count"]["const"]
     assert body["response"]["errors"]["Port"]
 
 
-def test_sign_in_and_the_health_check_need_no_credentials(document: dict[str, Any]) -> None:
+def test_sign_in_the_portal_settings_and_the_health_check_need_no_credentials(document: dict[str, Any]) -> None:
     operations = _operations(document)
     assert operations[SIGN_IN]["security"] == []
     assert operations[(HEALTH, "get")]["security"] == []
-    # "Am I signed in?" answers false rather than 401: credentials are optional there.
-    assert {} in operations[("/api/2.0/authentication", "get")]["security"]
-    assert "401" not in operations[("/api/2.0/authentication", "get")]["responses"]
+    assert operations[("/api/2.0/settings", "get")]["security"] == []
+    # "Am I signed in?" answers false, and sign-out 200, rather than 401: credentials are optional there.
+    for key in [("/api/2.0/authentication", "get"), ("/api/2.0/authentication/logout", "post")]:
+        assert {} in operations[key]["security"], key
+        assert "401" not in operations[key]["responses"], key
+
+
+def test_the_portal_settings_answer_what_the_document_declares(document: dict[str, Any], portal: Any) -> None:
+    from smtpsettings.domain.accounts import Role
+
+    schemas = document["components"]["schemas"]
+    declared = set(schemas["SettingsDto"]["properties"])
+    with portal.client() as c:
+        anonymous = c.get("/api/2.0/settings").json()["response"]
+    with portal.client(Role.ADMIN) as c:
+        signed_in = c.get("/api/2.0/settings").json()["response"]
+        asked = c.get("/api/2.0/settings", params={"withpassword": "true"}).json()["response"]
+    assert set(anonymous) == set(asked) == declared
+    assert set(signed_in) == declared - {"passwordHash"}
+    assert set(anonymous["passwordHash"]) == set(schemas["PasswordHasher"]["properties"])
+    assert set(anonymous["deepLink"]) == set(schemas["DeepLinkDto"]["properties"])
+
+
+@pytest.mark.parametrize("value", ["true", "False", "TRUE", " true ", "", "yes", "1", "tru", "true false"])
+def test_withpassword_is_refused_exactly_when_the_document_says(
+    document: dict[str, Any], server: Any, value: str
+) -> None:
+    (parameter,) = document["paths"]["/api/2.0/settings"]["get"]["parameters"]
+    string_form = next(s for s in parameter["schema"]["anyOf"] if s["type"] == "string")
+    with httpx.Client(base_url=server.base_url, timeout=30) as c:
+        status = c.get("/api/2.0/settings", params={"withpassword": value}).status_code
+    assert status == (200 if re.search(string_form["pattern"], value) else 400), value
 
 
 def test_options_answers_allow_with_exactly_the_documented_methods(document: dict[str, Any], server: Any) -> None:

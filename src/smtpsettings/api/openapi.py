@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from smtpsettings.api.errors import VALIDATION_TYPE
 from smtpsettings.domain.smtp import MAX_LENGTH
 
 __all__ = ("openapi_document",)
 
 SMTP_TAG = "Security / SMTP settings"
 AUTH_TAG = "Authentication"
+SETTINGS_TAG = "Settings / Common settings"
 
 # What the server accepts as a host, and so what answers carry: an RFC 1123 host name, an IPv4 address, an
 # international name (checked by IDNA 2008 on save, stored as typed), an IPv6 address, bare or in brackets,
@@ -43,6 +45,8 @@ HOST_PATTERN = "|".join(
         rf"^{_INTERNATIONAL_LABEL}(?:\.{_INTERNATIONAL_LABEL})*$",
     )
 )
+# A boolean query parameter as the server reads it (api/settings.py): either word in any case, or nothing.
+_LENIENT_BOOLEAN = r"^\s*(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])?\s*$"
 # The server refuses control characters (C0, DEL, C1, U+2028/2029) in every text field but the password.
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 
@@ -60,6 +64,14 @@ def _string(description: str, *, limited: bool = True, **extra: Any) -> dict[str
     if limited:
         schema.update(minLength=0, maxLength=MAX_LENGTH)
     return schema | extra
+
+
+def _ignored(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return schema | {"description": f"{description} Accepted and ignored."}
+
+
+def _never(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return schema | {"description": f"{description} Never sent by this server."}
 
 
 def _wrapper(response: dict[str, Any], *, response_always: bool = True) -> dict[str, Any]:
@@ -93,8 +105,8 @@ def _error(description: str, *, schema: str = "Error", retry_after: bool = False
 # Every error answer is the DocSpace error envelope; 400 may also carry the validation details.
 _ERRORS: dict[str, dict[str, Any]] = {
     "400": _error(
-        "Bad argument (`error` only), or field validation failed (`response` holds the ValidationProblemDetails,"
-        " as DocSpace puts them, with `error` beside them).",
+        "Bad argument (the error envelope), or field validation failed: then, as in DocSpace, the success"
+        " envelope with `status` 1 whose `response` is the ValidationProblemDetails, and (ours) `error` beside.",
         schema="ValidationError",
     ),
     "401": _error("Not authenticated: no credentials, or none valid on this portal"),
@@ -142,7 +154,7 @@ def _op(
     return operation
 
 
-_SCHEMES: list[dict[str, list[str]]] = [{"asc_auth_key": []}, {"Bearer": []}, {"Basic": []}]
+_SCHEMES: list[dict[str, list[str]]] = [{"asc_auth_key": []}, {"Bearer": []}, {"ApiKeyBearer": []}, {"Basic": []}]
 
 
 def _paths() -> dict[str, Any]:
@@ -168,8 +180,42 @@ def _paths() -> dict[str, Any]:
                 security=[{}, *_SCHEMES],
             ),
         },
+        # As in DocSpace, 200 also without credentials, or with ones no longer valid: there is nothing to end.
         "/api/2.0/authentication/logout": {
-            "post": _op("logout", "Sign out (ends the token presented)", "ObjectWrapper", ("401", *_JSON_API), tag=AUTH_TAG),
+            "post": _op(
+                "logout",
+                "Sign out (ends the session token presented, if any)",
+                "StringWrapper",
+                _JSON_API,
+                tag=AUTH_TAG,
+                too_many=None,
+                security=[{}, *_SCHEMES],
+            ),
+        },
+        "/api/2.0/settings": {
+            "get": _op(
+                "getPortalSettings",
+                "The portal settings a sign-in page needs (passwordHash for callers not signed in, or with"
+                " withpassword=true)",
+                "SettingsWrapper",
+                ("400", *_JSON_API),
+                tag=SETTINGS_TAG,
+                too_many=None,
+                security=[],
+            )
+            | {
+                "parameters": [
+                    {
+                        "name": "withpassword",
+                        "in": "query",
+                        "required": False,
+                        "description": "Include passwordHash also for a signed-in caller (credentials are read"
+                        " when sent, though none are needed). As ASP.NET reads a bool?: true or false in any case,"
+                        " and empty is the same as not given.",
+                        "schema": {"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": _LENIENT_BOOLEAN}]},
+                    }
+                ]
+            },
         },
         "/api/2.0/smtpsettings/smtp": {
             "get": _op("getSmtpSettings", "Get the SMTP settings", "SmtpSettingsWrapper", _MANAGER),
@@ -261,9 +307,10 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "completed": {"type": "boolean", "description": "Whether the test has finished."},
-                "id": {"type": "string", "description": "The test job's id."},
-                "error": {"type": "string", "description": "Empty, or one sentence saying what failed."},
-                "status": {"type": "string", "description": "The current step."},
+                # Nullable as in the SDK's model; this server always sends strings.
+                "id": {"type": ["string", "null"], "description": "The test job's id."},
+                "error": {"type": ["string", "null"], "description": "Empty, or one sentence saying what failed."},
+                "status": {"type": ["string", "null"], "description": "The current step."},
                 "percents": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 100},
                 "details": {
                     "type": "array",
@@ -301,24 +348,106 @@ def _schemas() -> dict[str, Any]:
         "SmtpAuditWrapper": _wrapper({"type": "array", "items": _ref("SmtpAuditEntry")}),
         "AuthRequestsDto": {
             "type": "object",
-            "description": "Other DocSpace sign-in fields (provider, culture, …) are accepted and ignored.",
+            "description": "The sign-in parameters, as in DocSpace's SDK. This server reads userName, password,"
+            " passwordHash and session; the other fields are accepted and ignored (there is no third-party, OAuth,"
+            " confirmation-link or CAPTCHA sign-in here).",
             "properties": {
                 "userName": {"type": ["string", "null"], "description": "The email used for authentication."},
                 "password": {"type": ["string", "null"], "description": "The password in plain text."},
-                "session": {"type": "boolean", "description": "Ask for a browser-session cookie."},
+                "passwordHash": {
+                    "type": ["string", "null"],
+                    "description": "Instead of the password: its hash, computed with the portal's passwordHash"
+                    " settings (GET /api/2.0/settings), as DocSpace's sign-in page sends it. When given and not"
+                    " blank it is used, also if a password is sent too.",
+                },
+                "provider": _ignored({"type": ["string", "null"]}, "The external authentication provider."),
+                "accessToken": _ignored({"type": ["string", "null"]}, "An external provider's access token."),
+                "serializedProfile": _ignored({"type": ["string", "null"]}, "An external provider's user profile."),
+                "codeOAuth": _ignored({"type": ["string", "null"]}, "An OAuth authorization code."),
+                "session": {
+                    "type": "boolean",
+                    "description": "Ask for a browser-session cookie; the answer then names no expiry.",
+                },
+                "confirmData": _ignored(_ref("ConfirmData"), "Confirmation-link data."),
+                "recaptchaType": _ignored(
+                    {"type": "integer", "enum": [0, 1, 2, 3]},
+                    "The CAPTCHA kind (0 Default, 1 AndroidV2, 2 iOSV2, 3 hCaptcha).",
+                ),
+                "recaptchaResponse": _ignored({"type": ["string", "null"]}, "The answer to a CAPTCHA."),
+                "culture": _ignored({"type": ["string", "null"]}, "The culture code."),
+            },
+        },
+        "ConfirmData": {
+            "type": "object",
+            "properties": {
+                "email": {"type": ["string", "null"]},
+                "first": {"type": ["boolean", "null"]},
+                "key": {"type": ["string", "null"]},
             },
         },
         "AuthenticationTokenDto": {
             "type": "object",
+            "description": "The sign-in answer, as in DocSpace's SDK. This server answers token, and expires unless"
+            " the sign-in asked for a session; it has no SMS or two-factor sign-in, so never sends the other fields.",
             "properties": {
                 "token": {"type": ["string", "null"], "description": "The authentication token."},
-                "expires": {"type": "string", "format": "date-time", "description": "The token expiration time."},
+                "expires": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "The token expiration time (left out for a session sign-in).",
+                },
+                "sms": _never({"type": "boolean"}, "Whether the code is sent by SMS."),
+                "phoneNoise": _never({"type": ["string", "null"]}, "The masked phone number."),
+                "tfa": _never({"type": "boolean"}, "Whether a two-factor application is used."),
+                "tfaKey": _never({"type": ["string", "null"]}, "The two-factor key."),
+                "confirmUrl": _never({"type": ["string", "null"]}, "The confirmation URL."),
             },
+            "required": ["token"],
         },
         "AuthenticationTokenWrapper": _wrapper(_ref("AuthenticationTokenDto")),
         "BooleanWrapper": _wrapper({"type": "boolean"}),
-        # Sign-out answers nothing: the envelope without "response".
-        "ObjectWrapper": _wrapper({}, response_always=False),
+        # Sign-out answers nothing: the envelope without "response" (count 0), as DocSpace's StringWrapper.
+        "StringWrapper": _wrapper({"type": ["string", "null"]}, response_always=False),
+        "SettingsDto": {
+            "type": "object",
+            "description": "Of DocSpace's portal settings, those its SDK requires and passwordHash, with values true"
+            " of this service.",
+            "properties": {
+                "culture": {"type": ["string", "null"], "description": "The language."},
+                "baseDomain": {
+                    "type": ["string", "null"],
+                    "description": "Null: each portal has a host name of its own.",
+                },
+                "cookieSettingsEnabled": {
+                    "type": "boolean",
+                    "description": "False: the session lifetime is server configuration, not a portal setting.",
+                },
+                "deepLink": _ref("DeepLinkDto"),
+                "passwordHash": _ref("PasswordHasher"),
+            },
+            "required": ["culture", "baseDomain", "cookieSettingsEnabled", "deepLink"],
+        },
+        "DeepLinkDto": {
+            "type": "object",
+            "description": "Null values: there is no mobile app to open.",
+            "properties": {
+                "androidPackageName": {"type": ["string", "null"]},
+                "url": {"type": ["string", "null"]},
+                "iosPackageId": {"type": ["string", "null"]},
+            },
+            "required": ["androidPackageName", "url", "iosPackageId"],
+        },
+        "PasswordHasher": {
+            "type": "object",
+            "description": "How the sign-in page hashes a password for passwordHash (PBKDF2).",
+            "properties": {
+                "size": {"type": "integer", "description": "Bits of output."},
+                "iterations": {"type": "integer"},
+                "salt": {"type": ["string", "null"], "description": "The portal's salt (always sent)."},
+            },
+            "required": ["size", "iterations", "salt"],
+        },
+        "SettingsWrapper": _wrapper(_ref("SettingsDto")),
         "HealthWrapper": {
             "type": "object",
             "properties": {
@@ -353,6 +482,7 @@ def _schemas() -> dict[str, Any]:
         "ValidationProblemDetails": {
             "type": "object",
             "properties": {
+                "type": {"type": "string", "const": VALIDATION_TYPE},
                 "title": {"type": "string"},
                 "status": {"type": "integer", "const": 400},
                 "errors": {
@@ -360,12 +490,25 @@ def _schemas() -> dict[str, Any]:
                     "description": "Messages by PascalCase property name, as DocSpace writes them.",
                     "additionalProperties": {"type": "array", "items": {"type": "string"}},
                 },
+                "traceId": {"type": "string", "description": "The request id, also sent as X-Request-Id and logged."},
             },
-            "required": ["title", "status", "errors"],
+            "required": ["type", "title", "status", "errors"],
         },
         "ValidationError": {
-            "description": "The error envelope; on field validation errors `response` holds the details too.",
-            "allOf": [_ref("Error"), {"type": "object", "properties": {"response": _ref("ValidationProblemDetails")}}],
+            "description": "The error envelope; on field validation errors also DocSpace's shape for them: the success"
+            " envelope's response (the details), count and links, with status 1.",
+            "allOf": [
+                _ref("Error"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "response": _ref("ValidationProblemDetails"),
+                        "count": {"type": "integer", "format": "int32", "const": 1},
+                        "links": {"type": "array", "items": _ref("Link")},
+                    },
+                    "dependentRequired": {"response": ["count", "links"]},
+                },
+            ],
         },
     }
 
@@ -380,6 +523,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "tags": [
             {"name": AUTH_TAG},
+            {"name": SETTINGS_TAG},
             {"name": SMTP_TAG},
             {"name": "Health"},
         ],
@@ -389,6 +533,14 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {
                 "asc_auth_key": {"type": "apiKey", "in": "cookie", "name": "asc_auth_key"},
                 "Bearer": {"type": "http", "scheme": "bearer", "description": "A sign-in token, or an API key sk-…"},
+                "ApiKeyBearer": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "ApiKeyBearer",
+                    "description": "What Authorization carries (an API key sk-…, a sign-in token), in the header"
+                    " the SDK's api_key={'ApiKeyBearer': …} sends; the asc_auth_key cookie or Authorization wins"
+                    " when also sent",
+                },
                 "Basic": {"type": "http", "scheme": "basic"},
             },
         },
