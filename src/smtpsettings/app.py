@@ -26,6 +26,7 @@ from smtpsettings.config import Settings, load_settings
 from smtpsettings.crypto import KeyRing
 from smtpsettings.domain.errors import RequestBodyTimeout
 from smtpsettings.logs import configure_logging
+from smtpsettings.mail import TokenCache
 from smtpsettings.services.auth import AuthService
 from smtpsettings.services.mailtest import TestMailService
 from smtpsettings.services.smtp import SmtpSettingsService
@@ -52,7 +53,8 @@ class Services:
         self.keyring = KeyRing(settings.key_file)
         self.auth = AuthService(self.db, settings)
         self.smtp = SmtpSettingsService(self.db, self.keyring, settings.default_smtp)
-        self.mailtest = TestMailService(self.db, self.smtp, settings)
+        self.tokens = TokenCache()  # OAuth 2.0 access tokens to mail servers, shared by this worker's jobs
+        self.mailtest = TestMailService(self.db, self.smtp, settings, self.tokens)
         self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies)
 
     async def close(self) -> None:

@@ -26,6 +26,8 @@ def test_portal_without_settings_inherits_the_server_default(portal: Portal) -> 
         "enableAuth": True,
         "useNtlm": False,
         "isDefaultSettings": True,
+        "authMethod": "password",
+        "oauth2": None,
     }
     assert body["count"] == 1 and body["status"] == 0 and body["statusCode"] == 200
     assert body["links"] == [{"href": f"http://{portal.hostname}{PATH}", "action": "GET"}]
@@ -35,7 +37,14 @@ def test_save_returns_what_was_stored_and_get_returns_it_after(portal: Portal) -
     with portal.client(Role.OWNER) as c:
         saved = c.post(PATH, json={**VALID_SETTINGS, "useNtlm": True, "isDefaultSettings": True})
         assert saved.status_code == 200, saved.text
-        expected = {**VALID_SETTINGS, "useNtlm": True, "credentialsUserPassword": "", "isDefaultSettings": False}
+        expected = {
+            **VALID_SETTINGS,
+            "useNtlm": True,
+            "credentialsUserPassword": "",
+            "isDefaultSettings": False,
+            "authMethod": "ntlm",
+            "oauth2": None,
+        }
         assert saved.json()["response"] == expected
         assert c.get(PATH).json()["response"] == expected
 
@@ -164,3 +173,156 @@ def test_a_failed_save_writes_no_audit_row(portal: Portal) -> None:
     with portal.client(Role.ADMIN) as c:
         assert c.post(PATH, json={**VALID_SETTINGS, "port": 0}).status_code == 400
     assert portal.server.cli("audit", "--portal", portal.hostname).stdout.strip() == ""
+
+
+# --- OAuth 2.0 (ours) ----------------------------------------------------------------------------------
+
+MAILBOX = "mailer@example.com"
+CLIENT_SECRET = "client-Secret~4f1a"
+MICROSOFT = {
+    "provider": "microsoft",
+    "tenantId": "contoso.onmicrosoft.com",
+    "clientId": "11111111-2222-3333-4444-555555555555",
+    "clientSecret": CLIENT_SECRET,
+}
+OAUTH2_SETTINGS = {
+    **{k: v for k, v in VALID_SETTINGS.items() if k not in ("credentialsUserPassword", "useNtlm")},
+    "credentialsUserName": MAILBOX,
+    "authMethod": "oauth2",
+    "oauth2": MICROSOFT,
+}
+
+
+def oauth2_settings(**oauth2: object) -> dict[str, object]:
+    return {**OAUTH2_SETTINGS, "oauth2": {k: v for k, v in {**MICROSOFT, **oauth2}.items() if v is not None}}
+
+
+def test_oauth2_settings_are_answered_with_secrets_empty_and_which_are_stored(portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        saved = c.post(PATH, json=OAUTH2_SETTINGS)
+        assert saved.status_code == 200, saved.text
+        expected = {
+            **VALID_SETTINGS,
+            "credentialsUserName": MAILBOX,
+            "credentialsUserPassword": "",
+            "useNtlm": False,
+            "isDefaultSettings": False,
+            "authMethod": "oauth2",
+            "oauth2": {
+                "provider": "microsoft",
+                "tenantId": "contoso.onmicrosoft.com",
+                "clientId": "11111111-2222-3333-4444-555555555555",
+                "clientSecret": "",
+                "certificate": "",
+                "serviceAccountKey": "",
+                "tokenUrl": "",
+                "scope": "",
+                "clientSecretStored": True,
+                "certificateStored": False,
+                "serviceAccountKeyStored": False,
+            },
+        }
+        assert saved.json()["response"] == expected
+        assert c.get(PATH).json()["response"] == expected
+        # An answer sent back as it came keeps the secret (the target is unchanged).
+        again = c.post(PATH, json={**expected, "senderDisplayName": "Sent back"})
+        assert again.status_code == 200, again.text
+        assert again.json()["response"]["oauth2"]["clientSecretStored"] is True
+
+
+def test_an_omitted_oauth2_secret_is_kept_while_host_user_and_token_endpoint_are_unchanged(portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        assert c.post(PATH, json=oauth2_settings(tokenUrl="https://idp.example.com/token")).status_code == 200
+        r = c.post(PATH, json={**oauth2_settings(clientSecret=None, tokenUrl="https://idp.example.com/token", scope="x.y"), "port": 587})
+        assert r.status_code == 200, r.text
+        assert r.json()["response"]["oauth2"]["scope"] == "x.y"
+        assert r.json()["response"]["oauth2"]["clientSecretStored"] is True
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"host": "evil.example.net"},
+        {"port": 2526},
+        {"credentialsUserName": "other@example.com"},
+        {"oauth2": {**MICROSOFT, "tenantId": "fabrikam.onmicrosoft.com"}},
+        {"oauth2": {**MICROSOFT, "clientId": "someone-else"}},
+        {"oauth2": {**MICROSOFT, "tokenUrl": "https://evil.example.net/token"}},
+        {"oauth2": {"provider": "generic", "clientId": "x", "tokenUrl": "https://evil.example.net/token"}},
+    ],
+    ids=["host", "port", "user", "tenant", "client", "token-url", "provider"],
+)
+def test_an_omitted_oauth2_secret_is_refused_naming_the_field_when_where_it_goes_changed(
+    portal: Portal, change: dict[str, object]
+) -> None:
+    with portal.client(Role.ADMIN) as c:
+        assert c.post(PATH, json=OAUTH2_SETTINGS).status_code == 200
+        body = {**OAUTH2_SETTINGS, **change}
+        body["oauth2"] = {k: v for k, v in body["oauth2"].items() if k != "clientSecret"}  # type: ignore[attr-defined]
+        r = c.post(PATH, json=body)
+        assert r.status_code == 400, r.text
+        answer = r.json()
+        assert list(answer["response"]["errors"]) == ["Oauth2.ClientSecret"]
+        assert answer["error"]["message"].startswith("Empty Oauth2.ClientSecret: give the client secret")
+        assert answer["error"]["message"] == answer["response"]["errors"]["Oauth2.ClientSecret"][0]
+        assert c.get(PATH).json()["response"]["host"] == VALID_SETTINGS["host"]
+
+
+def test_a_docspace_shaped_save_switches_back_to_password_and_drops_the_oauth2_secrets(portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        assert c.post(PATH, json=OAUTH2_SETTINGS).status_code == 200
+        # The password must be given again: OAuth 2.0 settings keep none.
+        without_password = {k: v for k, v in VALID_SETTINGS.items() if k != "credentialsUserPassword"}
+        r = c.post(PATH, json={**without_password, "credentialsUserName": MAILBOX})
+        assert r.status_code == 400 and r.json()["error"]["message"] == "Empty password."
+        r = c.post(PATH, json=VALID_SETTINGS)
+        assert r.status_code == 200, r.text
+        assert r.json()["response"]["authMethod"] == "password" and r.json()["response"]["oauth2"] is None
+        assert c.get(PATH).json()["response"] == r.json()["response"]
+    rows = portal.server.query(
+        "SELECT oauth2_provider, oauth2_client_id, oauth2_client_secret_ciphertext, password_ciphertext"
+        " FROM smtp_settings s JOIN portals p ON p.id = s.portal_id WHERE p.hostname = :host",
+        host=portal.hostname,
+    )
+    provider, client_id, secret, password = rows[0]
+    assert (provider, client_id, secret) == (None, None, None)
+    assert isinstance(password, str) and password.startswith("v1.")
+
+
+def test_an_oauth2_field_error_is_a_validation_400_under_its_dotted_name(portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        r = c.post(PATH, json=oauth2_settings(tenantId=None, tokenUrl="http://idp.example.com/token"))
+    assert r.status_code == 400
+    answer = r.json()
+    assert answer["statusCode"] == 400 and answer["response"]["status"] == 400
+    assert answer["response"]["errors"] == {
+        "Oauth2.TenantId": ['The field Oauth2.TenantId is required for provider "microsoft".'],
+        "Oauth2.TokenUrl": [
+            "The field Oauth2.TokenUrl must be an https:// URL: 'http://idp.example.com/token' uses http://,"
+            " which is allowed only to a loopback address such as 127.0.0.1."
+        ],
+    }
+    assert answer["error"]["message"] == next(iter(answer["response"]["errors"].values()))[0]
+
+
+def test_the_audit_names_the_oauth2_fields_that_changed_and_never_their_values(portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        c.post(PATH, json=VALID_SETTINGS)
+        assert c.post(PATH, json=OAUTH2_SETTINGS).status_code == 200
+        assert c.post(PATH, json=oauth2_settings(clientSecret="another-Secret~2", scope="a.b")).status_code == 200
+        c.delete(PATH)
+    lines = portal.server.cli("audit", "--portal", portal.hostname).stdout.strip().splitlines()
+    reset, second, first = (line.split("\t")[4].split(",") for line in lines[:3])
+    assert set(first) == {
+        "credentialsUserName",
+        "authMethod",
+        "oauth2.provider",
+        "oauth2.tenantId",
+        "oauth2.clientId",
+        "credentialsUserPassword",
+        "oauth2.clientSecret",
+    }
+    assert second == ["oauth2.scope", "oauth2.clientSecret"]
+    assert "authMethod" in reset and "oauth2.clientSecret" in reset and "isDefaultSettings" in reset
+    text = "\n".join(lines)
+    assert CLIENT_SECRET not in text and "another-Secret" not in text and "contoso" not in text

@@ -8,15 +8,22 @@ from litestar import Request, Response, delete, get, post
 
 from smtpsettings.api.context import client_address, read_json, services, settings_manager
 from smtpsettings.api.envelope import success_response
-from smtpsettings.domain.smtp import SmtpSettings, parse_settings
+from smtpsettings.domain.smtp import parse_settings
+from smtpsettings.services.smtp import SettingsView
 
 __all__ = ("get_smtp_settings", "reset_smtp_settings", "save_smtp_settings", "settings_dto", "smtp_settings_history")
 
 PATH = "/api/2.0/smtpsettings/smtp"
 
 
-def settings_dto(settings: SmtpSettings) -> dict[str, Any]:
-    """The wire form. The password is write-only: every response carries ``""``."""
+def settings_dto(view: SettingsView) -> dict[str, Any]:
+    """The wire form. The password and OAuth 2.0 secrets are write-only: every response carries ``""``.
+
+    DocSpace's ten fields come first; ``authMethod`` and ``oauth2`` are ours (null unless OAuth 2.0 is in
+    use), and say which secrets are stored without showing them.
+    """
+    settings = view.settings
+    oauth2 = settings.oauth2
     return {
         "host": settings.host,
         "port": settings.port,
@@ -28,6 +35,22 @@ def settings_dto(settings: SmtpSettings) -> dict[str, Any]:
         "enableAuth": settings.enable_auth,
         "useNtlm": settings.use_ntlm,
         "isDefaultSettings": settings.is_default,
+        "authMethod": settings.auth_method.value,
+        "oauth2": None
+        if oauth2 is None
+        else {
+            "provider": oauth2.provider,
+            "tenantId": oauth2.tenant_id,
+            "clientId": oauth2.client_id,
+            "clientSecret": "",
+            "certificate": "",
+            "serviceAccountKey": "",
+            "tokenUrl": oauth2.token_url,
+            "scope": oauth2.scope,
+            "clientSecretStored": "client_secret" in view.secrets_stored,
+            "certificateStored": "certificate" in view.secrets_stored,
+            "serviceAccountKeyStored": "service_account_key" in view.secrets_stored,
+        },
     }
 
 

@@ -1,4 +1,4 @@
-"""Key rotation: a new primary key, then every stored secret re-encrypted under it.
+"""Key rotation: a new primary key, then every stored secret (passwords and OAuth 2.0 secrets) re-encrypted under it.
 
 Safe while servers run: the new key is written to the ring before any secret uses it, old keys stay
 in the ring (so a ciphertext written by a server that has not reloaded yet still decrypts), and each
@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 from smtpsettings.crypto import KeyRing
-from smtpsettings.services.smtp import password_purpose
+from smtpsettings.services.smtp import secret_purpose
 from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import Database
 
@@ -22,11 +22,11 @@ def rotate_keys(db: Database, keyring: KeyRing) -> tuple[str, int]:
     new_key = keyring.add_key()
     done = 0
     while True:
-        stale = [(p, c) for p, c in db.read_sync(smtp_store.all_password_ciphertexts) if keyring.key_id_of(c) != new_key]
+        stale = [(p, n, c) for p, n, c in db.read_sync(smtp_store.all_ciphertexts) if keyring.key_id_of(c) != new_key]
         if not stale:
             return new_key, done
-        for portal_id, ciphertext in stale:
-            plaintext = keyring.decrypt(ciphertext, password_purpose(portal_id))
-            fresh = keyring.encrypt(plaintext, password_purpose(portal_id))
-            if db.write_sync(partial(smtp_store.set_password_ciphertext, portal_id=portal_id, old=ciphertext, new=fresh)):
+        for portal_id, name, ciphertext in stale:
+            purpose = secret_purpose(name, portal_id)
+            fresh = keyring.encrypt(keyring.decrypt(ciphertext, purpose), purpose)
+            if db.write_sync(partial(smtp_store.set_ciphertext, portal_id=portal_id, name=name, old=ciphertext, new=fresh)):
                 done += 1

@@ -20,13 +20,23 @@ from smtpsettings.domain.accounts import Portal, User
 from smtpsettings.domain.errors import BadArgument, Conflict, TooManyRequests
 from smtpsettings.domain.mailtest import COMPLETED, PERCENTS, STEP_CREATE_MESSAGE, STEP_SETUP_TENANT
 from smtpsettings.domain.smtp import SmtpSettings, SmtpSettingsInput
-from smtpsettings.mail import MailError, MailPolicy, SmtpTarget, build_test_message, send_message
-from smtpsettings.services.smtp import SmtpSettingsService
+from smtpsettings.mail import (
+    MailError,
+    MailPolicy,
+    OAuth2Grant,
+    SmtpTarget,
+    TokenCache,
+    build_test_message,
+    default_scope,
+    default_token_url,
+    send_message,
+)
+from smtpsettings.services.smtp import MailCredentials, SmtpSettingsService
 from smtpsettings.store import jobs, ratelimit
 from smtpsettings.store.database import Database, StoreUnavailable, utcnow
 from smtpsettings.store.jobs import JobRecord
 
-__all__ = ("TestMailService", "mail_policy")
+__all__ = ("TestMailService", "mail_policy", "smtp_target")
 
 log = structlog.get_logger("smtpsettings.mailtest")
 
@@ -49,13 +59,46 @@ def mail_policy(settings: Settings) -> MailPolicy:
     )
 
 
+def smtp_target(settings: SmtpSettings, credentials: MailCredentials) -> SmtpTarget:
+    """Where and how to send: the settings with their secrets, and the provider's defaults filled in."""
+    grant = None
+    oauth2 = settings.oauth2
+    if oauth2 is not None:
+        grant = OAuth2Grant(
+            provider=oauth2.provider,
+            token_url=oauth2.token_url or default_token_url(oauth2.provider, oauth2.tenant_id),
+            scope=oauth2.scope or default_scope(oauth2.provider),
+            client_id=oauth2.client_id,
+            tenant_id=oauth2.tenant_id,
+            # Google's service account acts as the mailbox (domain-wide delegation).
+            subject=settings.credentials_user_name if oauth2.provider == "google" else "",
+            client_secret=credentials.oauth2.client_secret,
+            certificate=credentials.oauth2.certificate,
+            service_account_key=credentials.oauth2.service_account_key,
+        )
+    return SmtpTarget(
+        host=settings.host,
+        port=settings.port,
+        enable_ssl=settings.enable_ssl,
+        enable_auth=settings.enable_auth,
+        username=settings.credentials_user_name,
+        password=credentials.password,
+        use_ntlm=settings.use_ntlm,
+        oauth2=grant,
+    )
+
+
 class TestMailService:
     __test__ = False  # not a pytest test class, whatever its name says
 
-    def __init__(self, db: Database, smtp: SmtpSettingsService, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, smtp: SmtpSettingsService, settings: Settings, tokens: TokenCache | None = None
+    ) -> None:
         self._db = db
         self._smtp = smtp
         self._settings = settings
+        # One per worker: several tests in a row ask the token endpoint once.
+        self._tokens = tokens or TokenCache()
         self._policy = mail_policy(settings)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -74,7 +117,7 @@ class TestMailService:
             BadArgument: there are no settings to test, or the candidate's password rule fails.
             Conflict: a job is running and ``join_running`` is false.
         """
-        settings, password = await self._target_settings(portal, candidate)
+        settings, credentials = await self._target_settings(portal, candidate)
         if not settings.host or not settings.sender_address:
             raise BadArgument("There are no SMTP settings to test: save the settings first.")
         job_id = uuid.uuid4().hex
@@ -107,7 +150,7 @@ class TestMailService:
             raise TooManyRequests(f"Too many test messages: at most {limit} in {window // 60} minutes. Try again later.", int(wait) + 1)
         job, is_new = claimed
         if is_new:
-            task = asyncio.get_running_loop().create_task(self._run(portal, user, job.id, settings, password))
+            task = asyncio.get_running_loop().create_task(self._run(portal, user, job.id, settings, credentials))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return job
@@ -128,12 +171,16 @@ class TestMailService:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
 
-    async def _target_settings(self, portal: Portal, candidate: SmtpSettingsInput | None) -> tuple[SmtpSettings, str]:
+    async def _target_settings(
+        self, portal: Portal, candidate: SmtpSettingsInput | None
+    ) -> tuple[SmtpSettings, MailCredentials]:
         if candidate is None:
-            return await self._smtp.get_with_password(portal)
-        return await self._smtp.with_password(portal, candidate)
+            return await self._smtp.get_for_sending(portal)
+        return await self._smtp.candidate_for_sending(portal, candidate)
 
-    async def _run(self, portal: Portal, user: User, job_id: str, settings: SmtpSettings, password: str) -> None:
+    async def _run(
+        self, portal: Portal, user: User, job_id: str, settings: SmtpSettings, credentials: MailCredentials
+    ) -> None:
         steps = StepWriter(self._db, portal.id, job_id)
 
         async def finish(error: str, details: list[dict[str, object]], transcript: list[str], done: bool = False) -> None:
@@ -152,15 +199,7 @@ class TestMailService:
                 )
             )
 
-        target = SmtpTarget(
-            host=settings.host,
-            port=settings.port,
-            enable_ssl=settings.enable_ssl,
-            enable_auth=settings.enable_auth,
-            username=settings.credentials_user_name,
-            password=password,
-            use_ntlm=settings.use_ntlm,
-        )
+        target = smtp_target(settings, credentials)
         try:
             # The setup steps take no time here: tenant and user are already loaded.
             await steps.reached(STEP_CREATE_MESSAGE)
@@ -173,7 +212,7 @@ class TestMailService:
                 return
             # The mail library enforces the same deadline; this one also covers our own bookkeeping.
             async with asyncio.timeout(self._settings.smtp_job_timeout + 1):
-                report = await send_message(target, message, self._policy, on_step=steps.reached)
+                report = await send_message(target, message, self._policy, on_step=steps.reached, tokens=self._tokens)
             await finish("", report.to_list(), list(report.transcript), done=True)
             log.info("test_mail_sent", portal=portal.hostname, job_id=job_id)
         except MailError as exc:

@@ -3,33 +3,45 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from smtpsettings.domain.smtp import SmtpSettings
+from smtpsettings.domain.smtp import OAuth2Settings, SmtpSettings
 from smtpsettings.store.database import Database, Prepared, insert_for, utc, utcnow
 from smtpsettings.store.tables import audit_log, smtp_settings
 
 __all__ = (
     "AuditEntry",
     "StoredSmtpSettings",
+    "SECRET_COLUMNS",
     "add_audit_entry",
-    "all_password_ciphertexts",
+    "all_ciphertexts",
     "delete_settings",
     "find_settings",
     "get_settings",
     "list_audit",
     "put_settings",
-    "set_password_ciphertext",
+    "set_ciphertext",
 )
+
+# Every encrypted secret of a portal: its name (the password, or an OAuth 2.0 secret) -> its column.
+SECRET_COLUMNS = {
+    "password": "password_ciphertext",
+    "client_secret": "oauth2_client_secret_ciphertext",
+    "certificate": "oauth2_certificate_ciphertext",
+    "service_account_key": "oauth2_service_account_key_ciphertext",
+}
 
 
 class StoredSmtpSettings(msgspec.Struct, frozen=True):
     settings: SmtpSettings
     password_ciphertext: str | None
+    secret_ciphertexts: dict[str, str] = msgspec.field(default_factory=dict)
+    """The OAuth 2.0 secrets stored, by name (``client_secret``, ``certificate``, ``service_account_key``)."""
 
 
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +68,7 @@ _UPSERT = Prepared.per_dialect(_upsert)
 _AUDIT = Prepared(audit_log.insert().values({c.name: sa.bindparam(c.name) for c in audit_log.columns if c.name != "id"}))
 
 
+_OAUTH2_SECRETS = tuple(name for name in SECRET_COLUMNS if name != "password")
 _STORED_COLUMNS = (
     smtp_settings.c.host,
     smtp_settings.c.port,
@@ -66,6 +79,12 @@ _STORED_COLUMNS = (
     smtp_settings.c.enable_auth,
     smtp_settings.c.use_ntlm,
     smtp_settings.c.password_ciphertext,
+    smtp_settings.c.oauth2_provider,
+    smtp_settings.c.oauth2_tenant_id,
+    smtp_settings.c.oauth2_client_id,
+    smtp_settings.c.oauth2_token_url,
+    smtp_settings.c.oauth2_scope,
+    *(smtp_settings.c[SECRET_COLUMNS[name]] for name in _OAUTH2_SECRETS),
 )
 _SETTINGS = Prepared(sa.select(*_STORED_COLUMNS).where(smtp_settings.c.portal_id == sa.bindparam("portal_id")))
 _SETTINGS_FOR_UPDATE = Prepared(
@@ -76,7 +95,13 @@ _SETTINGS_FOR_UPDATE = Prepared(
 def _stored(row: tuple[Any, ...] | None) -> StoredSmtpSettings | None:
     if row is None:
         return None
-    host, port, sender_address, sender_display_name, user_name, enable_ssl, enable_auth, use_ntlm, ciphertext = row
+    host, port, sender_address, sender_display_name, user_name, enable_ssl, enable_auth, use_ntlm, ciphertext = row[:9]
+    provider, tenant_id, client_id, token_url, scope = row[9:14]
+    oauth2 = None
+    if provider:
+        oauth2 = OAuth2Settings(
+            provider=provider, tenant_id=tenant_id or "", client_id=client_id or "", token_url=token_url or "", scope=scope or ""
+        )
     settings = SmtpSettings(
         host=host,
         port=port,
@@ -86,8 +111,10 @@ def _stored(row: tuple[Any, ...] | None) -> StoredSmtpSettings | None:
         enable_ssl=enable_ssl,
         enable_auth=enable_auth,
         use_ntlm=use_ntlm,
+        oauth2=oauth2,
     )
-    return StoredSmtpSettings(settings, ciphertext)
+    secrets = {name: value for name, value in zip(_OAUTH2_SECRETS, row[14:], strict=True) if value}
+    return StoredSmtpSettings(settings, ciphertext, secrets)
 
 
 def get_settings(conn: Connection, portal_id: int, *, for_update: bool = False) -> StoredSmtpSettings | None:
@@ -100,7 +127,16 @@ async def find_settings(db: Database, portal_id: int) -> StoredSmtpSettings | No
     return _stored(await db.fetch_one(_SETTINGS, portal_id=portal_id))
 
 
-def put_settings(conn: Connection, portal_id: int, settings: SmtpSettings, password_ciphertext: str | None) -> None:
+def put_settings(
+    conn: Connection,
+    portal_id: int,
+    settings: SmtpSettings,
+    password_ciphertext: str | None,
+    secret_ciphertexts: Mapping[str, str] | None = None,
+) -> None:
+    """Store the portal's settings whole: OAuth 2.0 columns and secrets not given are cleared."""
+    oauth2 = settings.oauth2
+    secrets = secret_ciphertexts or {}
     values = {
         "host": settings.host,
         "port": settings.port,
@@ -112,27 +148,28 @@ def put_settings(conn: Connection, portal_id: int, settings: SmtpSettings, passw
         "enable_auth": settings.enable_auth,
         "use_ntlm": settings.use_ntlm,
         "updated_at": utcnow(),
+        "oauth2_provider": oauth2.provider if oauth2 else None,
+        "oauth2_tenant_id": oauth2.tenant_id if oauth2 else None,
+        "oauth2_client_id": oauth2.client_id if oauth2 else None,
+        "oauth2_token_url": oauth2.token_url if oauth2 else None,
+        "oauth2_scope": oauth2.scope if oauth2 else None,
+        **{SECRET_COLUMNS[name]: secrets.get(name) if oauth2 else None for name in _OAUTH2_SECRETS},
     }
     _UPSERT.execute(conn, portal_id=portal_id, **values)
 
 
-def set_password_ciphertext(conn: Connection, portal_id: int, old: str, new: str) -> bool:
-    """Swap one ciphertext for another only if it is still ``old`` (a save may have raced a key rotation)."""
-    result = conn.execute(
-        smtp_settings.update()
-        .where(smtp_settings.c.portal_id == portal_id, smtp_settings.c.password_ciphertext == old)
-        .values(password_ciphertext=new)
-    )
+def set_ciphertext(conn: Connection, portal_id: int, name: str, old: str, new: str) -> bool:
+    """Swap one secret's ciphertext for another only if it is still ``old`` (a save may have raced a key rotation)."""
+    column = smtp_settings.c[SECRET_COLUMNS[name]]
+    result = conn.execute(smtp_settings.update().where(smtp_settings.c.portal_id == portal_id, column == old).values({column: new}))
     return result.rowcount == 1
 
 
-def all_password_ciphertexts(conn: Connection) -> list[tuple[int, str]]:
-    rows = conn.execute(
-        sa.select(smtp_settings.c.portal_id, smtp_settings.c.password_ciphertext).where(
-            smtp_settings.c.password_ciphertext.is_not(None)
-        )
-    )
-    return [(r.portal_id, r.password_ciphertext) for r in rows]
+def all_ciphertexts(conn: Connection) -> list[tuple[int, str, str]]:
+    """Every stored secret as ``(portal id, secret name, ciphertext)``."""
+    columns = [smtp_settings.c[column] for column in SECRET_COLUMNS.values()]
+    rows = conn.execute(sa.select(smtp_settings.c.portal_id, *columns).where(sa.or_(*(c.is_not(None) for c in columns))))
+    return [(row[0], name, value) for row in rows for name, value in zip(SECRET_COLUMNS, row[1:], strict=True) if value]
 
 
 def delete_settings(conn: Connection, portal_id: int) -> bool:

@@ -80,6 +80,16 @@ smtp_settings = sa.Table(
     sa.Column("enable_auth", sa.Boolean, nullable=False),
     sa.Column("use_ntlm", sa.Boolean, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # OAuth 2.0 (XOAUTH2): NULL provider means password or NTLM. Token URL and scope "" mean the provider's
+    # default. Each secret is encrypted like the password, under a purpose of its own.
+    sa.Column("oauth2_provider", sa.String(16), nullable=True),
+    sa.Column("oauth2_tenant_id", sa.String(255), nullable=True),
+    sa.Column("oauth2_client_id", sa.String(255), nullable=True),
+    sa.Column("oauth2_token_url", sa.String(2048), nullable=True),
+    sa.Column("oauth2_scope", sa.String(1024), nullable=True),
+    sa.Column("oauth2_client_secret_ciphertext", sa.Text, nullable=True),
+    sa.Column("oauth2_certificate_ciphertext", sa.Text, nullable=True),
+    sa.Column("oauth2_service_account_key_ciphertext", sa.Text, nullable=True),
 )
 
 audit_log = sa.Table(
