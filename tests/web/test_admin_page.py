@@ -31,7 +31,7 @@ SMTP_LABELS = [
     "Authentication",
     "Host login",
     "Host password",
-    "Auth via NTLM",
+    "NTLM",
     "Enable SSL",
 ]
 
@@ -132,7 +132,7 @@ def test_sign_in_shows_the_inherited_default_then_saves_and_reloads(page: Page, 
     expect(page.get_by_role("button", name="Save")).to_be_disabled()
     field(page, "Host password").fill(SMTP_PASSWORD)
     field(page, "Enable SSL").check()
-    field(page, "Auth via NTLM").check()
+    field(page, "NTLM").check()
     expect(page.get_by_role("button", name="Send test mail")).to_be_disabled()  # unsaved changes
     page.get_by_role("button", name="Save").click()
 
@@ -150,6 +150,8 @@ def test_sign_in_shows_the_inherited_default_then_saves_and_reloads(page: Page, 
         "enableAuth": True,
         "useNtlm": True,
         "isDefaultSettings": False,
+        "authMethod": "ntlm",
+        "oauth2": None,
     }
 
     page.reload()
@@ -160,7 +162,7 @@ def test_sign_in_shows_the_inherited_default_then_saves_and_reloads(page: Page, 
     expect(field(page, "Sender display name")).to_have_value("Example Portal")
     expect(field(page, "Host login")).to_have_value("mailer")
     expect(field(page, "Enable SSL")).to_be_checked()
-    expect(field(page, "Auth via NTLM")).to_be_checked()
+    expect(field(page, "NTLM")).to_be_checked()
     password = field(page, "Host password")
     expect(password).to_have_value("")
     expect(password).to_have_accessible_description(re.compile("A password is stored. Leave the field empty to keep it."))
@@ -323,12 +325,12 @@ def test_client_side_validation_shows_errors_next_to_fields(page: Page, portal: 
     expect_field_error(page, "Host login", "Host login must be at most 255 characters.")
     # Authentication off: login, password and NTLM are disabled and no longer required.
     field(page, "Authentication").uncheck()
-    for label in ("Host login", "Host password", "Auth via NTLM"):
+    for label in ("Host login", "Host password", "NTLM"):
         expect(field(page, label)).to_be_disabled()
     expect_no_field_error(page, "Host login")
     expect(save).to_be_enabled()
     field(page, "Authentication").check()
-    for label in ("Host login", "Host password", "Auth via NTLM"):
+    for label in ("Host login", "Host password", "NTLM"):
         expect(field(page, label)).to_be_enabled()
     expect(save).to_be_disabled()
     expect(page.locator("#form-hint")).to_have_text(re.compile("Correct Host login, Host password to save"))
