@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 
-from playwright.sync_api import Page, sync_playwright  # noqa: E402
-from serverkit import PASSWORD, make_portal, start_server  # noqa: E402
+from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from serverkit import PASSWORD, Portal, make_portal, start_server  # noqa: E402
 from smtp_peers import smtp_peer  # noqa: E402
 
 from smtpsettings.domain.accounts import Role  # noqa: E402
@@ -30,6 +30,34 @@ def sign_in(page: Page, email: str) -> None:
     page.get_by_label("Email", exact=True).fill(email)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
+
+
+def oauth2_settings(browser: Browser, url: str, portal: Portal) -> None:
+    """Microsoft 365 over OAuth 2.0 as saved, its client secret stored (and shown only as such)."""
+    with portal.client(Role.ADMIN) as api:
+        settings = {
+            "host": "smtp.office365.com",
+            "port": 587,
+            "senderAddress": "noreply@contoso.com",
+            "senderDisplayName": "Contoso DocSpace",
+            "enableAuth": True,
+            "credentialsUserName": "noreply@contoso.com",
+            "enableSSL": True,
+            "authMethod": "oauth2",
+            "oauth2": {
+                "provider": "microsoft",
+                "tenantId": "contoso.onmicrosoft.com",
+                "clientId": "6731de76-14a6-49ae-97bc-6eba6914391e",
+                "clientSecret": "screenshot-secret",
+            },
+        }
+        api.post("/api/2.0/smtpsettings/smtp", json=settings).raise_for_status()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    sign_in(page, portal.emails[Role.OWNER])
+    page.get_by_role("heading", name="SMTP settings").wait_for()
+    page.locator("#view-settings .card").first.screenshot(path=str(OUT / "oauth2-microsoft.png"))
+    page.close()
 
 
 def main() -> None:
@@ -98,6 +126,8 @@ def main() -> None:
             sign_in(denied, portal.emails[Role.USER])
             denied.get_by_role("heading", name="Access denied").wait_for()
             denied.screenshot(path=str(OUT / "access-denied.png"))
+
+            oauth2_settings(browser, url, make_portal(server))
             browser.close()
     finally:
         server.stop()
