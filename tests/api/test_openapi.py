@@ -81,6 +81,15 @@ def smtp_schema(document: dict[str, Any]) -> dict[str, Any]:
     return document["components"]["schemas"]["SmtpSettingsDto"]  # type: ignore[no-any-return]
 
 
+# (ours) beside the SDK's fields: OAuth 2.0 to the mail server.
+OURS = {"authMethod", "oauth2"}
+
+
+def sdk_properties(document: dict[str, Any]) -> dict[str, Any]:
+    """The settings schema's properties that the SDK's model has too."""
+    return {name: s for name, s in smtp_schema(document)["properties"].items() if name not in OURS}
+
+
 def test_openapi_json_is_served_without_credentials_as_openapi_3_1(document: dict[str, Any]) -> None:
     assert document["openapi"].startswith("3.1.")
     assert document["info"]["title"]
@@ -96,16 +105,18 @@ def test_sdk_model_reading_finds_the_constraints_it_should() -> None:
 
 
 def test_smtp_settings_schema_has_exactly_the_sdk_property_names(document: dict[str, Any]) -> None:
-    assert set(smtp_schema(document)["properties"]) == set(sdk_fields())
+    properties = smtp_schema(document)["properties"]
+    assert set(properties) - OURS == set(sdk_fields())
+    assert all(properties[name]["description"].startswith("(ours)") for name in OURS)
 
 
 def test_smtp_settings_schema_types_match_the_sdk(document: dict[str, Any]) -> None:
-    properties = smtp_schema(document)["properties"]
+    properties = sdk_properties(document)
     assert {name: json_type(properties[name]) for name in properties} == {name: t for name, (t, _) in sdk_fields().items()}
 
 
 def test_smtp_settings_schema_limits_to_255_exactly_the_fields_the_sdk_limits(document: dict[str, Any]) -> None:
-    properties = smtp_schema(document)["properties"]
+    properties = sdk_properties(document)
     ours = {name: s["maxLength"] for name, s in properties.items() if "maxLength" in s}
     theirs = {name: c["max_length"] for name, (_, c) in sdk_fields().items() if "max_length" in c}
     assert theirs == dict.fromkeys(["host", "senderAddress", "senderDisplayName", "credentialsUserName"], 255)
@@ -113,7 +124,7 @@ def test_smtp_settings_schema_limits_to_255_exactly_the_fields_the_sdk_limits(do
 
 
 def test_smtp_settings_schema_min_lengths_match_the_sdk(document: dict[str, Any]) -> None:
-    properties = smtp_schema(document)["properties"]
+    properties = sdk_properties(document)
     ours = {name: s["minLength"] for name, s in properties.items() if "minLength" in s}
     theirs = {name: c["min_length"] for name, (_, c) in sdk_fields().items() if "min_length" in c}
     assert ours == theirs
@@ -127,7 +138,7 @@ def test_smtp_settings_schema_port_range_matches_the_sdk(document: dict[str, Any
 
 
 def test_smtp_settings_schema_has_no_numeric_limits_the_sdk_lacks(document: dict[str, Any]) -> None:
-    properties = smtp_schema(document)["properties"]
+    properties = sdk_properties(document)
     limited = {name for name, s in properties.items() if {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"} & set(s)}
     assert limited == {name for name, (_, c) in sdk_fields().items() if {"ge", "le", "gt", "lt"} & set(c)}
 

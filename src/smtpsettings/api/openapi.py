@@ -297,9 +297,61 @@ def _schemas() -> dict[str, Any]:
                     "readOnly": True,
                     "description": "Specifies if the current settings are default or not (ignored on input).",
                 },
+                "authMethod": {
+                    "type": ["string", "null"],
+                    "enum": ["password", "ntlm", "oauth2", None],
+                    "description": "(ours) How the mailbox signs in (with enableAuth): password, NTLM or OAuth 2.0"
+                    " (AUTH XOAUTH2). Left out or null: ntlm when useNtlm, else password, as DocSpace saves;"
+                    " useNtlm, if sent too, must agree. Always in an answer.",
+                },
+                "oauth2": {
+                    "anyOf": [_ref("SmtpOAuth2Settings"), {"type": "null"}],
+                    "description": '(ours) The OAuth 2.0 settings, required with authMethod "oauth2" and refused'
+                    " with any other; null in an answer unless OAuth 2.0 is in use.",
+                },
             },
             # Saving or testing without them is refused ("Empty smtp host.", "Empty sender address.").
             "required": ["host", "senderAddress"],
+            "additionalProperties": False,
+        },
+        "SmtpOAuth2Settings": {
+            "type": "object",
+            "description": "(ours) Where the access token for AUTH XOAUTH2 comes from. The user is credentialsUserName"
+            " (the mailbox). Secrets are write-only: an answer carries \"\" and says which one is stored; a save"
+            " that leaves them out keeps the stored one while host, port, user name, provider, tenant, client ID"
+            " and token URL are unchanged.",
+            "properties": {
+                "provider": {"type": "string", "enum": ["microsoft", "google", "generic"]},
+                "tenantId": _string("Microsoft: the directory (tenant) ID or domain. Required for microsoft."),
+                "clientId": _string("The application (client) ID. Required for microsoft and generic."),
+                "clientSecret": _string("Write-only. microsoft or generic: the client secret.", limited=False, maxLength=4096),
+                "certificate": _string(
+                    "Write-only. microsoft, instead of clientSecret: the certificate and its unencrypted RSA private key"
+                    " in PEM (a signed client assertion).",
+                    limited=False,
+                    maxLength=32768,
+                ),
+                "serviceAccountKey": _string(
+                    "Write-only. google: the service account's JSON key (JWT bearer grant, the mailbox as subject).",
+                    limited=False,
+                    maxLength=32768,
+                ),
+                "tokenUrl": _string(
+                    "The token endpoint: https, or http to a loopback address. Required for generic; \"\" means the"
+                    " provider's default for microsoft and google.",
+                    limited=False,
+                    maxLength=2048,
+                ),
+                "scope": _string("Space-separated scopes; \"\" means the provider's default.", limited=False, maxLength=1024),
+                "clientSecretStored": {"type": "boolean", "readOnly": True, "description": "A client secret is stored."},
+                "certificateStored": {"type": "boolean", "readOnly": True, "description": "A certificate is stored."},
+                "serviceAccountKeyStored": {
+                    "type": "boolean",
+                    "readOnly": True,
+                    "description": "A service account key is stored.",
+                },
+            },
+            "required": ["provider"],
             "additionalProperties": False,
         },
         "SmtpSettingsWrapper": _wrapper(_ref("SmtpSettingsDto")),
