@@ -6,7 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -25,11 +25,13 @@ HOST = "reset.example.com"
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
+async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(database_url)
     database.migrate()
     yield database
-    database.dispose()
+    # On the test's own loop: the PostgreSQL lookup pool's tasks live there, and left open they keep the
+    # loop's teardown waiting for good.
+    await database.dispose_async()
 
 
 def make_users(db: Database) -> tuple[User, User]:
