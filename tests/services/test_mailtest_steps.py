@@ -73,3 +73,10 @@ async def test_closing_drops_a_pending_write(claimed: tuple[Database, int]) -> N
     await asyncio.sleep(PROGRESS_INTERVAL * 2)
     assert await stored_step(db, portal_id) == (STEP_SETUP_TENANT, 5)
     assert steps.current == STEP_CONNECT
+
+
+@pytest.mark.parametrize(("seconds", "said"), [(900, "15 minutes"), (60, "1 minute"), (30, "30 seconds"), (1, "1 second"), (90, "90 seconds")])
+def test_the_test_limits_window_is_said_in_words_an_admin_reads(seconds: int, said: str) -> None:
+    from smtpsettings.services.mailtest import _duration
+
+    assert _duration(seconds) == said

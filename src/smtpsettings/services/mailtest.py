@@ -147,7 +147,7 @@ class TestMailService:
 
         claimed, wait = await self._db.write(count_and_claim)
         if claimed is None:
-            raise TooManyRequests(f"Too many test messages: at most {limit} in {window // 60} minutes. Try again later.", int(wait) + 1)
+            raise TooManyRequests(f"Too many test messages: at most {limit} in {_duration(window)}. Try again later.", int(wait) + 1)
         job, is_new = claimed
         if is_new:
             task = asyncio.get_running_loop().create_task(self._run(portal, user, job.id, settings, credentials))
@@ -281,3 +281,11 @@ class StepWriter:
         self._written_at = self._loop.time()
         step, portal_id, job_id = self.current, self._portal_id, self._job_id
         await self._db.write(lambda c: jobs.update_progress(c, portal_id, job_id, percents=PERCENTS[step], status=step))
+
+
+def _duration(seconds: int) -> str:
+    """``900`` → "15 minutes", ``30`` → "30 seconds": the window as an admin reads it."""
+    if seconds % 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = seconds // 60
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
