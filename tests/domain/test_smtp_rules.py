@@ -13,6 +13,7 @@ from oauthkit import Certificate, make_certificate, make_service_account_key
 
 from serverkit import VALID_SETTINGS
 from smtpsettings.domain.errors import BadArgument, ValidationFailed
+from smtpsettings.domain.hosts import check_host, check_token_url
 from smtpsettings.domain.smtp import (
     MAX_LENGTH,
     SECRET_NAMES,
@@ -24,8 +25,6 @@ from smtpsettings.domain.smtp import (
     SmtpSettings,
     SmtpSettingsInput,
     changed_fields,
-    check_host,
-    check_token_url,
     decide_password,
     decide_secrets,
     parse_settings,
