@@ -322,11 +322,17 @@ def test_settings_leave_the_hash_settings_out_for_a_signed_in_caller_unless_aske
         assert c.get(SETTINGS).json()["response"]["passwordHash"] == published_hash_settings(portal)
 
 
-def test_settings_refuse_a_withpassword_that_is_no_boolean(portal: Portal) -> None:
+@pytest.mark.parametrize("value", ["maybe", "\x1e", "true\x1f"])
+def test_settings_refuse_a_withpassword_that_is_no_boolean(portal: Portal, value: str) -> None:
     with portal.client() as c:
-        r = c.get(SETTINGS, params={"withpassword": "maybe"})
+        r = c.get(SETTINGS, params={"withpassword": value})
     assert r.status_code == 400
-    assert r.json()["response"]["errors"] == {"withpassword": ["The value 'maybe' is not valid."]}
+    assert r.json()["response"]["errors"] == {"withpassword": [f"The value '{value}' is not valid."]}
+
+
+def test_settings_read_withpassword_with_ascii_white_space_around(portal: Portal) -> None:
+    with portal.client(Role.USER) as c:
+        assert "passwordHash" in c.get(SETTINGS, params={"withpassword": " TRUE\t"}).json()["response"]
 
 
 def test_sign_in_with_the_password_hash_docspaces_sign_in_page_computes(portal: Portal, server: Server) -> None:

@@ -46,7 +46,7 @@ HOST_PATTERN = "|".join(
     )
 )
 # A boolean query parameter as the server reads it (api/settings.py): either word in any case, or nothing.
-_LENIENT_BOOLEAN = r"^\s*(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])?\s*$"
+_LENIENT_BOOLEAN = r"^[ \t\n\v\f\r]*(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])?[ \t\n\v\f\r]*$"
 # The server refuses control characters (C0, DEL, C1, U+2028/2029) in every text field but the password.
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 

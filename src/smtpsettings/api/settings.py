@@ -43,9 +43,11 @@ async def portal_settings(request: Request) -> Response[bytes]:
 def _with_password(request: Request) -> bool:
     """The ``withpassword`` flag, read as ASP.NET binds a ``bool?`` (any case; empty means not given)."""
     value = request.query_params.get("withpassword", "")
-    if value.strip().lower() in ("", "false"):
+    # Only ASCII white space around the word: str.strip() would also take C0 separators such as U+001E.
+    word = value.strip(" \t\n\v\f\r").lower()
+    if word in ("", "false"):
         return False
-    if value.strip().lower() == "true":
+    if word == "true":
         return True
     raise ValidationFailed({"withpassword": [f"The value '{value}' is not valid."]})
 
