@@ -445,7 +445,7 @@
     if (/-----BEGIN ENCRYPTED PRIVATE KEY-----/.test(pem) || /Proc-Type: 4,ENCRYPTED/.test(pem)) {
       return "The private key is protected by a passphrase: export it without one.";
     }
-    if (/-----BEGIN EC PRIVATE KEY-----/.test(pem)) return "Microsoft Entra ID needs an RSA key; this one is an EC key.";
+    if (/-----BEGIN EC PRIVATE (KEY)-----/.test(pem)) return "Microsoft Entra ID needs an RSA key; this one is an EC key.";
     if (!/-----BEGIN (RSA )?PRIVATE KEY-----/.test(pem)) {
       return "Include the private key too: the text from -----BEGIN PRIVATE KEY----- to -----END PRIVATE KEY-----.";
     }
