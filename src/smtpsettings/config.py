@@ -111,6 +111,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     smtp_deny_networks: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")
     smtp_test_limit: Count = 5
     smtp_test_window_seconds: Count = 15 * 60
+    outbox_max_message_bytes: Count = 10 * 1024 * 1024
+    """Largest message ``POST /smtpsettings/messages`` accepts (the JSON body and the built message); 413 above."""
+    outbox_retry_horizon_seconds: Count = 24 * 3600
+    """How long a message that meets temporary failures is retried, counted from its acceptance, before it fails."""
+    outbox_connections_per_portal: Count = 2
+    """SMTP connections one instance opens at once for one portal's mail."""
+    outbox_messages_per_minute: Count = 600
+    """Messages a portal may send a minute, across all instances; more wait for the next minute."""
+    outbox_sent_retention_days: Count = 7
+    """Days a sent message's body is kept (its status row stays)."""
+    outbox_failed_retention_days: Count = 30
+    """Days a failed or cancelled message's body is kept."""
+    outbox_batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    """Messages the dispatcher claims in one statement."""
 
     @property
     def resolved_database_url(self) -> str:

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 __all__ = (
     "api_keys",
+    "outbox_messages",
     "audit_log",
     "metadata",
     "portals",
@@ -64,6 +65,8 @@ api_keys = sa.Table(
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    # NULL: the rights of the key's user. "mail.send": send mail and read what the key sent, nothing else.
+    sa.Column("scope", sa.String(32), nullable=True),
 )
 
 smtp_settings = sa.Table(
@@ -127,4 +130,47 @@ test_jobs = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+outbox_messages = sa.Table(
+    "outbox_messages",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("portal_id", sa.Integer, sa.ForeignKey("portals.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("user_id", sa.Integer, nullable=True),
+    sa.Column("api_key_id", sa.String(32), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    # The envelope (Bcc included) and the message exactly as it goes out; both are emptied at retention.
+    sa.Column("sender", sa.String(320), nullable=False),
+    sa.Column("recipients", sa.Text, nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=True),
+    sa.Column("smtputf8", sa.Boolean, nullable=False),
+    # What the API shows: To and Cc as JSON lists (never Bcc), the subject, the fixed Message-ID.
+    sa.Column("to_addresses", sa.Text, nullable=False),
+    sa.Column("cc_addresses", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("idempotency_key", sa.String(255), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Retries are given up this long after queued_at: acceptance, or the admin's retry of a failed message.
+    sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
+    # Due time while queued or deferred; the lease's end while sending, so one index finds both kinds of due.
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("smtp_reply", sa.Text, nullable=True),
+    sa.UniqueConstraint("portal_id", "idempotency_key", name="uq_outbox_messages_idempotency"),
+    sa.Index(
+        "ix_outbox_messages_due",
+        "next_attempt_at",
+        sqlite_where=sa.text("status IN ('queued', 'deferred', 'sending')"),
+        postgresql_where=sa.text("status IN ('queued', 'deferred', 'sending')"),
+    ),
+    sa.Index("ix_outbox_messages_portal_created", "portal_id", "created_at"),
+    sa.Index("ix_outbox_messages_portal_status_created", "portal_id", "status", "created_at"),
+    sa.Index("ix_outbox_messages_finished", "status", "finished_at"),
 )

@@ -1,0 +1,449 @@
+"""The outbox's rows and their guarded transitions.
+
+Every transition of a message being sent is one UPDATE guarded by the message id, the lease owner and the
+``sending`` status, and its row count is the answer: an instance whose lease expired (and whose message
+another instance took over) changes nothing. No transaction is held across SMTP I/O: claim, send, then
+record, as the test job does. While a message is ``sending``, ``next_attempt_at`` holds the lease's end, so
+one partial index finds both due messages and expired leases.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from smtpsettings.store.database import Prepared, insert_for, utc, utcnow
+from smtpsettings.store.tables import outbox_messages as o
+
+__all__ = (
+    "STATUSES",
+    "Claim",
+    "MessageRecord",
+    "NewMessage",
+    "cancel",
+    "claim_due",
+    "count_by_status",
+    "enqueue",
+    "extend_leases",
+    "find",
+    "list_messages",
+    "mark_deferred",
+    "mark_failed",
+    "mark_sent",
+    "next_due",
+    "purge_bodies",
+    "release",
+    "release_owner",
+    "requeue_failed",
+)
+
+STATUSES = ("queued", "sending", "sent", "deferred", "failed", "cancelled")
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+_json = msgspec.json.Encoder()
+_addresses = msgspec.json.Decoder(list[str])
+
+
+class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message as accepted: what goes out and what the API shows."""
+
+    id: str
+    portal_id: int
+    user_id: int | None
+    api_key_id: str | None
+    sender: str
+    recipients: tuple[str, ...]
+    content: bytes = msgspec.field()
+    smtputf8: bool
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    message_id: str
+    idempotency_key: str | None
+
+    def __repr__(self) -> str:  # recipients and bodies are never logged
+        return f"NewMessage(id={self.id!r}, portal_id={self.portal_id}, size={len(self.content)})"
+
+
+class MessageRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A message's state as the API reports it (never its Bcc or body)."""
+
+    id: str
+    portal_id: int
+    api_key_id: str | None
+    status: str
+    to: list[str]
+    cc: list[str]
+    subject: str
+    message_id: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    last_error: str | None
+    smtp_reply: str | None
+    has_content: bool
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    """A message claimed for one attempt: everything the sender needs."""
+
+    id: str
+    portal_id: int
+    sender: str
+    recipients: list[str]
+    content: bytes
+    smtputf8: bool
+    attempts: int
+    created_at: datetime
+    queued_at: datetime
+
+    def __repr__(self) -> str:
+        return f"Claim(id={self.id!r}, portal_id={self.portal_id}, attempts={self.attempts})"
+
+
+_RECORD_COLUMNS = (
+    o.c.id,
+    o.c.portal_id,
+    o.c.api_key_id,
+    o.c.status,
+    o.c.to_addresses,
+    o.c.cc_addresses,
+    o.c.subject,
+    o.c.message_id,
+    o.c.attempts,
+    o.c.created_at,
+    o.c.next_attempt_at,
+    o.c.sent_at,
+    o.c.last_error,
+    o.c.smtp_reply,
+    o.c.content.is_not(None),
+)
+
+
+def _record(row: Any) -> MessageRecord:
+    (id_, portal_id, key_id, status, to, cc, subject, message_id, attempts, created, next_at, sent, error, reply, has) = row
+    return MessageRecord(
+        id=id_,
+        portal_id=portal_id,
+        api_key_id=key_id,
+        status=status,
+        to=_addresses.decode(to),
+        cc=_addresses.decode(cc),
+        subject=subject,
+        message_id=message_id,
+        attempts=attempts,
+        created_at=utc(created),
+        # While sending, the column holds the lease's end, which is not an attempt the caller can wait for.
+        next_attempt_at=utc(next_at) if next_at is not None and status in ("queued", "deferred") else None,
+        sent_at=utc(sent) if sent is not None else None,
+        last_error=error,
+        smtp_reply=reply,
+        has_content=bool(has),
+    )
+
+
+# -- accepting -------------------------------------------------------------------------------------------
+
+_BY_KEY = sa.select(*_RECORD_COLUMNS).where(
+    o.c.portal_id == sa.bindparam("portal_id"),
+    o.c.idempotency_key == sa.bindparam("key"),
+    o.c.created_at > sa.bindparam("since"),
+)
+
+
+def enqueue(conn: Connection, message: NewMessage) -> tuple[MessageRecord, bool]:
+    """Insert ``message`` (status ``queued``, due now); with an idempotency key seen within 24 h, the first one.
+
+    Returns the record and whether it is new. A key older than the window is released for reuse first, in
+    the same transaction. Two instances inserting the same key at once: the unique constraint refuses the
+    second, which then answers the first's message.
+    """
+    now = utcnow()
+    key = message.idempotency_key
+    if key is not None:
+        params = {"portal_id": message.portal_id, "key": key, "since": now - IDEMPOTENCY_WINDOW}
+        existing = conn.execute(_BY_KEY, params).first()
+        if existing is not None:
+            return _record(existing), False
+        conn.execute(
+            o.update()
+            .where(o.c.portal_id == message.portal_id, o.c.idempotency_key == key)
+            .values(idempotency_key=None)
+        )
+    values = {
+        "id": message.id,
+        "portal_id": message.portal_id,
+        "user_id": message.user_id,
+        "api_key_id": message.api_key_id,
+        "status": "queued",
+        "sender": message.sender,
+        "recipients": _json.encode(list(message.recipients)).decode(),
+        "content": message.content,
+        "smtputf8": message.smtputf8,
+        "to_addresses": _json.encode(list(message.to)).decode(),
+        "cc_addresses": _json.encode(list(message.cc)).decode(),
+        "subject": message.subject,
+        "message_id": message.message_id,
+        "size": len(message.content),
+        "idempotency_key": key,
+        "attempts": 0,
+        "created_at": now,
+        "queued_at": now,
+        "next_attempt_at": now,
+    }
+    if key is None:
+        conn.execute(o.insert().values(values))
+    else:
+        inserted = conn.execute(
+            insert_for(conn, o)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=[o.c.portal_id, o.c.idempotency_key])
+            .returning(o.c.id)
+        ).first()
+        if inserted is None:
+            existing = conn.execute(_BY_KEY, params).first()
+            if existing is None:  # pragma: no cover - the conflicting row was released in between
+                raise IntegrityError("idempotency key conflict", None, Exception())
+            return _record(existing), False
+    found = find(conn, message.portal_id, message.id)
+    assert found is not None
+    return found, True
+
+
+# -- reading ---------------------------------------------------------------------------------------------
+
+_FIND = Prepared(sa.select(*_RECORD_COLUMNS).where(o.c.portal_id == sa.bindparam("portal_id"), o.c.id == sa.bindparam("id")))
+
+
+def find(conn: Connection, portal_id: int, message_id: str) -> MessageRecord | None:
+    row = _FIND.row(conn, {"portal_id": portal_id, "id": message_id})
+    return None if row is None else _record(row)
+
+
+def list_messages(
+    conn: Connection,
+    portal_id: int,
+    *,
+    status: str | None = None,
+    api_key_id: str | None = None,
+    count: int = 50,
+    start_index: int = 0,
+) -> tuple[list[MessageRecord], int]:
+    """A page of the portal's messages, newest first, and how many there are in all."""
+    where = [o.c.portal_id == portal_id]
+    if status is not None:
+        where.append(o.c.status == status)
+    if api_key_id is not None:
+        where.append(o.c.api_key_id == api_key_id)
+    total = conn.execute(sa.select(sa.func.count()).select_from(o).where(*where)).scalar_one()
+    rows = conn.execute(
+        sa.select(*_RECORD_COLUMNS).where(*where).order_by(o.c.created_at.desc(), o.c.id.desc()).limit(count).offset(start_index)
+    )
+    return [_record(r) for r in rows], int(total)
+
+
+def count_by_status(conn: Connection) -> dict[str, int]:
+    """Messages per status across all portals (every status present), for the metrics."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for status, n in conn.execute(sa.select(o.c.status, sa.func.count()).group_by(o.c.status)):
+        counts[status] = int(n)
+    return counts
+
+
+# The claim index's own predicate, word for word: SQLite uses a partial index only for a query that repeats it.
+_PENDING = sa.text("status IN ('queued', 'deferred', 'sending')")
+_NEXT_DUE = Prepared(sa.select(sa.func.min(o.c.next_attempt_at)).where(_PENDING))
+
+
+def next_due(conn: Connection) -> datetime | None:
+    """When the next message falls due (or a lease expires): the dispatcher sleeps until then."""
+    row = _NEXT_DUE.row(conn, {})
+    return utc(row[0]) if row and row[0] is not None else None
+
+
+# -- the admin's transitions -----------------------------------------------------------------------------
+
+
+def cancel(conn: Connection, portal_id: int, message_id: str) -> bool:
+    """Cancel a queued or deferred message; False if it is in another state (or absent)."""
+    now = utcnow()
+    result = conn.execute(
+        o.update()
+        .where(o.c.portal_id == portal_id, o.c.id == message_id, o.c.status.in_(("queued", "deferred")))
+        .values(status="cancelled", next_attempt_at=None, finished_at=now)
+    )
+    return result.rowcount == 1
+
+
+def requeue_failed(conn: Connection, portal_id: int, message_id: str) -> bool:
+    """Queue a failed message again, due now, with a fresh retry horizon; False unless failed with its body."""
+    now = utcnow()
+    result = conn.execute(
+        o.update()
+        .where(o.c.portal_id == portal_id, o.c.id == message_id, o.c.status == "failed", o.c.content.is_not(None))
+        .values(status="queued", next_attempt_at=now, queued_at=now, finished_at=None)
+    )
+    return result.rowcount == 1
+
+
+# -- the dispatcher's transitions ------------------------------------------------------------------------
+
+_DUE = sa.and_(_PENDING, o.c.next_attempt_at <= sa.bindparam("now"))
+
+
+def _claim(dialect: str) -> Any:
+    pick = sa.select(o.c.id).where(_DUE).order_by(o.c.next_attempt_at).limit(sa.bindparam("n"))
+    if dialect == "postgresql":
+        # Concurrent claimers skip each other's rows instead of waiting for them or taking them twice.
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        o.update()
+        .where(o.c.id.in_(pick.scalar_subquery()))
+        .values(
+            status="sending",
+            lease_owner=sa.bindparam("owner"),
+            next_attempt_at=sa.bindparam("until"),
+            # Counted at the claim, so a message that takes its sender down with it still runs out of attempts.
+            attempts=o.c.attempts + 1,
+        )
+        .returning(
+            o.c.id, o.c.portal_id, o.c.sender, o.c.recipients, o.c.content, o.c.smtputf8, o.c.attempts,
+            o.c.created_at, o.c.queued_at,
+        )
+    )
+
+
+_CLAIM = Prepared.per_dialect(_claim)
+
+
+def claim_due(conn: Connection, owner: str, lease: timedelta, limit: int) -> list[Claim]:
+    """Lease up to ``limit`` due messages (oldest due first) to ``owner``, in one statement."""
+    now = utcnow()
+    compiled = _CLAIM.compiled(conn.dialect)
+    cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+        compiled.sql, compiled.bind({"now": now, "n": limit, "owner": owner, "until": now + lease})
+    )
+    rows = [compiled.convert(r) for r in cursor.fetchall()]
+    cursor.close()
+    claims = []
+    for id_, portal_id, sender, recipients, content, smtputf8, attempts, created, queued in rows:
+        if content is None:  # purged while it could not be sent: nothing left to send
+            _FAIL.execute(conn, id=id_, owner=owner, at=now, error="The message body was deleted.", reply=None)
+            continue
+        claims.append(
+            Claim(
+                id=id_,
+                portal_id=portal_id,
+                sender=sender,
+                recipients=_addresses.decode(recipients),
+                content=bytes(content),
+                smtputf8=bool(smtputf8),
+                attempts=attempts,
+                created_at=utc(created),
+                queued_at=utc(queued),
+            )
+        )
+    claims.sort(key=lambda c: (c.portal_id, c.created_at))
+    return claims
+
+
+_OWNED = sa.and_(o.c.id == sa.bindparam("id"), o.c.lease_owner == sa.bindparam("owner"), o.c.status == "sending")
+_SENT = Prepared(
+    o.update()
+    .where(_OWNED)
+    .values(
+        status="sent", sent_at=sa.bindparam("at"), finished_at=sa.bindparam("at"), next_attempt_at=sa.null(),
+        lease_owner=sa.null(), smtp_reply=sa.bindparam("reply"), last_error=sa.null(),
+    )
+)
+_DEFER = Prepared(
+    o.update()
+    .where(_OWNED)
+    .values(
+        status="deferred", next_attempt_at=sa.bindparam("next_at"), lease_owner=sa.null(),
+        last_error=sa.bindparam("error"), smtp_reply=sa.bindparam("reply"),
+    )
+)
+_FAIL = Prepared(
+    o.update()
+    .where(_OWNED)
+    .values(
+        status="failed", finished_at=sa.bindparam("at"), next_attempt_at=sa.null(), lease_owner=sa.null(),
+        last_error=sa.bindparam("error"), smtp_reply=sa.bindparam("reply"),
+    )
+)
+# Back to where it was, the attempt given back: the message was not tried (rate limit, shutdown).
+_RELEASE = Prepared(
+    o.update()
+    .where(_OWNED)
+    .values(
+        status=sa.case((o.c.attempts <= 1, sa.literal("queued")), else_=sa.literal("deferred")),
+        attempts=o.c.attempts - 1,
+        next_attempt_at=sa.bindparam("next_at"),
+        lease_owner=sa.null(),
+    )
+)
+_RELEASE_OWNER = Prepared(
+    o.update()
+    .where(o.c.lease_owner == sa.bindparam("owner"), o.c.status == "sending")
+    .values(
+        status=sa.case((o.c.attempts <= 1, sa.literal("queued")), else_=sa.literal("deferred")),
+        attempts=o.c.attempts - 1,
+        next_attempt_at=sa.bindparam("next_at"),
+        lease_owner=sa.null(),
+    )
+)
+_EXTEND = Prepared(
+    o.update()
+    .where(o.c.lease_owner == sa.bindparam("owner"), o.c.status == "sending")
+    .values(next_attempt_at=sa.bindparam("until"))
+)
+
+
+def mark_sent(conn: Connection, message_id: str, owner: str, reply: str) -> bool:
+    return _SENT.execute(conn, id=message_id, owner=owner, at=utcnow(), reply=reply) == 1
+
+
+def mark_deferred(conn: Connection, message_id: str, owner: str, next_attempt_at: datetime, error: str, reply: str | None) -> bool:
+    return _DEFER.execute(conn, id=message_id, owner=owner, next_at=next_attempt_at, error=error, reply=reply) == 1
+
+
+def mark_failed(conn: Connection, message_id: str, owner: str, error: str, reply: str | None) -> bool:
+    return _FAIL.execute(conn, id=message_id, owner=owner, at=utcnow(), error=error, reply=reply) == 1
+
+
+def release(conn: Connection, message_id: str, owner: str, next_attempt_at: datetime) -> bool:
+    """Give a claimed, untried message back (due at ``next_attempt_at``) without spending its attempt."""
+    return _RELEASE.execute(conn, id=message_id, owner=owner, next_at=next_attempt_at) == 1
+
+
+def release_owner(conn: Connection, owner: str) -> int:
+    """Give back every message ``owner`` still holds (a dispatcher stopping), due now."""
+    return _RELEASE_OWNER.execute(conn, owner=owner, next_at=utcnow())
+
+
+def extend_leases(conn: Connection, owner: str, lease: timedelta) -> int:
+    """The heartbeat: every message ``owner`` is sending stays leased for ``lease`` from now."""
+    return _EXTEND.execute(conn, owner=owner, until=utcnow() + lease)
+
+
+def purge_bodies(conn: Connection, *, sent_before: datetime, failed_before: datetime) -> int:
+    """Delete the bodies and envelopes of messages sent, failed or cancelled long enough ago; rows stay."""
+    result = conn.execute(
+        o.update()
+        .where(
+            o.c.content.is_not(None),
+            sa.or_(
+                sa.and_(o.c.status == "sent", o.c.finished_at < sent_before),
+                sa.and_(o.c.status.in_(("failed", "cancelled")), o.c.finished_at < failed_before),
+            ),
+        )
+        .values(content=None, recipients="[]")
+    )
+    return int(result.rowcount)

@@ -1,0 +1,202 @@
+"""The outbox's rows and guarded transitions, on both databases."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from smtpsettings.store import outbox
+from smtpsettings.store.database import Database, utcnow
+from smtpsettings.store.tables import outbox_messages, portals
+
+LEASE = timedelta(seconds=60)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    database.migrate()
+    database.write_sync(
+        lambda c: c.execute(
+            portals.insert().values(id=1, hostname="one.test", is_default=False, created_at=utcnow(), password_hash_salt="s")
+        )
+    )
+    yield database
+    database.dispose()
+
+
+def new(key: str | None = None, portal_id: int = 1, **changes: object) -> outbox.NewMessage:
+    fields: dict[str, object] = dict(
+        id=uuid.uuid4().hex,
+        portal_id=portal_id,
+        user_id=None,
+        api_key_id=None,
+        sender="portal@x.test",
+        recipients=("a@x.test", "hidden@x.test"),
+        content=b"Subject: hi\r\n\r\nbody\r\n",
+        smtputf8=False,
+        to=("a@x.test",),
+        cc=(),
+        subject="hi",
+        message_id="<1@x.test>",
+        idempotency_key=key,
+    )
+    fields.update(changes)
+    return outbox.NewMessage(**fields)  # type: ignore[arg-type]
+
+
+def enqueue(db: Database, message: outbox.NewMessage) -> tuple[outbox.MessageRecord, bool]:
+    return db.write_sync(lambda c: outbox.enqueue(c, message))
+
+
+def claim(db: Database, owner: str = "w1", limit: int = 10, lease: timedelta = LEASE) -> list[outbox.Claim]:
+    return db.write_sync(lambda c: outbox.claim_due(c, owner, lease, limit))
+
+
+def test_an_accepted_message_is_queued_due_now_and_never_shows_its_bcc(db: Database) -> None:
+    record, is_new = enqueue(db, new())
+    assert is_new and record.status == "queued" and record.attempts == 0
+    assert record.to == ["a@x.test"] and record.cc == []
+    assert record.next_attempt_at is not None and record.next_attempt_at <= utcnow()
+    assert "hidden@x.test" not in repr(record)
+
+
+def test_the_same_idempotency_key_answers_the_first_message(db: Database) -> None:
+    first, _ = enqueue(db, new("k1"))
+    again, is_new = enqueue(db, new("k1", subject="other"))
+    assert not is_new and again.id == first.id and again.subject == "hi"
+    other, is_new = enqueue(db, new("k2"))
+    assert is_new and other.id != first.id
+
+
+def test_an_idempotency_key_older_than_a_day_is_free_again(db: Database) -> None:
+    first, _ = enqueue(db, new("k1"))
+    db.write_sync(
+        lambda c: c.execute(
+            outbox_messages.update().where(outbox_messages.c.id == first.id).values(created_at=utcnow() - timedelta(hours=25))
+        )
+    )
+    second, is_new = enqueue(db, new("k1"))
+    assert is_new and second.id != first.id
+
+
+def test_a_claim_leases_due_messages_once_and_counts_the_attempt(db: Database) -> None:
+    ids = {enqueue(db, new())[0].id for _ in range(3)}
+    first = claim(db, "w1")
+    assert {c.id for c in first} == ids and all(c.attempts == 1 for c in first)
+    assert first[0].recipients == ["a@x.test", "hidden@x.test"] and first[0].content.startswith(b"Subject")
+    assert claim(db, "w2") == []
+    record = db.read_sync(lambda c: outbox.find(c, 1, first[0].id))
+    assert record is not None and record.status == "sending" and record.next_attempt_at is None
+
+
+def test_an_expired_lease_is_claimed_again_and_the_old_owner_can_no_longer_finish(db: Database) -> None:
+    message, _ = enqueue(db, new())
+    claim(db, "dead", lease=timedelta(seconds=-1))
+    [retaken] = claim(db, "alive")
+    assert retaken.id == message.id and retaken.attempts == 2
+    assert not db.write_sync(lambda c: outbox.mark_sent(c, message.id, "dead", "250 ok"))
+    assert db.write_sync(lambda c: outbox.mark_sent(c, message.id, "alive", "250 ok"))
+    record = db.read_sync(lambda c: outbox.find(c, 1, message.id))
+    assert record is not None and record.status == "sent" and record.smtp_reply == "250 ok" and record.sent_at
+
+
+def test_deferred_messages_wait_for_their_time(db: Database) -> None:
+    message, _ = enqueue(db, new())
+    claim(db)
+    later = utcnow() + timedelta(minutes=5)
+    assert db.write_sync(lambda c: outbox.mark_deferred(c, message.id, "w1", later, "451 busy", "451 busy"))
+    assert claim(db) == []
+    record = db.read_sync(lambda c: outbox.find(c, 1, message.id))
+    assert record is not None and record.status == "deferred" and record.last_error == "451 busy"
+    assert record.next_attempt_at is not None and abs((record.next_attempt_at - later).total_seconds()) < 1
+    assert db.read_sync(outbox.next_due) is not None
+
+
+def test_release_gives_the_attempt_back(db: Database) -> None:
+    message, _ = enqueue(db, new())
+    claim(db)
+    assert db.write_sync(lambda c: outbox.release(c, message.id, "w1", utcnow()))
+    [again] = claim(db)
+    assert again.attempts == 1
+
+
+def test_release_owner_and_heartbeat_touch_only_that_owner(db: Database) -> None:
+    a, _ = enqueue(db, new())
+    claim(db, "w1", limit=1)
+    b, _ = enqueue(db, new())
+    claim(db, "w2", limit=1)
+    assert db.write_sync(lambda c: outbox.extend_leases(c, "w1", LEASE)) == 1
+    assert db.write_sync(lambda c: outbox.release_owner(c, "w1")) == 1
+    statuses = {m.id: m.status for m in db.read_sync(lambda c: outbox.list_messages(c, 1))[0]}
+    assert statuses == {a.id: "queued", b.id: "sending"}
+
+
+def test_cancel_and_retry_are_guarded_by_status(db: Database) -> None:
+    message, _ = enqueue(db, new())
+    assert db.write_sync(lambda c: outbox.cancel(c, 1, message.id))
+    assert not db.write_sync(lambda c: outbox.cancel(c, 1, message.id))
+    assert not db.write_sync(lambda c: outbox.requeue_failed(c, 1, message.id))
+    failed, _ = enqueue(db, new())
+    claim(db)
+    assert db.write_sync(lambda c: outbox.mark_failed(c, failed.id, "w1", "550 no such user", "550 no such user"))
+    assert not db.write_sync(lambda c: outbox.cancel(c, 1, failed.id))
+    assert db.write_sync(lambda c: outbox.requeue_failed(c, 1, failed.id))
+    [again] = claim(db)
+    assert again.id == failed.id
+
+
+def test_listing_is_newest_first_with_a_total_and_filters(db: Database) -> None:
+    ids = [enqueue(db, new(api_key_id="key1" if i % 2 else None))[0].id for i in range(5)]
+    db.write_sync(lambda c: outbox.cancel(c, 1, ids[0]))
+    page, total = db.read_sync(lambda c: outbox.list_messages(c, 1, count=2, start_index=1))
+    assert total == 5 and len(page) == 2
+    everything, _ = db.read_sync(lambda c: outbox.list_messages(c, 1, count=10))
+    assert [m.created_at for m in everything] == sorted((m.created_at for m in everything), reverse=True)
+    assert db.read_sync(lambda c: outbox.list_messages(c, 1, status="cancelled"))[1] == 1
+    assert db.read_sync(lambda c: outbox.list_messages(c, 1, api_key_id="key1"))[1] == 2
+    counts = db.read_sync(outbox.count_by_status)
+    assert counts == {"queued": 4, "sending": 0, "sent": 0, "deferred": 0, "failed": 0, "cancelled": 1}
+
+
+def test_purge_drops_old_bodies_only(db: Database) -> None:
+    old, _ = enqueue(db, new())
+    fresh, _ = enqueue(db, new())
+    claim(db)
+    for m in (old, fresh):
+        db.write_sync(lambda c, m=m: outbox.mark_sent(c, m.id, "w1", "250 ok"))
+    db.write_sync(
+        lambda c: c.execute(
+            outbox_messages.update().where(outbox_messages.c.id == old.id).values(finished_at=utcnow() - timedelta(days=8))
+        )
+    )
+    now = utcnow()
+    purged = db.write_sync(
+        lambda c: outbox.purge_bodies(c, sent_before=now - timedelta(days=7), failed_before=now - timedelta(days=30))
+    )
+    assert purged == 1
+    rows = dict(db.read_sync(lambda c: c.execute(sa.select(outbox_messages.c.id, outbox_messages.c.content)).all()))
+    assert rows[old.id] is None and rows[fresh.id] is not None
+
+
+def test_concurrent_claimers_never_take_the_same_message(db: Database) -> None:
+    for _ in range(200):
+        enqueue(db, new())
+    taken: list[list[str]] = [[], [], [], []]
+
+    def claimer(i: int) -> None:
+        while batch := claim(db, f"w{i}", limit=7):
+            taken[i].extend(c.id for c in batch)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [i for ids in taken for i in ids]
+    assert len(everything) == 200 and len(set(everything)) == 200
