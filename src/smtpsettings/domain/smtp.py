@@ -41,6 +41,7 @@ __all__ = (
     "changed_fields",
     "decide_password",
     "decide_secrets",
+    "has_control_characters",
     "parse_settings",
 )
 
@@ -446,6 +447,15 @@ def _encoded_word_texts(value: str, depth: int = 0) -> list[str]:
         texts.append(text)
         texts.extend(_encoded_word_texts(text, depth + 1))
     return texts
+
+
+def has_control_characters(value: str) -> bool:
+    """Whether ``value``, or the decoded text of an RFC 2047 encoded word in it, holds a control character.
+
+    The rule the settings' strings follow, public so that other header values (the outbox's subject) are
+    held to the same one rather than a copy of it.
+    """
+    return bool(_CONTROL.search(value)) or any(_CONTROL.search(text) for text in _encoded_word_texts(value))
 
 
 def _pascal(name: str) -> str:

@@ -1,0 +1,324 @@
+"""The outbox's pure rules: what a message to send must look like, and what a failed attempt leads to.
+
+No HTTP, SQL or sockets here: :func:`parse_message` reads the decoded JSON body of
+``POST /api/2.0/smtpsettings/messages``, and :func:`classify` turns a :class:`MailError` from one delivery
+attempt into the message's next state, which the dispatcher records.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import unicodedata
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import idna
+import msgspec
+
+from smtpsettings.domain.errors import BadArgument, ValidationFailed
+from smtpsettings.domain.hosts import check_host
+from smtpsettings.domain.smtp import has_control_characters
+from smtpsettings.mail.errors import MailError, SendError
+
+__all__ = (
+    "MAX_ADDRESS_LENGTH",
+    "MAX_RECIPIENTS",
+    "MAX_SUBJECT_LENGTH",
+    "Outcome",
+    "OutgoingMessage",
+    "classify",
+    "parse_message",
+    "retry_delay",
+)
+
+MAX_RECIPIENTS = 100
+MAX_ADDRESS_LENGTH = 254  # RFC 5321's path limit (256) less the angle brackets
+MAX_SUBJECT_LENGTH = 998  # RFC 5322's line limit: a longer subject cannot be written without folding
+_MAX_LOCAL_PART_BYTES = 64  # RFC 5321 4.5.3.1.1, in octets, so UTF-8 counts as sent
+# atext of RFC 5322 besides letters and digits; a dot-atom is atext runs joined by single dots.
+_ATEXT_SPECIALS = frozenset("!#$%&'*+-/=?^_`{|}~")
+
+FIRST_RETRY = timedelta(seconds=30)
+LONGEST_RETRY = timedelta(hours=1)
+
+_RANDOM = random.Random()  # jitter only: spreads retries, so it need not be unpredictable
+
+
+class OutgoingMessage(msgspec.Struct, frozen=True):
+    """A message as accepted: addresses checked, bodies normalised (an empty body is ``None``)."""
+
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    reply_to: str | None
+    subject: str
+    text: str | None
+    html: str | None
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """The envelope: to, cc and bcc in that order, each address once (compared case-insensitively).
+
+        The header lists stay as given; only the envelope drops repeats, so nobody gets the mail twice.
+        """
+        return _unique((*self.to, *self.cc, *self.bcc))
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What a failed attempt leads to: try again at ``next_attempt_at``, or give up; ``reason`` is shown."""
+
+    status: Literal["deferred", "failed"]
+    next_attempt_at: datetime | None
+    reason: str
+
+
+# wire name -> PascalCase name used in validation errors
+_LISTS = (("to", "To"), ("cc", "Cc"), ("bcc", "Bcc"))
+_BODIES = (("text", "Text"), ("html", "Html"))
+
+
+def parse_message(body: object, *, max_recipients: int = MAX_RECIPIENTS) -> OutgoingMessage:
+    """Validate the decoded JSON body of ``POST /messages``.
+
+    ``to``, ``cc`` and ``bcc`` are arrays of bare addresses (``null`` or left out: none), with 1 to
+    ``max_recipients`` distinct addresses among them; ``replyTo`` is one address or ``null``. ``subject``
+    is required and must be a string, but may be empty (mail without a subject is legal, and a client
+    that forgot the field should hear so rather than send a blank one). ``text`` and ``html`` are optional
+    strings; at least one must be non-empty. Fields DocSpace does not know are ignored, as DocSpace does.
+
+    Addresses are ``local@domain`` without a display name: the local part a dot-atom (UTF-8 allowed, for
+    SMTPUTF8), the domain a host name under :func:`check_host`'s rules, not an IP address or an address
+    literal. An international domain is kept in its mapped form (``Bücher.Example`` becomes
+    ``bücher.example``, an ideographic full stop a dot), as a resolver reads it.
+
+    Raises:
+        BadArgument: the body is not a JSON object.
+        ValidationFailed: every problem found, keyed by PascalCase field name (``To``, ``Subject``...);
+            each message names the position of the value, never its whole text.
+    """
+    if not isinstance(body, dict):
+        raise BadArgument("The request body must be a JSON object with the message.")
+    errors: dict[str, list[str]] = {}
+
+    lists: dict[str, tuple[str, ...]] = {}
+    given: list[str] = []  # every string entry, valid or not, for the recipient count
+    for name, label in _LISTS:
+        lists[name], entries = _address_list(body.get(name), label, errors)
+        given += entries
+    if not given and not any(label in errors for _, label in _LISTS):
+        _add(errors, "To", "The message has no recipients: give at least one address in To, Cc or Bcc.")
+    elif len(_unique(given)) > max_recipients:
+        _add(
+            errors,
+            "To",
+            f"The message has {len(_unique(given))} recipients in To, Cc and Bcc together;"
+            f" at most {max_recipients} are allowed.",
+        )
+
+    reply_to = body.get("replyTo")
+    if reply_to is not None and not isinstance(reply_to, str):
+        _add(errors, "ReplyTo", "The field ReplyTo must be a string (an email address) or null.")
+        reply_to = None
+    elif reply_to:
+        problem, reply_to = _check_address(reply_to)
+        if problem:
+            _add(errors, "ReplyTo", f"ReplyTo is not a valid email address: {problem}.")
+    reply_to = reply_to or None
+
+    subject = body.get("subject")
+    if "subject" not in body:
+        _add(errors, "Subject", "The field Subject is required (it may be an empty string).")
+    elif not isinstance(subject, str):
+        _add(errors, "Subject", "The field Subject must be a string.")
+    elif len(subject) > MAX_SUBJECT_LENGTH:
+        longest = MAX_SUBJECT_LENGTH
+        _add(errors, "Subject", f"The field Subject must be a string with a maximum length of {longest}.")
+    elif has_control_characters(subject):
+        _add(
+            errors,
+            "Subject",
+            "The field Subject must not contain control characters (line breaks and tabs included),"
+            " not even inside an encoded word (=?...?=).",
+        )
+
+    bodies: dict[str, str | None] = {}
+    for name, label in _BODIES:
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            _add(errors, label, f"The field {label} must be a string or null.")
+            value = None
+        bodies[name] = value or None
+    if not any(bodies.values()) and not any(label in errors for _, label in _BODIES):
+        _add(errors, "Text", "The message has no body: give Text, Html or both.")
+
+    if errors:
+        raise ValidationFailed(errors)
+    assert isinstance(subject, str)  # for the type checker: a non-string was an error above
+    return OutgoingMessage(
+        to=lists["to"],
+        cc=lists["cc"],
+        bcc=lists["bcc"],
+        reply_to=reply_to,
+        subject=subject,
+        text=bodies["text"],
+        html=bodies["html"],
+    )
+
+
+def _address_list(value: Any, label: str, errors: dict[str, list[str]]) -> tuple[tuple[str, ...], list[str]]:
+    """The checked addresses of one list field, and all of its string entries (for counting)."""
+    if value is None:
+        return (), []
+    if not isinstance(value, list):
+        _add(errors, label, f"The field {label} must be an array of email addresses.")
+        return (), []
+    checked: list[str] = []
+    entries: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            _add(errors, label, f"{label}[{index}] must be a string (an email address).")
+            continue
+        entries.append(item)
+        problem, address = _check_address(item)
+        if problem:
+            _add(errors, label, f"{label}[{index}] is not a valid email address: {problem}.")
+        else:
+            checked.append(address)
+    return tuple(checked), entries
+
+
+def _check_address(value: str) -> tuple[str | None, str]:
+    """``(problem, the address to use)``; ``problem`` completes "... is not a valid email address: "."""
+    if not value:
+        return "it is empty", value
+    if "<" in value or ">" in value:
+        return "give the bare address, like ann@example.com, without a name or angle brackets", value
+    if any(_is_control_or_space(char) for char in value):
+        return "it contains white space or a control character", value
+    if len(value) > MAX_ADDRESS_LENGTH:
+        return f"it is longer than {MAX_ADDRESS_LENGTH} characters", value
+    local, at, domain = value.rpartition("@")
+    if not at:
+        return "it has no @", value
+    problem = _local_part_problem(local)
+    if problem:
+        return problem, value
+    if not domain:
+        return "nothing follows the @", value
+    if domain.startswith("[") or ":" in domain or _is_ip_address(domain):
+        return "the domain is an IP address; address literals are not accepted, give a domain name", value
+    problem, _ = check_host(domain)
+    if problem:
+        return f"the domain {problem}", value
+    if not domain.isascii():
+        # Case, full-width forms and ideographic full stops mapped, so the envelope carries real dots.
+        domain = idna.uts46_remap(domain, std3_rules=True, transitional=False)
+    return None, f"{local}@{domain}"
+
+
+def _local_part_problem(local: str) -> str | None:
+    if not local:
+        return "nothing comes before the @"
+    if "@" in local:
+        return "it has more than one @"
+    if len(local.encode("utf-8")) > _MAX_LOCAL_PART_BYTES:
+        return f"the part before the @ is longer than {_MAX_LOCAL_PART_BYTES} bytes"
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        return "the part before the @ starts or ends with a dot, or has two dots in a row"
+    for char in local:
+        if char.isascii() and not (char.isalnum() or char == "." or char in _ATEXT_SPECIALS):
+            return f"the part before the @ contains {char!r} (quoted local parts are not accepted)"
+    return None
+
+
+def _is_control_or_space(char: str) -> bool:
+    """C0, DEL, C1, U+2028/9 and the rest of Unicode's control, format and separator classes.
+
+    Wider than the header rule on purpose: an address has no business holding a zero-width joiner or a
+    no-break space, and either would make two spellings of one address.
+    """
+    return unicodedata.category(char)[0] in "CZ"
+
+
+def _is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _unique(addresses: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    result: list[str] = []
+    for address in addresses:
+        key = address.casefold()
+        if key not in seen:
+            seen.add(key)
+            result.append(address)
+    return tuple(result)
+
+
+def _add(errors: dict[str, list[str]], label: str, message: str) -> None:
+    errors.setdefault(label, []).append(message)
+
+
+def classify(
+    error: MailError,
+    *,
+    attempts: int,
+    accepted_at: datetime,
+    now: datetime,
+    horizon: timedelta,
+    rng: random.Random | None = None,
+) -> Outcome:
+    """What the failed attempt number ``attempts`` of a message accepted at ``accepted_at`` leads to.
+
+    A 5xx reply to MAIL, RCPT or DATA (a :class:`SendError` with a 5xx ``code``) is the server saying
+    it will never take this message: failed at once, with the reply as the reason. Everything else
+    (4xx replies, connection, TLS and timeout failures, refused sign-ins and tokens, our own policy, a
+    5xx to anything but MAIL/RCPT/DATA) may pass: a server restarts, an admin fixes the password. So
+    the message is deferred by :func:`retry_delay`, until the next try would fall after
+    ``accepted_at + horizon``; then it has failed, and the reason says so and repeats the last error.
+    """
+    code = getattr(error, "code", None)  # MailError.code: the SMTP reply code, when there was a reply
+    if isinstance(error, SendError) and isinstance(code, int) and 500 <= code <= 599:
+        return Outcome(status="failed", next_attempt_at=None, reason=error.message)
+    next_attempt_at = now + retry_delay(attempts, rng or _RANDOM)
+    if next_attempt_at > accepted_at + horizon:
+        return Outcome(
+            status="failed",
+            next_attempt_at=None,
+            reason=(
+                f"Gave up after {_plural(attempts, 'attempt')} over {_duration(horizon)};"
+                f" the last error: {error.message}"
+            ),
+        )
+    return Outcome(status="deferred", next_attempt_at=next_attempt_at, reason=error.message)
+
+
+def retry_delay(attempts: int, rng: random.Random) -> timedelta:
+    """How long to wait after failed attempt number ``attempts``: 30 s, 1 min, 2 min... at most 1 hour,
+    each multiplied by a random factor in [0.5, 1.0].
+
+    The jitter is there because failures come in crowds: when a mail server goes down, every message
+    queued for it fails within seconds, and without jitter they would all come back at the same moment,
+    again and again, as a burst that can itself look like an attack to the server.
+    """
+    doublings = min(max(attempts, 1) - 1, 16)  # 2**16 * 30 s is far past the cap; no huge powers
+    delay = min(FIRST_RETRY * 2**doublings, LONGEST_RETRY)
+    return delay * rng.uniform(0.5, 1.0)
+
+
+def _duration(span: timedelta) -> str:
+    """``24 hours``, ``90 minutes``, ``45 seconds``: the horizon as a person would say it."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            return _plural(seconds // size, unit)
+    return _plural(seconds, "second")
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}" + ("" if count == 1 else "s")
