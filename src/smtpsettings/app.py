@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from smtpsettings import web
 from smtpsettings.api import authentication, docs, mailtest, smtp
 from smtpsettings.api.errors import exception_handlers
+from smtpsettings.api.health import metrics_endpoint, ready
 from smtpsettings.api.negotiation import NotAcceptable, response_media_type
 from smtpsettings.api.settings import portal_settings
 from smtpsettings.config import Settings, load_settings
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         before_request=_refuse_unacceptable,
     )
     app = Litestar(
-        route_handlers=[json_api, live, *docs.route_handlers, *web.route_handlers],
+        route_handlers=[json_api, live, ready, metrics_endpoint, *docs.route_handlers, *web.route_handlers],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
         openapi_config=None,

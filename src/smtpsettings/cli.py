@@ -151,6 +151,7 @@ owner's password once; `smtpsettings user set-password` sets a new one.
 def serve(ctx: Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the HTTP server (granian)."""
     from smtpsettings.httpserver import bind_listener, connection_budget, create_server, listen  # granian: only here
+    from smtpsettings.metrics import use_multiprocess_dir
 
     with _one_line_errors():
         settings = load_settings(host=host, port=port, workers=workers)
@@ -160,6 +161,8 @@ def serve(ctx: Context, host: str | None, port: int | None, workers: int | None)
         per_worker, limit_warning = connection_budget(settings)
         first = ctx.accounts.first_start(settings.owner_email)
         KeyRing(settings.key_file)  # created here, once, before workers race for it
+        # Emptied and exported before granian forks: every worker writes its counters there, a scrape adds them up.
+        use_multiprocess_dir(settings.data_dir / "metrics")
         shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
         if first is not None:
             click.echo("First start: created the default portal and its owner.")
