@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import secrets
@@ -49,6 +50,57 @@ class Sink:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.messages.append(envelope)
         return "250 2.0.0 Message accepted for delivery"
+
+
+@dataclass
+class Recorder(Sink):
+    """A sink that tells connections apart and can refuse, stall or drop chosen commands.
+
+    ``peers`` lists each client connection (its address) in the order it first sent MAIL.
+    ``rcpt_replies`` answers RCPT for an address with a given reply; ``data_replies`` answers the
+    next DATA commands (first in, first out) before normal service resumes; ``drop_on_data`` hangs up
+    instead of answering DATA; ``stall_data`` makes DATA wait until the event is set.
+    """
+
+    peers: list[object] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_replies: list[str] = field(default_factory=list)
+    drop_on_data: bool = False
+    stall_data: asyncio.Event | None = None
+    data_delay: float = 0.0
+    active: int = 0
+    most_active: int = 0
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if session.peer not in self.peers:
+            self.peers.append(session.peer)
+        return await super().handle_MAIL(server, session, envelope, address, options)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.drop_on_data:
+            assert server.transport is not None
+            server.transport.abort()
+            return "250 never seen"
+        if self.stall_data is not None:
+            await self.stall_data.wait()
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            await asyncio.sleep(self.data_delay)
+        finally:
+            self.active -= 1
+        return await super().handle_DATA(server, session, envelope)
 
 
 class CramMd5Sink(Sink):

@@ -1,8 +1,14 @@
 """Reusable async SMTP sending with admin-facing diagnostics.
 
-Used by the "send test mail" job and, later, by notification senders::
+The "send test mail" job sends one message per session::
 
     report = await send_message(target, build_test_message(...), policy, on_step=progress)
+
+The outbox sends many over pooled sessions, through the same connect, TLS and AUTH code::
+
+    content, smtputf8 = flatten(build_message(...))
+    async with pool.connection((portal_id, fingerprint), target) as connection:
+        reply = await connection.send(sender, recipients, content, smtputf8=smtputf8)
 
 Failures raise a :class:`MailError` subclass (see :mod:`smtpsettings.mail.errors`)
 whose ``str()`` is one actionable sentence and whose ``details``/``transcript``
@@ -21,6 +27,7 @@ from smtpsettings.mail.client import (
     StepCallback,
     send_message,
 )
+from smtpsettings.mail.connection import STEP_DELIVER, SmtpConnection
 from smtpsettings.mail.errors import (
     AuthenticationError,
     ConfigurationRefused,
@@ -31,7 +38,15 @@ from smtpsettings.mail.errors import (
     SendError,
     TLSError,
 )
-from smtpsettings.mail.message import TEST_SUBJECT, build_test_message
+from smtpsettings.mail.message import (
+    TEST_SUBJECT,
+    HeaderInjection,
+    build_message,
+    build_test_message,
+    envelope_of,
+    flatten,
+    new_message_id,
+)
 from smtpsettings.mail.oauth2 import STEP_TOKEN, OAuth2Grant, TokenCache, default_scope, default_token_url
 from smtpsettings.mail.policy import (
     DEFAULT_DENY_NETWORKS,
@@ -39,6 +54,7 @@ from smtpsettings.mail.policy import (
     denied_network,
     plaintext_auth_allowed,
 )
+from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.mail.report import Detail, SendReport
 from smtpsettings.mail.target import IMPLICIT_TLS_PORT, SmtpTarget, uses_implicit_tls
 
@@ -49,13 +65,16 @@ __all__ = [
     "STEPS",
     "STEP_AUTHENTICATE",
     "STEP_CONNECT",
+    "STEP_DELIVER",
     "STEP_SEND",
     "STEP_TOKEN",
     "TEST_SUBJECT",
     "AuthenticationError",
     "ConfigurationRefused",
     "ConnectError",
+    "ConnectionPool",
     "Detail",
+    "HeaderInjection",
     "MailError",
     "MailPolicy",
     "MailTimeout",
@@ -63,14 +82,19 @@ __all__ = [
     "OAuth2TokenError",
     "SendError",
     "SendReport",
+    "SmtpConnection",
     "SmtpTarget",
     "StepCallback",
     "TLSError",
     "TokenCache",
+    "build_message",
     "build_test_message",
     "default_scope",
     "default_token_url",
     "denied_network",
+    "envelope_of",
+    "flatten",
+    "new_message_id",
     "plaintext_auth_allowed",
     "send_message",
     "uses_implicit_tls",

@@ -20,16 +20,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import copy
-import email.policy
-import email.utils
-import io
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
-from email.generator import BytesGenerator
+from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiosmtplib
@@ -50,6 +46,7 @@ from smtpsettings.mail.errors import (
     SendError,
     TLSError,
 )
+from smtpsettings.mail.message import envelope_of, flatten
 from smtpsettings.mail.ntlm import authenticate_ntlm
 from smtpsettings.mail.oauth2 import STEP_TOKEN, AccessToken, OAuth2Grant, TokenCache
 from smtpsettings.mail.policy import MailPolicy, plaintext_auth_allowed
@@ -94,35 +91,13 @@ _XOAUTH2_HINTS = {
 next mechanism tried, so bad credentials never cost several failed logins."""
 
 StepCallback = Callable[[str], Awaitable[None]]
+_T = TypeVar("_T")
 
 
 def _reply(response: SMTPResponse | aiosmtplib.SMTPResponseException) -> str:
     code = response.code
     message = response.message.replace("\n", " / ")
     return truncate(f"{code} {message}".strip(), 300)
-
-
-def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
-    sender_header = message.get("Sender") or message.get("From") or ""
-    senders = [addr for _, addr in email.utils.getaddresses([str(sender_header)]) if addr]
-    recipients = [
-        addr
-        for field in ("To", "Cc", "Bcc")
-        for _, addr in email.utils.getaddresses([str(v) for v in message.get_all(field, [])])
-        if addr
-    ]
-    return (senders[0] if senders else ""), recipients
-
-
-def _flatten(message: EmailMessage, *, utf8: bool) -> bytes:
-    # Bcc must reach the envelope but never the headers.
-    if "Bcc" in message:
-        message = copy.deepcopy(message)
-        del message["Bcc"]
-    buffer = io.BytesIO()
-    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
-    BytesGenerator(buffer, policy=policy).flatten(message)
-    return buffer.getvalue()
 
 
 class _StepCallbackFailed(Exception):
@@ -134,7 +109,11 @@ class _StepCallbackFailed(Exception):
 
 
 class _Session:
-    """State of one send: the connection, current step and collected diagnostics."""
+    """State of one SMTP session: the connection, current step and collected diagnostics.
+
+    The one-shot :func:`send_message` runs a session from token to QUIT; :class:`SmtpConnection` opens one
+    and sends many messages over it, giving each its own transcript and details.
+    """
 
     def __init__(
         self,
@@ -163,6 +142,7 @@ class _Session:
         self.name = target.host  # as resolved and verified; set by resolve()
         self.smtp: SMTP | None = None
         self.sock: socket.socket | None = None
+        self.in_transaction = False  # MAIL sent, no final DATA reply yet
         self._tls_context: ssl.SSLContext | None = None
 
     # -- diagnostics ---------------------------------------------------------
@@ -178,8 +158,8 @@ class _Session:
             except Exception as exc:
                 raise _StepCallbackFailed(exc) from exc
 
-    def fail(self, cls: type[MailError], message: str) -> MailError:
-        return cls(self.redactor.scrub(message), step=self.step)
+    def fail(self, cls: type[MailError], message: str, code: int | None = None) -> MailError:
+        return cls(self.redactor.scrub(message), step=self.step, code=code)
 
     def finish_error(self, exc: MailError) -> MailError:
         exc.message = self.redactor.scrub(exc.message)
@@ -210,15 +190,36 @@ class _Session:
     async def run(self, message: EmailMessage) -> SendReport:
         started = time.perf_counter()
         try:
+            await self.guarded(self.one_shot, message)
+        finally:
+            self.close()
+        self.details.append(Detail(STEP_SEND, "Message sent", _ms(started)))
+        return SendReport(details=list(self.details), transcript=list(self.transcript.lines))
+
+    async def one_shot(self, message: EmailMessage) -> None:
+        await self.open()
+        await self.send(message)
+        await self.quit()
+
+    async def open(self) -> None:
+        """Token (XOAUTH2), connect with the SSRF guard, EHLO, TLS and AUTH: ready for MAIL."""
+        if self.grant is not None:
+            await self.obtain_token()
+        await self.connect()
+        if self.target.enable_auth:
+            await self.authenticate()
+
+    async def guarded(self, work: Callable[..., Awaitable[_T]], *args: object) -> _T:
+        """Run ``work`` under the total deadline; every failure leaves as a finished, redacted MailError.
+
+        Whole operations (the one-shot send, opening a connection, one message on it) each get
+        ``total_timeout``: a server that trickles replies just inside the per-command deadline must not
+        hold a sender for ever.
+        """
+        try:
             try:
                 async with asyncio.timeout(self.policy.total_timeout):
-                    if self.grant is not None:
-                        await self.obtain_token()
-                    await self.connect()
-                    if self.target.enable_auth:
-                        await self.authenticate()
-                    await self.send(message)
-                    await self.quit()
+                    return await work(*args)
             except TimeoutError as exc:
                 if isinstance(exc, aiosmtplib.SMTPTimeoutError):
                     raise
@@ -234,10 +235,6 @@ class _Session:
             raise exc.original from None
         except Exception as exc:
             raise self.finish_error(self.translate(exc)) from exc
-        finally:
-            self.close()
-        self.details.append(Detail(STEP_SEND, "Message sent", _ms(started)))
-        return SendReport(details=list(self.details), transcript=list(self.transcript.lines))
 
     def translate(self, exc: Exception) -> MailError:
         """Map an exception not handled where it happened to a MailError."""
@@ -253,7 +250,7 @@ class _Session:
         if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
             return self.fail(ConnectError, f"{host} closed the connection unexpectedly at step {self.step}")
         if isinstance(exc, aiosmtplib.SMTPResponseException):
-            return self.fail(MailError, f"Unexpected reply at step {self.step}: {_reply(exc)}")
+            return self.fail(MailError, f"Unexpected reply at step {self.step}: {_reply(exc)}", exc.code)
         ssl_error = find_ssl_error(exc)
         if ssl_error is not None:
             return self.fail(TLSError, f"TLS failure with {self.endpoint}: {ssl_error.reason or ssl_error}")
@@ -285,24 +282,24 @@ class _Session:
         """
         protocol = smtp.protocol
         assert protocol is not None
-        transcript = self.transcript
+        session = self  # read .transcript at each line: a reused connection gives each message its own
         original_write = protocol.write
         original_read = protocol.read_response
 
         def write(data: bytes) -> None:
-            transcript.client(data)
+            session.transcript.client(data)
             original_write(data)
 
         async def read_response(timeout: float | None = None) -> SMTPResponse:
             try:
                 response = await original_read(timeout=timeout)
             except aiosmtplib.SMTPTimeoutError:
-                transcript.note(f"no reply within {_secs(timeout or 0)} s")
+                session.transcript.note(f"no reply within {_secs(timeout or 0)} s")
                 raise
             except aiosmtplib.SMTPServerDisconnected:
-                transcript.note("connection closed by server")
+                session.transcript.note("connection closed by server")
                 raise
-            transcript.server(response)
+            session.transcript.server(response)
             return response
 
         setattr(protocol, "write", write)  # noqa: B010 - instance-level hook
@@ -322,7 +319,7 @@ class _Session:
             try:
                 reply = await smtp.helo(hostname=self.policy.helo_name)
             except aiosmtplib.SMTPHeloError as exc2:
-                raise self.fail(ConnectError, f"Server rejected HELO: {_reply(exc2)}") from exc2
+                raise self.fail(ConnectError, f"Server rejected HELO: {_reply(exc2)}", exc2.code) from exc2
             self.detail(f"HELO: {_reply(reply)} (no ESMTP extensions)", _ms(start))
             return
         extensions = [f"{k.upper()} {v}".strip() for k, v in smtp.esmtp_extensions.items()]
@@ -366,7 +363,7 @@ class _Session:
             greeting = await smtp.connect(timeout=connect_deadline)
         except aiosmtplib.SMTPConnectResponseError as exc:
             self.transcript.server(SMTPResponse(exc.code, exc.message))
-            raise self.fail(ConnectError, f"Server refused the connection: {_reply(exc)}") from exc
+            raise self.fail(ConnectError, f"Server refused the connection: {_reply(exc)}", exc.code) from exc
         except aiosmtplib.SMTPConnectTimeoutError as exc:
             if self.implicit_tls and "ready message" not in str(exc):
                 raise self.fail(
@@ -420,7 +417,7 @@ class _Session:
                 f"{_secs(self.policy.connect_timeout)} s at step {self.step}",
             ) from exc
         except aiosmtplib.SMTPResponseException as exc:
-            raise self.fail(TLSError, f"Server refused STARTTLS: {_reply(exc)}") from exc
+            raise self.fail(TLSError, f"Server refused STARTTLS: {_reply(exc)}", exc.code) from exc
         except (ssl.SSLError, aiosmtplib.SMTPServerDisconnected) as exc:
             verify = certificate_verify_message(exc)
             if verify is not None:
@@ -487,7 +484,7 @@ class _Session:
                 if exc.code in _TRY_NEXT_MECHANISM and index + 1 < len(mechanisms):
                     self.detail(f"AUTH {mechanism.upper()} not accepted: {_reply(exc)}", level="warning")
                     continue
-                raise self.fail(AuthenticationError, f"Authentication failed: {_reply(exc)}") from exc
+                raise self.fail(AuthenticationError, f"Authentication failed: {_reply(exc)}", exc.code) from exc
             self.detail(f"Authenticated with {mechanism.upper()}: {_reply(reply)}", _ms(start))
             return
 
@@ -544,7 +541,7 @@ class _Session:
             if reply.code == _XOAUTH2_REFUSED and hint:
                 user = self.target.username
                 message += f" (the token was refused for {user}: {hint.format(user=user)})"
-            raise self.fail(AuthenticationError, message)
+            raise self.fail(AuthenticationError, message, reply.code)
         self.detail(f"Authenticated with XOAUTH2 as {self.target.username}: {_reply(reply)}", _ms(start))
 
     async def reconnect(self) -> SMTP:
@@ -580,13 +577,25 @@ class _Session:
 
     async def send(self, message: EmailMessage) -> None:
         await self.enter(STEP_SEND)
+        sender, recipients = envelope_of(message)
+        content, utf8 = flatten(message)
+        await self.transmit(sender, recipients, content, smtputf8=utf8)
+
+    async def transmit(
+        self, sender: str, recipients: Sequence[str], content: bytes, *, smtputf8: bool = False
+    ) -> SMTPResponse:
+        """One mail transaction: MAIL, RCPT for each recipient, DATA; the server's final reply.
+
+        A refusal raises SendError with the reply code and leaves the transaction open: a reused
+        connection then sends RSET, the one-shot send simply hangs up. ``in_transaction`` says whether
+        MAIL went out. SMTPUTF8 is asked for when ``smtputf8`` or an envelope address is not ASCII.
+        """
         smtp = self.smtp
         assert smtp is not None
         timeout = self.policy.command_timeout
-        sender, recipients = _envelope(message)
         if not recipients:
             raise self.fail(SendError, "The message has no recipients")
-        needs_utf8 = not all(a.isascii() for a in [sender, *recipients])
+        needs_utf8 = smtputf8 or not all(a.isascii() for a in [sender, *recipients])
         options: list[str] = []
         if needs_utf8:
             if not smtp.supports_extension("smtputf8"):
@@ -597,10 +606,11 @@ class _Session:
         encoding = "utf-8" if needs_utf8 else "ascii"
 
         start = time.perf_counter()
+        self.in_transaction = True
         try:
             reply = await smtp.mail(sender, options=options, encoding=encoding, timeout=timeout)
         except aiosmtplib.SMTPSenderRefused as exc:
-            raise self.fail(SendError, f"Sender rejected: {_reply(exc)}") from exc
+            raise self.fail(SendError, f"Sender rejected: {_reply(exc)}", exc.code) from exc
         except ValueError as exc:
             raise self.fail(SendError, f"Invalid sender address {sender!r}") from exc
         self.detail(f"MAIL FROM:<{sender}>: {_reply(reply)}", _ms(start))
@@ -609,17 +619,18 @@ class _Session:
             try:
                 reply = await smtp.rcpt(recipient, encoding=encoding, timeout=timeout)
             except aiosmtplib.SMTPRecipientRefused as exc:
-                raise self.fail(SendError, f"Recipient rejected: {_reply(exc)}") from exc
+                raise self.fail(SendError, f"Recipient rejected: {_reply(exc)}", exc.code) from exc
             except ValueError as exc:
                 raise self.fail(SendError, f"Invalid recipient address {recipient!r}") from exc
             self.detail(f"RCPT TO:<{recipient}>: {_reply(reply)}", _ms(start))
-        content = _flatten(message, utf8=needs_utf8)
         start = time.perf_counter()
         try:
             reply = await smtp.data(content, timeout=timeout)
         except aiosmtplib.SMTPDataError as exc:
-            raise self.fail(SendError, f"Message rejected: {_reply(exc)}") from exc
+            raise self.fail(SendError, f"Message rejected: {_reply(exc)}", exc.code) from exc
+        self.in_transaction = False
         self.detail(f"Message accepted: {_reply(reply)}", _ms(start))
+        return reply
 
     async def quit(self) -> None:
         # The message is already accepted; a failing QUIT must not turn success into an error.

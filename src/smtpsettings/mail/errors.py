@@ -4,7 +4,7 @@ Every failure of :func:`smtpsettings.mail.send_message` is reported as one of
 these, so callers (the test-mail job, later notification senders) need a single
 ``except MailError`` and can still tell the causes apart::
 
-    MailError                 base; carries .step, .details, .transcript
+    MailError                 base; carries .step, .code, .details, .transcript
     ├── ConfigurationRefused  our own policy refused: denied network, plaintext AUTH
     ├── ConnectError          DNS, TCP connect, greeting refused, connection dropped
     ├── TLSError              STARTTLS missing/refused, handshake or certificate failure
@@ -43,6 +43,9 @@ class MailError(Exception):
 
     Attributes:
         step: Name of the step that failed (one of the ``STEP_*`` constants).
+        code: The SMTP reply code when the failure was a server reply (a refused MAIL, RCPT, DATA or AUTH,
+            a 421, a refused greeting), else ``None``: what tells a temporary refusal (4xx) from a
+            permanent one (5xx).
         details: Diagnostics collected up to and including the failure, the
             same shape as :attr:`SendReport.details`.
         transcript: Redacted SMTP dialogue up to the failure.
@@ -53,12 +56,14 @@ class MailError(Exception):
         message: str,
         *,
         step: str = "",
+        code: int | None = None,
         details: list[Detail] | None = None,
         transcript: list[str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.step = step
+        self.code = code
         self.details: list[Detail] = list(details or [])
         self.transcript: list[str] = list(transcript or [])
 
@@ -71,6 +76,7 @@ class MailError(Exception):
             "error": type(self).__name__,
             "message": self.message,
             "step": self.step,
+            "code": self.code,
             "details": [d.to_dict() for d in self.details],
             "transcript": list(self.transcript),
         }
@@ -115,10 +121,11 @@ class OAuth2TokenError(MailError):
         error: str = "",
         error_description: str = "",
         step: str = "",
+        code: int | None = None,
         details: list[Detail] | None = None,
         transcript: list[str] | None = None,
     ) -> None:
-        super().__init__(message, step=step, details=details, transcript=transcript)
+        super().__init__(message, step=step, code=code, details=details, transcript=transcript)
         self.error = error
         self.error_description = error_description
 

@@ -56,7 +56,7 @@ async def authenticate_ntlm(
     redactor.add(negotiate_b64)
     reply = await smtp.execute_command(b"AUTH", b"NTLM", negotiate_b64, timeout=timeout)
     if reply.code != 334:
-        raise AuthenticationError(f"Authentication failed: {reply.code} {reply.message}")
+        raise AuthenticationError(f"Authentication failed: {reply.code} {reply.message}", code=reply.code)
 
     try:
         challenge = base64.b64decode(reply.message.strip(), validate=True)
@@ -72,5 +72,5 @@ async def authenticate_ntlm(
     redactor.add(authenticate_b64)
     reply = await smtp.execute_command(authenticate_b64, timeout=timeout)
     if reply.code != 235:
-        raise AuthenticationError(f"Authentication failed: {reply.code} {reply.message}")
+        raise AuthenticationError(f"Authentication failed: {reply.code} {reply.message}", code=reply.code)
     return reply
