@@ -17,7 +17,7 @@ import click
 
 from smtpsettings.config import ConfigError, Settings, load_settings
 from smtpsettings.crypto import KeyRing
-from smtpsettings.domain.accounts import Role
+from smtpsettings.domain.accounts import API_KEY_SCOPES, Role
 from smtpsettings.domain.errors import DomainError
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.services.keys import rotate_keys
@@ -288,12 +288,18 @@ def apikey() -> None:
 @config_option
 @click.option("--portal", "hostname", required=True)
 @click.option("--email", required=True)
+@click.option(
+    "--scope",
+    type=click.Choice(API_KEY_SCOPES),
+    help="Narrow the key: mail.send sends the portal's mail and reads what it sent, nothing else.",
+)
 @click.pass_obj
-def apikey_create(ctx: Context, hostname: str, email: str) -> None:
+def apikey_create(ctx: Context, hostname: str, email: str, scope: str | None) -> None:
     """Create an API key for a user; it is printed once, alone on the last line."""
     with _one_line_errors():
-        key_id, key = ctx.accounts.create_api_key(hostname, email)
-        click.echo(f"created API key {key_id} for {email} (store it now: it is not shown again)")
+        key_id, key = ctx.accounts.create_api_key(hostname, email, scope)
+        scoped = f" with scope {scope}" if scope else ""
+        click.echo(f"created API key {key_id}{scoped} for {email} (store it now: it is not shown again)")
         click.echo(key)
 
 

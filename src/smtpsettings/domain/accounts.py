@@ -8,7 +8,17 @@ import re
 
 import msgspec
 
-__all__ = ("Portal", "Principal", "Role", "User", "normalize_email", "normalize_hostname", "valid_email")
+__all__ = (
+    "API_KEY_SCOPES",
+    "SCOPE_MAIL_SEND",
+    "Portal",
+    "Principal",
+    "Role",
+    "User",
+    "normalize_email",
+    "normalize_hostname",
+    "valid_email",
+)
 
 
 class Role(enum.StrEnum):
@@ -37,12 +47,26 @@ class User(msgspec.Struct, frozen=True):
     role: Role
 
 
+SCOPE_MAIL_SEND = "mail.send"
+"""An API key that sends mail and reads the messages it sent, and may do nothing else."""
+API_KEY_SCOPES = (SCOPE_MAIL_SEND,)
+
+
 class Principal(msgspec.Struct, frozen=True):
-    """The user a request acts for, and how it proved it (``session``, ``apikey`` or ``basic``)."""
+    """The user a request acts for, and how it proved it (``session``, ``apikey`` or ``basic``).
+
+    An API key's ``scope`` narrows its user's rights (None: all of them).
+    """
 
     user: User
     via: str
     session_token_hash: str | None = None
+    api_key_id: str | None = None
+    scope: str | None = None
+
+    @property
+    def send_only(self) -> bool:
+        return self.scope == SCOPE_MAIL_SEND
 
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")

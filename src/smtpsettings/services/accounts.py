@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import secrets
 
-from smtpsettings.domain.accounts import Portal, Role, User, normalize_email, normalize_hostname, valid_email
+from smtpsettings.domain.accounts import (
+    API_KEY_SCOPES,
+    SCOPE_MAIL_SEND,
+    Portal,
+    Role,
+    User,
+    normalize_email,
+    normalize_hostname,
+    valid_email,
+)
 from smtpsettings.domain.errors import BadArgument, NotFound
 from smtpsettings.domain.passwords import hash_secret, new_api_key, new_client_hash_salt, password_verifiers
 from smtpsettings.services.auth import login_account_bucket
@@ -90,12 +99,19 @@ class AccountsService:
         portal = self.portal(hostname)
         return self._db.read_sync(lambda c: accounts.list_users(c, portal.id))
 
-    def create_api_key(self, hostname: str, email: str) -> tuple[str, str]:
-        """A new API key for a user: ``(key_id, key)``. Only the key's hash is stored."""
+    def create_api_key(self, hostname: str, email: str, scope: str | None = None) -> tuple[str, str]:
+        """A new API key for a user: ``(key_id, key)``. Only the key's hash is stored.
+
+        A send-only key (``mail.send``) is only useful to someone who may send the portal's mail.
+        """
         portal = self.portal(hostname)
         user = self._user(portal, email)
+        if scope is not None and scope not in API_KEY_SCOPES:
+            raise BadArgument(f"unknown scope {scope!r}: use one of {', '.join(API_KEY_SCOPES)}")
+        if scope == SCOPE_MAIL_SEND and not user.role.manages_settings:
+            raise BadArgument(f"{user.email} is a {user.role.value}: only the owner and admins may send the portal's mail")
         key_id, key = new_api_key()
-        self._db.write_sync(lambda c: accounts.create_api_key(c, user, key_id, hash_secret(key)))
+        self._db.write_sync(lambda c: accounts.create_api_key(c, user, key_id, hash_secret(key), scope))
         return key_id, key
 
     def _new_verifiers(self, portal: Portal, password: str) -> tuple[str, str]:

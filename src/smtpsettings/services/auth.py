@@ -220,9 +220,10 @@ class AuthService:
                 found = await lookup(self._db, portal.hostname, secret_hash)
             if found is None:
                 raise NotAuthenticated("Not authenticated")
-        portal, user = found
         if kind == "apikey":
-            return portal, Principal(user=user, via="apikey")
+            portal, user, key_id, scope = found  # type: ignore[misc]
+            return portal, Principal(user=user, via="apikey", api_key_id=key_id, scope=scope)
+        portal, user = found  # type: ignore[misc]
         return portal, Principal(user=user, via="session", session_token_hash=secret_hash)
 
     async def sign_out(self, principal: Principal) -> None:
@@ -232,6 +233,14 @@ class AuthService:
 
     @staticmethod
     def require_settings_manager(principal: Principal) -> User:
+        """The owner or an admin, signed in or by an unscoped key: a send-only key manages nothing."""
+        if not principal.user.role.manages_settings or principal.scope is not None:
+            raise AccessDenied()
+        return principal.user
+
+    @staticmethod
+    def require_sender(principal: Principal) -> User:
+        """Who may send the portal's mail: the owner and admins, and their send-only keys."""
         if not principal.user.role.manages_settings:
             raise AccessDenied()
         return principal.user

@@ -214,11 +214,13 @@ def create_session_if_verified(
 _PRINCIPAL_COLUMNS = (portals.c.id, portals.c.hostname, portals.c.is_default, users.c.id, users.c.email, users.c.display_name, users.c.role)
 
 
-def _principal_of_host(credential: sa.Table, *conditions: Any) -> Prepared:
+def _principal_of_host(credential: sa.Table, *conditions: Any, extra: tuple[Any, ...] = ()) -> Prepared:
     """Portal by hostname ⋈ a credential row of that portal ⋈ its user: one indexed statement."""
     joined = portals.join(credential, credential.c.portal_id == portals.c.id).join(users, users.c.id == credential.c.user_id)
     return Prepared(
-        sa.select(*_PRINCIPAL_COLUMNS).select_from(joined).where(portals.c.hostname == sa.bindparam("hostname"), *conditions)
+        sa.select(*_PRINCIPAL_COLUMNS, *extra)
+        .select_from(joined)
+        .where(portals.c.hostname == sa.bindparam("hostname"), *conditions)
     )
 
 
@@ -227,13 +229,18 @@ _HOST_SESSION_USER = _principal_of_host(
     sessions.c.token_hash == sa.bindparam("token_hash"),
     sessions.c.expires_at > sa.bindparam("now", type_=sessions.c.expires_at.type),
 )
-_HOST_API_KEY_USER = _principal_of_host(api_keys, api_keys.c.key_hash == sa.bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
+_HOST_API_KEY_USER = _principal_of_host(
+    api_keys,
+    api_keys.c.key_hash == sa.bindparam("key_hash"),
+    api_keys.c.revoked_at.is_(None),
+    extra=(api_keys.c.id, api_keys.c.scope),
+)
 
 
 def _principal_row(row: tuple[Any, ...] | None) -> tuple[Portal, User] | None:
     if row is None:
         return None
-    portal_id, hostname, is_default, user_id, email, display_name, role = row
+    portal_id, hostname, is_default, user_id, email, display_name, role = row[:7]
     portal = Portal(id=portal_id, hostname=hostname, is_default=is_default)
     return portal, User(id=user_id, portal_id=portal_id, email=email, display_name=display_name, role=Role(role))
 
@@ -247,9 +254,13 @@ async def principal_by_session(db: Database, hostname: str, token_hash: str) -> 
     return _principal_row(await db.fetch_one(_HOST_SESSION_USER, hostname=hostname, token_hash=token_hash, now=utcnow()))
 
 
-async def principal_by_api_key(db: Database, hostname: str, key_hash: str) -> tuple[Portal, User] | None:
-    """As :func:`principal_by_session`, for an unrevoked API key."""
-    return _principal_row(await db.fetch_one(_HOST_API_KEY_USER, hostname=hostname, key_hash=key_hash))
+async def principal_by_api_key(db: Database, hostname: str, key_hash: str) -> tuple[Portal, User, str, str | None] | None:
+    """As :func:`principal_by_session`, for an unrevoked API key; also the key's id and scope."""
+    row = await db.fetch_one(_HOST_API_KEY_USER, hostname=hostname, key_hash=key_hash)
+    found = _principal_row(row)
+    if found is None or row is None:
+        return None
+    return (*found, row[7], row[8])
 
 
 def delete_session(conn: Connection, token_hash: str) -> None:
@@ -265,10 +276,10 @@ def delete_expired_sessions(conn: Connection) -> int:
     return conn.execute(sessions.delete().where(sessions.c.expires_at <= utcnow())).rowcount
 
 
-def create_api_key(conn: Connection, user: User, key_id: str, key_hash: str) -> None:
+def create_api_key(conn: Connection, user: User, key_id: str, key_hash: str, scope: str | None = None) -> None:
     conn.execute(
         api_keys.insert().values(
-            id=key_id, key_hash=key_hash, portal_id=user.portal_id, user_id=user.id, created_at=utcnow()
+            id=key_id, key_hash=key_hash, portal_id=user.portal_id, user_id=user.id, created_at=utcnow(), scope=scope
         )
     )
 
@@ -282,7 +293,7 @@ def revoke_api_key(conn: Connection, key_id: str) -> bool:
 
 def list_api_keys(conn: Connection, portal_id: int) -> list[dict[str, object]]:
     rows = conn.execute(
-        sa.select(api_keys.c.id, users.c.email, api_keys.c.created_at, api_keys.c.revoked_at)
+        sa.select(api_keys.c.id, users.c.email, api_keys.c.scope, api_keys.c.created_at, api_keys.c.revoked_at)
         .join(users, users.c.id == api_keys.c.user_id)
         .where(api_keys.c.portal_id == portal_id)
         .order_by(api_keys.c.created_at)
