@@ -8,7 +8,14 @@ import string
 
 import pytest
 
-from smtpsettings.mail import TEST_SUBJECT, build_test_message
+from smtpsettings.mail import (
+    TEST_SUBJECT,
+    build_message,
+    build_test_message,
+    envelope_of,
+    flatten,
+    new_message_id,
+)
 from smtpsettings.mail.message import HeaderInjection, check_header_lines
 
 
@@ -170,3 +177,165 @@ def test_the_final_check_catches_what_decoding_in_advance_cannot() -> None:
         build_test_message(
             sender_address="a@example.com", sender_display_name="=?x-unknown?q?a=0D=0Ab?=", recipient="b@example.com"
         )
+
+
+# -- outbox messages -----------------------------------------------------------------------------------
+
+
+def _outgoing(**overrides: object) -> email.message.EmailMessage:
+    fields: dict[str, object] = {
+        "sender_address": "docspace@example.com",
+        "sender_display_name": "DocSpace",
+        "to": ["ann@example.org", "bob@example.org"],
+        "cc": ["carol@example.org"],
+        "bcc": ["secret@example.org"],
+        "reply_to": "help@example.com",
+        "subject": "Your report",
+        "text": "Plain body\n",
+        "html": None,
+        "message_id": "<fixed.1@example.com>",
+    }
+    fields.update(overrides)
+    return build_message(**fields)  # type: ignore[arg-type]
+
+
+def _parse(flat: bytes) -> email.message.EmailMessage:
+    parsed = email.message_from_string(flat.decode("utf-8").replace("\r\n", "\n"), policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    return parsed
+
+
+def test_build_message_headers() -> None:
+    flat, smtputf8 = flatten(_outgoing())
+    assert not smtputf8
+    assert flat.isascii()
+    message = _parse(flat)
+    [sender] = message["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("DocSpace", "docspace@example.com")
+    assert [a.addr_spec for a in message["To"].addresses] == ["ann@example.org", "bob@example.org"]
+    assert [a.addr_spec for a in message["Cc"].addresses] == ["carol@example.org"]
+    assert message["Reply-To"].addresses[0].addr_spec == "help@example.com"
+    assert message["Subject"] == "Your report"
+    assert message["Message-ID"] == "<fixed.1@example.com>"  # as given: a retry carries the same id
+    assert message["Date"].datetime is not None
+    assert message.get_content_type() == "text/plain"
+    assert message.get_content() == "Plain body\n"
+
+
+def test_bcc_never_appears_in_the_headers() -> None:
+    message = _outgoing()
+    flat, _ = flatten(message)
+    assert b"secret@example.org" not in flat
+    assert "Bcc" not in _parse(flat)
+    assert _header_names(flat) == sorted(
+        ["cc", "content-transfer-encoding", "content-type", "date", "from", "message-id", "mime-version",
+         "reply-to", "subject", "to"]
+    )
+
+
+def test_flatten_drops_a_bcc_header_but_envelope_of_keeps_it() -> None:
+    message = build_test_message(sender_address="a@example.com", sender_display_name="", recipient="b@example.com")
+    message["Bcc"] = "hidden@example.com"
+    assert envelope_of(message) == ("a@example.com", ["b@example.com", "hidden@example.com"])
+    flat, _ = flatten(message)
+    assert b"hidden@example.com" not in flat
+    assert "Bcc" in message  # the caller's message is left as it was
+
+
+def test_text_and_html_make_multipart_alternative() -> None:
+    message = _parse(flatten(_outgoing(text="Plain\n", html="<p>Rich</p>\n"))[0])
+    assert message.get_content_type() == "multipart/alternative"
+    parts = list(message.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert parts[0].get_content() == "Plain\n"
+    assert parts[1].get_content() == "<p>Rich</p>\n"
+
+
+def test_html_only() -> None:
+    message = _parse(flatten(_outgoing(text=None, html="<p>Only</p>\n"))[0])
+    assert message.get_content_type() == "text/html"
+    assert message.get_content() == "<p>Only</p>\n"
+
+
+def test_a_body_is_required() -> None:
+    with pytest.raises(ValueError, match="text or an HTML body"):
+        _outgoing(text=None, html=None)
+
+
+def test_only_to_or_only_bcc() -> None:
+    message = _parse(flatten(_outgoing(cc=[], reply_to=None, to=[], bcc=["x@example.org"]))[0])
+    assert "To" not in message and "Cc" not in message and "Reply-To" not in message
+
+
+def test_non_ascii_subject_body_and_names_are_encoded_for_plain_smtp() -> None:
+    flat, smtputf8 = flatten(
+        _outgoing(sender_display_name="Jörg, Büro", subject="Grüße — 你好", text="Größe: 10 €\n" + "ä" * 300 + "\n")
+    )
+    assert not smtputf8  # the addresses are ASCII: encoded words and a 7-bit body do
+    assert flat.isascii()
+    assert b"=?utf-8?" in flat
+    message = _parse(flat)
+    assert message["Subject"] == "Grüße — 你好"
+    assert message["From"].addresses[0].display_name == "Jörg, Büro"
+    assert message["Content-Transfer-Encoding"] in ("quoted-printable", "base64")
+    assert message.get_content() == "Größe: 10 €\n" + "ä" * 300 + "\n"
+    assert max(len(line) for line in flat.split(b"\r\n")) <= 998
+
+
+def test_a_non_ascii_address_needs_smtputf8() -> None:
+    flat, smtputf8 = flatten(_outgoing(to=["jörg@example.org"]))
+    assert smtputf8
+    assert "jörg@example.org".encode() in flat
+    assert _parse(flat)["To"].addresses[0].addr_spec == "jörg@example.org"
+    # An internationalised domain counts as well: it is written into the headers as given.
+    assert flatten(_outgoing(to=["ann@bücher.example"]))[1]
+
+
+@pytest.mark.parametrize("bad", ["jö rg@example.org", '"jö"@example.org', "jö@", "jö\u2028x@example.org"])
+def test_malformed_non_ascii_addresses_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        _outgoing(to=[bad])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("to", ["ok@example.org", "no-at-sign"]),
+        ("cc", ["a@"]),
+        ("bcc", [""]),
+        ("reply_to", "nobody"),
+        ("sender_address", "x"),
+    ],
+)
+def test_invalid_addresses_anywhere_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match="Invalid"):
+        _outgoing(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"subject": "Hi\r\nBcc: attacker@evil.test"},
+        {"subject": "Hi\nX-Injected: 1"},
+        {"sender_display_name": "=?utf-8?q?Support=0D=0ABcc:_attacker@evil.test?="},
+        {"sender_display_name": "Support\r\nBcc: attacker@evil.test"},
+        {"subject": "Hi\u2028Bcc: attacker@evil.test"},
+    ],
+)
+def test_header_injection_is_refused(overrides: dict[str, str]) -> None:
+    with pytest.raises(HeaderInjection, match="^Refusing to build the message: "):
+        _outgoing(**overrides)
+
+
+@pytest.mark.parametrize("bad", ["fixed@example.com", "<no-at-sign>", "<a@b>\r\nBcc: x@evil.test", "<a b@c>", ""])
+def test_a_malformed_message_id_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="Message-ID"):
+        _outgoing(message_id=bad)
+
+
+def test_new_message_id() -> None:
+    first, second = new_message_id("example.com"), new_message_id("example.com")
+    assert first != second
+    assert first.startswith("<") and first.endswith("@example.com>")
+    assert new_message_id("bücher.example").endswith("@xn--bcher-kva.example>")
+    _outgoing(message_id=first)  # accepted by build_message as it is
