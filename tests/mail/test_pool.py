@@ -165,3 +165,19 @@ def test_bad_limits_are_refused() -> None:
         pool(per_key=0)
     with pytest.raises(ValueError):
         pool(idle_seconds=0)
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced(start_server: StartServer) -> None:
+    sink = Recorder()
+    server = await start_server(sink, timeout=0.2)  # aiosmtpd hangs up on clients idle this long
+    p = pool(idle_seconds=30)
+    first = await send(p, "k", server.port)
+    for _ in range(100):
+        if not first.usable:
+            break
+        await asyncio.sleep(0.05)
+    assert not first.usable
+    second = await send(p, "k", server.port)  # not an error: a fresh connection
+    await p.close()
+    assert second is not first
+    assert len(sink.messages) == 2
