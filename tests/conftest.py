@@ -63,6 +63,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             "SMTPSETTINGS_SMTP_CONNECT_TIMEOUT": "2",
             "SMTPSETTINGS_SMTP_COMMAND_TIMEOUT": "2",
             "SMTPSETTINGS_SMTP_JOB_TIMEOUT": "8",
+            # Outbox retries within the test's patience: 0.5 s, 1 s, 2 s ... (production: 30 s, 1 min ...).
+            "SMTPSETTINGS_OUTBOX_FIRST_RETRY_SECONDS": "0.5",
             # All tests sign in from 127.0.0.1: the per-address limit is tested on a server of its own.
             "SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ADDRESS": "100000",
             "SMTPSETTINGS_DEFAULT_SMTP_HOST": "mail.default.test",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import time
 import uuid
 from collections import defaultdict
@@ -18,49 +17,21 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from smtpsettings import web
-from smtpsettings.api import authentication, docs, mailtest, smtp
+from smtpsettings.api import authentication, docs, mailtest, messages, smtp
 from smtpsettings.api.errors import exception_handlers
 from smtpsettings.api.health import metrics_endpoint, ready
 from smtpsettings.api.negotiation import NotAcceptable, response_media_type
 from smtpsettings.api.settings import portal_settings
 from smtpsettings.config import Settings, load_settings
-from smtpsettings.crypto import KeyRing
 from smtpsettings.domain.errors import RequestBodyTimeout
 from smtpsettings.logs import configure_logging
-from smtpsettings.mail import TokenCache
-from smtpsettings.services.auth import AuthService
-from smtpsettings.services.mailtest import TestMailService
-from smtpsettings.services.smtp import SmtpSettingsService
-from smtpsettings.store.database import Database
+from smtpsettings.services.container import Services
 
 __all__ = ("Services", "create_app")
 
 log = structlog.get_logger("smtpsettings.access")
 
 _DRAIN_LIMIT = 16 * 1024 * 1024
-
-
-class Services:
-    """Everything a request may use, built once per worker from the settings."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.db = Database(
-            settings.resolved_database_url,
-            timeout=settings.database_timeout,
-            pool_size=settings.database_pool_size,
-            sqlite_synchronous=settings.sqlite_synchronous,
-        )
-        self.keyring = KeyRing(settings.key_file)
-        self.auth = AuthService(self.db, settings)
-        self.smtp = SmtpSettingsService(self.db, self.keyring, settings.default_smtp)
-        self.tokens = TokenCache()  # OAuth 2.0 access tokens to mail servers, shared by this worker's jobs
-        self.mailtest = TestMailService(self.db, self.smtp, settings, self.tokens)
-        self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies)
-
-    async def close(self) -> None:
-        await self.mailtest.shutdown()
-        await self.db.dispose_async()
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -73,7 +44,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        services.db.start_background_checkpoints()
+        services.start()
         # Everything built so far (framework, routes, SQLAlchemy metadata) lives as long as the process.
         # Freezing it keeps the collector's full passes from walking it again and again: those passes
         # are what a request unlucky enough to trigger one otherwise waits for.
@@ -99,6 +70,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             mailtest.start_test,
             mailtest.start_test_of_unsaved,
             mailtest.test_status,
+            *messages.route_handlers(settings.outbox_max_message_bytes),
         ]),
         before_request=_refuse_unacceptable,
     )
@@ -112,7 +84,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         debug=False,
     )
     app.state.services = services
-    return RequestLog(app, settings.max_body_bytes, settings.http_header_timeout)
+    return RequestLog(
+        app, settings.max_body_bytes, settings.http_header_timeout, {messages.PATH: settings.outbox_max_message_bytes}
+    )
 
 
 @get("/api/2.0/health/live", include_in_schema=False)
@@ -156,10 +130,14 @@ class RequestLog:
     It wraps the whole router so that 404s and 405s are negotiated and logged like everything else.
     """
 
-    def __init__(self, app: Litestar, max_body_bytes: int, body_timeout: float) -> None:
+    def __init__(
+        self, app: Litestar, max_body_bytes: int, body_timeout: float, body_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
+        self.body_limits = body_limits or {}
+        """Paths whose bodies may be larger than ``max_body_bytes`` (a message to send), and their limit."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -216,7 +194,7 @@ class RequestLog:
         reading and the answer may be lost, which is fine for a client sending that much.
         """
         length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
-        if not length.isdigit() or int(length) <= self.max_body_bytes:
+        if not length.isdigit() or int(length) <= self.body_limits.get(scope["path"], self.max_body_bytes):
             return receive
         drained = 0
         while drained <= _DRAIN_LIMIT:

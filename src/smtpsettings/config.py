@@ -115,6 +115,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Largest message ``POST /smtpsettings/messages`` accepts (the JSON body and the built message); 413 above."""
     outbox_retry_horizon_seconds: Count = 24 * 3600
     """How long a message that meets temporary failures is retried, counted from its acceptance, before it fails."""
+    outbox_first_retry_seconds: Seconds = 30.0
+    """Wait after a message's first temporary failure; each further one waits twice as long, at most an hour."""
     outbox_connections_per_portal: Count = 2
     """SMTP connections one instance opens at once for one portal's mail."""
     outbox_messages_per_minute: Count = 600

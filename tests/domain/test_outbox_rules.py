@@ -514,6 +514,7 @@ def mail_error(kind: type[MailError], message: str, code: int | None = None) -> 
         mail_error(SendError, "Sender rejected: 553 5.7.1 not allowed to send as this address", 553),
         mail_error(SendError, "Message rejected: 554 5.7.1 spam detected", 554),
         mail_error(SendError, "Message rejected: 552 5.3.4 message too big", 552),
+        mail_error(SendError, "The server does not support SMTPUTF8"),  # no reply: our own, as final
     ],
 )
 def test_a_5xx_to_mail_rcpt_or_data_fails_at_once_with_the_reply(error: MailError) -> None:
@@ -529,7 +530,6 @@ def test_a_5xx_to_mail_rcpt_or_data_fails_at_once_with_the_reply(error: MailErro
         mail_error(SendError, "Recipient rejected: 450 4.2.0 mailbox busy", 450),
         mail_error(SendError, "Message rejected: 451 4.7.1 greylisted, try later", 451),
         mail_error(SendError, "Sender rejected: 421 4.3.2 shutting down", 421),
-        mail_error(SendError, "The server does not support SMTPUTF8"),  # no reply code
         mail_error(ConnectError, "Connection refused by mail.example.com:25"),
         mail_error(ConnectError, "The server refused the connection: 554 no SMTP service here", 554),
         mail_error(ConnectError, "The connection was closed: 421 4.4.2 idle too long", 421),
@@ -639,3 +639,10 @@ def test_retry_delay_jitter_stays_within_half_and_whole_and_spreads(attempts: in
     assert min(delays) < full * 0.55
     assert max(delays) > full * 0.95
     assert len(set(delays)) > 900
+
+
+def test_the_first_retry_can_be_shortened_and_still_grows() -> None:
+    first = timedelta(seconds=1)
+    assert [retry_delay(n, FixedRandom(1), first) for n in (1, 2, 3)] == [
+        timedelta(seconds=1), timedelta(seconds=2), timedelta(seconds=4)
+    ]

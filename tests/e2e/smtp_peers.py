@@ -20,14 +20,29 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 
 
 class Inbox:
-    """aiosmtpd handler keeping every delivered message."""
+    """aiosmtpd handler keeping every delivered message.
 
-    def __init__(self) -> None:
+    ``refuse_rcpt`` answers every RCPT with that reply; ``refuse_data`` answers the first DATA commands
+    with its replies in turn, then accepts.
+    """
+
+    def __init__(self, refuse_rcpt: str | None = None, refuse_data: list[str] | None = None) -> None:
         self.messages: list[Message] = []
         self.envelopes: list[Envelope] = []
         self.received = threading.Event()
+        self.refuse_rcpt = refuse_rcpt
+        self.refuse_data = list(refuse_data or [])
+        self.connections = 0
+
+    async def handle_RCPT(self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        if self.refuse_rcpt:
+            return self.refuse_rcpt
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        if self.refuse_data:
+            return self.refuse_data.pop(0)
         self.envelopes.append(envelope)
         self.messages.append(message_from_bytes(envelope.original_content or b""))
         self.received.set()
@@ -49,8 +64,10 @@ def smtp_peer(
     auth: tuple[str, str] | None = None,
     starttls: ssl.SSLContext | None = None,
     implicit_tls: ssl.SSLContext | None = None,
+    refuse_rcpt: str | None = None,
+    refuse_data: list[str] | None = None,
 ) -> Iterator[tuple[int, Inbox]]:
-    inbox = Inbox()
+    inbox = Inbox(refuse_rcpt, refuse_data)
     kwargs: dict[str, object] = {}
     if auth:
         kwargs.update(authenticator=Authenticator(*auth), auth_require_tls=False)

@@ -19,7 +19,7 @@ from smtpsettings.domain.errors import BadArgument
 from smtpsettings.services.auth import Credentials
 
 if TYPE_CHECKING:
-    from smtpsettings.app import Services
+    from smtpsettings.services.container import Services
 
 __all__ = ("client_address", "current_portal", "current_principal", "json_too_deep", "read_json", "services", "settings_manager")
 

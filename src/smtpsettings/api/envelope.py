@@ -36,12 +36,14 @@ def _media_type(request: Request) -> str:
     return media if media.startswith("text/") else media + "; charset=utf-8"
 
 
-def _wrapped(request: Request, payload: Any, *, status: int, status_code: int) -> dict[str, Any]:
+def _wrapped(request: Request, payload: Any, *, status: int, status_code: int, total: int | None = None) -> dict[str, Any]:
     """DocSpace's success envelope (CommonApiResponse); DocSpace wraps a validation 400 in it as well."""
     # DocSpace leaves "response" out when there is nothing to answer (e.g. no test status yet).
     body: dict[str, Any] = {} if payload is None else {"response": payload}
+    body["count"] = _count(payload)
+    if total is not None:  # a page of a longer list: how many there are in all
+        body["total"] = total
     body |= {
-        "count": _count(payload),
         "links": [{"href": _href(request), "action": request.method}],
         "status": status,
         "statusCode": status_code,
@@ -49,9 +51,16 @@ def _wrapped(request: Request, payload: Any, *, status: int, status_code: int) -
     return body
 
 
-def success_response(request: Request, payload: Any, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+def success_response(
+    request: Request,
+    payload: Any,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    total: int | None = None,
+) -> Response[bytes]:
     return Response(
-        content=_encoder.encode(_wrapped(request, payload, status=0, status_code=status_code)),
+        content=_encoder.encode(_wrapped(request, payload, status=0, status_code=status_code, total=total)),
         status_code=status_code,
         media_type=_media_type(request),
         headers=headers,

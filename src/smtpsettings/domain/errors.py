@@ -9,6 +9,7 @@
     ├── AccessDenied          signed in, but the role may not do this
     ├── NotFound              no such portal or resource
     ├── Conflict              the resource's current state forbids it (a test mail is already being sent)
+    ├── TooLarge              the content is larger than a configured limit
     ├── RequestBodyTimeout    the client announced a body and did not send it in time
     └── TooManyRequests       a rate limit; carries the seconds until a retry can succeed
 """
@@ -23,6 +24,7 @@ __all__ = (
     "NotAuthenticated",
     "NotFound",
     "RequestBodyTimeout",
+    "TooLarge",
     "TooManyRequests",
     "ValidationFailed",
 )
@@ -59,6 +61,10 @@ class NotFound(DomainError):
 
 
 class Conflict(DomainError):
+    pass
+
+
+class TooLarge(DomainError):
     pass
 
 

@@ -272,20 +272,23 @@ def classify(
     now: datetime,
     horizon: timedelta,
     rng: random.Random | None = None,
+    first_retry: timedelta = FIRST_RETRY,
 ) -> Outcome:
     """What the failed attempt number ``attempts`` of a message accepted at ``accepted_at`` leads to.
 
     A 5xx reply to MAIL, RCPT or DATA (a :class:`SendError` with a 5xx ``code``) is the server saying
-    it will never take this message: failed at once, with the reply as the reason. Everything else
+    it will never take this message: failed at once, with the reply as the reason; so is a
+    :class:`SendError` without a reply (the server lacks SMTPUTF8 for a non-ASCII address). Everything else
     (4xx replies, connection, TLS and timeout failures, refused sign-ins and tokens, our own policy, a
     5xx to anything but MAIL/RCPT/DATA) may pass: a server restarts, an admin fixes the password. So
     the message is deferred by :func:`retry_delay`, until the next try would fall after
     ``accepted_at + horizon``; then it has failed, and the reason says so and repeats the last error.
     """
-    code = getattr(error, "code", None)  # MailError.code: the SMTP reply code, when there was a reply
-    if isinstance(error, SendError) and isinstance(code, int) and 500 <= code <= 599:
+    code = error.code
+    # A refusal without a reply is ours and as final: an address the server cannot take (no SMTPUTF8).
+    if isinstance(error, SendError) and (code is None or 500 <= code <= 599):
         return Outcome(status="failed", next_attempt_at=None, reason=error.message)
-    next_attempt_at = now + retry_delay(attempts, rng or _RANDOM)
+    next_attempt_at = now + retry_delay(attempts, rng or _RANDOM, first_retry)
     if next_attempt_at > accepted_at + horizon:
         return Outcome(
             status="failed",
@@ -298,7 +301,7 @@ def classify(
     return Outcome(status="deferred", next_attempt_at=next_attempt_at, reason=error.message)
 
 
-def retry_delay(attempts: int, rng: random.Random) -> timedelta:
+def retry_delay(attempts: int, rng: random.Random, first: timedelta = FIRST_RETRY) -> timedelta:
     """How long to wait after failed attempt number ``attempts``: 30 s, 1 min, 2 min... at most 1 hour,
     each multiplied by a random factor in [0.5, 1.0].
 
@@ -307,7 +310,7 @@ def retry_delay(attempts: int, rng: random.Random) -> timedelta:
     again and again, as a burst that can itself look like an attack to the server.
     """
     doublings = min(max(attempts, 1) - 1, 16)  # 2**16 * 30 s is far past the cap; no huge powers
-    delay = min(FIRST_RETRY * 2**doublings, LONGEST_RETRY)
+    delay = min(first * 2**doublings, max(LONGEST_RETRY, first))
     return delay * rng.uniform(0.5, 1.0)
 
 

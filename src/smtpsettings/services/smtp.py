@@ -83,13 +83,17 @@ class SmtpSettingsService:
 
     async def get_for_sending(self, portal: Portal) -> tuple[SmtpSettings, MailCredentials]:
         """The effective settings and their plaintext secrets, for sending mail only."""
-        stored = await smtp_store.find_settings(self._db, portal.id)
+        return await self.get_for_sending_by_id(portal.id)
+
+    async def get_for_sending_by_id(self, portal_id: int) -> tuple[SmtpSettings, MailCredentials]:
+        """As :meth:`get_for_sending`, for the outbox, which knows its messages' portals by id only."""
+        stored = await smtp_store.find_settings(self._db, portal_id)
         if stored is None:
             return self._default, MailCredentials(password=self._default_password)
         oauth2 = OAuth2Secrets(
-            **{name: self._decrypt(portal, name, stored.secret_ciphertexts.get(name)) for name in SECRET_NAMES}
+            **{name: self._decrypt(portal_id, name, stored.secret_ciphertexts.get(name)) for name in SECRET_NAMES}
         )
-        return stored.settings, MailCredentials(self._decrypt(portal, "password", stored.password_ciphertext), oauth2)
+        return stored.settings, MailCredentials(self._decrypt(portal_id, "password", stored.password_ciphertext), oauth2)
 
     async def candidate_for_sending(
         self, portal: Portal, candidate: SmtpSettingsInput
@@ -104,13 +108,13 @@ class SmtpSettingsService:
         before = stored.settings if stored else None
         password = candidate.password
         if decide_password(candidate, before, bool(stored and stored.password_ciphertext)) is SecretAction.KEEP and stored:
-            password = self._decrypt(portal, "password", stored.password_ciphertext)
+            password = self._decrypt(portal.id, "password", stored.password_ciphertext)
         oauth2: dict[str, str] = {}
         for name, action in decide_secrets(candidate, before, stored.secret_ciphertexts if stored else ()).items():
             if action is SecretAction.SET:
                 oauth2[name] = getattr(candidate.secrets, name)
             elif action is SecretAction.KEEP and stored:
-                oauth2[name] = self._decrypt(portal, name, stored.secret_ciphertexts.get(name))
+                oauth2[name] = self._decrypt(portal.id, name, stored.secret_ciphertexts.get(name))
         return candidate.settings, MailCredentials(password, OAuth2Secrets(**oauth2))
 
     async def save(self, portal: Portal, user: User, new: SmtpSettingsInput, client_address: str) -> SettingsView:
@@ -119,7 +123,7 @@ class SmtpSettingsService:
             before = stored.settings if stored else None
             action = decide_password(new, before, bool(stored and stored.password_ciphertext))
             secret_actions = decide_secrets(new, before, stored.secret_ciphertexts if stored else ())
-            old_password = self._decrypt(portal, "password", stored.password_ciphertext) if stored else None
+            old_password = self._decrypt(portal.id, "password", stored.password_ciphertext) if stored else None
             if action is SecretAction.SET:
                 ciphertext = self._keyring.encrypt(new.password, password_purpose(portal.id))
                 password_changed = new.password != old_password
@@ -136,7 +140,7 @@ class SmtpSettingsService:
                 if secret_action is SecretAction.SET:
                     plaintext = getattr(new.secrets, name)
                     secrets[name] = self._keyring.encrypt(plaintext, secret_purpose(name, portal.id))
-                    if plaintext != self._decrypt(portal, name, old):
+                    if plaintext != self._decrypt(portal.id, name, old):
                         secrets_changed.append(name)
                 elif secret_action is SecretAction.KEEP and old:
                     secrets[name] = old
@@ -177,10 +181,10 @@ class SmtpSettingsService:
     async def audit(self, portal: Portal, limit: int = 100) -> list[AuditEntry]:
         return await self._db.read(lambda c: smtp_store.list_audit(c, portal.id, limit))
 
-    def _decrypt(self, portal: Portal, name: str, ciphertext: str | None) -> str:
+    def _decrypt(self, portal_id: int, name: str, ciphertext: str | None) -> str:
         if not ciphertext:
             return ""
-        return self._keyring.decrypt(ciphertext, secret_purpose(name, portal.id))
+        return self._keyring.decrypt(ciphertext, secret_purpose(name, portal_id))
 
 
 def _view(stored: StoredSmtpSettings) -> SettingsView:

@@ -20,11 +20,12 @@ _CURRENT = Prepared(
 def _hit(dialect: str) -> object:
     # The window restarts inside the statement, so concurrent hits from several instances are all counted.
     expired = rate_counters.c.window_start <= sa.bindparam("now", type_=sa.Float) - sa.bindparam("window", type_=sa.Float)
-    stmt = insert_for(dialect, rate_counters).values(bucket=sa.bindparam("bucket"), window_start=sa.bindparam("now"), count=1)
+    n = sa.bindparam("n", type_=sa.Integer)
+    stmt = insert_for(dialect, rate_counters).values(bucket=sa.bindparam("bucket"), window_start=sa.bindparam("now"), count=n)
     return stmt.on_conflict_do_update(
         index_elements=[rate_counters.c.bucket],
         set_={
-            "count": sa.case((expired, 1), else_=rate_counters.c.count + 1),
+            "count": sa.case((expired, n), else_=rate_counters.c.count + n),
             "window_start": sa.case((expired, sa.bindparam("now")), else_=rate_counters.c.window_start),
         },
     ).returning(rate_counters.c.count, rate_counters.c.window_start)
@@ -48,13 +49,13 @@ def count(conn: Connection, bucket: str, window: float) -> tuple[int, float]:
     return hits, start + window - now
 
 
-def hit(conn: Connection, bucket: str, window: float) -> tuple[int, float]:
-    """Count one more hit; returns the new count and the seconds until the window ends.
+def hit(conn: Connection, bucket: str, window: float, n: int = 1) -> tuple[int, float]:
+    """Count ``n`` more hits; returns the new count and the seconds until the window ends.
 
     One atomic upsert, so concurrent hits from several instances are all counted.
     """
     now = time.time()
-    row = _HIT.row(conn, {"bucket": bucket, "now": now, "window": window})
+    row = _HIT.row(conn, {"bucket": bucket, "now": now, "window": window, "n": n})
     assert row is not None  # an upsert with RETURNING always answers one row
     hits, window_start = row
     return hits, window_start + window - now

@@ -1,0 +1,174 @@
+"""Mail through the outbox over HTTP, to real SMTP servers on loopback: acceptance, delivery, retries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from email.utils import parseaddr
+from typing import Any
+
+import httpx
+import pytest
+from serverkit import Portal, Server, make_portal, start_server
+from smtp_peers import closed_port, smtp_peer, tarpit
+
+from smtpsettings.domain.accounts import Role
+
+SETTINGS = "/api/2.0/smtpsettings/smtp"
+MESSAGES = "/api/2.0/smtpsettings/messages"
+
+
+def settings_for(port: int) -> dict[str, Any]:
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "senderAddress": "noreply@example.com",
+        "senderDisplayName": "Example Portal",
+        "enableSSL": False,
+        "enableAuth": False,
+    }
+
+
+def wait_status(client: httpx.Client, message_id: str, statuses: set[str], timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"{MESSAGES}/{message_id}").json()["response"]
+        if body["status"] in statuses:
+            return body  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"message {message_id} is {body['status']}, not {statuses}, after {timeout} s")
+
+
+def send(client: httpx.Client, **fields: Any) -> httpx.Response:
+    body = {"to": ["a@x.test"], "subject": "Hello", "text": "Hi there", **fields}
+    return client.post(MESSAGES, json=body)
+
+
+def test_a_message_is_accepted_then_delivered_with_the_portals_sender(portal: Portal) -> None:
+    with smtp_peer() as (port, inbox), portal.client(Role.ADMIN) as c:
+        assert c.post(SETTINGS, json=settings_for(port)).status_code == 200
+        accepted = send(c, cc=["b@x.test"], bcc=["hidden@x.test"], replyTo="reply@x.test", html="<p>Hi</p>")
+        assert accepted.status_code == 202, accepted.text
+        body = accepted.json()
+        message = body["response"]
+        assert body["statusCode"] == 202 and message["status"] == "queued"
+        assert message["to"] == ["a@x.test"] and message["cc"] == ["b@x.test"] and "bcc" not in message
+        done = wait_status(c, message["id"], {"sent"})
+    assert done["attempts"] == 1 and done["sentAt"] and done["smtpReply"].startswith("250")
+    [received] = inbox.messages
+    assert parseaddr(received["From"]) == ("Example Portal", "noreply@example.com")
+    assert received["To"] == "a@x.test" and received["Cc"] == "b@x.test" and received["Subject"] == "Hello"
+    assert received["Message-ID"] == message["messageId"] and "Bcc" not in received
+    assert sorted(inbox.envelopes[0].rcpt_tos) == ["a@x.test", "b@x.test", "hidden@x.test"]
+    assert received.is_multipart()
+
+
+def test_bad_messages_are_refused_field_by_field_and_nothing_is_queued(portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        refused = c.post(MESSAGES, json={"to": ["not an address"], "subject": "a\u0007b", "text": "x"})
+        assert refused.status_code == 400
+        errors = refused.json()["response"]["errors"]
+        assert set(errors) >= {"To", "Subject"}
+        too_many = send(c, to=[f"r{i}@x.test" for i in range(101)])
+        assert too_many.status_code == 400 and "To" in too_many.json()["response"]["errors"]
+        assert c.get(MESSAGES).json()["total"] == 0
+
+
+def test_a_message_larger_than_the_limit_is_413(portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        response = send(c, text="x" * (10 * 1024 * 1024 + 1))
+    assert response.status_code == 413 and response.json()["statusCode"] == 413
+
+
+def test_the_same_idempotency_key_never_makes_a_second_message(portal: Portal) -> None:
+    with smtp_peer() as (port, inbox), portal.client(Role.ADMIN) as c:
+        c.post(SETTINGS, json=settings_for(port))
+        first = c.post(
+            MESSAGES, json={"to": ["a@x.test"], "subject": "one", "text": "x"}, headers={"Idempotency-Key": "order-42"}
+        )
+        again = c.post(MESSAGES, json={"to": ["a@x.test"], "subject": "two", "text": "x"}, headers={"Idempotency-Key": "order-42"})
+        assert first.status_code == 202 and again.status_code == 200
+        assert again.json()["response"]["id"] == first.json()["response"]["id"]
+        wait_status(c, first.json()["response"]["id"], {"sent"})
+        assert c.get(MESSAGES).json()["total"] == 1
+        bad = c.post(MESSAGES, json={"to": ["a@x.test"], "subject": "x", "text": "x"}, headers={"Idempotency-Key": "a b"})
+        assert bad.status_code == 400
+    assert len(inbox.messages) == 1
+
+
+def test_a_send_only_key_sends_and_reads_its_own_and_is_refused_elsewhere(server: Server, portal: Portal) -> None:
+    key = server.cli("apikey", "create", "--portal", portal.hostname, "--email", portal.emails[Role.ADMIN], "--scope", "mail.send").stdout.strip().splitlines()[-1]
+    with portal.client(Role.ADMIN) as admin, portal.client(headers={"Authorization": f"Bearer {key}"}) as app:
+        admins_own = send(admin).json()["response"]["id"]
+        mine = send(app)
+        assert mine.status_code == 202
+        assert app.get(f"{MESSAGES}/{mine.json()['response']['id']}").status_code == 200
+        assert app.get(f"{MESSAGES}/{admins_own}").status_code == 404
+        assert [m["id"] for m in app.get(MESSAGES).json()["response"]] == [mine.json()["response"]["id"]]
+        assert app.get(SETTINGS).status_code == 403
+        assert app.post(SETTINGS, json=settings_for(25)).status_code == 403
+        assert app.get(SETTINGS + "/test").status_code == 403
+        assert app.delete(f"{MESSAGES}/{mine.json()['response']['id']}").status_code == 403
+    with portal.client(Role.USER) as user:
+        assert send(user).status_code == 403
+
+
+@pytest.fixture(scope="module")
+def patient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose first retry waits an hour, so a deferred message stays deferred while a test acts on it."""
+    srv = start_server(
+        tmp_path_factory.mktemp("patient") / "data",
+        {"SMTPSETTINGS_OUTBOX_FIRST_RETRY_SECONDS": "3600", "SMTPSETTINGS_SMTP_CONNECT_TIMEOUT": "2"},
+    )
+    yield srv
+    srv.stop()
+
+
+def test_cancel_a_deferred_message_and_retry_a_failed_one(patient_server: Server) -> None:
+    portal = make_portal(patient_server)
+    with portal.client(Role.ADMIN) as c:
+        c.post(SETTINGS, json=settings_for(closed_port()))
+        deferred = send(c).json()["response"]["id"]
+        waiting = wait_status(c, deferred, {"deferred"})
+        assert waiting["attempts"] == 1 and waiting["nextAttemptAt"] and "refused" in waiting["lastError"].lower()
+        cancelled = c.delete(f"{MESSAGES}/{deferred}")
+        assert cancelled.status_code == 200 and cancelled.json()["response"]["status"] == "cancelled"
+        assert c.delete(f"{MESSAGES}/{deferred}").status_code == 409
+        assert c.post(f"{MESSAGES}/{deferred}/retry").status_code == 409
+        assert c.get(f"{MESSAGES}/nope").status_code == 404
+        assert c.get(MESSAGES, params={"status": "cancelled"}).json()["total"] == 1
+        assert c.get(MESSAGES, params={"status": "bogus"}).status_code == 400
+        assert c.get(MESSAGES, params={"count": "0"}).status_code == 400
+
+        with smtp_peer(refuse_rcpt="550 5.1.1 no such user") as (port, inbox):
+            c.post(SETTINGS, json=settings_for(port))
+            failed = send(c).json()["response"]["id"]
+            done = wait_status(c, failed, {"failed"})
+        assert done["attempts"] == 1 and done["smtpReply"].startswith("550") and "no such user" in done["lastError"]
+        with smtp_peer() as (port, inbox):
+            c.post(SETTINGS, json=settings_for(port))
+            retried = c.post(f"{MESSAGES}/{failed}/retry")
+            assert retried.status_code == 200 and retried.json()["response"]["status"] == "queued"
+            assert wait_status(c, failed, {"sent"})["attempts"] == 2
+        assert len(inbox.messages) == 1
+
+
+def test_a_451_twice_then_250_is_deferred_then_sent(portal: Portal) -> None:
+    with smtp_peer(refuse_data=["451 4.7.1 greylisted", "451 4.7.1 greylisted"]) as (port, inbox), portal.client(Role.ADMIN) as c:
+        c.post(SETTINGS, json=settings_for(port))
+        message = send(c).json()["response"]["id"]
+        seen = {wait_status(c, message, {"deferred"})["status"]}
+        done = wait_status(c, message, {"sent"})
+    assert seen == {"deferred"} and done["attempts"] == 3 and done["lastError"] is None
+    assert len(inbox.messages) == 1
+
+
+def test_a_tarpit_defers_within_the_deadline(portal: Portal) -> None:
+    with tarpit() as port, portal.client(Role.ADMIN) as c:
+        c.post(SETTINGS, json=settings_for(port))
+        started = time.monotonic()
+        message = send(c).json()["response"]["id"]
+        done = wait_status(c, message, {"deferred"}, timeout=30)
+        assert time.monotonic() - started < 20
+        c.delete(f"{MESSAGES}/{message}")
+    assert done["lastError"]
