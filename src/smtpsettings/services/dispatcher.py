@@ -73,8 +73,8 @@ class Dispatcher:
         self._lease = timedelta(seconds=2 * settings.smtp_job_timeout) + _LEASE_MARGIN
         self._capacity = 2 * settings.outbox_batch_size
         self._wake = asyncio.Event()
-        self._lanes: dict[int, deque[Claim]] = defaultdict(deque)
-        self._lane_tasks: dict[int, set[asyncio.Task[None]]] = defaultdict(set)
+        self._lanes: dict[int, deque[Claim]] = {}
+        self._lane_tasks: dict[int, set[asyncio.Task[None]]] = {}
         self._in_flight = 0
         self._outcomes: list[tuple[Callable[[Connection], bool], Callable[[], None] | None]] = []
         self._recorder: asyncio.Task[None] | None = None
@@ -206,40 +206,49 @@ class Dispatcher:
 
     def _assign(self, claim: Claim) -> None:
         self._in_flight += 1
-        self._lanes[claim.portal_id].append(claim)
-        lanes = self._lane_tasks[claim.portal_id]
+        queue = self._lanes.get(claim.portal_id)
+        if queue is None:
+            queue = self._lanes[claim.portal_id] = deque()
+        queue.append(claim)
+        lanes = self._lane_tasks.setdefault(claim.portal_id, set())
         if len(lanes) < self._settings.outbox_connections_per_portal:
-            task = asyncio.get_running_loop().create_task(self._lane(claim.portal_id))
-            lanes.add(task)
-            task.add_done_callback(lanes.discard)
+            lanes.add(asyncio.get_running_loop().create_task(self._lane(claim.portal_id)))
 
     # -- sending ------------------------------------------------------------------------------------
 
     async def _lane(self, portal_id: int) -> None:
         """Send a portal's claimed messages one after another over one pooled connection.
 
-        The settings are read again at most every second, so a save applies to the next messages.
+        A portal has at most ``outbox_connections_per_portal`` lanes, sharing its queue. A lane leaves the
+        moment it finds the queue empty, with no await in between, so a message assigned meanwhile always
+        finds a lane (or starts one). The settings are read again at most every second, so a save applies
+        to the next messages.
         """
         loop = asyncio.get_running_loop()
-        queue = self._lanes[portal_id]
         target: SmtpTarget | None = None
         key: tuple[int, str] = (portal_id, "")
         read_at = -_SETTINGS_FRESH
-        while queue:
-            claim = queue.popleft()
-            try:
-                if loop.time() - read_at >= _SETTINGS_FRESH:
-                    target, key = await self._target(portal_id)
-                    read_at = loop.time()
-                await self._deliver(claim, target, key)
-            except asyncio.CancelledError:
-                self._finish(claim, lambda c, i=claim.id: outbox.release(c, i, self._owner, utcnow()))
-                raise
-            except Exception:  # never lose the lane to one message: its lease brings it back
-                log.exception("outbox_send_crashed", message_id=claim.id)
-                self._in_flight -= 1
-        if not queue:
-            self._lanes.pop(portal_id, None)
+        try:
+            while queue := self._lanes.get(portal_id):
+                claim = queue.popleft()
+                if not queue:
+                    del self._lanes[portal_id]
+                try:
+                    if loop.time() - read_at >= _SETTINGS_FRESH:
+                        target, key = await self._target(portal_id)
+                        read_at = loop.time()
+                    await self._deliver(claim, target, key)
+                except asyncio.CancelledError:
+                    self._finish(claim, lambda c, i=claim.id: outbox.release(c, i, self._owner, utcnow()))
+                    raise
+                except Exception:  # never lose the lane to one message: its lease brings it back
+                    log.exception("outbox_send_crashed", message_id=claim.id)
+                    self._in_flight -= 1
+        finally:
+            lanes = self._lane_tasks[portal_id]
+            lanes.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if not lanes:
+                del self._lane_tasks[portal_id]
 
     async def _target(self, portal_id: int) -> tuple[SmtpTarget | None, tuple[int, str]]:
         settings, credentials = await self._smtp.get_for_sending_by_id(portal_id)
