@@ -1,4 +1,4 @@
-"""The ``smtpsettings`` command: run the server and administer portals, users, keys and the audit log.
+"""The ``smtpsettings`` command: run the server and administer portals, users, keys, the audit log and the outbox.
 
 Every subcommand reads the same configuration as the server and migrates the database first, so any of
 them works on a fresh data directory. Errors end with a one-line message and exit code 1. ``--config``
@@ -8,19 +8,22 @@ is accepted before the subcommand and after it alike, since operators write it i
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.engine import Connection
 
 from smtpsettings.config import ConfigError, Settings, load_settings
 from smtpsettings.crypto import KeyRing
 from smtpsettings.domain.accounts import API_KEY_SCOPES, Role
-from smtpsettings.domain.errors import DomainError
+from smtpsettings.domain.errors import BadArgument, Conflict, DomainError, NotFound
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.services.keys import rotate_keys
+from smtpsettings.store import outbox as outbox_store
 from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import Database, StoreUnavailable
 
@@ -343,3 +346,73 @@ def audit(ctx: Context, hostname: str, limit: int) -> None:
         for e in ctx.db.read_sync(lambda c: smtp_store.list_audit(c, p.id, limit)):
             fields = ",".join(e.changed_fields) or "-"
             click.echo(f"{e.created_at}\t{e.action}\t{e.user_email}\t{e.client_address}\t{fields}")
+
+
+# C0 and C1 controls (tab and newline among them) and the Unicode line and paragraph separators.
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` as one tab-free line: a subject or an SMTP reply must not split a row of the listing."""
+    return _LINE_BREAKING.sub(" ", text)
+
+
+@main.group()
+@config_option
+def messages() -> None:
+    """The outbox: mail the portals sent through the API."""
+
+
+@messages.command("list")
+@config_option
+@click.option("--portal", "hostname", required=True)
+@click.option("--status", help=f"Only messages in this status: {', '.join(outbox_store.STATUSES)}.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_obj
+def messages_list(ctx: Context, hostname: str, status: str | None, limit: int) -> None:
+    """List a portal's messages, newest first, one per line.
+
+    Tab-separated: id, status, created (UTC), attempts, To, subject, last error. Bcc and bodies are never shown.
+    """
+    with _one_line_errors():
+        if status is not None and status not in outbox_store.STATUSES:
+            raise BadArgument(f"unknown status {status!r}: expected one of {', '.join(outbox_store.STATUSES)}")
+        p = ctx.accounts.portal(hostname)
+        found, _total = ctx.db.read_sync(lambda c: outbox_store.list_messages(c, p.id, status=status, count=limit))
+        for m in found:
+            fields = (
+                m.id,
+                m.status,
+                m.created_at.isoformat(timespec="seconds"),
+                str(m.attempts),
+                ",".join(m.to) or "-",
+                m.subject,
+                m.last_error or "-",
+            )
+            click.echo("\t".join(_one_line(f) for f in fields))
+
+
+@messages.command("retry")
+@config_option
+@click.argument("message_id")
+@click.pass_obj
+def messages_retry(ctx: Context, message_id: str) -> None:
+    """Queue a failed message again, due now, with a fresh retry horizon (the id is unique across portals)."""
+
+    def requeue(conn: Connection) -> tuple[outbox_store.MessageRecord | None, bool]:
+        record = outbox_store.find_any(conn, message_id)
+        if record is None:
+            return None, False
+        return record, outbox_store.requeue_failed(conn, record.portal_id, message_id)
+
+    with _one_line_errors():
+        record, requeued = ctx.db.write_sync(requeue)
+        if record is None:
+            raise NotFound(f"no message {message_id!r}")
+        if not requeued:
+            if record.status == "failed":  # failed, but its body is gone
+                raise Conflict(
+                    f"message {message_id} can no longer be sent: its body was deleted after the retention period"
+                )
+            raise Conflict(f"message {message_id} is {record.status}: only a failed message can be retried")
+        click.echo(f"requeued {message_id}")

@@ -164,6 +164,19 @@ def test_listing_is_newest_first_with_a_total_and_filters(db: Database) -> None:
     assert counts == {"queued": 4, "sending": 0, "sent": 0, "deferred": 0, "failed": 0, "cancelled": 1}
 
 
+def test_find_any_finds_a_message_by_its_id_alone_whatever_its_portal(db: Database) -> None:
+    db.write_sync(
+        lambda c: c.execute(
+            portals.insert().values(id=2, hostname="two.test", is_default=False, created_at=utcnow(), password_hash_salt="s")
+        )
+    )
+    message, _ = enqueue(db, new(portal_id=2))
+    found = db.read_sync(lambda c: outbox.find_any(c, message.id))
+    assert found is not None and found.portal_id == 2 and found.id == message.id
+    assert db.read_sync(lambda c: outbox.find(c, 1, message.id)) is None
+    assert db.read_sync(lambda c: outbox.find_any(c, uuid.uuid4().hex)) is None
+
+
 def test_purge_drops_old_bodies_only(db: Database) -> None:
     old, _ = enqueue(db, new())
     fresh, _ = enqueue(db, new())

@@ -31,6 +31,7 @@ __all__ = (
     "enqueue",
     "extend_leases",
     "find",
+    "find_any",
     "list_messages",
     "mark_deferred",
     "mark_failed",
@@ -223,6 +224,15 @@ _FIND = Prepared(sa.select(*_RECORD_COLUMNS).where(o.c.portal_id == sa.bindparam
 
 def find(conn: Connection, portal_id: int, message_id: str) -> MessageRecord | None:
     row = _FIND.row(conn, {"portal_id": portal_id, "id": message_id})
+    return None if row is None else _record(row)
+
+
+_FIND_ANY = Prepared(sa.select(*_RECORD_COLUMNS).where(o.c.id == sa.bindparam("id")))
+
+
+def find_any(conn: Connection, message_id: str) -> MessageRecord | None:
+    """A message of whichever portal: the command line names messages by their id alone (ids are global)."""
+    row = _FIND_ANY.row(conn, {"id": message_id})
     return None if row is None else _record(row)
 
 
