@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        services.start()
+        await services.start()
         # Everything built so far (framework, routes, SQLAlchemy metadata) lives as long as the process.
         # Freezing it keeps the collector's full passes from walking it again and again: those passes
         # are what a request unlucky enough to trigger one otherwise waits for.

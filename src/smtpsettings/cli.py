@@ -150,17 +150,38 @@ owner's password once; `smtpsettings user set-password` sets a new one.
 @click.option("--host", help="Address to listen on (default 127.0.0.1, or SMTPSETTINGS_HOST).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default 8080, or SMTPSETTINGS_PORT).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (default 1).")
+@click.option(
+    "--submission-port",
+    type=click.IntRange(0, 65535),
+    help="SMTP submission port for applications (default off, or SMTPSETTINGS_SUBMISSION_PORT).",
+)
+@click.option("--submission-host", help="Address of the submission port (default: the HTTP host).")
 @click.pass_obj
-def serve(ctx: Context, host: str | None, port: int | None, workers: int | None) -> None:
-    """Run the HTTP server (granian)."""
+def serve(
+    ctx: Context,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    submission_port: int | None,
+    submission_host: str | None,
+) -> None:
+    """Run the HTTP server (granian), and the SMTP submission port when one is set."""
     from smtpsettings.httpserver import bind_listener, connection_budget, create_server, listen  # granian: only here
     from smtpsettings.metrics import use_multiprocess_dir
+    from smtpsettings.submission.server import bind_submission, export
 
     with _one_line_errors():
-        settings = load_settings(host=host, port=port, workers=workers)
+        settings = load_settings(
+            host=host, port=port, workers=workers, submission_port=submission_port, submission_host=submission_host
+        )
         ctx._settings = settings
         # Bound first: on a taken port nothing else happens (no owner made, no password shown).
         listener = bind_listener(settings.host, settings.port)
+        try:
+            submission = bind_submission(settings)
+        except Exception:
+            listener.close()
+            raise
         per_worker, limit_warning = connection_budget(settings)
         first = ctx.accounts.first_start(settings.owner_email)
         KeyRing(settings.key_file)  # created here, once, before workers race for it
@@ -177,7 +198,11 @@ def serve(ctx: Context, host: str | None, port: int | None, workers: int | None)
     if limit_warning:
         click.echo(f"warning: {limit_warning}", err=True)
     os.environ.setdefault("SMTPSETTINGS_DATA_DIR", str(settings.data_dir))
+    export(submission)  # the workers serve these sockets too
     click.echo(f"smtpsettings listening on http://{settings.host}:{settings.port} (data in {settings.data_dir.resolve()})")
+    for sock, implicit in submission:
+        address, bound_port = sock.getsockname()[:2]
+        click.echo(f"SMTP submission on {address}:{bound_port} ({'implicit TLS' if implicit else 'STARTTLS'})")
     sys.stdout.flush()
     create_server(settings, listener, per_worker).serve()
 

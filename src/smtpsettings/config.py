@@ -127,6 +127,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Days a failed or cancelled message's body is kept."""
     outbox_batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
     """Messages the dispatcher claims in one statement."""
+    submission_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    """SMTP submission port for applications (STARTTLS when a certificate is set); 0: none."""
+    submission_tls_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    """Submission port with implicit TLS (RFC 8314, usually 465); 0: none. Needs the certificate."""
+    submission_host: str = ""
+    """Address the submission ports listen on; empty: the HTTP server's host."""
+    submission_tls_cert: str = ""
+    """PEM certificate chain of the submission ports (STARTTLS and implicit TLS)."""
+    submission_tls_key: str = ""
+    """PEM private key of that certificate."""
+    submission_plaintext_auth_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Clients that may sign in before TLS (their traffic never leaves the machine); others must use TLS first."""
+    submission_idle_timeout: Seconds = 60.0
+    """Seconds a submission connection may sit without a command before it is closed."""
 
     @property
     def resolved_database_url(self) -> str:
@@ -355,6 +369,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "database_url": _database_url,
     "trusted_proxies": _networks,
     "smtp_deny_networks": _networks,
+    "submission_plaintext_auth_networks": _networks,
 }
 """Rules beyond the field's type, by dotted key."""
 

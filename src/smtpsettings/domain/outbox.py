@@ -27,6 +27,7 @@ __all__ = (
     "MAX_SUBJECT_LENGTH",
     "Outcome",
     "OutgoingMessage",
+    "check_address",
     "classify",
     "parse_message",
     "retry_delay",
@@ -186,6 +187,11 @@ def _address_list(value: Any, label: str, errors: dict[str, list[str]]) -> tuple
         else:
             checked.append(address)
     return tuple(checked), entries
+
+
+def check_address(value: str) -> tuple[str | None, str]:
+    """``(problem, the address to use)`` for one bare address, by the rules of :func:`parse_message`."""
+    return _check_address(value)
 
 
 def _check_address(value: str) -> tuple[str | None, str]:

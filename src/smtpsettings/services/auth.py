@@ -18,7 +18,7 @@ from typing import Literal, NamedTuple
 import anyio.to_thread
 
 from smtpsettings.config import Settings
-from smtpsettings.domain.accounts import Portal, Principal, User, normalize_email
+from smtpsettings.domain.accounts import Portal, Principal, User, normalize_email, normalize_hostname
 from smtpsettings.domain.errors import AccessDenied, NotAuthenticated, NotFound, TooManyRequests
 from smtpsettings.domain.passwords import (
     SignInSecret,
@@ -225,6 +225,35 @@ class AuthService:
             return portal, Principal(user=user, via="apikey", api_key_id=key_id, scope=scope)
         portal, user = found  # type: ignore[misc]
         return portal, Principal(user=user, via="session", session_token_hash=secret_hash)
+
+    async def authenticate_api_key(self, hostname: str, key: str, client_address: str) -> tuple[Portal, Principal]:
+        """The submission port's sign-in: a portal's host name and an API key of it with mail rights.
+
+        Failures count toward the client address's sign-in limit, as HTTP sign-ins do; while it is used up
+        every attempt is refused before the key is looked at.
+
+        Raises:
+            TooManyRequests: too many recent failures from this address.
+            NotAuthenticated: no such portal, or the key is not one of its unrevoked keys.
+            AccessDenied: the key's user may not send the portal's mail.
+        """
+        s = self._settings
+        window = s.login_failure_window_seconds
+        address_bucket = f"login:address:{client_address}"
+        fails, wait = await self._db.read(lambda c: ratelimit.count(c, address_bucket, window))
+        if fails >= s.login_max_failures_per_address:
+            raise TooManyRequests("Too many failed sign-in attempts. Try again later.", int(wait) + 1)
+        portal_host = normalize_hostname(hostname) if hostname else None
+        found = None
+        if portal_host and key.startswith("sk-"):
+            found = await accounts.principal_by_api_key(self._db, portal_host, hash_secret(key))
+        if found is None:
+            await self._db.write(lambda c: ratelimit.hit(c, address_bucket, window))
+            raise NotAuthenticated(AUTH_FAILED)
+        portal, user, key_id, scope = found
+        principal = Principal(user=user, via="apikey", api_key_id=key_id, scope=scope)
+        self.require_sender(principal)
+        return portal, principal
 
     async def sign_out(self, principal: Principal) -> None:
         if principal.session_token_hash:

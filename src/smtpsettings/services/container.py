@@ -13,6 +13,7 @@ from smtpsettings.services.mailtest import TestMailService
 from smtpsettings.services.outbox import OutboxService
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store.database import Database
+from smtpsettings.submission.server import SubmissionServer
 
 __all__ = ("Services",)
 
@@ -35,15 +36,18 @@ class Services:
         self.mailtest = TestMailService(self.db, self.smtp, settings, self.tokens)
         self.dispatcher = Dispatcher(self.db, self.smtp, settings, self.tokens, lock_path=settings.data_dir / "outbox.lock")
         self.outbox = OutboxService(self.db, self.smtp, settings, on_enqueued=self.dispatcher.wake)
+        self.submission = SubmissionServer(settings, self.auth, self.outbox)
         self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies)
 
-    def start(self) -> None:
-        """Start the background work (on the running event loop)."""
+    async def start(self) -> None:
+        """Start the background work and the submission port (on the running event loop)."""
         self.db.start_background_checkpoints()
         self.dispatcher.start()
+        await self.submission.start()
 
     async def close(self) -> None:
-        """Stop in the reverse order: senders first, then the database they write to."""
+        """Stop in the reverse order: the front door, the senders, then the database they write to."""
+        await self.submission.stop()
         await self.dispatcher.stop()
         await self.mailtest.shutdown()
         await self.db.dispose_async()

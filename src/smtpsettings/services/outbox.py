@@ -15,6 +15,7 @@ from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal
 from smtpsettings.domain.errors import AccessDenied, BadArgument, Conflict, NotFound, TooLarge, ValidationFailed
 from smtpsettings.domain.outbox import OutgoingMessage, parse_message
+from smtpsettings.domain.submission import read_submitted
 from smtpsettings.mail.message import HeaderInjection, build_message, flatten, new_message_id
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store import outbox
@@ -100,6 +101,52 @@ class OutboxService:
         if is_new:
             self._on_enqueued()
         return record, is_new
+
+    async def sender_addresses(self, portal: Portal, principal: Principal) -> tuple[str, ...]:
+        """The addresses a submitted message may come from: the portal's sender, and the key's user."""
+        settings = (await self._smtp.get(portal)).settings
+        return tuple(a for a in (settings.sender_address, principal.user.email) if a)
+
+    async def submit_raw(
+        self, portal: Portal, principal: Principal, *, recipients: list[str], content: bytes, smtputf8: bool
+    ) -> MessageRecord:
+        """Accept a message submitted over SMTP, as written, for the envelope's ``recipients``.
+
+        It goes out from the portal's sender address (the envelope), with its own headers; see
+        :mod:`smtpsettings.domain.submission` for what is checked and changed.
+
+        Raises:
+            BadArgument: the From is not allowed, or the portal has no settings to send with.
+            TooLarge: larger than the configured limit.
+        """
+        settings = (await self._smtp.get(portal)).settings
+        if not settings.host or not settings.sender_address:
+            raise BadArgument("The portal has no SMTP settings to send with: save them first.")
+        if len(content) > self._max_bytes:
+            raise TooLarge(self._too_large())
+        submitted = read_submitted(
+            content,
+            allowed_senders=tuple(a for a in (settings.sender_address, principal.user.email) if a),
+            new_message_id=new_message_id(settings.sender_address.rpartition("@")[2]),
+        )
+        new = NewMessage(
+            id=uuid.uuid4().hex,
+            portal_id=portal.id,
+            user_id=principal.user.id,
+            api_key_id=principal.api_key_id,
+            sender=settings.sender_address,
+            recipients=tuple(recipients),
+            content=submitted.content,
+            smtputf8=smtputf8 or not all(a.isascii() for a in (settings.sender_address, *recipients)),
+            to=submitted.to,
+            cc=submitted.cc,
+            subject=submitted.subject,
+            message_id=submitted.message_id,
+            idempotency_key=None,
+        )
+        record, _ = await self._db.write(lambda c: outbox.enqueue(c, new))
+        self._on_enqueued()
+        return record
 
     async def get(self, portal: Portal, principal: Principal, message_id: str) -> MessageRecord:
         """A message of the portal; a send-only key sees only the messages it sent.

@@ -1,0 +1,150 @@
+"""What the submission port does with each command: AUTH by API key, the sender rule, and DATA into the outbox.
+
+aiosmtpd runs the protocol; these hooks make the decisions through the same services the HTTP API uses,
+and every refusal is one sentence from :func:`smtpsettings.submission.replies.reply_for`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+
+from smtpsettings.domain.accounts import Portal, Principal
+from smtpsettings.domain.errors import BadArgument
+from smtpsettings.domain.outbox import MAX_RECIPIENTS, check_address
+from smtpsettings.domain.submission import allowed_sender, sender_refusal
+from smtpsettings.services.auth import AuthService
+from smtpsettings.services.outbox import OutboxService
+from smtpsettings.submission.replies import reply_for
+
+__all__ = ("SubmissionHandler", "SubmissionSession")
+
+log = structlog.get_logger("smtpsettings.submission")
+
+_BAD_SYNTAX = "501 5.5.2 The credentials are not valid base64 of the expected form."
+
+
+class SubmissionSession:
+    """Who signed in on a connection (aiosmtpd keeps it as the session's ``auth_data``)."""
+
+    __slots__ = ("portal", "principal", "senders")
+
+    def __init__(self, portal: Portal, principal: Principal, senders: tuple[str, ...]) -> None:
+        self.portal, self.principal, self.senders = portal, principal, senders
+
+    def __repr__(self) -> str:  # aiosmtpd may log it; it holds nothing secret, but say little
+        return f"SubmissionSession(portal={self.portal.hostname!r})"
+
+
+class SubmissionHandler:
+    def __init__(self, auth: AuthService, outbox: OutboxService, *, max_recipients: int = MAX_RECIPIENTS) -> None:
+        self._auth = auth
+        self._outbox = outbox
+        self._max_recipients = max_recipients
+
+    # -- AUTH: user name = the portal's host, password = an API key of that portal ------------------
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802 - aiosmtpd's name
+        blob = await _initial_or_challenge(server, args, "")
+        if blob is MISSING:
+            return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\0")
+        if len(parts) != 3:
+            return AuthResult(success=False, handled=False, message=_BAD_SYNTAX)
+        return await self._sign_in(server, parts[1], parts[2])
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        user = await _initial_or_challenge(server, args, "Username:")
+        if user is MISSING:
+            return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth("Password:")
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        return await self._sign_in(server, user, password)
+
+    async def _sign_in(self, server: SMTP, user: bytes, password: bytes) -> AuthResult:
+        assert server.session is not None
+        peer = _peer_address(server.session)
+        try:
+            hostname, key = user.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False, message=_BAD_SYNTAX)
+        try:
+            portal, principal = await self._auth.authenticate_api_key(hostname, key, peer)
+            senders = await self._outbox.sender_addresses(portal, principal)
+        except Exception as exc:  # every refusal is an SMTP reply; never a dropped connection
+            log.info("submission_auth_refused", client=peer, portal=hostname[:255], reason=type(exc).__name__)
+            return AuthResult(success=False, handled=False, message=reply_for(exc))
+        log.info("submission_signed_in", client=peer, portal=portal.hostname, api_key_id=principal.api_key_id)
+        return AuthResult(success=True, auth_data=SubmissionSession(portal, principal, senders))
+
+    # -- the envelope ---------------------------------------------------------------------------------
+
+    async def handle_MAIL(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        signed_in: SubmissionSession = session.auth_data
+        if not allowed_sender(address, signed_in.senders):
+            return reply_for(BadArgument(sender_refusal(address, signed_in.senders)))
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self._max_recipients:
+            return f"452 4.5.3 Too many recipients: at most {self._max_recipients} per message."
+        problem, normalized = check_address(address)
+        if problem is not None:
+            return "553 5.1.3 " + " ".join(f"The recipient address is not valid: {problem}.".split())
+        if normalized.lower() not in (r.lower() for r in envelope.rcpt_tos):  # each recipient gets it once
+            envelope.rcpt_tos.append(normalized)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        signed_in: SubmissionSession = session.auth_data
+        content = envelope.original_content or b""
+        try:
+            record = await self._outbox.submit_raw(
+                signed_in.portal,
+                signed_in.principal,
+                recipients=list(envelope.rcpt_tos),
+                content=content,
+                smtputf8=bool(envelope.smtp_utf8),
+            )
+        except Exception as exc:
+            if not isinstance(exc, BadArgument):
+                log.warning("submission_not_accepted", portal=signed_in.portal.hostname, error=type(exc).__name__)
+            return reply_for(exc)
+        # Committed: the 250 is the application's proof that the message will be sent.
+        log.info("submission_accepted", portal=signed_in.portal.hostname, message_id=record.id)
+        return f"250 2.0.0 Queued as {record.id}"
+
+
+async def _initial_or_challenge(server: SMTP, args: list[str], prompt: str) -> Any:
+    """The mechanism's first response: given with AUTH (``AUTH PLAIN <b64>``), or asked for with 334."""
+    if len(args) == 1:
+        return await server.challenge_auth(prompt)
+    if args[1] == "=":  # RFC 4954: an empty initial response
+        return b""
+    try:
+        return base64.b64decode(args[1], validate=True)
+    except binascii.Error:
+        await server.push(_BAD_SYNTAX)
+        return MISSING
+
+
+def _peer_address(session: Session) -> str:
+    peer = session.peer
+    host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return str(host)

@@ -1,0 +1,191 @@
+"""The submission port's sockets and the aiosmtpd servers every worker runs on them.
+
+``smtpsettings serve`` binds the ports once, before granian starts its workers, exactly as it binds the
+HTTP port (no ``SO_REUSEPORT``: a taken port stops the start), and names the inherited descriptors in an
+environment variable; each worker then serves the same sockets on its own event loop, beside its HTTP
+server, so the kernel spreads connections over the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+import warnings
+
+from aiosmtpd.smtp import SMTP
+
+from smtpsettings.config import Settings
+from smtpsettings.httpserver import ListenError, bind_listener
+from smtpsettings.services.auth import AuthService
+from smtpsettings.services.outbox import OutboxService
+from smtpsettings.submission.handler import SubmissionHandler
+
+__all__ = ("INHERITED_ENV", "SubmissionServer", "bind_submission", "export", "inherited", "tls_context")
+
+INHERITED_ENV = "_SMTPSETTINGS_SUBMISSION_SOCKETS"
+"""``FD:MODE,…`` with MODE ``starttls`` or ``tls``; set by ``serve`` for its workers (not a setting)."""
+
+Listener = tuple[socket.socket, bool]
+"""A listening socket and whether it speaks TLS from the first byte (RFC 8314)."""
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server-side TLS context of the submission ports, or None without a certificate.
+
+    Raises:
+        ListenError: only one of certificate and key is set, or they cannot be loaded.
+    """
+    cert, key = settings.submission_tls_cert, settings.submission_tls_key
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ListenError("the submission port needs both SMTPSETTINGS_SUBMISSION_TLS_CERT and SMTPSETTINGS_SUBMISSION_TLS_KEY")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ListenError(f"cannot load the submission port's certificate {cert} and key {key}: {exc}") from None
+    return context
+
+
+def bind_submission(settings: Settings) -> list[Listener]:
+    """Bind the configured submission ports (none when both are 0).
+
+    Raises:
+        ListenError: a port is taken, or the TLS settings do not fit together.
+    """
+    context = tls_context(settings)
+    if settings.submission_tls_port and context is None:
+        raise ListenError("SMTPSETTINGS_SUBMISSION_TLS_PORT needs a certificate: set SMTPSETTINGS_SUBMISSION_TLS_CERT and _KEY")
+    host = settings.submission_host or settings.host
+    listeners: list[Listener] = []
+    try:
+        for port, implicit in ((settings.submission_port, False), (settings.submission_tls_port, True)):
+            if port:
+                listeners.append((bind_listener(host, port), implicit))
+    except ListenError:
+        for sock, _ in listeners:
+            sock.close()
+        raise
+    for sock, _ in listeners:
+        sock.listen(128)
+    return listeners
+
+
+def export(listeners: list[Listener]) -> None:
+    """Name the sockets for the workers, which inherit them."""
+    if listeners:
+        os.environ[INHERITED_ENV] = ",".join(f"{sock.fileno()}:{'tls' if tls else 'starttls'}" for sock, tls in listeners)
+
+
+def inherited() -> list[Listener]:
+    """The sockets ``serve`` bound for this worker (none outside ``serve``)."""
+    listeners: list[Listener] = []
+    for item in filter(None, os.environ.get(INHERITED_ENV, "").split(",")):
+        fd, _, mode = item.partition(":")
+        listeners.append((socket.socket(fileno=os.dup(int(fd))), mode == "tls"))
+    return listeners
+
+
+class _SubmissionSMTP(SMTP):
+    """aiosmtpd's protocol with our rule for AUTH before TLS, decided per client when it connects.
+
+    AUTH needs TLS (STARTTLS, or the implicit-TLS port) unless the client is in the trusted networks,
+    loopback by default: the same rule the mail client applies to itself.
+    """
+
+    def __init__(self, *args: object, implicit_tls: bool, trusted: tuple[ipaddress._BaseNetwork, ...], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._implicit_tls = implicit_tls
+        self._trusted = trusted
+        self._tracked: set[_SubmissionSMTP] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self._original_transport is None and self.transport is None
+        super().connection_made(transport)
+        if first:
+            peer = transport.get_extra_info("peername")
+            self._auth_require_tls = not (self._implicit_tls or _in(peer[0] if peer else "", self._trusted))
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        if self._tracked is not None:
+            self._tracked.discard(self)
+
+
+def _in(address: str, networks: tuple[ipaddress._BaseNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
+
+
+class SubmissionServer:
+    """The aiosmtpd servers of one worker, on the inherited (or given) sockets."""
+
+    def __init__(self, settings: Settings, auth: AuthService, outbox: OutboxService) -> None:
+        self._settings = settings
+        self._handler = SubmissionHandler(auth, outbox)
+        self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in settings.submission_plaintext_auth_networks)
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[_SubmissionSMTP] = set()
+        self._context: ssl.SSLContext | None = None
+        self._hostname = settings.smtp_helo_name or socket.gethostname()
+
+    async def start(self, listeners: list[Listener] | None = None) -> None:
+        listeners = inherited() if listeners is None else listeners
+        if not listeners:
+            return
+        # aiosmtpd logs every command line at debug level, AUTH lines (and so API keys) included.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        # It also sets the session's deprecated login_data itself after every AUTH, warning each time.
+        warnings.filterwarnings("ignore", message="Session.login_data is deprecated", category=DeprecationWarning)
+        self._context = tls_context(self._settings)
+        loop = asyncio.get_running_loop()
+        for sock, implicit in listeners:
+            server = await loop.create_server(
+                lambda implicit=implicit: self._protocol(implicit),  # type: ignore[misc]
+                sock=sock,
+                ssl=self._context if implicit else None,
+            )
+            self._servers.append(server)
+
+    def _protocol(self, implicit_tls: bool) -> _SubmissionSMTP:
+        protocol = _SubmissionSMTP(
+            self._handler,
+            implicit_tls=implicit_tls,
+            trusted=self._trusted,
+            hostname=self._hostname,
+            ident="smtpsettings submission",
+            tls_context=None if implicit_tls else self._context,
+            data_size_limit=self._settings.outbox_max_message_bytes,
+            enable_SMTPUTF8=True,
+            auth_required=True,
+            auth_require_tls=True,
+            timeout=self._settings.submission_idle_timeout,
+            loop=asyncio.get_running_loop(),
+        )
+        protocol._tracked = self._connections
+        self._connections.add(protocol)
+        return protocol
+
+    async def stop(self) -> None:
+        """Stop accepting, and close the connections still open (a message not yet answered is not accepted)."""
+        for server in self._servers:
+            server.close()
+        for protocol in list(self._connections):
+            if protocol.transport is not None:
+                protocol.transport.close()
+        for server in self._servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
+        self._servers.clear()
