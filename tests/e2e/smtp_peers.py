@@ -6,6 +6,7 @@ The server under test is another process, so these peers run in threads with the
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -23,11 +24,17 @@ class Inbox:
     """aiosmtpd handler keeping every delivered message.
 
     ``refuse_rcpt`` answers every RCPT with that reply; ``refuse_data`` answers the first DATA commands
-    with its replies in turn, then accepts.
+    with its replies in turn, then accepts. ``data_delay`` holds each accepting reply back that many seconds
+    after the message is recorded, so a client killed meanwhile leaves a delivered message unacknowledged.
+    ``helo_names`` is each message's EHLO name (which client sent it).
     """
 
-    def __init__(self, refuse_rcpt: str | None = None, refuse_data: list[str] | None = None) -> None:
+    def __init__(
+        self, refuse_rcpt: str | None = None, refuse_data: list[str] | None = None, data_delay: float = 0.0
+    ) -> None:
         self.messages: list[Message] = []
+        self.helo_names: list[str | None] = []
+        self.data_delay = data_delay
         self.envelopes: list[Envelope] = []
         self.received = threading.Event()
         self.refuse_rcpt = refuse_rcpt
@@ -45,7 +52,10 @@ class Inbox:
             return self.refuse_data.pop(0)
         self.envelopes.append(envelope)
         self.messages.append(message_from_bytes(envelope.original_content or b""))
+        self.helo_names.append(session.host_name)
         self.received.set()
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         return "250 2.0.0 OK queued"
 
 
@@ -66,8 +76,9 @@ def smtp_peer(
     implicit_tls: ssl.SSLContext | None = None,
     refuse_rcpt: str | None = None,
     refuse_data: list[str] | None = None,
+    data_delay: float = 0.0,
 ) -> Iterator[tuple[int, Inbox]]:
-    inbox = Inbox(refuse_rcpt, refuse_data)
+    inbox = Inbox(refuse_rcpt, refuse_data, data_delay)
     kwargs: dict[str, object] = {}
     if auth:
         kwargs.update(authenticator=Authenticator(*auth), auth_require_tls=False)
