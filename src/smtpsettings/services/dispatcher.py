@@ -279,6 +279,7 @@ class Dispatcher:
 
         def sent() -> None:
             metrics.record_sent(latency)
+            log.info("outbox_sent", message_id=claim.id, portal_id=claim.portal_id, attempts=claim.attempts)
 
         self._finish(claim, lambda c: outbox.mark_sent(c, claim.id, self._owner, reply), sent)
 
