@@ -11,10 +11,12 @@ import datetime
 import enum
 import inspect
 import re
+import sys
 import typing
 import uuid
 import warnings
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -27,6 +29,10 @@ with warnings.catch_warnings():
     import docspace_api_sdk as sdk
     from docspace_api_sdk.models.smtp_settings_dto import SmtpSettingsDto as SdkSmtpSettingsDto
     from pydantic import BaseModel
+
+# tests/e2e/smtp_peers.py: real aiosmtpd servers in threads, shared with the end-to-end tests.
+if str(Path(__file__).resolve().parents[1] / "e2e") not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 JSON_TYPES = {str: "string", int: "integer", bool: "boolean"}
 
@@ -463,7 +469,7 @@ def test_every_json_api_operation_declares_406_404_and_503(document: dict[str, A
 
 def test_every_operation_with_a_body_declares_400_413_and_415(document: dict[str, Any]) -> None:
     with_body = {key: op for key, op in _operations(document).items() if "requestBody" in op}
-    assert len(with_body) == 3
+    assert len(with_body) == 4
     for key, op in with_body.items():
         assert {"400", "413", "415"} <= set(op["responses"]), key
 
@@ -675,3 +681,324 @@ def test_docs_serve_only_the_swagger_ui_files_the_page_uses(server: Any) -> None
 def test_docs_init_script_turns_off_the_online_validator(server: Any) -> None:
     with httpx.Client(base_url=server.base_url, timeout=30) as c:
         assert "validatorUrl: null" in c.get("/api/2.0/docs/init.js").text
+
+
+# ------------------------------------------------------------------------ (ours) outgoing mail, health, metrics
+
+MESSAGES = "/api/2.0/smtpsettings/messages"
+MESSAGE_OPERATIONS = {
+    (MESSAGES, "post"): "sendMessage",
+    (MESSAGES, "get"): "getMessages",
+    (MESSAGES + "/{id}", "get"): "getMessage",
+    (MESSAGES + "/{id}", "delete"): "cancelMessage",
+    (MESSAGES + "/{id}/retry", "post"): "retryMessage",
+}
+# Served but not part of the API the document describes: the document itself, its page, the admin page.
+UNDOCUMENTED = ("/api/2.0/openapi.json", "/api/2.0/docs", "/static/")
+
+
+def _validator(document: dict[str, Any], name: str) -> Any:
+    """A JSON Schema validator for one of the document's schemas (its references resolved in the document)."""
+    import jsonschema_rs
+
+    schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+    return jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
+
+
+def _conforms(document: dict[str, Any], name: str, body: Any) -> None:
+    errors = [f"{e.instance_path}: {e.message}" for e in _validator(document, name).iter_errors(body)]
+    assert not errors, (name, errors, body)
+
+
+def _matches(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches a pattern as JSON Schema validators read it (``$`` is the end, newline or not)."""
+    import jsonschema_rs
+
+    return bool(jsonschema_rs.Draft202012Validator({"pattern": pattern}).is_valid(value))
+
+
+def _route_key(path: str) -> str:
+    """A path with every parameter written ``{}``: the app's ``{message_id:str}`` is the document's ``{id}``."""
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+async def test_every_route_the_app_serves_is_documented_with_exactly_its_methods(tmp_path: Path) -> None:
+    from litestar.exceptions import LitestarDeprecationWarning
+
+    from smtpsettings.api.openapi import openapi_document
+    from smtpsettings.app import create_app
+    from smtpsettings.config import load_settings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LitestarDeprecationWarning)  # the docs routes' parameter style
+        app = create_app(load_settings({"SMTPSETTINGS_DATA_DIR": str(tmp_path / "data")}))
+    try:
+        served = {
+            _route_key(route.path): set(route.methods) - {"OPTIONS", "HEAD"}
+            for route in app.app.routes  # type: ignore[attr-defined]
+            if route.path != "/" and not route.path.startswith(UNDOCUMENTED)
+        }
+    finally:
+        await app.app.state.services.close()  # type: ignore[attr-defined]
+    documented = {_route_key(path): {m.upper() for m in item} for path, item in openapi_document()["paths"].items()}
+    assert served == documented
+    assert {MESSAGES, "/api/2.0/health/ready", "/metrics"} <= set(served)
+
+
+def test_the_message_routes_are_declared_as_ours_with_their_answers(document: dict[str, Any]) -> None:
+    operations = _operations(document)
+    declared = {key: op["operationId"] for key, op in operations.items() if key[0].startswith(MESSAGES)}
+    assert declared == MESSAGE_OPERATIONS
+    common = {"401", "403", "404", "406", "429", "503"}
+    expected = {
+        (MESSAGES, "post"): {"202", "200", "400", "408", "413", "415", *common},
+        (MESSAGES, "get"): {"200", "400", *common},
+        (MESSAGES + "/{id}", "get"): {"200", *common},
+        (MESSAGES + "/{id}", "delete"): {"200", "409", *common},
+        (MESSAGES + "/{id}/retry", "post"): {"200", "409", *common},
+    }
+    for key, statuses in expected.items():
+        op = operations[key]
+        assert op["summary"].startswith("(ours)"), key
+        assert set(op["responses"]) == statuses, key
+        # Signed in as everywhere else: cookie asc_auth_key, a Bearer token or API key, Basic.
+        assert "security" not in op and {"asc_auth_key", "Bearer"} <= {n for r in document["security"] for n in r}, key
+        wrapper = "OutgoingMessageListWrapper" if key == (MESSAGES, "get") else "OutgoingMessageWrapper"
+        for status in ("200", "202"):
+            if status in op["responses"]:
+                assert op["responses"][status]["content"]["application/json"]["schema"] == _ref_of(wrapper), key
+    send = operations[(MESSAGES, "post")]
+    assert send["requestBody"]["content"]["application/json"]["schema"] == _ref_of("OutgoingMessageRequestDto")
+    assert [(p["name"], p["in"], p["required"]) for p in send["parameters"]] == [("Idempotency-Key", "header", False)]
+    listing = operations[(MESSAGES, "get")]
+    assert {p["name"] for p in listing["parameters"]} == {"status", "count", "startIndex"}
+    schemas = document["components"]["schemas"]
+    assert set(schemas["OutgoingMessageRequestDto"]["properties"]) == {"to", "cc", "bcc", "replyTo", "subject", "text", "html"}
+    dto = schemas["OutgoingMessageDto"]
+    assert set(dto["properties"]) == set(dto["required"]) == {
+        "id", "status", "to", "cc", "subject", "attempts", "createdAt", "nextAttemptAt", "sentAt", "lastError",
+        "smtpReply", "messageId",
+    }  # fmt: skip
+    assert dto["properties"]["status"]["enum"] == ["queued", "sending", "sent", "deferred", "failed", "cancelled"]
+    assert {"total", "count"} <= set(schemas["OutgoingMessageListWrapper"]["required"])
+
+
+def _ref_of(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _settings_for(port: int) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "senderAddress": "noreply@example.com", "enableSSL": False, "enableAuth": False}
+
+
+def _wait_for(client: httpx.Client, message_id: str, statuses: set[str], document: dict[str, Any]) -> dict[str, Any]:
+    """Poll the message until it is in one of ``statuses``; every answer on the way must conform."""
+    import time
+
+    deadline = time.monotonic() + 20
+    while True:
+        r = client.get(f"{MESSAGES}/{message_id}")
+        assert r.status_code == 200, r.text
+        _conforms(document, "OutgoingMessageWrapper", r.json())
+        if r.json()["response"]["status"] in statuses or time.monotonic() > deadline:
+            return r.json()["response"]  # type: ignore[no-any-return]
+        time.sleep(0.05)
+
+
+def test_the_message_routes_answer_what_the_document_declares(document: dict[str, Any], portal: Any) -> None:
+    from smtp_peers import smtp_peer
+
+    from smtpsettings.domain.accounts import Role
+
+    schemas = document["components"]["schemas"]
+    [example] = schemas["OutgoingMessageRequestDto"]["examples"]
+    with smtp_peer() as (port, inbox), portal.client(Role.ADMIN) as c:
+        assert c.post("/api/2.0/smtpsettings/smtp", json=_settings_for(port)).status_code == 200
+        # The documented example is accepted, and a repeated Idempotency-Key answers the same message with 200.
+        accepted = c.post(MESSAGES, json=example, headers={"Idempotency-Key": "order-42"})
+        assert accepted.status_code == 202, accepted.text
+        _conforms(document, "OutgoingMessageWrapper", accepted.json())
+        again = c.post(MESSAGES, json=example, headers={"Idempotency-Key": "order-42"})
+        assert again.status_code == 200 and again.json()["response"]["id"] == accepted.json()["response"]["id"]
+        _conforms(document, "OutgoingMessageWrapper", again.json())
+        sent = _wait_for(c, accepted.json()["response"]["id"], {"sent"}, document)
+        assert sent["status"] == "sent" and sent["sentAt"] and sent["smtpReply"]
+        assert len(inbox.messages) == 1
+
+        page = c.get(MESSAGES, params={"status": "sent", "count": "1", "startIndex": "0"})
+        assert page.status_code == 200
+        _conforms(document, "OutgoingMessageListWrapper", page.json())
+        assert page.json()["total"] == 1 and page.json()["count"] == 1
+
+        # Errors: cancel and retry of a sent message, an unknown id, and field-by-field validation.
+        for call in (lambda: c.delete(f"{MESSAGES}/{sent['id']}"), lambda: c.post(f"{MESSAGES}/{sent['id']}/retry")):
+            conflict = call()
+            assert conflict.status_code == 409
+            _conforms(document, "Error", conflict.json())
+        missing = c.get(f"{MESSAGES}/no-such-message")
+        assert missing.status_code == 404
+        _conforms(document, "Error", missing.json())
+        refused = c.post(MESSAGES, json={"to": ["not an address"], "replyTo": "x", "subject": "a\u0007b"})
+        assert refused.status_code == 400
+        _conforms(document, "ValidationError", refused.json())
+        properties = {name.lower() for name in schemas["OutgoingMessageRequestDto"]["properties"]}
+        assert {"To", "ReplyTo", "Subject", "Text"} == set(refused.json()["response"]["errors"])
+        assert {name.lower() for name in refused.json()["response"]["errors"]} <= properties
+
+
+def test_a_failed_message_and_its_retry_answer_what_the_document_declares(document: dict[str, Any], portal: Any) -> None:
+    from smtp_peers import smtp_peer
+
+    from smtpsettings.domain.accounts import Role
+
+    with smtp_peer(refuse_rcpt="550 5.1.1 No such user") as (port, _), portal.client(Role.ADMIN) as c:
+        assert c.post("/api/2.0/smtpsettings/smtp", json=_settings_for(port)).status_code == 200
+        r = c.post(MESSAGES, json={"to": ["a@example.com"], "subject": "", "text": "Hi"})
+        assert r.status_code == 202, r.text
+        failed = _wait_for(c, r.json()["response"]["id"], {"failed"}, document)
+        assert failed["status"] == "failed" and failed["lastError"] and failed["smtpReply"].startswith("550")
+        retried = c.post(f"{MESSAGES}/{failed['id']}/retry")
+        assert retried.status_code == 200
+        _conforms(document, "OutgoingMessageWrapper", retried.json())
+        _wait_for(c, failed["id"], {"failed"}, document)
+
+
+def _pattern(document: dict[str, Any], path: str, method: str, name: str) -> str:
+    """The pattern of a parameter's string form."""
+    (parameter,) = [p for p in document["paths"][path][method]["parameters"] if p["name"] == name]
+    schema = parameter["schema"]
+    string_form = next(s for s in schema.get("anyOf", [schema]) if s["type"] == "string")
+    return str(string_form["pattern"])
+
+
+PAGE_VALUES = ["", "1", "0001", "50", " 7", "7\t", "1000", "1001", "0", "  ", "+5", "-1", "5.0", "\u0665", "abc", "1e3"]
+
+
+@pytest.mark.parametrize("name", ["count", "startIndex"])
+def test_the_page_parameters_are_refused_exactly_when_the_document_says(
+    document: dict[str, Any], portal: Any, name: str
+) -> None:
+    from smtpsettings.domain.accounts import Role
+
+    pattern = _pattern(document, MESSAGES, "get", name)
+    with portal.client(Role.ADMIN) as c:
+        for value in [*PAGE_VALUES, "999999999", "1000000000", "1000000001"]:
+            status = c.get(MESSAGES, params={name: value}).status_code
+            assert status == (200 if _matches(pattern, value) else 400), (name, value)
+
+
+def test_the_status_filter_is_refused_exactly_when_the_document_says(document: dict[str, Any], portal: Any) -> None:
+    from smtpsettings.domain.accounts import Role
+
+    (parameter,) = [p for p in document["paths"][MESSAGES]["get"]["parameters"] if p["name"] == "status"]
+    with portal.client(Role.ADMIN) as c:
+        for value in ["", "sent", "failed", "cancelled", "Sent", " sent", "bogus"]:
+            status = c.get(MESSAGES, params={"status": value}).status_code
+            assert status == (200 if value in parameter["schema"]["enum"] else 400), value
+
+
+IDEMPOTENCY_KEYS = ["k", "order-42", "a" * 255, "a" * 256, "with space", "", "~!{}", "caf\u00e9", "tab\there"]
+
+
+def test_the_idempotency_key_is_refused_exactly_when_the_document_says(document: dict[str, Any], portal: Any) -> None:
+    from smtpsettings.domain.accounts import Role
+
+    pattern = _pattern(document, MESSAGES, "post", "Idempotency-Key")
+    body = {"to": ["a@example.com"], "subject": "Hi", "text": "Hi"}
+    with portal.client(Role.ADMIN) as c:
+        # Nothing is delivered anywhere: the portal's mail server is a closed port on loopback.
+        assert c.post("/api/2.0/smtpsettings/smtp", json=_settings_for(9)).status_code == 200
+        for value in IDEMPOTENCY_KEYS:
+            r = c.post(MESSAGES, json=body, headers={"Idempotency-Key": value.encode("latin-1")})  # type: ignore[dict-item]
+            assert r.status_code in (200, 202, 400), r.text
+            assert (r.status_code != 400) is _matches(pattern, value), (value, r.text)
+            if r.status_code == 202:
+                c.delete(f"{MESSAGES}/{r.json()['response']['id']}")
+
+
+# Addresses the server accepts, each of which the documented pattern must admit.
+ADDRESSES_ACCEPTED = [
+    "ann@example.com",
+    "Ann.Lee+tag@Example.COM",
+    "o'brien@mail.example.co.uk",
+    "x!#$%&*/=?^_`{|}~-@example.com",
+    "ünïcode@bücher.example",
+    "a@例え。テスト",
+    "user@localhost",
+    "a@1and1.com",
+]
+# Strings the pattern leaves out, each of which the server must refuse (else a fuzzer's "invalid" data passes).
+ADDRESSES_OUTSIDE_THE_PATTERN = [
+    "",
+    "ann",
+    "@example.com",
+    "ann@",
+    "a@b@example.com",
+    "Ann <ann@example.com>",
+    "<ann@example.com>",
+    "a b@example.com",
+    "ann@example.com\n",
+    "ann\u00a0@example.com",
+    "ann@exa\u0085mple.com",
+    "\u007fann@example.com",
+]
+
+
+def test_the_address_pattern_admits_what_the_server_accepts_and_only_leaves_out_what_it_refuses(
+    document: dict[str, Any],
+) -> None:
+    from smtpsettings.domain.errors import ValidationFailed
+    from smtpsettings.domain.outbox import parse_message
+
+    to = document["components"]["schemas"]["OutgoingMessageRequestDto"]["properties"]["to"]
+    pattern = to["items"]["pattern"]
+    for address in ADDRESSES_ACCEPTED:
+        parse_message({"to": [address], "subject": "", "text": "x"})
+        assert _matches(pattern, address), address
+    for address in ADDRESSES_OUTSIDE_THE_PATTERN:
+        assert not _matches(pattern, address), address
+        with pytest.raises(ValidationFailed):
+            parse_message({"to": [address], "subject": "", "text": "x"})
+
+
+def test_a_message_body_the_schema_refuses_the_server_refuses(document: dict[str, Any]) -> None:
+    # What the request schema says beyond each field (a recipient, a body) is what the server checks.
+    from smtpsettings.domain.errors import ValidationFailed
+    from smtpsettings.domain.outbox import parse_message
+
+    validator = _validator(document, "OutgoingMessageRequestDto")
+    bodies = [
+        {"subject": "", "text": "x"},
+        {"to": [], "cc": None, "bcc": [], "subject": "", "text": "x"},
+        {"to": ["a@example.com"], "subject": ""},
+        {"to": ["a@example.com"], "subject": "", "text": "", "html": None},
+        {"to": ["a@example.com"], "text": "x"},
+        {"to": ["a@example.com"], "subject": "x" * 999, "text": "x"},
+        {"to": ["a@example.com"], "subject": "a\rb", "text": "x"},
+    ]
+    for body in bodies:
+        assert not validator.is_valid(body), body
+        with pytest.raises(ValidationFailed):
+            parse_message(body)
+    for body in [
+        {"bcc": ["a@example.com"], "subject": "", "html": "<p>x</p>"},
+        {"to": ["a@example.com"], "cc": [], "subject": "", "text": "x", "unknown": 1},
+        document["components"]["schemas"]["OutgoingMessageRequestDto"]["examples"][0],
+    ]:
+        assert validator.is_valid(body), body
+        parse_message(body)
+
+
+def test_readiness_and_metrics_are_listed_and_answer_as_declared(document: dict[str, Any], server: Any) -> None:
+    operations = _operations(document)
+    ready, metrics = operations[("/api/2.0/health/ready", "get")], operations[("/metrics", "get")]
+    assert ready["summary"].startswith("(ours)") and metrics["summary"].startswith("(ours)")
+    assert ready["security"] == metrics["security"] == []
+    assert "Retry-After" in ready["responses"]["503"]["headers"]
+    with httpx.Client(base_url=server.base_url, timeout=30) as c:
+        _conforms(document, "HealthWrapper", c.get("/api/2.0/health/ready").json())
+        declared = set(metrics["responses"]["200"]["content"])
+        for accept in (None, "application/openmetrics-text; version=1.0.0"):
+            r = c.get("/metrics", headers={"Accept": accept} if accept else {})
+            assert r.status_code == 200
+            assert r.headers["content-type"].split(";")[0] in declared, r.headers["content-type"]

@@ -3,7 +3,10 @@
 Each run generates at least 1,000 requests (valid and invalid data; anonymous also random credentials) and
 checks every answer: no 5xx, only declared statuses, declared content types and headers, bodies that match
 their schemas, invalid data refused, and ``Allow`` naming exactly the documented methods. The server's log is
-searched for 5xx and unhandled errors too.
+searched for 5xx and unhandled errors too. After the operations one by one, the stateful phase follows the
+document's links: a message accepted by ``POST /messages`` is read, cancelled and retried by its id. Mail the
+fuzzer sends goes to the sink; the portal's rate is kept low so that some of it is still queued when a
+cancel comes.
 
 Nothing may leave the machine: a fuzzed host in ``POST /smtp/test`` (or saved, then tested with ``GET``) could
 name anything. So the server and the fuzzer run together in a network namespace of their own that has only a
@@ -146,6 +149,9 @@ def main(caller: str, seed: int, work: Path) -> None:
                 "SMTPSETTINGS_DEFAULT_SMTP_HOST": "127.0.0.1",
                 "SMTPSETTINGS_DEFAULT_SMTP_PORT": str(sink_port),
                 "SMTPSETTINGS_DEFAULT_SMTP_SENDER_ADDRESS": "portal@example.com",
+                # Messages beyond the portal's rate wait, queued, for the next minute: so cancelling one can
+                # succeed, rather than always finding it sent already (the sink takes mail in a millisecond).
+                "SMTPSETTINGS_OUTBOX_MESSAGES_PER_MINUTE": "20",
             },
         )
         try:
@@ -182,6 +188,9 @@ def _wait_until_serving(base_url: str, httpx: Any) -> None:
 CONFIG = """
 [checks.negative_data_rejection]
 expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+
+[phases.stateful.generation]
+max-examples = 40
 """
 
 
@@ -193,7 +202,7 @@ def _schemathesis(base_url: str, extra: list[str], max_examples: int, seed: int,
         "run", base_url + "/api/2.0/openapi.json",
         *extra,
         "--checks", ",".join(CHECKS),
-        "--phases", "examples,coverage,fuzzing",
+        "--phases", "examples,coverage,fuzzing,stateful",
         "--mode", "all",
         "--max-examples", str(max_examples),
         "--seed", str(seed),

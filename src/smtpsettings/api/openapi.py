@@ -13,13 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 from smtpsettings.api.errors import VALIDATION_TYPE
+from smtpsettings.api.messages import DEFAULT_PAGE, MAX_PAGE
+from smtpsettings.api.messages import PATH as MESSAGES
+from smtpsettings.domain.outbox import MAX_RECIPIENTS, MAX_SUBJECT_LENGTH
 from smtpsettings.domain.smtp import MAX_LENGTH
+from smtpsettings.services.outbox import MAX_IDEMPOTENCY_KEY
+from smtpsettings.store.outbox import IDEMPOTENCY_WINDOW, STATUSES
 
 __all__ = ("openapi_document",)
 
 SMTP_TAG = "Security / SMTP settings"
 AUTH_TAG = "Authentication"
 SETTINGS_TAG = "Settings / Common settings"
+MESSAGES_TAG = "Outgoing mail"
 
 # What the server accepts as a host, and so what answers carry: an RFC 1123 host name, an IPv4 address, an
 # international name (checked by IDNA 2008 on save, stored as typed), an IPv6 address, bare or in brackets,
@@ -49,6 +55,24 @@ HOST_PATTERN = "|".join(
 _LENIENT_BOOLEAN = r"^[ \t\n\v\f\r]*(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])?[ \t\n\v\f\r]*$"
 # The server refuses control characters (C0, DEL, C1, U+2028/2029) in every text field but the password.
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+# A recipient as the server reads it (domain/outbox.py): a bare local@domain. The first branch is the common
+# form, spelt exactly, so that fuzzers mostly give addresses the server takes; the second is the lenient
+# superset every address it takes matches (UTF-8 local parts, international domains), and no more lenient
+# than that, so that what it leaves out the server refuses: exactly one @, no angle brackets, no white
+# space or control characters.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDRESS_BRANCHES = (
+    rf"^{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)*{_TOP_LABEL}$",
+    r"^[^@<>\x00-\x20\x7f-\xa0]+@[^@<>\x00-\x20\x7f-\xa0]+$",
+)
+ADDRESS_PATTERN = "|".join(_ADDRESS_BRANCHES)
+# As the server reads a page's count and startIndex (api/messages.py): ASCII digits, blanks and tabs around
+# them, leading zeros allowed; empty is the same as not given.
+_COUNT_PATTERN = r"^(?:[ \t]*0*(?:1000|[1-9][0-9]{0,2})[ \t]*)?$"
+_START_INDEX_PATTERN = r"^(?:[ \t]*(?:0*1000000000|0*[1-9][0-9]{0,8}|0+)[ \t]*)?$"
+# The Idempotency-Key header: printable ASCII without spaces; HTTP drops blanks around a header's value,
+# and an empty value is the same as none.
+_IDEMPOTENCY_KEY_PATTERN = rf"^[ \t]*[!-~]{{0,{MAX_IDEMPOTENCY_KEY}}}[ \t]*$"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -256,6 +280,7 @@ def _paths() -> dict[str, Any]:
                 "getSmtpSettingsHistory", "(ours) The portal's SMTP settings change log", "SmtpAuditWrapper", _MANAGER
             ),
         },
+        **_message_paths(),
         "/api/2.0/health/live": {
             "get": {
                 "operationId": "getLiveness",
@@ -265,6 +290,195 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "OK", "content": _json(_ref("HealthWrapper"))}},
             },
         },
+        "/api/2.0/health/ready": {
+            "get": {
+                "operationId": "getReadiness",
+                "summary": "(ours) Readiness for load balancers: a statement on the database succeeds in time",
+                "tags": ["Health"],
+                "security": [],
+                "responses": {
+                    "200": {"description": "OK", "content": _json(_ref("HealthWrapper"))},
+                    "503": _error("The database cannot be read, or did not answer within its timeout", retry_after=True),
+                },
+            },
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "getMetrics",
+                "summary": "(ours) Prometheus metrics: the outbox's queue by status, its counters and delivery latency",
+                "description": "OpenMetrics when the Accept header asks for application/openmetrics-text, else"
+                " Prometheus's text format 0.0.4. A database that cannot be read leaves out"
+                " smtpsettings_outbox_messages and sets smtpsettings_database_up to 0; the scrape still succeeds.",
+                "tags": ["Monitoring"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The exposition",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
+            },
+        },
+    }
+
+
+_MESSAGE_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The message's id, as the 202 answered it.",
+    "schema": {"type": "string", "minLength": 1},
+}
+_SENDER_403 = "Access denied: not the owner, an admin or a send-only API key of theirs"
+_NO_MESSAGE = "No portal answers this Host, or it has no such message (a send-only key sees only those it sent)"
+
+
+def _described(operation: dict[str, Any], descriptions: dict[str, str]) -> dict[str, Any]:
+    """``operation`` with the descriptions of some of its answers made specific to it."""
+    for status, description in descriptions.items():
+        operation["responses"][status] = operation["responses"][status] | {"description": description}
+    return operation
+
+
+def _message_paths() -> dict[str, Any]:
+    """(ours) The portal's outgoing mail: accepted into the outbox, then sent by the dispatcher."""
+    manager_only = "Access denied: not the owner or an admin (a send-only API key may not do this)"
+    send = _described(
+        _op(
+            "sendMessage",
+            "(ours) Accept a message for delivery, From the portal's sender, through its SMTP settings",
+            "OutgoingMessageWrapper",
+            (*_BODY, *_MANAGER),
+            body="OutgoingMessageRequestDto",
+            tag=MESSAGES_TAG,
+        ),
+        {
+            "400": "A field breaks a rule (field by field: To, Cc, Bcc, ReplyTo, Subject, Text, Html), the"
+            " Idempotency-Key header is malformed, the body is not a JSON object, or the portal has no SMTP"
+            " settings to send with",
+            "403": _SENDER_403,
+            "413": "The body or the message built from it is over the server's limit (10 MiB by default)",
+        },
+    )
+    send["description"] = (
+        "The answer comes once the message is committed to the outbox: a 202 is a promise to deliver it at"
+        " least once (or to report it failed). The Message-ID is fixed now, so a second delivery after a crash"
+        f" is recognisable downstream. At most {MAX_RECIPIENTS} distinct recipients in To, Cc and Bcc together."
+    )
+    # What a client (and a stateful fuzzer) can do next with the message it was answered.
+    accepted = send["responses"].pop("200") | {
+        "links": {
+            link: {"operationId": operation_id, "parameters": {"id": "$response.body#/response/id"}}
+            for link, operation_id in (
+                ("GetMessage", "getMessage"),
+                ("CancelMessage", "cancelMessage"),
+                ("RetryMessage", "retryMessage"),
+            )
+        }
+    }
+    send["responses"] = {
+        "202": accepted | {"description": "Accepted: the message is in the outbox with status queued"},
+        "200": accepted
+        | {
+            "description": "The Idempotency-Key was used by this portal within the last"
+            f" {int(IDEMPOTENCY_WINDOW.total_seconds() // 3600)} hours: that first message, as it is now"
+            " (nothing new was accepted)"
+        },
+        **send["responses"],
+    }
+    send["parameters"] = [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Any 1 to 255 printable ASCII characters without spaces, chosen by the client: the"
+            " same key on this portal within 24 hours answers the first message (200) instead of accepting a"
+            " second one. Empty is the same as not sent.",
+            "schema": {"type": "string", "pattern": _IDEMPOTENCY_KEY_PATTERN},
+        }
+    ]
+    listing = _described(
+        _op(
+            "getMessages",
+            "(ours) The portal's messages, newest first (a send-only key: those it sent)",
+            "OutgoingMessageListWrapper",
+            ("400", *_MANAGER),
+            tag=MESSAGES_TAG,
+        ),
+        {"400": "status, count or startIndex is not valid (field by field)", "403": _SENDER_403},
+    )
+    listing["parameters"] = [
+        {
+            "name": "status",
+            "in": "query",
+            "required": False,
+            "description": "Only the messages with this status; empty is the same as not given.",
+            "schema": {"type": "string", "enum": ["", *STATUSES]},
+        },
+        {
+            "name": "count",
+            "in": "query",
+            "required": False,
+            "description": f"Messages on the page, 1 to {MAX_PAGE} ({DEFAULT_PAGE} when not given).",
+            "schema": {
+                "anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                    {"type": "string", "pattern": _COUNT_PATTERN},
+                ]
+            },
+        },
+        {
+            "name": "startIndex",
+            "in": "query",
+            "required": False,
+            "description": "Messages to skip (0 when not given).",
+            "schema": {
+                "anyOf": [
+                    {"type": "integer", "minimum": 0, "maximum": 10**9},
+                    {"type": "string", "pattern": _START_INDEX_PATTERN},
+                ]
+            },
+        },
+    ]
+    one = _described(
+        _op("getMessage", "(ours) One message and its delivery status", "OutgoingMessageWrapper", _MANAGER, tag=MESSAGES_TAG),
+        {"403": _SENDER_403, "404": _NO_MESSAGE},
+    )
+    cancel = _described(
+        _op(
+            "cancelMessage",
+            "(ours) Cancel a queued or deferred message",
+            "OutgoingMessageWrapper",
+            ("409", *_MANAGER),
+            tag=MESSAGES_TAG,
+        ),
+        {
+            "403": manager_only,
+            "404": _NO_MESSAGE,
+            "409": "The message is not queued or deferred (it is being sent, or has been sent, failed or cancelled)",
+        },
+    )
+    retry = _described(
+        _op(
+            "retryMessage",
+            "(ours) Queue a failed message again, with a fresh retry horizon",
+            "OutgoingMessageWrapper",
+            ("409", *_MANAGER),
+            tag=MESSAGES_TAG,
+        ),
+        {
+            "403": manager_only,
+            "404": _NO_MESSAGE,
+            "409": "The message has not failed, or its body was deleted after the retention period",
+        },
+    )
+    return {
+        MESSAGES: {"post": send, "get": listing},
+        MESSAGES + "/{id}": {"get": one | {"parameters": [_MESSAGE_ID]}, "delete": cancel | {"parameters": [_MESSAGE_ID]}},
+        MESSAGES + "/{id}/retry": {"post": retry | {"parameters": [_MESSAGE_ID]}},
     }
 
 
@@ -398,6 +612,7 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "SmtpAuditWrapper": _wrapper({"type": "array", "items": _ref("SmtpAuditEntry")}),
+        **_message_schemas(),
         "AuthRequestsDto": {
             "type": "object",
             "description": "The sign-in parameters, as in DocSpace's SDK. This server reads userName, password,"
@@ -565,6 +780,122 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _address(description: str) -> dict[str, Any]:
+    return {"type": "string", "pattern": ADDRESS_PATTERN, "description": description}
+
+
+def _address_list(description: str) -> dict[str, Any]:
+    return {"type": ["array", "null"], "items": _address("A bare address, like ann@example.com."), "description": description}
+
+
+# Every field of a message's answer is always there (null when it does not apply).
+_MESSAGE_FIELDS = [
+    "id", "status", "to", "cc", "subject", "attempts", "createdAt", "nextAttemptAt", "sentAt", "lastError",
+    "smtpReply", "messageId",
+]  # fmt: skip
+
+
+def _message_schemas() -> dict[str, Any]:
+    date_time = {"type": "string", "format": "date-time"}
+    return {
+        "OutgoingMessageRequestDto": {
+            "type": "object",
+            "description": "(ours) A message to send From the portal's sender address and display name. Addresses"
+            " are bare (ann@example.com, no name or angle brackets); UTF-8 local parts and international domains"
+            f" are accepted. To, Cc and Bcc together hold 1 to {MAX_RECIPIENTS} distinct addresses (compared"
+            " without regard to case); each gets the message once. Text, Html or both (then"
+            " multipart/alternative). Unknown fields are ignored.",
+            "properties": {
+                "to": _address_list("Recipients shown in the To header."),
+                "cc": _address_list("Recipients shown in the Cc header."),
+                "bcc": _address_list("Recipients in no header; never returned after acceptance."),
+                "replyTo": {
+                    "type": ["string", "null"],
+                    "pattern": f"^$|{ADDRESS_PATTERN}",
+                    "description": "The Reply-To address; empty or null: none.",
+                },
+                "subject": {
+                    "type": "string",
+                    "maxLength": MAX_SUBJECT_LENGTH,
+                    "pattern": NO_CONTROL_PATTERN,
+                    "description": "Required, may be empty. No control characters (line breaks and tabs included),"
+                    " not even inside an encoded word (=?...?=).",
+                },
+                "text": {"type": ["string", "null"], "description": "The plain-text body."},
+                "html": {"type": ["string", "null"], "description": "The HTML body."},
+            },
+            "required": ["subject"],
+            "allOf": [
+                {
+                    "description": "At least one recipient.",
+                    "anyOf": [{"required": [name], "properties": {name: {"type": "array", "minItems": 1}}} for name in ("to", "cc", "bcc")],
+                },
+                {
+                    "description": "A body: text, html or both, not empty.",
+                    "anyOf": [{"required": [name], "properties": {name: {"type": "string", "minLength": 1}}} for name in ("text", "html")],
+                },
+            ],
+            "examples": [
+                {
+                    "to": ["ann@example.com"],
+                    "cc": [],
+                    "bcc": ["archive@example.com"],
+                    "replyTo": "support@example.com",
+                    "subject": "Your room was shared with you",
+                    "text": "Open it at https://docs.example.com/rooms/42",
+                    "html": "<p>Open it <a href=\"https://docs.example.com/rooms/42\">here</a></p>",
+                }
+            ],
+        },
+        "OutgoingMessageDto": {
+            "type": "object",
+            "description": "(ours) A message in the outbox and how its delivery went. Its Bcc and body are never"
+            " returned.",
+            "properties": {
+                "id": {"type": "string", "description": "The message's id in this API."},
+                "status": {
+                    "type": "string",
+                    "enum": list(STATUSES),
+                    "description": "queued: accepted (or requeued), not tried yet; sending: being sent; sent: the"
+                    " mail server took it; deferred: a temporary failure, tried again at nextAttemptAt; failed: a"
+                    " permanent refusal, or temporary failures until the retry horizon; cancelled.",
+                },
+                "to": {"type": "array", "items": {"type": "string"}},
+                "cc": {"type": "array", "items": {"type": "string"}},
+                "subject": {"type": "string"},
+                "attempts": {"type": "integer", "minimum": 0, "description": "Delivery attempts begun."},
+                "createdAt": date_time | {"description": "When the message was accepted."},
+                "nextAttemptAt": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "description": "When a queued or deferred message is next tried; null in any other status.",
+                },
+                "sentAt": {"type": ["string", "null"], "format": "date-time"},
+                "lastError": {"type": ["string", "null"], "description": "What went wrong at the last attempt."},
+                "smtpReply": {
+                    "type": ["string", "null"],
+                    "description": "The mail server's last reply: the 250 to DATA once sent, else the refusal.",
+                },
+                "messageId": {
+                    "type": "string",
+                    "description": "The Message-ID header, fixed at acceptance: every attempt sends the same.",
+                },
+            },
+            "required": _MESSAGE_FIELDS,
+        },
+        "OutgoingMessageWrapper": _wrapper(_ref("OutgoingMessageDto")),
+        "OutgoingMessageListWrapper": _paged(_ref("OutgoingMessageDto")),
+    }
+
+
+def _paged(item: dict[str, Any]) -> dict[str, Any]:
+    """The success envelope of a page of a longer list: ``count`` on the page, ``total`` in all."""
+    wrapper = _wrapper({"type": "array", "items": item})
+    wrapper["properties"]["total"] = {"type": "integer", "minimum": 0, "description": "How many there are in all."}
+    wrapper["required"].append("total")
+    return wrapper
+
+
 def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -577,7 +908,9 @@ def openapi_document() -> dict[str, Any]:
             {"name": AUTH_TAG},
             {"name": SETTINGS_TAG},
             {"name": SMTP_TAG},
+            {"name": MESSAGES_TAG, "description": "(ours) The portal's mail, sent through its SMTP settings"},
             {"name": "Health"},
+            {"name": "Monitoring"},
         ],
         "paths": _paths(),
         "components": {
