@@ -138,7 +138,7 @@ async def read_json(request: Request) -> Any:
     check_body_type(header(request, b"content-type"))
     raw = await request.body()
     if not raw.strip():
-        raise BadArgument("The request body is empty; send the settings as a JSON object.")
+        raise BadArgument("The request body is empty; send a JSON object.")
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
