@@ -145,8 +145,9 @@ class SubmissionServer:
         listeners = inherited() if listeners is None else listeners
         if not listeners:
             return
-        # aiosmtpd logs every command line at debug level, AUTH lines (and so API keys) included.
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        # aiosmtpd logs every command line at debug level, AUTH lines (and so API keys) included, and a
+        # client's every aborted AUTH as a warning in a format of its own; our handler logs what matters.
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
         # It also sets the session's deprecated login_data itself after every AUTH, warning each time.
         warnings.filterwarnings("ignore", message="Session.login_data is deprecated", category=DeprecationWarning)
         self._context = tls_context(self._settings)
