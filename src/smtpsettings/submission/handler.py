@@ -78,7 +78,8 @@ class SubmissionHandler:
             portal, principal = await self._auth.authenticate_api_key(hostname, key, peer)
             senders = await self._outbox.sender_addresses(portal, principal)
         except Exception as exc:  # every refusal is an SMTP reply; never a dropped connection
-            log.info("submission_auth_refused", client=peer, portal=hostname[:255], reason=type(exc).__name__)
+            # Not the user name given: a client that swapped the fields would have put its key there.
+            log.info("submission_auth_refused", client=peer, reason=type(exc).__name__)
             return AuthResult(success=False, handled=False, message=reply_for(exc))
         log.info("submission_signed_in", client=peer, portal=portal.hostname, api_key_id=principal.api_key_id)
         return AuthResult(success=True, auth_data=SubmissionSession(portal, principal, senders))
