@@ -1,0 +1,200 @@
+"""The submission port's decisions one command at a time: the reply table, and the handler's AUTH and RCPT
+rules driven over a real socket by aiosmtplib, with the real services on a SQLite database in this process.
+
+No TLS certificate is configured and the client is on loopback (trusted by default), so AUTH works in plain
+text here; TLS and everything across processes is in ``tests/e2e/test_submission.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+import sqlalchemy as sa
+
+from smtpsettings.config import load_settings
+from smtpsettings.crypto import DecryptionError
+from smtpsettings.domain.accounts import Role
+from smtpsettings.domain.errors import (
+    AccessDenied,
+    BadArgument,
+    Conflict,
+    NotAuthenticated,
+    NotFound,
+    TooLarge,
+    TooManyRequests,
+    ValidationFailed,
+)
+from smtpsettings.services.accounts import AccountsService
+from smtpsettings.services.container import Services
+from smtpsettings.store import ratelimit
+from smtpsettings.store.database import StoreUnavailable
+from smtpsettings.store.tables import outbox_messages
+from smtpsettings.submission.replies import reply_for
+from smtpsettings.submission.server import SubmissionServer
+
+SENDER = "noreply@example.com"
+
+# -- the reply table --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "prefix"),
+    [
+        (NotAuthenticated("User authentication failed"), "535 5.7.8 "),
+        (AccessDenied(), "535 5.7.8 "),
+        (TooLarge("The message is larger than 10 MiB."), "552 5.3.4 "),
+        (NotFound("no such portal"), "550 5.1.1 "),
+        (BadArgument("The sender x@y is not allowed here."), "550 5.7.1 "),
+        (ValidationFailed({"To": ["bad"]}), "550 5.7.1 "),
+        (StoreUnavailable("The database did not answer in time."), "451 4.3.0 "),
+        (DecryptionError("cannot decrypt"), "451 4.3.0 "),
+        (Conflict("busy"), "451 4.3.0 "),
+    ],
+)
+def test_each_error_has_its_code_and_enhanced_status(error: Exception, prefix: str) -> None:
+    reply = reply_for(error)
+    assert reply.startswith(prefix) and len(reply) > len(prefix)
+
+
+def test_a_rate_limit_is_454_and_says_when_to_retry() -> None:
+    assert reply_for(TooManyRequests("Too many failed sign-in attempts.", 42)) == (
+        "454 4.7.0 Too many failed sign-in attempts. Retry in 42 s."
+    )
+
+
+def test_a_reply_is_one_line_whatever_the_message() -> None:
+    reply = reply_for(BadArgument("first line\r\nsecond\tline\n"))
+    assert reply == "550 5.7.1 first line second line"
+
+
+def test_an_unexpected_error_says_nothing_of_itself() -> None:
+    reply = reply_for(RuntimeError("password=hunter2 at /srv/secret"))
+    assert reply.startswith("451 4.3.0 ") and "hunter2" not in reply and "/srv" not in reply
+
+
+# -- the handler, in this process -------------------------------------------------------------------------
+
+
+@dataclass
+class Port:
+    port: int
+    hostname: str
+    key: str
+    services: Services
+
+    def client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port, start_tls=False, timeout=10)
+
+    def stored(self) -> list[dict[str, object]]:
+        def read(conn: sa.Connection) -> list[dict[str, object]]:
+            return [dict(r._mapping) for r in conn.execute(sa.select(outbox_messages))]
+
+        return self.services.db.read_sync(read)
+
+
+@pytest.fixture
+async def port(tmp_path: Path) -> AsyncIterator[Port]:
+    """A submission port on a free loopback port, its portal sending through the server-wide default."""
+    settings = load_settings(
+        {
+            "SMTPSETTINGS_DATA_DIR": str(tmp_path),
+            "SMTPSETTINGS_DEFAULT_SMTP_HOST": "127.0.0.1",
+            "SMTPSETTINGS_DEFAULT_SMTP_SENDER_ADDRESS": SENDER,
+            "SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000",
+        }
+    )
+    services = Services(settings)
+    services.db.migrate()
+    accounts = AccountsService(services.db)
+    accounts.create_portal("one.test", is_default=False)
+    accounts.create_user("one.test", email="app@one.test", password="correct horse battery", role=Role.ADMIN)
+    _, key = accounts.create_api_key("one.test", "app@one.test", "mail.send")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    server = SubmissionServer(settings, services.auth, services.outbox)
+    await server.start([(listener, False)])
+    try:
+        yield Port(listener.getsockname()[1], "one.test", key, services)
+    finally:
+        await server.stop()
+        await services.db.dispose_async()
+
+
+async def test_auth_plain_with_and_without_an_initial_response(port: Port) -> None:
+    blob = base64.b64encode(f"\0{port.hostname}\0{port.key}".encode()).decode()
+    async with port.client() as client:
+        await client.ehlo()
+        assert (await client.execute_command(b"AUTH", b"PLAIN", blob.encode())).code == 235
+    async with port.client() as client:
+        await client.ehlo()
+        assert (await client.execute_command(b"AUTH", b"PLAIN")).code == 334  # asks for it
+        assert (await client.execute_command(blob.encode())).code == 235
+
+
+async def test_auth_login_answers_both_challenges(port: Port) -> None:
+    async with port.client() as client:
+        await client.ehlo()
+        challenge = await client.execute_command(b"AUTH", b"LOGIN")
+        assert challenge.code == 334 and base64.b64decode(challenge.message) == b"Username:"
+        challenge = await client.execute_command(base64.b64encode(port.hostname.encode()))
+        assert challenge.code == 334 and base64.b64decode(challenge.message) == b"Password:"
+        assert (await client.execute_command(base64.b64encode(port.key.encode()))).code == 235
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [
+        b"not base64!",
+        base64.b64encode(b"one.test\0sk-only-two-parts"),  # PLAIN needs authzid NUL user NUL password
+        b"=",  # an empty initial response
+        base64.b64encode(b"\0\xff\xfe\0sk-x"),  # not UTF-8
+    ],
+)
+async def test_malformed_plain_credentials_are_501_and_the_session_goes_on(port: Port, argument: bytes) -> None:
+    async with port.client() as client:
+        await client.ehlo()
+        assert (await client.execute_command(b"AUTH", b"PLAIN", argument)).code == 501
+        await client.login(port.hostname, port.key)  # a correct AUTH afterwards still works
+
+
+async def test_a_wrong_key_is_535_and_counts_as_a_failed_sign_in(port: Port) -> None:
+    async with port.client() as client:
+        await client.ehlo()
+        blob = base64.b64encode(f"\0{port.hostname}\0sk-{'0' * 40}".encode())
+        reply = await client.execute_command(b"AUTH", b"PLAIN", blob)
+        assert reply.code == 535 and "authentication failed" in reply.message.lower()
+    counted = port.services.db.read_sync(lambda c: ratelimit.count(c, "login:address:127.0.0.1", 900)[0])
+    assert counted == 1
+
+
+async def test_mail_before_auth_is_refused(port: Port) -> None:
+    async with port.client() as client:
+        await client.ehlo()
+        with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
+            await client.mail(SENDER)
+        assert refused.value.code == 530
+
+
+async def test_recipients_are_checked_and_each_is_kept_once(port: Port) -> None:
+    async with port.client() as client:
+        await client.ehlo()
+        await client.login(port.hostname, port.key)
+        await client.mail(SENDER)
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
+            await client.rcpt("not an address")
+        assert refused.value.code == 553
+        for address in ("a@x.test", "A@X.test", "b@x.test"):
+            assert (await client.rcpt(address)).code == 250
+        reply = await client.data(b"From: noreply@example.com\r\nTo: a@x.test\r\nSubject: once\r\n\r\nbody\r\n")
+        assert reply.code == 250 and reply.message.startswith("2.0.0 Queued as ")
+    [row] = port.stored()
+    assert json.loads(str(row["recipients"])) == ["a@x.test", "b@x.test"] and row["sender"] == SENDER
+    assert row["id"] == reply.message.rsplit(" ", 1)[1] and row["status"] == "queued" and row["subject"] == "once"
