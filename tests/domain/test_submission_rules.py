@@ -126,3 +126,18 @@ def test_the_from_may_be_any_allowed_address_in_any_case_with_a_name() -> None:
 def test_content_without_a_header_section_is_refused(content: bytes) -> None:
     with pytest.raises(BadArgument, match="no header section"):
         read(content)
+
+
+# -- Internationalised headers and an empty Message-ID -------------------------------------------------------
+
+
+def test_utf8_header_fields_are_read_as_utf8() -> None:
+    """RFC 6532: with SMTPUTF8 (which the port announces) header fields may be raw UTF-8."""
+    content = "From: Jörg <jörg@exämple.com>\r\nTo: Zoë <zoë@x.test>\r\nSubject: Grüße\r\n\r\nx".encode()
+    submitted = read_submitted(content, allowed_senders=("jörg@exämple.com",), new_message_id=NEW_ID)
+    assert submitted.to == ("zoë@x.test",) and submitted.subject == "Grüße"
+
+
+def test_an_empty_message_id_field_is_replaced_not_doubled() -> None:
+    submitted = read(b"From: noreply@example.com\r\nMessage-ID: \r\nSubject: s\r\n\r\nbody")
+    assert submitted.content.lower().count(b"message-id:") == 1

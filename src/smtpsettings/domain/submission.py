@@ -55,7 +55,10 @@ def read_submitted(content: bytes, *, allowed_senders: tuple[str, ...], new_mess
     head = content[: match.start()] if match else content
     if not _FIELD_START.match(head):
         raise BadArgument("The message has no header section: it must start with header fields such as From.")
-    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n\r\n")
+    # Header fields may be raw UTF-8 (RFC 6532, with the SMTPUTF8 the port offers); other 8-bit bytes are
+    # not text in any known charset and are read as replacement characters.
+    text = head.decode("utf-8", errors="replace")
+    headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text + "\r\n\r\n")
     senders = _addresses(headers.get_all("From", []))
     if len(senders) != 1:
         raise BadArgument("The message must have one From header with one address.")
@@ -64,6 +67,8 @@ def read_submitted(content: bytes, *, allowed_senders: tuple[str, ...], new_mess
     message_id = str(headers.get("Message-ID") or "").strip()
     added = not message_id
     if added:
+        if headers.get_all("Message-ID"):  # present but empty: replaced, for a message has at most one
+            content = _without_field(content, b"message-id")
         message_id = new_message_id
         content = b"Message-ID: " + message_id.encode("ascii") + b"\r\n" + content
     if headers.get_all("Bcc"):
