@@ -213,3 +213,21 @@ def test_concurrent_claimers_never_take_the_same_message(db: Database) -> None:
         t.join()
     everything = [i for ids in taken for i in ids]
     assert len(everything) == 200 and len(set(everything)) == 200
+
+
+def test_the_accepted_record_is_what_reads_back(db: Database) -> None:
+    for key in (None, "k"):
+        record, _ = enqueue(db, new(key, cc=("c@x.test",)))
+        assert db.read_sync(lambda c, i=record.id: outbox.find(c, 1, i)) == record
+
+
+def test_the_claim_reads_the_partial_due_index_so_its_cost_does_not_grow_with_the_backlog(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SQLite, without statistics, would otherwise pick another index and sort every pending row."""
+    db = Database(f"sqlite:///{tmp_path / 'plan.db'}")
+    db.migrate()
+    compiled = outbox._CLAIM.compiled(db.engine.dialect)
+    params = compiled.bind({"now": utcnow(), "n": 10, "owner": "x", "until": utcnow()})
+    plan = db.read_sync(lambda c: c.connection.driver_connection.execute("EXPLAIN QUERY PLAN " + compiled.sql, params).fetchall())
+    details = " | ".join(row[-1] for row in plan)
+    db.dispose()
+    assert "ix_outbox_messages_due" in details and "TEMP B-TREE" not in details, details

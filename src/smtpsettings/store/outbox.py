@@ -158,6 +158,15 @@ _BY_KEY = sa.select(*_RECORD_COLUMNS).where(
 )
 
 
+_INSERT = Prepared(o.insert().values({c.name: sa.bindparam(c.name) for c in o.columns}))
+_INSERT_KEYED = Prepared.per_dialect(
+    lambda dialect: insert_for(dialect, o)
+    .values({c.name: sa.bindparam(c.name) for c in o.columns})
+    .on_conflict_do_nothing(index_elements=[o.c.portal_id, o.c.idempotency_key])
+    .returning(o.c.id)
+)
+
+
 def enqueue(conn: Connection, message: NewMessage) -> tuple[MessageRecord, bool]:
     """Insert ``message`` (status ``queued``, due now); with an idempotency key seen within 24 h, the first one.
 
@@ -197,24 +206,38 @@ def enqueue(conn: Connection, message: NewMessage) -> tuple[MessageRecord, bool]
         "created_at": now,
         "queued_at": now,
         "next_attempt_at": now,
+        "lease_owner": None,
+        "sent_at": None,
+        "finished_at": None,
+        "last_error": None,
+        "smtp_reply": None,
     }
     if key is None:
-        conn.execute(o.insert().values(values))
-    else:
-        inserted = conn.execute(
-            insert_for(conn, o)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=[o.c.portal_id, o.c.idempotency_key])
-            .returning(o.c.id)
-        ).first()
-        if inserted is None:
-            existing = conn.execute(_BY_KEY, params).first()
-            if existing is None:  # pragma: no cover - the conflicting row was released in between
-                raise IntegrityError("idempotency key conflict", None, Exception())
-            return _record(existing), False
-    found = find(conn, message.portal_id, message.id)
-    assert found is not None
-    return found, True
+        _INSERT.execute(conn, **values)
+    elif _INSERT_KEYED.row(conn, values) is None:
+        existing = conn.execute(_BY_KEY, params).first()
+        if existing is None:  # pragma: no cover - the conflicting row was released in between
+            raise IntegrityError("idempotency key conflict", None, Exception())
+        return _record(existing), False
+    # What was just written, as it reads back (no second statement: acceptance is on the request path).
+    record = MessageRecord(
+        id=message.id,
+        portal_id=message.portal_id,
+        api_key_id=message.api_key_id,
+        status="queued",
+        to=list(message.to),
+        cc=list(message.cc),
+        subject=message.subject,
+        message_id=message.message_id,
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+        sent_at=None,
+        last_error=None,
+        smtp_reply=None,
+        has_content=True,
+    )
+    return record, True
 
 
 # -- reading ---------------------------------------------------------------------------------------------
