@@ -172,3 +172,27 @@ def test_a_tarpit_defers_within_the_deadline(portal: Portal) -> None:
         assert time.monotonic() - started < 20
         c.delete(f"{MESSAGES}/{message}")
     assert done["lastError"]
+
+
+def test_a_portal_over_its_rate_waits_for_the_next_window_without_spending_attempts(tmp_path_factory: pytest.TempPathFactory) -> None:
+    srv = start_server(tmp_path_factory.mktemp("rate") / "data", {"SMTPSETTINGS_OUTBOX_MESSAGES_PER_MINUTE": "3"})
+    try:
+        portal, other = make_portal(srv), make_portal(srv)
+        with smtp_peer() as (port, inbox), portal.client(Role.ADMIN) as c, other.client(Role.ADMIN) as o:
+            c.post(SETTINGS, json=settings_for(port))
+            o.post(SETTINGS, json=settings_for(port))
+            ids = [send(c).json()["response"]["id"] for _ in range(5)]
+            deadline = time.monotonic() + 20
+            while c.get(MESSAGES, params={"status": "sent"}).json()["total"] < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # a fourth would have gone by now
+            waiting = [c.get(f"{MESSAGES}/{i}").json()["response"] for i in ids]
+            assert sorted(m["status"] for m in waiting) == ["queued"] * 2 + ["sent"] * 3
+            for m in waiting:
+                if m["status"] == "queued":
+                    assert m["attempts"] == 0 and m["nextAttemptAt"]
+            # Another portal's mail is not held up by this one's rate.
+            wait_status(o, send(o).json()["response"]["id"], {"sent"})
+        assert len(inbox.messages) == 4
+    finally:
+        srv.stop()

@@ -231,3 +231,16 @@ def test_the_claim_reads_the_partial_due_index_so_its_cost_does_not_grow_with_th
     details = " | ".join(row[-1] for row in plan)
     db.dispose()
     assert "ix_outbox_messages_due" in details and "TEMP B-TREE" not in details, details
+
+
+def test_postponing_a_portal_moves_only_its_waiting_messages(db: Database) -> None:
+    db.write_sync(
+        lambda c: c.execute(portals.insert().values(id=2, hostname="two.test", is_default=False, created_at=utcnow(), password_hash_salt="s"))
+    )
+    mine = [enqueue(db, new())[0].id for _ in range(3)]
+    other = enqueue(db, new(portal_id=2))[0].id
+    [in_flight] = claim(db, limit=1)
+    until = utcnow() + timedelta(minutes=1)
+    assert db.write_sync(lambda c: outbox.postpone_portal(c, 1, until)) == 2
+    assert [c.id for c in claim(db)] == [other]
+    assert in_flight.id in mine

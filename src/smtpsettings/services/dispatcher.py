@@ -203,9 +203,11 @@ class Dispatcher:
             calls, wait = ratelimit.hit(conn, f"outbox:portal:{portal_id}", _RATE_WINDOW, len(group))
             keep = len(group) - max(0, calls - self._settings.outbox_messages_per_minute)
             allowed += group[:keep]
-            later = utcnow() + timedelta(seconds=max(wait, 0.5))
-            for claim in group[max(keep, 0) :]:
-                outbox.release(conn, claim.id, self._owner, later)
+            if keep < len(group):
+                later = utcnow() + timedelta(seconds=max(wait, 0.5))
+                for claim in group[max(keep, 0) :]:
+                    outbox.release(conn, claim.id, self._owner, later)
+                outbox.postpone_portal(conn, portal_id, later)
         return len(claims), allowed
 
     def _assign(self, claim: Claim) -> None:

@@ -37,6 +37,7 @@ __all__ = (
     "mark_failed",
     "mark_sent",
     "next_due",
+    "postpone_portal",
     "purge_bodies",
     "release",
     "release_owner",
@@ -454,6 +455,23 @@ def mark_failed(conn: Connection, message_id: str, owner: str, error: str, reply
 def release(conn: Connection, message_id: str, owner: str, next_attempt_at: datetime) -> bool:
     """Give a claimed, untried message back (due at ``next_attempt_at``) without spending its attempt."""
     return _RELEASE.execute(conn, id=message_id, owner=owner, next_at=next_attempt_at) == 1
+
+
+def postpone_portal(conn: Connection, portal_id: int, until: datetime) -> int:
+    """Make the portal's waiting messages due no sooner than ``until`` (its rate is used up until then).
+
+    One statement, so the claim does not take them one batch after another only to give them back.
+    """
+    result = conn.execute(
+        o.update()
+        .where(
+            o.c.portal_id == portal_id,
+            o.c.status.in_(("queued", "deferred")),
+            o.c.next_attempt_at < until,
+        )
+        .values(next_attempt_at=until)
+    )
+    return int(result.rowcount)
 
 
 def release_owner(conn: Connection, owner: str) -> int:
