@@ -139,8 +139,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """PEM private key of that certificate."""
     submission_plaintext_auth_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Clients that may sign in before TLS (their traffic never leaves the machine); others must use TLS first."""
-    submission_idle_timeout: Seconds = 60.0
-    """Seconds a submission connection may sit without a command before it is closed."""
+    submission_idle_timeout: Seconds = 300.0
+    """Seconds a submission connection may wait between commands (a whole DATA transfer included) before it is
+    closed; RFC 5321 asks servers for 5 minutes."""
 
     @property
     def resolved_database_url(self) -> str:
