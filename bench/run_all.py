@@ -39,11 +39,14 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         f1 = res.get(f"figure1_{backend}")
         f2 = res.get(f"figure2_{backend}")
         if f1:
+            # Issue 15's targets, against the raw ASGI ceiling of the same run.
+            get_min, post_min, p99_max = (0.35, 0.20, 10.0) if backend == "sqlite" else (0.15, None, 15.0)
             g, p = f1["ratio_get"]["median"], f1["ratio_post"]["median"]
-            add("GET ≥ 0.60 × ceiling (req/s)", g, g >= 0.60, backend, fmt(g, digits=3))
-            add("POST ≥ 0.40 × ceiling (req/s)", p, p >= 0.40, backend, fmt(p, digits=3))
+            add(f"GET ≥ {get_min:.2f} × raw ASGI ceiling (req/s)", g, g >= get_min, backend, fmt(g, digits=3))
+            if post_min is not None:
+                add(f"POST ≥ {post_min:.2f} × raw ASGI ceiling (req/s)", p, p >= post_min, backend, fmt(p, digits=3))
             p99 = f1["get"]["p99_ms"]["median"]
-            add("GET p99 < 15 ms at 32 connections", p99, p99 < 15, backend, fmt(p99, " ms", 2))
+            add(f"GET p99 < {p99_max:g} ms at 32 connections", p99, p99 < p99_max, backend, fmt(p99, " ms", 2))
         if f2:
             big = str(max(f2["sizes"]))
             r = f2[big]["ratio_p50"]["median"]

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import structlog
 from litestar import HttpMethod, Litestar, MediaType, Request, Response, Router, get, route
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -19,17 +18,16 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from smtpsettings import web
 from smtpsettings.api import authentication, docs, mailtest, messages, smtp
 from smtpsettings.api.errors import exception_handlers
+from smtpsettings.api.fastpath import FastPath
 from smtpsettings.api.health import metrics_endpoint, ready
 from smtpsettings.api.negotiation import NotAcceptable, response_media_type
 from smtpsettings.api.settings import portal_settings
 from smtpsettings.config import Settings, load_settings
 from smtpsettings.domain.errors import RequestBodyTimeout
-from smtpsettings.logs import configure_logging
+from smtpsettings.logs import configure_logging, log_request
 from smtpsettings.services.container import Services
 
 __all__ = ("Services", "create_app")
-
-log = structlog.get_logger("smtpsettings.access")
 
 _DRAIN_LIMIT = 16 * 1024 * 1024
 
@@ -85,8 +83,20 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     )
     app.state.services = services
     return RequestLog(
-        app, settings.max_body_bytes, settings.http_header_timeout, {messages.PATH: settings.outbox_max_message_bytes}
+        app,
+        settings.max_body_bytes,
+        settings.http_header_timeout,
+        {messages.PATH: settings.outbox_max_message_bytes},
+        http=FastPath(app, HOT_ROUTES),
     )
+
+
+HOT_ROUTES = (
+    ("/api/2.0/smtpsettings/smtp", "GET"),
+    ("/api/2.0/smtpsettings/smtp", "POST"),
+    ("/api/2.0/health/live", "GET"),
+)
+"""What clients call over and over: served by api.fastpath without Litestar's router, with the same handlers."""
 
 
 @get("/api/2.0/health/live", include_in_schema=False)
@@ -131,9 +141,16 @@ class RequestLog:
     """
 
     def __init__(
-        self, app: Litestar, max_body_bytes: int, body_timeout: float, body_limits: dict[str, int] | None = None
+        self,
+        app: Litestar,
+        max_body_bytes: int,
+        body_timeout: float,
+        body_limits: dict[str, int] | None = None,
+        http: ASGIApp | None = None,
     ) -> None:
         self.app = app
+        self.http = http or app
+        """What serves HTTP requests: ``app``, or the fast path in front of it."""
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.body_limits = body_limits or {}
@@ -171,19 +188,18 @@ class RequestLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.http(scope, receive, send_wrapper)
         finally:
             portal = state.get("portal")  # set by api.context once the Host is resolved
-            log.info(
-                "request",
-                request_id=request_id,
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                client=(scope.get("client") or ("-",))[0],
-                portal=portal.hostname if portal else None,
-                user_id=state.get("user_id"),
+            log_request(
+                request_id,
+                scope["method"],
+                scope["path"],
+                status,
+                round((time.perf_counter() - started) * 1000, 2),
+                (scope.get("client") or ("-",))[0],
+                portal.hostname if portal else None,
+                state.get("user_id"),
             )
 
     async def _drain_oversized(self, scope: Scope, receive: Receive) -> Receive:

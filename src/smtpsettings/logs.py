@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
+import threading
+from typing import Any
 
 import msgspec
 import structlog
 
-__all__ = ("configure_logging",)
+__all__ = ("configure_logging", "log_request")
 
 
 def _to_json(event: object, **_: object) -> str:
@@ -19,10 +22,82 @@ def _to_json(event: object, **_: object) -> str:
 _encoder = msgspec.json.Encoder(enc_hook=str)
 
 
+class _LineWriter:
+    """structlog's logger: one ``write`` of the whole line under a lock, flushed, as ``print(..., flush=True)``.
+
+    The access log writes through it too without going through structlog, so lines from other threads
+    never interleave with it. The stream is looked up at each write (standard error, whatever it is now).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self.lock:
+            stream = sys.stderr
+            stream.write(message + "\n")
+            stream.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+_direct: _LineWriter | None = None
+"""Where the access log goes directly, when the format is JSON and the level lets info lines through."""
+
+
+def log_request(
+    request_id: str,
+    method: str,
+    path: str,
+    status: int,
+    duration_ms: float,
+    client: str,
+    portal: str | None,
+    user_id: int | None,
+) -> None:
+    """The access log line of one request: the line structlog's chain would write, in a fraction of its time.
+
+    Its processors cost more than the request's own work on the hot routes; for this one event, whose fields
+    are known, the same JSON object (same keys, same order, the same ISO timestamp) is encoded at once.
+    The console format goes through structlog as before.
+    """
+    writer = _direct
+    if writer is None:
+        # A fresh proxy: it follows the configuration in force now (a cached one keeps its first).
+        structlog.get_logger("smtpsettings.access").info(
+            "request",
+            request_id=request_id,
+            method=method,
+            path=path,
+            status=status,
+            duration_ms=duration_ms,
+            client=client,
+            portal=portal,
+            user_id=user_id,
+        )
+        return
+    line: dict[str, Any] = {
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": duration_ms,
+        "client": client,
+        "portal": portal,
+        "user_id": user_id,
+        "event": "request",
+        "level": "info",
+        "timestamp": datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z"),
+    }
+    writer.msg(_encoder.encode(line).decode())
+
+
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer(serializer=_to_json) if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
+    writer = _LineWriter()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -32,6 +107,9 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *_: writer,
         cache_logger_on_first_use=True,
     )
+    global _direct
+    threshold = logging.getLevelName(level.upper())
+    _direct = writer if fmt == "json" and isinstance(threshold, int) and threshold <= logging.INFO else None
