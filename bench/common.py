@@ -369,7 +369,7 @@ def populate(
 
     from smtpsettings.crypto import KeyRing
     from smtpsettings.domain.accounts import Role
-    from smtpsettings.domain.passwords import hash_password, hash_secret
+    from smtpsettings.domain.passwords import hash_password, hash_secret, new_client_hash_salt
     from smtpsettings.domain.smtp import SmtpSettings
     from smtpsettings.services.smtp import password_purpose
     from smtpsettings.store import accounts, smtp
@@ -408,12 +408,13 @@ def populate(
         ciphertext = keyring.encrypt(SMTP_PASSWORD, password_purpose(portal.id)) if enable_auth else None
         smtp.put_settings(conn, portal.id, settings_of(0), ciphertext)
         first_portal, first_user = portal.id, user.id
+        salt_of_portals = new_client_hash_salt()  # NOT NULL since the passwordHash sign-in; one is enough here
         chunk = 5000
         for lo in range(1, count, chunk):
             rows = range(lo, min(count, lo + chunk))
             pid = {i: first_portal + i for i in rows}
             uid = {i: first_user + i for i in rows}
-            conn.execute(portals.insert(), [{"id": pid[i], "hostname": creds[i][0], "is_default": False, "created_at": now} for i in rows])
+            conn.execute(portals.insert(), [{"id": pid[i], "hostname": creds[i][0], "is_default": False, "created_at": now, "password_hash_salt": salt_of_portals} for i in rows])
             conn.execute(
                 users.insert(),
                 [
