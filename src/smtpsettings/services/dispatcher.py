@@ -113,7 +113,7 @@ class Dispatcher:
             await asyncio.wait([self._recorder], timeout=grace)
         if self.active:
             with contextlib.suppress(StoreUnavailable):
-                await self._db.write(lambda c: outbox.release_owner(c, self._owner))
+                await self._db.write_off_loop(lambda c: outbox.release_owner(c, self._owner))
         await self._pool.close()
 
     async def _run(self) -> None:
@@ -155,7 +155,7 @@ class Dispatcher:
             await asyncio.sleep(interval)
             if self._in_flight:
                 try:
-                    await self._db.write(lambda c: outbox.extend_leases(c, self._owner, self._lease))
+                    await self._db.write_off_loop(lambda c: outbox.extend_leases(c, self._owner, self._lease))
                 except StoreUnavailable as exc:
                     log.warning("outbox_heartbeat_failed", error=str(exc))
 
@@ -173,7 +173,7 @@ class Dispatcher:
             claimed = 0
             if room > 0:
                 try:
-                    claimed, claims = await self._db.write(lambda c: self._claim(c, min(room, batch)))
+                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, min(room, batch)))
                 except StoreUnavailable as exc:
                     log.warning("outbox_claim_failed", error=str(exc))
                 else:
@@ -350,7 +350,7 @@ class Dispatcher:
                 return [bool(transition(conn)) for transition, _ in batch]
 
             try:
-                results = await self._db.write(write)
+                results = await self._db.write_off_loop(write)
             except StoreUnavailable as exc:
                 delay = next(delays, None)
                 log.warning("outbox_record_failed", error=str(exc), retry_in=delay)
@@ -372,7 +372,7 @@ class Dispatcher:
         sent_before = now - timedelta(days=self._settings.outbox_sent_retention_days)
         failed_before = now - timedelta(days=self._settings.outbox_failed_retention_days)
         try:
-            purged = await self._db.write(
+            purged = await self._db.write_off_loop(
                 lambda c: outbox.purge_bodies(c, sent_before=sent_before, failed_before=failed_before)
             )
         except StoreUnavailable as exc:

@@ -234,6 +234,15 @@ class Database:
             return self.write_sync(fn)
         return await self._in_thread(self.write_sync, fn)
 
+    async def write_off_loop(self, fn: Callable[[Connection], T]) -> T:
+        """As :meth:`write`, but on a worker thread with SQLite too.
+
+        For background work (the outbox dispatcher): its transactions claim and record messages by the
+        hundred and each ends with a sync to disk, which on the event loop would hold up every request
+        meanwhile. On a thread only requests that write wait, for SQLite's write lock.
+        """
+        return await self._in_thread(self.write_sync, fn)
+
     async def _in_thread(self, run: Callable[[Callable[[Connection], T]], T], fn: Callable[[Connection], T]) -> T:
         # The pool, statement, lock and keepalive timeouts bound each wait inside; this bounds the whole,
         # for a server that stops answering without dropping the connection. The caller then gets a 503
