@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 from smtpsettings import metrics
 from smtpsettings.config import Settings
 from smtpsettings.domain.outbox import classify
-from smtpsettings.mail import MailError, MailPolicy, SmtpTarget, TokenCache
+from smtpsettings.mail import MailError, SmtpTarget, TokenCache
 from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.services.mailtest import mail_policy, smtp_target
 from smtpsettings.services.smtp import SmtpSettingsService
@@ -66,10 +66,8 @@ class Dispatcher:
         self._settings = settings
         self._lock_path = lock_path
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        policy = mail_policy(settings)
-        # Each message gets the job deadline of its own; opening a connection has the same.
-        self._policy: MailPolicy = policy
-        self._pool = ConnectionPool(policy, tokens, per_key=settings.outbox_connections_per_portal)
+        # The test mail's deadlines: each connection's opening and each message get the job timeout.
+        self._pool = ConnectionPool(mail_policy(settings), tokens, per_key=settings.outbox_connections_per_portal)
         # A send can take the open, the message and the bookkeeping; the heartbeat renews well before.
         self._lease = timedelta(seconds=2 * settings.smtp_job_timeout) + _LEASE_MARGIN
         self._capacity = 2 * settings.outbox_batch_size
@@ -129,7 +127,7 @@ class Dispatcher:
                 heartbeat.cancel()
 
     @contextlib.contextmanager
-    def _dispatch_lock(self) -> Iterator[callable]:  # type: ignore[valid-type]
+    def _dispatch_lock(self) -> Iterator[Callable[[], bool]]:
         """``held()`` tries for the instance's lock file; the lock goes with the process, however it ends."""
         file: IO[bytes] | None = None
 
