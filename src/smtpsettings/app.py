@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -170,7 +170,7 @@ class RequestLog:
         if _has_body(scope):
             receive = _with_deadline(receive, self.body_timeout)
         receive = await self._drain_oversized(scope, receive)
-        request_id = state["request_id"] = uuid.uuid4().hex[:16]  # also the traceId of a validation 400
+        request_id = state["request_id"] = _request_id()  # also the traceId of a validation 400
         started = time.perf_counter()
         status = 500
 
@@ -226,6 +226,17 @@ class RequestLog:
             return {"type": "http.request", "body": b"", "more_body": False}
 
         return empty
+
+
+def _request_id() -> str:
+    """16 hex digits, as ``uuid.uuid4().hex[:16]`` has always made them (random, the 13th digit the version 4).
+
+    The same 8 bytes uuid4 starts with, made without building a UUID object: a quarter of the cost, on every
+    request.
+    """
+    head = bytearray(os.urandom(8))
+    head[6] = (head[6] & 0x0F) | 0x40
+    return head.hex()
 
 
 def _has_body(scope: Scope) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from typing import Any
 import pytest
 import structlog
 from litestar.exceptions import LitestarDeprecationWarning
-from serverkit import PASSWORD, VALID_SETTINGS, _password_hash
 
+from serverkit import PASSWORD, VALID_SETTINGS, _password_hash
 from smtpsettings import logs
 from smtpsettings.api.fastpath import FastPath
 from smtpsettings.app import HOT_ROUTES, RequestLog, create_app
@@ -213,6 +214,16 @@ async def test_fast_path_answers_byte_for_byte_as_litestar(
     assert lines[0] == lines[1]
 
 
+async def test_request_ids_keep_their_form(apps: Apps) -> None:
+    """16 hex digits, the 13th the version digit of the uuid4 they were once cut from; all different."""
+    ids = set()
+    for _ in range(200):
+        answer = await call(apps.served, "GET", LIVE, [])
+        ids.add(dict(answer.headers)[b"x-request-id"].decode())
+    assert len(ids) == 200
+    assert all(re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{3}", i) for i in ids)
+
+
 def test_every_hot_route_is_served_by_the_fast_path(apps: Apps) -> None:
     assert set(apps.fast.routes) == set(HOT_ROUTES)
     served = {(c[1], c[2]) for c in CASES if c[6]}
@@ -229,7 +240,10 @@ def test_access_line_is_the_line_structlog_writes(capsys: pytest.CaptureFixture[
     """The direct JSON line has the keys, order and value types of structlog's chain for the same event."""
     logs.configure_logging("json", "info")
     capsys.readouterr()
-    fields = dict(request_id="abc", method="GET", path="/x", status=200, duration_ms=0.25, client="::1", portal="p.test", user_id=7)
+    fields = {
+        "request_id": "abc", "method": "GET", "path": "/x", "status": 200,
+        "duration_ms": 0.25, "client": "::1", "portal": "p.test", "user_id": 7,
+    }
     logs.log_request(*fields.values())  # type: ignore[arg-type]
     structlog.get_logger("smtpsettings.access").info("request", **fields)
     direct, via_structlog = (json.loads(line) for line in capsys.readouterr().err.splitlines())

@@ -23,6 +23,10 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.middleware._internal.exceptions.middleware import get_exception_handler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+# get_exception_handler is Litestar's own lookup (status code, then the exception's MRO), so that both paths
+# pick the same handler; an internal module, pinned with litestar's version in pyproject.toml (this module,
+# and so tests/api/test_fastpath.py, fails to import if it moves).
+
 __all__ = ("FastPath",)
 
 # Answers of a route handler as Litestar's own ``handle`` produces them (no handler-level headers or cookies).
