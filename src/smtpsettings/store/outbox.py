@@ -462,13 +462,12 @@ def postpone_portal(conn: Connection, portal_id: int, until: datetime) -> int:
 
     One statement, so the claim does not take them one batch after another only to give them back.
     """
+    # Only those due now: the ones postponed before wait already. The partial due index finds these without
+    # walking the portal's whole backlog, which a limited portal may have plenty of; ``portal_id + 0`` keeps
+    # the planner from preferring the portal's index, which would walk it.
     result = conn.execute(
         o.update()
-        .where(
-            o.c.portal_id == portal_id,
-            o.c.status.in_(("queued", "deferred")),
-            o.c.next_attempt_at < until,
-        )
+        .where(_PENDING, o.c.next_attempt_at <= utcnow(), (o.c.portal_id + 0) == portal_id, o.c.status != "sending")
         .values(next_attempt_at=until)
     )
     return int(result.rowcount)
