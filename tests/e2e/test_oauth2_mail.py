@@ -355,3 +355,27 @@ def test_xoauth2_over_starttls_with_a_token_from_an_https_endpoint(
         assert result["error"] == "", result
         assert len(smtp.messages) == 1
     assert oauth_provider_tls.token_url.startswith("https://localhost:")
+
+
+def test_the_outbox_sends_with_xoauth2_over_one_connection_on_one_token(
+    portal: Portal, oauth_provider: OAuthProvider, xoauth2_smtp: XOAuth2Smtp
+) -> None:
+    """Mail from the outbox signs in like the test mail: XOAUTH2 with the worker's cached token."""
+    kind, credential = credential_for(oauth_provider, "microsoft-secret")
+    with portal.client(Role.ADMIN) as c:
+        save(c, settings_for(xoauth2_smtp, oauth_provider.wire(kind, credential)))
+        ids = []
+        for i in range(3):
+            r = c.post("/api/2.0/smtpsettings/messages", json={"to": [f"r{i}@x.test"], "subject": f"n{i}", "text": "hi"})
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["response"]["id"])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            statuses = {c.get(f"/api/2.0/smtpsettings/messages/{i}").json()["response"]["status"] for i in ids}
+            if statuses == {"sent"}:
+                break
+            time.sleep(0.05)
+    assert statuses == {"sent"}
+    assert sorted(m["Subject"] for m in xoauth2_smtp.messages) == ["n0", "n1", "n2"]
+    assert set(xoauth2_smtp.inbox.logins) == {MAILBOX} and xoauth2_smtp.inbox.refusals == []
+    assert oauth_provider.hits == 1, "one token for all three"

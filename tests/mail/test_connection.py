@@ -9,7 +9,7 @@ import ssl
 import time
 
 import pytest
-from mailservers import PASSWORD, USERNAME, Recorder, StartServer, check_password
+from mailservers import NTLM_DOMAIN, NTLM_USER, PASSWORD, USERNAME, NtlmSink, Recorder, StartServer, check_password
 
 from smtpsettings.mail import (
     STEP_AUTHENTICATE,
@@ -303,3 +303,30 @@ async def test_a_target_with_oauth2_needs_the_token_cache() -> None:
     )
     with pytest.raises(ValueError, match="TokenCache"):
         SmtpConnection(SmtpTarget("127.0.0.1", 25, False, True, "u", oauth2=grant), FAST)
+
+
+@pytest.mark.usefixtures("ntlm_user_file")
+async def test_ntlm_then_several_messages(start_server: StartServer) -> None:
+    """The outbox's connection signs in with NTLM as the test mail does, once for every message."""
+    sink = NtlmSink()
+    server = await start_server(sink, authenticator=check_password, auth_require_tls=False)
+    ntlm = SmtpTarget(
+        host="127.0.0.1",
+        port=server.port,
+        enable_ssl=False,
+        enable_auth=True,
+        username=f"{NTLM_DOMAIN}\\{NTLM_USER}",
+        password=PASSWORD,
+        use_ntlm=True,
+    )
+    connection = SmtpConnection(ntlm, FAST)
+    await connection.open()
+    assert any(line.startswith("C: AUTH NTLM") for line in connection.transcript)
+    try:
+        for subject in ("one", "two"):
+            reply = await connection.send(SENDER, ["ann@example.org"], content(subject))
+            assert reply.startswith("250")
+    finally:
+        await connection.quit()
+    subjects = [email.message_from_bytes(e.original_content or b"")["Subject"] for e in sink.messages]
+    assert subjects == ["one", "two"]
