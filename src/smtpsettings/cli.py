@@ -385,7 +385,7 @@ def _one_line(text: str) -> str:
 @main.group()
 @config_option
 def messages() -> None:
-    """The outbox: mail the portals sent through the API."""
+    """The outbox: the portals' mail, sent through the API or the submission port."""
 
 
 @messages.command("list")
