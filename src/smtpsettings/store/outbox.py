@@ -387,7 +387,8 @@ def claim_due(conn: Connection, owner: str, lease: timedelta, limit: int) -> lis
     return claims
 
 
-_OWNED = sa.and_(o.c.id == sa.bindparam("id"), o.c.lease_owner == sa.bindparam("owner"), o.c.status == "sending")
+_HELD_BY_OWNER = sa.and_(o.c.lease_owner == sa.bindparam("owner"), o.c.status == "sending")
+_OWNED = sa.and_(o.c.id == sa.bindparam("id"), _HELD_BY_OWNER)
 _SENT = Prepared(
     o.update()
     .where(_OWNED)
@@ -413,32 +414,15 @@ _FAIL = Prepared(
     )
 )
 # Back to where it was, the attempt given back: the message was not tried (rate limit, shutdown).
-_RELEASE = Prepared(
-    o.update()
-    .where(_OWNED)
-    .values(
-        status=sa.case((o.c.attempts <= 1, sa.literal("queued")), else_=sa.literal("deferred")),
-        attempts=o.c.attempts - 1,
-        next_attempt_at=sa.bindparam("next_at"),
-        lease_owner=sa.null(),
-    )
-)
-_RELEASE_OWNER = Prepared(
-    o.update()
-    .where(o.c.lease_owner == sa.bindparam("owner"), o.c.status == "sending")
-    .values(
-        status=sa.case((o.c.attempts <= 1, sa.literal("queued")), else_=sa.literal("deferred")),
-        attempts=o.c.attempts - 1,
-        next_attempt_at=sa.bindparam("next_at"),
-        lease_owner=sa.null(),
-    )
-)
-_EXTEND = Prepared(
-    o.update()
-    .where(o.c.lease_owner == sa.bindparam("owner"), o.c.status == "sending")
-    .values(next_attempt_at=sa.bindparam("until"))
-)
-
+_RELEASED = {
+    "status": sa.case((o.c.attempts <= 1, sa.literal("queued")), else_=sa.literal("deferred")),
+    "attempts": o.c.attempts - 1,
+    "next_attempt_at": sa.bindparam("next_at"),
+    "lease_owner": sa.null(),
+}
+_RELEASE = Prepared(o.update().where(_OWNED).values(_RELEASED))
+_RELEASE_OWNER = Prepared(o.update().where(_HELD_BY_OWNER).values(_RELEASED))
+_EXTEND = Prepared(o.update().where(_HELD_BY_OWNER).values(next_attempt_at=sa.bindparam("until")))
 
 def mark_sent(conn: Connection, message_id: str, owner: str, reply: str) -> bool:
     return _SENT.execute(conn, id=message_id, owner=owner, at=utcnow(), reply=reply) == 1
