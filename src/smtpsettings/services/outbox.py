@@ -15,6 +15,7 @@ from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal
 from smtpsettings.domain.errors import AccessDenied, BadArgument, Conflict, NotFound, TooLarge, ValidationFailed
 from smtpsettings.domain.outbox import OutgoingMessage, parse_message
+from smtpsettings.domain.smtp import SmtpSettings
 from smtpsettings.domain.submission import read_submitted
 from smtpsettings.mail.message import HeaderInjection, build_message, flatten, new_message_id
 from smtpsettings.services.smtp import SmtpSettingsService
@@ -67,9 +68,7 @@ class OutboxService:
             TooLarge: the built message is larger than the configured limit.
         """
         message = parse_message(body)
-        settings = (await self._smtp.get(portal)).settings
-        if not settings.host or not settings.sender_address:
-            raise BadArgument("The portal has no SMTP settings to send with: save them first.")
+        settings = await self._sending_settings(portal)
         size = sum(len(part or "") for part in (message.text, message.html, message.subject))
         if size > self._max_bytes:
             raise TooLarge(self._too_large())
@@ -104,8 +103,7 @@ class OutboxService:
 
     async def sender_addresses(self, portal: Portal, principal: Principal) -> tuple[str, ...]:
         """The addresses a submitted message may come from: the portal's sender, and the key's user."""
-        settings = (await self._smtp.get(portal)).settings
-        return tuple(a for a in (settings.sender_address, principal.user.email) if a)
+        return _senders((await self._smtp.get(portal)).settings, principal)
 
     async def submit_raw(
         self, portal: Portal, principal: Principal, *, recipients: list[str], content: bytes, smtputf8: bool
@@ -119,14 +117,12 @@ class OutboxService:
             BadArgument: the From is not allowed, or the portal has no settings to send with.
             TooLarge: larger than the configured limit.
         """
-        settings = (await self._smtp.get(portal)).settings
-        if not settings.host or not settings.sender_address:
-            raise BadArgument("The portal has no SMTP settings to send with: save them first.")
+        settings = await self._sending_settings(portal)
         if len(content) > self._max_bytes:
             raise TooLarge(self._too_large())
         submitted = read_submitted(
             content,
-            allowed_senders=tuple(a for a in (settings.sender_address, principal.user.email) if a),
+            allowed_senders=_senders(settings, principal),
             new_message_id=new_message_id(settings.sender_address.rpartition("@")[2]),
         )
         new = NewMessage(
@@ -186,8 +182,19 @@ class OutboxService:
         self._on_enqueued()
         return await self.get(portal, principal, message_id)
 
+    async def _sending_settings(self, portal: Portal) -> SmtpSettings:
+        """The portal's effective settings, which must name a server and a sender to accept mail for it."""
+        settings = (await self._smtp.get(portal)).settings
+        if not settings.host or not settings.sender_address:
+            raise BadArgument("The portal has no SMTP settings to send with: save them first.")
+        return settings
+
     def _too_large(self) -> str:
         return f"The message is too large: at most {self._max_bytes} bytes are accepted."
+
+
+def _senders(settings: SmtpSettings, principal: Principal) -> tuple[str, ...]:
+    return tuple(a for a in (settings.sender_address, principal.user.email) if a)
 
 
 def _require_manager(principal: Principal) -> None:
