@@ -139,6 +139,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """PEM private key of that certificate."""
     submission_plaintext_auth_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Clients that may sign in before TLS (their traffic never leaves the machine); others must use TLS first."""
+    submission_max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
+    """Submission connections held open at once, split evenly across workers; more are answered 421 and closed."""
     submission_idle_timeout: Seconds = 300.0
     """Seconds a submission connection may wait between commands (a whole DATA transfer included) before it is
     closed; RFC 5321 asks servers for 5 minutes."""

@@ -525,6 +525,27 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path, ca:
         srv.stop()
 
 
+def test_connections_past_the_cap_are_answered_421_and_the_held_ones_still_work(tmp_path: Path, ca: trustme.CA) -> None:
+    srv = start_server(tmp_path / "data", submission_env(tmp_path, ca, SMTPSETTINGS_SUBMISSION_MAX_CONNECTIONS="2"))
+    port = int(srv.env["SMTPSETTINGS_SUBMISSION_PORT"])
+    try:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(2)]
+        for raw in held:
+            assert raw.recv(1024).startswith(b"220 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as extra:
+            assert extra.recv(1024).startswith(b"421 ")
+            assert extra.recv(1024) == b""
+        held[0].sendall(b"EHLO client.test\r\n")
+        assert held[0].recv(1024).startswith(b"250")
+        held[1].close()
+        time.sleep(0.2)  # its slot is free again once the server has seen the close
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+            assert client.ehlo()[0] == 250
+        held[0].close()
+    finally:
+        srv.stop()
+
+
 def serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTPSETTINGS_")}
     environ.update({"SMTPSETTINGS_DATA_DIR": str(tmp_path / "data"), **env})

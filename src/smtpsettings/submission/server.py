@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import os
 import socket
 import ssl
@@ -105,15 +106,23 @@ class _SubmissionSMTP(SMTP):
         self._implicit_tls = implicit_tls
         self._trusted = trusted
         self._tracked: set[_SubmissionSMTP] | None = None
+        self.refused = False
+        """Set by the server when this connection is one too many: it is answered 421 and closed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self._original_transport is None and self.transport is None
+        if first and self.refused:
+            transport.write(b"421 4.7.0 Too many connections; try again later\r\n")  # type: ignore[attr-defined]
+            transport.close()
+            return
         super().connection_made(transport)
         if first:
             peer = transport.get_extra_info("peername")
             self._auth_require_tls = not (self._implicit_tls or _in(peer[0] if peer else "", self._trusted))
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self.refused:
+            return
         super().connection_lost(error)
         if self._tracked is not None:
             self._tracked.discard(self)
@@ -138,6 +147,7 @@ class SubmissionServer:
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in settings.submission_plaintext_auth_networks)
         self._servers: list[asyncio.Server] = []
         self._connections: set[_SubmissionSMTP] = set()
+        self._max_connections = math.ceil(settings.submission_max_connections / settings.workers)
         self._context: ssl.SSLContext | None = None
         self._hostname = settings.smtp_helo_name or socket.gethostname()
 
@@ -175,6 +185,11 @@ class SubmissionServer:
             timeout=self._settings.submission_idle_timeout,
             loop=asyncio.get_running_loop(),
         )
+        # Each connection holds a file descriptor the worker's HTTP side needs too: past the cap, new ones
+        # are turned away at once rather than left to exhaust the process's files.
+        if len(self._connections) >= self._max_connections:
+            protocol.refused = True
+            return protocol
         protocol._tracked = self._connections
         self._connections.add(protocol)
         return protocol
