@@ -646,3 +646,20 @@ def test_the_first_retry_can_be_shortened_and_still_grows() -> None:
     assert [retry_delay(n, FixedRandom(1), first) for n in (1, 2, 3)] == [
         timedelta(seconds=1), timedelta(seconds=2), timedelta(seconds=4)
     ]
+
+
+def test_a_huge_recipient_list_is_refused_by_its_count_alone() -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        parse_message({"to": ["a@x.test"] * 1001, "subject": "s", "text": "t"})
+    assert refused.value.errors == {
+        "To": ["The message lists 1001 addresses in To, Cc and Bcc; at most 100 recipients are allowed."]
+    }
+    # Up to ten entries a recipient are still read: repeats of one address are one recipient.
+    assert parse_message({"to": ["a@x.test"] * 1000, "subject": "s", "text": "t"}).recipients == ("a@x.test",)
+
+
+def test_errors_of_one_field_are_listed_up_to_twenty() -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        parse_message({"to": ["nope"] * 50, "subject": "s", "text": "t"})
+    listed = refused.value.errors["To"]
+    assert len(listed) == 21 and listed[-1] == "More problems in To are not listed."

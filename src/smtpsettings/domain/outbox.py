@@ -35,6 +35,8 @@ __all__ = (
 
 MAX_RECIPIENTS = 100
 MAX_ADDRESS_LENGTH = 254  # RFC 5321's path limit (256) less the angle brackets
+_MAX_ERRORS_PER_FIELD = 20  # a hostile body must not turn into an answer with an error per entry
+_LISTED_PER_RECIPIENT = 10  # repeats collapse, but a list this much longer than the limit is no message
 MAX_SUBJECT_LENGTH = 998  # RFC 5322's line limit: a longer subject cannot be written without folding
 _MAX_LOCAL_PART_BYTES = 64  # RFC 5321 4.5.3.1.1, in octets, so UTF-8 counts as sent
 # atext of RFC 5322 besides letters and digits; a dot-atom is atext runs joined by single dots.
@@ -102,20 +104,30 @@ def parse_message(body: object, *, max_recipients: int = MAX_RECIPIENTS) -> Outg
         raise BadArgument("The request body must be a JSON object with the message.")
     errors: dict[str, list[str]] = {}
 
-    lists: dict[str, tuple[str, ...]] = {}
-    given: list[str] = []  # every string entry, valid or not, for the recipient count
-    for name, label in _LISTS:
-        lists[name], entries = _address_list(body.get(name), label, errors)
-        given += entries
-    if not given and not any(label in errors for _, label in _LISTS):
-        _add(errors, "To", "The message has no recipients: give at least one address in To, Cc or Bcc.")
-    elif len(_unique(given)) > max_recipients:
+    lists: dict[str, tuple[str, ...]] = {name: () for name, _ in _LISTS}
+    listed = sum(len(v) for v in (body.get(name) for name, _ in _LISTS) if isinstance(v, list))
+    if listed > _LISTED_PER_RECIPIENT * max_recipients:
+        # Far too many to be a message, however many repeat: refused by count alone, since checking each
+        # (IDNA and all) would hold the event loop for seconds.
         _add(
             errors,
             "To",
-            f"The message has {len(_unique(given))} recipients in To, Cc and Bcc together;"
-            f" at most {max_recipients} are allowed.",
+            f"The message lists {listed} addresses in To, Cc and Bcc; at most {max_recipients} recipients are allowed.",
         )
+    else:
+        given: list[str] = []  # every string entry, valid or not, for the recipient count
+        for name, label in _LISTS:
+            lists[name], entries = _address_list(body.get(name), label, errors)
+            given += entries
+        if not given and not any(label in errors for _, label in _LISTS):
+            _add(errors, "To", "The message has no recipients: give at least one address in To, Cc or Bcc.")
+        elif len(_unique(given)) > max_recipients:
+            _add(
+                errors,
+                "To",
+                f"The message has {len(_unique(given))} recipients in To, Cc and Bcc together;"
+                f" at most {max_recipients} are allowed.",
+            )
 
     reply_to = body.get("replyTo")
     if reply_to is not None and not isinstance(reply_to, str):
@@ -267,7 +279,11 @@ def _unique(addresses: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def _add(errors: dict[str, list[str]], label: str, message: str) -> None:
-    errors.setdefault(label, []).append(message)
+    found = errors.setdefault(label, [])
+    if len(found) < _MAX_ERRORS_PER_FIELD:
+        found.append(message)
+    elif len(found) == _MAX_ERRORS_PER_FIELD:
+        found.append(f"More problems in {label} are not listed.")
 
 
 def classify(
