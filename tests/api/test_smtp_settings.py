@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
-from serverkit import VALID_SETTINGS, Portal
+from serverkit import PASSWORD, VALID_SETTINGS, Portal, Server, make_portal, start_server
 
 from smtpsettings.domain.accounts import Role
 
@@ -326,3 +329,46 @@ def test_the_audit_names_the_oauth2_fields_that_changed_and_never_their_values(p
     assert "authMethod" in reset and "oauth2.clientSecret" in reset and "isDefaultSettings" in reset
     text = "\n".join(lines)
     assert CLIENT_SECRET not in text and "another-Secret" not in text and "contoso" not in text
+
+
+def test_every_credential_style_reads_its_own_portals_settings(portal: Portal, server: Server) -> None:
+    """The caller and the settings come from one statement: each way of signing in must get this portal's row.
+
+    Another portal's saved settings sit beside them, so a join that picked the wrong row would show.
+    """
+    other = make_portal(server)
+    with other.client(Role.ADMIN) as c:
+        assert c.post(PATH, json={**VALID_SETTINGS, "host": "smtp.other.test"}).status_code == 200
+    with portal.client(Role.ADMIN) as c:
+        assert c.get(PATH).json()["response"]["isDefaultSettings"] is True  # none saved yet: the defaults
+        assert c.post(PATH, json={**VALID_SETTINGS, "host": "smtp.mine.test"}).status_code == 200
+    _, key = server.accounts().create_api_key(portal.hostname, portal.emails[Role.ADMIN])
+    token = portal.sign_in(Role.ADMIN)
+    basic = base64.b64encode(f"{portal.emails[Role.ADMIN]}:{PASSWORD}".encode()).decode()
+    for headers in (
+        {"Cookie": f"asc_auth_key={token}"},
+        {"Authorization": f"Bearer {token}"},
+        {"Authorization": token},
+        {"Authorization": f"Bearer {key}"},
+        {"Authorization": f"Basic {basic}"},
+    ):
+        with portal.client(headers=headers) as c:
+            body = c.get(PATH).json()
+        assert body["response"]["host"] == "smtp.mine.test", headers
+        assert body["response"]["isDefaultSettings"] is False
+
+
+def test_a_host_no_portal_has_reads_the_default_portals_settings(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data")
+    try:
+        default, other = make_portal(server, is_default=True), make_portal(server)
+        with other.client(Role.ADMIN) as c:
+            assert c.post(PATH, json={**VALID_SETTINGS, "host": "smtp.other.test"}).status_code == 200
+        with default.client(Role.ADMIN) as c:
+            assert c.post(PATH, json={**VALID_SETTINGS, "host": "smtp.default-portal.test"}).status_code == 200
+        token = default.sign_in(Role.ADMIN)
+        r = httpx.get(server.base_url + PATH, headers={"Host": "unknown.example.org", "Cookie": f"asc_auth_key={token}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["response"]["host"] == "smtp.default-portal.test"
+    finally:
+        server.stop()

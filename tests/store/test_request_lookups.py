@@ -59,7 +59,7 @@ async def test_a_live_session_finds_its_portal_and_user(db: Database) -> None:
     found = await accounts.principal_by_session(db, "a.example.com", hash_secret("token-a"))
 
     assert found is not None
-    portal, found_user = found
+    portal, found_user = found.portal, found.user
     assert (portal.id, portal.hostname, portal.is_default) == (user.portal_id, "a.example.com", False)
     assert found_user == user
     assert found_user.role is Role.OWNER
@@ -82,7 +82,7 @@ async def test_an_api_key_is_found_until_revoked(db: Database) -> None:
     db.write_sync(lambda c: accounts.create_api_key(c, user, "key1", hash_secret("sk-secret")))
 
     found = await accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-secret"))
-    assert found is not None and found[1] == user
+    assert found is not None and found.user == user
 
     db.write_sync(lambda c: accounts.revoke_api_key(c, "key1"))
     assert (await accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-secret"))) is None
@@ -185,3 +185,30 @@ async def test_an_unreachable_postgresql_gives_store_unavailable_within_the_time
     finally:
         await db.dispose_async()
     assert time.monotonic() - started < 5
+
+
+async def test_settings_ride_along_with_the_caller_in_one_statement(db: Database) -> None:
+    """``SETTINGS_ALONGSIDE``: the caller's lookup also brings the portal's own settings, or None without any."""
+    a = make_user(db, "a.example.com")
+    b = make_user(db, "b.example.com")
+    open_session(db, a, "token-a")
+    db.write_sync(lambda c: accounts.create_api_key(c, a, "key-a", hash_secret("sk-a")))
+    db.write_sync(lambda c: smtp.put_settings(c, b.portal_id, SETTINGS, "v1.k.b"))  # another portal's row only
+
+    found = await accounts.principal_by_session(db, "a.example.com", hash_secret("token-a"), smtp.SETTINGS_ALONGSIDE)
+    assert found is not None and found.user == a and found.alongside is None
+    assert await smtp.SETTINGS_ALONGSIDE.of_portal(db, a.portal_id) is None
+
+    db.write_sync(lambda c: smtp.put_settings(c, a.portal_id, SETTINGS, "v1.k.a", {}))
+    for found in (
+        await accounts.principal_by_session(db, "a.example.com", hash_secret("token-a"), smtp.SETTINGS_ALONGSIDE),
+        await accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-a"), smtp.SETTINGS_ALONGSIDE),
+    ):
+        assert found is not None and found.user == a
+        assert found.alongside == await smtp.find_settings(db, a.portal_id)
+        assert found.alongside.password_ciphertext == "v1.k.a"
+    key = await accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-a"), smtp.SETTINGS_ALONGSIDE)
+    assert key is not None and (key.api_key_id, key.scope) == ("key-a", None)
+    assert (await smtp.SETTINGS_ALONGSIDE.of_portal(db, b.portal_id)).password_ciphertext == "v1.k.b"  # type: ignore[union-attr]
+    # Nothing is found for a bad credential, with or without a rider.
+    assert await accounts.principal_by_session(db, "b.example.com", hash_secret("token-a"), smtp.SETTINGS_ALONGSIDE) is None

@@ -7,7 +7,7 @@ import ipaddress
 import itertools
 import operator
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from litestar import Request
@@ -16,14 +16,17 @@ from smtpsettings.api.headers import header
 from smtpsettings.api.negotiation import check_body_type
 from smtpsettings.domain.accounts import Portal, Principal, User, normalize_hostname
 from smtpsettings.domain.errors import BadArgument
-from smtpsettings.services.auth import Credentials
+from smtpsettings.services.auth import Authenticated, Credentials
 
 if TYPE_CHECKING:
     from smtpsettings.services.container import Services
+    from smtpsettings.store.accounts import Alongside
 
-__all__ = ("client_address", "current_portal", "current_principal", "json_too_deep", "read_json", "services", "settings_manager")
+__all__ = ("authenticated", "client_address", "current_portal", "current_principal", "json_too_deep", "read_json", "services", "settings_manager")
 
 AUTH_COOKIE = "asc_auth_key"
+
+T = TypeVar("T")
 
 
 def services(request: Request) -> Services:
@@ -66,14 +69,21 @@ def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return any(ip in net for net in networks)
 
 
+async def authenticated(request: Request, alongside: Alongside[T] | None = None) -> Authenticated[T]:
+    """The portal of the Host and the caller (401 without valid credentials for that portal), and the
+    portal's data named by ``alongside``, read in the same statement."""
+    credentials = Credentials(_auth_cookie(request), header(request, b"authorization") or header(request, b"apikeybearer"))
+    found = await services(request).auth.authenticate(
+        _hostname(request), credentials, functools.partial(client_address, request), alongside
+    )
+    request.scope["state"].update(portal=found.portal, user_id=found.principal.user.id)
+    return found
+
+
 async def current_principal(request: Request) -> tuple[Portal, Principal]:
     """The portal of the Host and the caller (401 without valid credentials for that portal)."""
-    credentials = Credentials(_auth_cookie(request), header(request, b"authorization") or header(request, b"apikeybearer"))
-    portal, principal = await services(request).auth.authenticate(
-        _hostname(request), credentials, functools.partial(client_address, request)
-    )
-    request.scope["state"].update(portal=portal, user_id=principal.user.id)
-    return portal, principal
+    found = await authenticated(request)
+    return found.portal, found.principal
 
 
 def _auth_cookie(request: Request) -> str | None:

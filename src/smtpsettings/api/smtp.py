@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, Response, delete, get, post
 
-from smtpsettings.api.context import client_address, read_json, services, settings_manager
+from smtpsettings.api.context import authenticated, client_address, read_json, services, settings_manager
 from smtpsettings.api.envelope import success_response
 from smtpsettings.domain.smtp import parse_settings
 from smtpsettings.services.smtp import SettingsView
@@ -56,8 +56,10 @@ def settings_dto(view: SettingsView) -> dict[str, Any]:
 
 @get(PATH)
 async def get_smtp_settings(request: Request) -> Response[bytes]:
-    portal, _ = await settings_manager(request)
-    return success_response(request, settings_dto(await services(request).smtp.get(portal)))
+    the = services(request)
+    found = await authenticated(request, the.smtp.alongside)  # the caller and the settings: one statement
+    the.auth.require_settings_manager(found.principal)
+    return success_response(request, settings_dto(the.smtp.view(found.alongside)))
 
 
 @post(PATH, status_code=200)

@@ -13,7 +13,7 @@ import base64
 import binascii
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Literal, NamedTuple
+from typing import Generic, Literal, NamedTuple, TypeVar
 
 import anyio.to_thread
 
@@ -29,12 +29,15 @@ from smtpsettings.domain.passwords import (
     verify_password,
 )
 from smtpsettings.store import accounts, ratelimit
+from smtpsettings.store.accounts import Alongside
 from smtpsettings.store.database import Database, utcnow
 
-__all__ = ("AuthService", "Credentials", "Verified", "login_account_bucket")
+__all__ = ("AuthService", "Authenticated", "Credentials", "Verified", "login_account_bucket")
 
 AUTH_FAILED = "User authentication failed"
 NO_PORTAL = "No portal answers this host name."
+
+T = TypeVar("T")
 
 
 class Credentials:
@@ -54,6 +57,14 @@ class Credentials:
 def login_account_bucket(portal_id: int, email: str) -> str:
     """The rate-limit bucket of one account's failed sign-ins (``email`` normalised)."""
     return f"login:account:{portal_id}:{email}"
+
+
+class Authenticated(NamedTuple, Generic[T]):
+    """A request's portal and caller, and the portal's data asked for alongside (None when not asked)."""
+
+    portal: Portal
+    principal: Principal
+    alongside: T | None = None
 
 
 class Verified(NamedTuple):
@@ -189,12 +200,17 @@ class AuthService:
         return portal
 
     async def authenticate(
-        self, hostname: str | None, credentials: Credentials, client_address: Callable[[], str]
-    ) -> tuple[Portal, Principal]:
+        self,
+        hostname: str | None,
+        credentials: Credentials,
+        client_address: Callable[[], str],
+        alongside: Alongside[T] | None = None,
+    ) -> Authenticated[T]:
         """The portal of the Host and the principal behind the request's credentials, in DocSpace's order.
 
         The first credential present decides: a stale cookie is not silently passed over for a header.
-        Tokens and API keys are looked up with the portal in one statement: this is every request's path.
+        Tokens and API keys are looked up with the portal in one statement: this is every request's path,
+        and ``alongside`` (a row of the portal's own data the request needs next) rides in that statement.
         ``client_address`` is asked only for what rate limits need (a password sign-in by Basic auth).
 
         Raises:
@@ -208,23 +224,24 @@ class AuthService:
                 raise NotAuthenticated("Not authenticated")
             email, password = _decode_basic(secret)
             user = await self.check_password(portal, email, password, client_address())
-            return portal, Principal(user=user, via="basic")
+            extra = await alongside.of_portal(self._db, portal.id) if alongside else None
+            return Authenticated(portal, Principal(user=user, via="basic"), extra)
         secret_hash = hash_secret(secret)
         lookup = accounts.principal_by_api_key if kind == "apikey" else accounts.principal_by_session
-        found = await lookup(self._db, hostname, secret_hash)
+        found = await lookup(self._db, hostname, secret_hash, alongside)
         if found is None:
             # The rarer cases, told apart: no portal answers the Host (404), the default portal answers it
             # (look again there), or the credential is not valid (401).
             portal = await self.portal_for_host(hostname)
             if portal.hostname != hostname:
-                found = await lookup(self._db, portal.hostname, secret_hash)
+                found = await lookup(self._db, portal.hostname, secret_hash, alongside)
             if found is None:
                 raise NotAuthenticated("Not authenticated")
         if kind == "apikey":
-            portal, user, key_id, scope = found  # type: ignore[misc]
-            return portal, Principal(user=user, via="apikey", api_key_id=key_id, scope=scope)
-        portal, user = found  # type: ignore[misc]
-        return portal, Principal(user=user, via="session", session_token_hash=secret_hash)
+            principal = Principal(user=found.user, via="apikey", api_key_id=found.api_key_id, scope=found.scope)
+        else:
+            principal = Principal(user=found.user, via="session", session_token_hash=secret_hash)
+        return Authenticated(found.portal, principal, found.alongside)
 
     async def authenticate_api_key(self, hostname: str, key: str, client_address: str) -> tuple[Portal, Principal]:
         """The submission port's sign-in: a portal's host name and an API key of it with mail rights.
@@ -250,10 +267,9 @@ class AuthService:
         if found is None:
             await self._db.write(lambda c: ratelimit.hit(c, address_bucket, window))
             raise NotAuthenticated(AUTH_FAILED)
-        portal, user, key_id, scope = found
-        principal = Principal(user=user, via="apikey", api_key_id=key_id, scope=scope)
+        principal = Principal(user=found.user, via="apikey", api_key_id=found.api_key_id, scope=found.scope)
         self.require_sender(principal)
-        return portal, principal
+        return found.portal, principal
 
     async def sign_out(self, principal: Principal) -> None:
         if principal.session_token_hash:

@@ -77,8 +77,14 @@ class SmtpSettingsService:
         )
         self._default_password = default.password if default.enable_auth else ""
 
+    alongside = smtp_store.SETTINGS_ALONGSIDE
+    """The portal's stored settings as a request reads them with its caller (one statement); :meth:`view` shows them."""
+
     async def get(self, portal: Portal) -> SettingsView:
-        stored = await smtp_store.find_settings(self._db, portal.id)
+        return self.view(await smtp_store.find_settings(self._db, portal.id))
+
+    def view(self, stored: StoredSmtpSettings | None) -> SettingsView:
+        """What a read answers for a portal's stored settings (the defaults when it has none)."""
         return _view(stored) if stored else SettingsView(self._default)
 
     async def get_for_sending(self, portal: Portal) -> tuple[SmtpSettings, MailCredentials]:

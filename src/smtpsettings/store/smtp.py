@@ -11,10 +11,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from smtpsettings.domain.smtp import OAuth2Settings, SmtpSettings
+from smtpsettings.store.accounts import Alongside
 from smtpsettings.store.database import Database, Prepared, insert_for, utc, utcnow
 from smtpsettings.store.tables import audit_log, smtp_settings
 
 __all__ = (
+    "SETTINGS_ALONGSIDE",
     "AuditEntry",
     "StoredSmtpSettings",
     "SECRET_COLUMNS",
@@ -115,6 +117,10 @@ def _stored(row: tuple[Any, ...] | None) -> StoredSmtpSettings | None:
     )
     secrets = {name: value for name, value in zip(_OAUTH2_SECRETS, row[14:], strict=True) if value}
     return StoredSmtpSettings(settings, ciphertext, secrets)
+
+
+SETTINGS_ALONGSIDE: Alongside[StoredSmtpSettings | None] = Alongside(smtp_settings, _STORED_COLUMNS, _stored)
+"""The portal's own settings, read with the caller in one statement (a GET of the settings)."""
 
 
 def get_settings(conn: Connection, portal_id: int, *, for_update: bool = False) -> StoredSmtpSettings | None:
