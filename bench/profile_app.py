@@ -95,6 +95,7 @@ def main() -> None:
     p.add_argument("-n", type=int, default=3000, help="requests per kind (default 3000)")
     p.add_argument("--profile", choices=("live", "get", "post"), help="pyinstrument tree of one kind")
     p.add_argument("--cprofile", choices=("live", "get", "post"), help="cProfile of one kind, top 40 by own time")
+    p.add_argument("--kind", choices=("live", "get", "post"), help="time this kind only (e.g. under py-spy)")
     p.add_argument("--log-format", default="json", choices=("json", "console"))
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--keep", action="store_true")
@@ -118,7 +119,8 @@ def main() -> None:
 
         async def go() -> None:
             # run the lifespan so PostgreSQL's pool is closed at the end
-            kinds = [args.profile or args.cprofile] if (args.profile or args.cprofile) else ["live", "get", "post"]
+            only = args.profile or args.cprofile or args.kind
+            kinds = [only] if only else ["live", "get", "post"]
             results = {}
             for kind in kinds:
                 await run_many(app, kind, pop.creds, min(300, args.n))  # warm-up
@@ -138,7 +140,7 @@ def main() -> None:
                     pr.enable()
                     results[kind] = await run_many(app, kind, pop.creds, args.n)
                     pr.disable()
-                    pstats.Stats(pr, stream=sys.stdout).sort_stats("tottime").print_stats(40)
+                    pstats.Stats(pr, stream=sys.stdout).sort_stats("tottime").print_stats(int(os.environ.get("PROFILE_ROWS", "40")))
                 else:
                     results[kind] = await run_many(app, kind, pop.creds, args.n)
             for kind, us in results.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
+import random
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -18,7 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from smtpsettings import web
 from smtpsettings.api import authentication, docs, mailtest, messages, smtp
 from smtpsettings.api.errors import exception_handlers
-from smtpsettings.api.fastpath import FastPath
+from smtpsettings.api.fastpath import FastPath, Payload
 from smtpsettings.api.health import metrics_endpoint, ready
 from smtpsettings.api.negotiation import NotAcceptable, response_media_type
 from smtpsettings.api.settings import portal_settings
@@ -91,12 +91,13 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     )
 
 
-HOT_ROUTES = (
-    ("/api/2.0/smtpsettings/smtp", "GET"),
-    ("/api/2.0/smtpsettings/smtp", "POST"),
-    ("/api/2.0/health/live", "GET"),
-)
-"""What clients call over and over: served by api.fastpath without Litestar's router, with the same handlers."""
+HOT_ROUTES: dict[tuple[str, str], Payload | None] = {
+    (smtp.PATH, "GET"): smtp.smtp_settings,
+    (smtp.PATH, "POST"): smtp.saved_smtp_settings,
+    ("/api/2.0/health/live", "GET"): None,
+}
+"""What clients call over and over: served by api.fastpath without Litestar's router, by the code their
+handlers run (the payload they wrap in the success envelope, or the handler itself)."""
 
 
 @get("/api/2.0/health/live", include_in_schema=False)
@@ -161,15 +162,29 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
-        accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), None)
+        # One pass over the headers for what this layer needs (the first Accept and Content-Length).
+        accept = length = None
+        has_body = False
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                if accept is None:
+                    accept = value
+            elif name == b"content-length":
+                if length is None:
+                    length = value
+                if value != b"0":
+                    has_body = True
+            elif name == b"transfer-encoding":
+                has_body = True
         try:
-            state["media_type"] = response_media_type(accept)
+            state["media_type"] = response_media_type(None if accept is None else accept.decode("latin-1"))
         except NotAcceptable:
             state["media_type"] = "application/json"
             state["not_acceptable"] = True
-        if _has_body(scope):
+        if has_body:
             receive = _with_deadline(receive, self.body_timeout)
-        receive = await self._drain_oversized(scope, receive)
+            if length is not None and length.isdigit() and int(length) > self.body_limits.get(scope["path"], self.max_body_bytes):
+                receive = await _drained(receive)
         request_id = state["request_id"] = _request_id()  # also the traceId of a validation 400
         started = time.perf_counter()
         status = 500
@@ -178,13 +193,10 @@ class RequestLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers += [
-                    (b"x-request-id", request_id.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"cache-control", b"no-store"),
-                ]
-                message = {**message, "headers": headers}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (b"x-request-id", request_id.encode()), *_HARDENING_HEADERS],
+                }
             await send(message)
 
         try:
@@ -202,48 +214,44 @@ class RequestLog:
                 state.get("user_id"),
             )
 
-    async def _drain_oversized(self, scope: Scope, receive: Receive) -> Receive:
-        """Read and drop a body announced as too large before the 413 goes out.
 
-        Answering while the client is still sending makes many clients see a reset connection
-        instead of the 413; a bounded drain lets them read the answer. Beyond the bound we stop
-        reading and the answer may be lost, which is fine for a client sending that much.
-        """
-        length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
-        if not length.isdigit() or int(length) <= self.body_limits.get(scope["path"], self.max_body_bytes):
-            return receive
-        drained = 0
-        while drained <= _DRAIN_LIMIT:
-            try:
-                message = await receive()
-            except RequestBodyTimeout:
-                break
-            drained += len(message.get("body", b""))
-            if message["type"] != "http.request" or not message.get("more_body"):
-                break
+_HARDENING_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"))
 
-        async def empty() -> Any:
-            return {"type": "http.request", "body": b"", "more_body": False}
 
-        return empty
+async def _drained(receive: Receive) -> Receive:
+    """Read and drop a body announced as too large, before the 413 goes out; then an empty body.
+
+    Answering while the client is still sending makes many clients see a reset connection instead of
+    the 413; a bounded drain lets them read the answer. Beyond the bound we stop reading and the answer
+    may be lost, which is fine for a client sending that much.
+    """
+    drained = 0
+    while drained <= _DRAIN_LIMIT:
+        try:
+            message = await receive()
+        except RequestBodyTimeout:
+            break
+        drained += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
+
+    async def empty() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return empty
 
 
 def _request_id() -> str:
     """16 hex digits, as ``uuid.uuid4().hex[:16]`` has always made them (random, the 13th digit the version 4).
 
-    The same 8 bytes uuid4 starts with, made without building a UUID object: a quarter of the cost, on every
-    request.
+    From the process's pseudo-random generator (seeded from the OS, and again in each forked worker): a
+    request id names a log line, it guards nothing. ``os.urandom`` would be a system call on every request,
+    one that lets go of the interpreter lock and must wait to take it back while granian's threads use it.
     """
-    head = bytearray(os.urandom(8))
-    head[6] = (head[6] & 0x0F) | 0x40
-    return head.hex()
+    return "%016x" % (_random_bits(64) & 0xFFFF_FFFF_FFFF_0FFF | 0x4000)
 
 
-def _has_body(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
-            return True
-    return False
+_random_bits = random.getrandbits
 
 
 def _with_deadline(receive: Receive, seconds: float) -> Receive:

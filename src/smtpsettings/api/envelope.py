@@ -9,7 +9,7 @@ from litestar import Request, Response
 
 from smtpsettings.api.headers import header
 
-__all__ = ("error_response", "success_response")
+__all__ = ("content_type", "error_response", "success_body", "success_response")
 
 _encoder = msgspec.json.Encoder()
 
@@ -51,6 +51,16 @@ def _wrapped(request: Request, payload: Any, *, status: int, status_code: int, t
     return body
 
 
+def success_body(request: Request, payload: Any, *, status_code: int = 200, total: int | None = None) -> bytes:
+    """The success envelope around ``payload``, encoded."""
+    return _encoder.encode(_wrapped(request, payload, status=0, status_code=status_code, total=total))
+
+
+def content_type(request: Request) -> bytes:
+    """The Content-Type header an envelope goes out with, as Litestar writes it for :func:`success_response`."""
+    return (request.scope.get("state", {}).get("media_type", "application/json") + "; charset=utf-8").encode("latin-1")
+
+
 def success_response(
     request: Request,
     payload: Any,
@@ -60,7 +70,7 @@ def success_response(
     total: int | None = None,
 ) -> Response[bytes]:
     return Response(
-        content=_encoder.encode(_wrapped(request, payload, status=0, status_code=status_code, total=total)),
+        content=success_body(request, payload, status_code=status_code, total=total),
         status_code=status_code,
         media_type=_media_type(request),
         headers=headers,

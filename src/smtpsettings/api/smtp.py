@@ -11,7 +11,15 @@ from smtpsettings.api.envelope import success_response
 from smtpsettings.domain.smtp import parse_settings
 from smtpsettings.services.smtp import SettingsView
 
-__all__ = ("get_smtp_settings", "reset_smtp_settings", "save_smtp_settings", "settings_dto", "smtp_settings_history")
+__all__ = (
+    "get_smtp_settings",
+    "reset_smtp_settings",
+    "save_smtp_settings",
+    "saved_smtp_settings",
+    "settings_dto",
+    "smtp_settings",
+    "smtp_settings_history",
+)
 
 PATH = "/api/2.0/smtpsettings/smtp"
 
@@ -54,20 +62,30 @@ def settings_dto(view: SettingsView) -> dict[str, Any]:
     }
 
 
-@get(PATH)
-async def get_smtp_settings(request: Request) -> Response[bytes]:
+async def smtp_settings(request: Request) -> dict[str, Any]:
+    """What GET answers: the portal's settings, to its owner and admins (also served by api.fastpath)."""
     the = services(request)
     found = await authenticated(request, the.smtp.alongside)  # the caller and the settings: one statement
     the.auth.require_settings_manager(found.principal)
-    return success_response(request, settings_dto(the.smtp.view(found.alongside)))
+    return settings_dto(the.smtp.view(found.alongside))
+
+
+async def saved_smtp_settings(request: Request) -> dict[str, Any]:
+    """What POST answers: the settings as saved from the request's body (also served by api.fastpath)."""
+    portal, user = await settings_manager(request)
+    new = parse_settings(await read_json(request))
+    saved = await services(request).smtp.save(portal, user, new, client_address(request))
+    return settings_dto(saved)
+
+
+@get(PATH)
+async def get_smtp_settings(request: Request) -> Response[bytes]:
+    return success_response(request, await smtp_settings(request))
 
 
 @post(PATH, status_code=200)
 async def save_smtp_settings(request: Request) -> Response[bytes]:
-    portal, user = await settings_manager(request)
-    new = parse_settings(await read_json(request))
-    saved = await services(request).smtp.save(portal, user, new, client_address(request))
-    return success_response(request, settings_dto(saved))
+    return success_response(request, await saved_smtp_settings(request))
 
 
 @get(PATH + "/audit")
