@@ -7,18 +7,19 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import msgspec
 import pytest
+from sqlalchemy.dialects import sqlite
 
 from smtpsettings.domain.accounts import Role
 from smtpsettings.domain.passwords import hash_secret
 from smtpsettings.domain.smtp import SmtpSettings
 from smtpsettings.store import accounts, smtp
-from smtpsettings.store.database import Database, StoreUnavailable, utcnow
-from smtpsettings.store.tables import portals
+from smtpsettings.store.database import Database, StoreUnavailable, _bind_processor, utcnow
+from smtpsettings.store.tables import portals, sessions
 
 SETTINGS = SmtpSettings(
     host="smtp.example.com",
@@ -212,3 +213,21 @@ async def test_settings_ride_along_with_the_caller_in_one_statement(db: Database
     assert (await smtp.SETTINGS_ALONGSIDE.of_portal(db, b.portal_id)).password_ciphertext == "v1.k.b"  # type: ignore[union-attr]
     # Nothing is found for a bad credential, with or without a rider.
     assert await accounts.principal_by_session(db, "b.example.com", hash_secret("token-a"), smtp.SETTINGS_ALONGSIDE) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime.now(UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(999, 12, 31, 23, 59, 59, 999_999),  # a three-digit year, naive
+        datetime(2026, 6, 1, 12, 0, 0, 5, tzinfo=timezone(timedelta(hours=5))),  # another offset: its fields, as SQLAlchemy
+        date(2026, 1, 2),  # not a datetime: SQLAlchemy's own processor
+        None,
+    ],
+)
+def test_sqlite_datetimes_are_bound_as_sqlalchemy_writes_them(value: object) -> None:
+    """The request path's faster datetime binding writes the text SQLAlchemy stores and compares against."""
+    dialect = sqlite.dialect()
+    column_type = sessions.c.expires_at.type
+    assert _bind_processor(column_type, dialect)(value) == column_type._cached_bind_processor(dialect)(value)  # type: ignore[misc]

@@ -736,6 +736,29 @@ class Prepared:
         return self.compiled(conn.dialect)
 
 
+_SQLITE_DATETIME_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+
+
+def _bind_processor(type_: Any, dialect: sa.engine.Dialect) -> Callable[[Any], Any] | None:
+    """SQLAlchemy's bind processor for ``type_``; for SQLite datetimes an equivalent one at a third of the cost.
+
+    Every signed-in request binds "now" (a session's expiry is compared with it). SQLAlchemy formats it
+    field by field through a dict; ``isoformat`` writes the very same text (its first 26 characters: no
+    offset) in C. Anything but a ``datetime`` still goes through SQLAlchemy's.
+    """
+    processor = type_._cached_bind_processor(dialect)
+    impl = type_.dialect_impl(dialect)
+    if processor is None or not isinstance(impl, sqlite.DATETIME) or impl._storage_format != _SQLITE_DATETIME_FORMAT:
+        return processor
+
+    def sqlite_datetime(value: Any) -> Any:
+        if type(value) is datetime:
+            return value.isoformat(" ", "microseconds")[:26]
+        return processor(value)
+
+    return sqlite_datetime
+
+
 class _Compiled:
     __slots__ = ("binds", "conversions", "defaults", "order", "positions", "sql")
 
@@ -744,7 +767,7 @@ class _Compiled:
         self.sql = str(compiled)
         self.positions = tuple(compiled.positiontup or ()) if compiled.positional else None
         self.defaults = {name: value for name, value in compiled.params.items() if value is not None}  # LIMIT 1 …
-        binds = {name: bind.type._cached_bind_processor(dialect) for name, bind in compiled.binds.items()}
+        binds = {name: _bind_processor(bind.type, dialect) for name, bind in compiled.binds.items()}
         self.binds = {name: p for name, p in binds.items() if p is not None}
         self.order = tuple((name, binds.get(name)) for name in self.positions) if self.positions is not None else None
         # SQLite's driver knows no booleans or datetimes, so SQLAlchemy's result conversions are applied here,
@@ -756,7 +779,7 @@ class _Compiled:
     def bind(self, params: dict[str, Any]) -> Any:
         merged = {**self.defaults, **params} if self.defaults else params
         if self.order is not None:
-            return tuple(p(merged[name]) if p else merged[name] for name, p in self.order)
+            return [p(merged[name]) if p else merged[name] for name, p in self.order]
         binds = self.binds
         return {name: (p(value) if (p := binds.get(name)) else value) for name, value in merged.items()}
 
