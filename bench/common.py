@@ -240,6 +240,8 @@ class LoadResult:
     non2xx: int
     cpu_us_per_req: float | None = None
     """CPU time (user+system, all threads) the server worker spent per request during the run."""
+    switches_per_req: float | None = None
+    """Context switches (voluntary and not, all threads) of the server worker per request during the run."""
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -295,15 +297,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(pid: int) -> int:
+    """Context switches of all of a process's threads so far (a thread that ended no longer counts)."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        total += sum(int(line.split()[1]) for line in text.splitlines() if "ctxt_switches:" in line)
+    return total
+
+
 def measure(url: str, *, warmup: float, duration: float, connections: int, server: Server | None = None, **kw: Any) -> LoadResult:
     """A discarded warm-up run, then the measured one (with the worker's CPU time per request)."""
     if warmup > 0:
         wrk(url, duration=warmup, connections=connections, **kw)
     pid = server.worker_pid() if server else None
     cpu0 = cpu_seconds(pid) if pid else 0.0
+    switches0 = context_switches(pid) if pid else 0
     result = wrk(url, duration=duration, connections=connections, **kw)
     if pid and result.requests:
         result.cpu_us_per_req = round((cpu_seconds(pid) - cpu0) / result.requests * 1e6, 1)
+        result.switches_per_req = round((context_switches(pid) - switches0) / result.requests, 2)
     if result.non2xx or result.errors:
         log(f"WARNING: {result.non2xx} non-2xx answers and {result.errors} socket errors on {url}")
     return result

@@ -66,7 +66,7 @@ def run(args: Any, backend: Backend, work: Path) -> dict[str, Any]:
         with HelloServer(free_port(), SERVER_CPU) as hello:
             r = measure(hello.url(LIVE_PATH), server=hello, **common_kw)  # type: ignore[arg-type]
             one["raw"] = r.as_dict()
-            log(f"{backend.kind} run {rep + 1} raw     {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  cpu {r.cpu_us_per_req} µs/req")
+            log(f"{backend.kind} run {rep + 1} raw     {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  cpu {r.cpu_us_per_req} µs/req  {r.switches_per_req} switches/req")
         with Server(data_dir, url, extra_env=_server_env(args)) as server:
             host, token = pop.creds[0]
             check_call(lambda: http(server, "GET", GET_PATH, host, token), "GET")
@@ -81,7 +81,7 @@ def run(args: Any, backend: Backend, work: Path) -> dict[str, Any]:
                 else:
                     r = measure(server.url(GET_PATH), creds_file=creds, method="POST", body_file=body, server=server, **common_kw)  # type: ignore[arg-type]
                 one[kind] = r.as_dict()
-                log(f"{backend.kind} run {rep + 1} {kind:7s} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  cpu {r.cpu_us_per_req} µs/req")
+                log(f"{backend.kind} run {rep + 1} {kind:7s} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  cpu {r.cpu_us_per_req} µs/req  {r.switches_per_req} switches/req")
             one["peak_rss_mb"] = server.peak_rss_mb()
             for kind in ("ceiling", "get", "post"):
                 one[f"ratio_{kind}"] = one[kind]["rps"] / one["raw"]["rps"]
