@@ -39,15 +39,12 @@ def _media_type(request: Request) -> str:
 def _wrapped(request: Request, payload: Any, *, status: int, status_code: int, total: int | None = None) -> dict[str, Any]:
     """DocSpace's success envelope (CommonApiResponse); DocSpace wraps a validation 400 in it as well."""
     # DocSpace leaves "response" out when there is nothing to answer (e.g. no test status yet).
-    body: dict[str, Any] = {} if payload is None else {"response": payload}
-    body["count"] = _count(payload)
+    body: dict[str, Any] = {"count": 0} if payload is None else {"response": payload, "count": _count(payload)}
     if total is not None:  # a page of a longer list: how many there are in all
         body["total"] = total
-    body |= {
-        "links": [{"href": _href(request), "action": request.method}],
-        "status": status,
-        "statusCode": status_code,
-    }
+    body["links"] = [{"href": _href(request), "action": request.scope["method"]}]
+    body["status"] = status
+    body["statusCode"] = status_code
     return body
 
 
