@@ -79,19 +79,22 @@ class FastPath:
         scope["route_handler"] = handler
         scope["path_params"] = {}
         request: Request[Any, Any, Any] = Request(scope, receive, send)
+        body: bytes | None = None
         try:
             if payload is not None:
                 body = success_body(request, await payload(request))
-                headers = [(b"content-type", content_type(request)), (b"content-length", b"%d" % len(body))]
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": body, "more_body": False})
-                return
-            response: Response[Any] = await (handler.fn(request) if takes_request else handler.fn())
+            else:
+                response: Response[Any] = await (handler.fn(request) if takes_request else handler.fn())
         except Exception as exc:  # every error goes through the app's exception handlers
             exception_handler = get_exception_handler(handler.resolve_exception_handlers(), exc)
             if exception_handler is None:  # not reached: api.errors maps Exception itself
                 raise
             response = exception_handler(request, exc)
+        if body is not None:  # sent outside the try: a client gone mid-send is not answered with an error
+            headers = [(b"content-type", content_type(request)), (b"content-length", b"%d" % len(body))]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
         start = _start_message(response)
         if start is None:
             asgi_response = response.to_asgi_response(app=None, request=request, headers=_NO_HEADERS)
