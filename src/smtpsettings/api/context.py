@@ -16,11 +16,10 @@ from smtpsettings.api.headers import header
 from smtpsettings.api.negotiation import check_body_type
 from smtpsettings.domain.accounts import Portal, Principal, User, normalize_hostname
 from smtpsettings.domain.errors import BadArgument
-from smtpsettings.services.auth import Authenticated, Credentials
+from smtpsettings.services.auth import Alongside, Authenticated, Credentials
 
 if TYPE_CHECKING:
     from smtpsettings.services.container import Services
-    from smtpsettings.store.accounts import Alongside
 
 __all__ = ("authenticated", "client_address", "current_portal", "current_principal", "json_too_deep", "read_json", "services", "settings_manager")
 

@@ -32,7 +32,7 @@ from smtpsettings.store import accounts, ratelimit
 from smtpsettings.store.accounts import Alongside
 from smtpsettings.store.database import Database, utcnow
 
-__all__ = ("AuthService", "Authenticated", "Credentials", "Verified", "login_account_bucket")
+__all__ = ("Alongside", "AuthService", "Authenticated", "Credentials", "Verified", "login_account_bucket")
 
 AUTH_FAILED = "User authentication failed"
 NO_PORTAL = "No portal answers this host name."
