@@ -14,9 +14,8 @@ from serverkit import Portal, Server, make_portal, start_server
 BACKENDS = ["sqlite", "postgresql"]
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """A PostgreSQL cluster of the session's own; skipped (with the reason) where the binaries are absent.
+def _new_cluster() -> PgCluster:
+    """A new PostgreSQL cluster; skipped (with the reason) where the binaries are absent.
 
     CI sets SMTPSETTINGS_REQUIRE_POSTGRES=1, and there a missing PostgreSQL fails instead of skipping.
     """
@@ -26,7 +25,21 @@ def pg_cluster() -> Iterator[PgCluster]:
         if os.environ.get("SMTPSETTINGS_REQUIRE_POSTGRES") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    cluster = PgCluster(bin_dir)
+    return PgCluster(bin_dir)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster of the session's own, shared by the tests."""
+    cluster = _new_cluster()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PgCluster]:
+    """A cluster a test may stop and start: the session's shared one serves every other test."""
+    cluster = _new_cluster()
     yield cluster
     cluster.destroy()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -12,7 +12,7 @@ import pytest
 from litestar.exceptions import LitestarDeprecationWarning
 from prometheus_client.parser import text_string_to_metric_families
 
-from pgcluster import PgCluster, find_pg_bin
+from pgcluster import PgCluster
 from serverkit import Server, start_server
 from smtpsettings.app import create_app
 from smtpsettings.config import load_settings
@@ -60,17 +60,6 @@ async def test_metrics_in_process_read_the_queue_from_the_database(client: httpx
     gauges = _gauges(r.text)
     assert gauges["smtpsettings_database_up"] == 1
     assert gauges["smtpsettings_outbox_messages{queued}"] == 0
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[PgCluster]:
-    """A cluster this test may stop: the session's shared one serves every other test."""
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    cluster = PgCluster(bin_dir)
-    yield cluster
-    cluster.destroy()
 
 
 def _until(server: Server, path: str, status: int, within: float = 30) -> httpx.Response:

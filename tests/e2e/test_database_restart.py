@@ -11,28 +11,15 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from pgcluster import PgCluster, find_pg_bin
+from pgcluster import PgCluster
 from serverkit import VALID_SETTINGS, Server, make_portal, start_server
 from smtpsettings.domain.accounts import Role
 
 PATH = "/api/2.0/smtpsettings/smtp"
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[PgCluster]:
-    """A cluster this test may restart: the session's shared one serves every other test."""
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    cluster = PgCluster(bin_dir)
-    yield cluster
-    cluster.destroy()
 
 
 def test_reads_under_load_answer_200_or_503_across_a_restart_and_recover(tmp_path: Path, own_cluster: PgCluster) -> None:
