@@ -227,14 +227,15 @@ class Alongside(Generic[T]):
     PostgreSQL, on every such request. ``parse`` gets the row's columns, or None when the portal has no row.
     """
 
-    __slots__ = ("_by_portal", "_statements", "columns", "parse", "table")
+    __slots__ = ("_statements", "by_portal", "columns", "parse", "table")
 
     def __init__(self, table: sa.Table, columns: tuple[Any, ...], parse: Callable[[tuple[Any, ...] | None], T]) -> None:
         self.table = table
         self.columns = columns
         self.parse = parse
         self._statements: dict[str, Prepared] = {}
-        self._by_portal = Prepared(sa.select(*columns).where(table.c.portal_id == sa.bindparam("portal_id")))
+        self.by_portal = Prepared(sa.select(*columns).where(table.c.portal_id == sa.bindparam("portal_id")))
+        """The same columns of one portal's row on their own (``portal_id``)."""
 
     def joined(self, kind: str, select: sa.Select[Any]) -> Prepared:
         """``select`` (a caller lookup of ``kind``) with this table's columns added, compiled once per kind."""
@@ -252,7 +253,7 @@ class Alongside(Generic[T]):
 
     async def of_portal(self, db: Database, portal_id: int) -> T:
         """The same, read on its own: for callers found some other way (a password sign-in)."""
-        return self.parse(await db.fetch_one(self._by_portal, portal_id=portal_id))
+        return self.parse(await db.fetch_one(self.by_portal, portal_id=portal_id))
 
 
 class Found(NamedTuple):

@@ -88,7 +88,6 @@ _STORED_COLUMNS = (
     smtp_settings.c.oauth2_scope,
     *(smtp_settings.c[SECRET_COLUMNS[name]] for name in _OAUTH2_SECRETS),
 )
-_SETTINGS = Prepared(sa.select(*_STORED_COLUMNS).where(smtp_settings.c.portal_id == sa.bindparam("portal_id")))
 _SETTINGS_FOR_UPDATE = Prepared(
     sa.select(*_STORED_COLUMNS).where(smtp_settings.c.portal_id == sa.bindparam("portal_id")).with_for_update()
 )
@@ -120,17 +119,17 @@ def _stored(row: tuple[Any, ...] | None) -> StoredSmtpSettings | None:
 
 
 SETTINGS_ALONGSIDE: Alongside[StoredSmtpSettings | None] = Alongside(smtp_settings, _STORED_COLUMNS, _stored)
-"""The portal's own settings, read with the caller in one statement (a GET of the settings)."""
+"""The portal's own settings: with the caller in one statement (a GET of the settings), or on their own."""
 
 
 def get_settings(conn: Connection, portal_id: int, *, for_update: bool = False) -> StoredSmtpSettings | None:
     """The portal's own settings; ``for_update`` locks the row until the transaction ends (PostgreSQL)."""
-    return _stored((_SETTINGS_FOR_UPDATE if for_update else _SETTINGS).row(conn, {"portal_id": portal_id}))
+    return _stored((_SETTINGS_FOR_UPDATE if for_update else SETTINGS_ALONGSIDE.by_portal).row(conn, {"portal_id": portal_id}))
 
 
 async def find_settings(db: Database, portal_id: int) -> StoredSmtpSettings | None:
     """The portal's own settings, read outside any transaction (a single atomic SELECT)."""
-    return _stored(await db.fetch_one(_SETTINGS, portal_id=portal_id))
+    return await SETTINGS_ALONGSIDE.of_portal(db, portal_id)
 
 
 def put_settings(
