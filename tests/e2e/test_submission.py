@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import os
 import re
 import smtplib
@@ -580,3 +581,78 @@ def test_a_sign_in_adds_no_plain_text_line_to_the_json_log(submission_server: Su
             assert client.noop()[0] == 250
     # aiosmtpd warns of its deprecated Session.login_data after every AUTH, unless its log is kept to errors.
     assert "Session.login_data is deprecated" not in sub.server.log_text()
+
+
+# -- 5. The implicit-TLS port under connections that never finish a handshake ------------------------------------
+
+
+def _bad_connection(port: int, kind: int) -> None:
+    """One connection that never becomes a TLS session: closed at once, reset, or plain text instead of TLS."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    if kind == 1:  # a reset rather than a close (SO_LINGER 0)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, (1).to_bytes(4, "little") + (0).to_bytes(4, "little"))
+    elif kind == 2:
+        raw.sendall(b"EHLO client.test\r\n")
+    raw.close()
+
+
+def _hold(sub: Submission, count: int) -> list[ssl.SSLSocket] | None:
+    """``count`` TLS sessions on the implicit-TLS port, each greeted with 220; None if any was not let in."""
+    held: list[ssl.SSLSocket] = []
+    try:
+        for _ in range(count):
+            raw = socket.create_connection(("127.0.0.1", sub.tls_port), timeout=20)
+            held.append(sub.tls().wrap_socket(raw, server_hostname="localhost"))
+            if not held[-1].recv(1024).startswith(b"220 "):
+                raise ConnectionError("not greeted")
+    except (OSError, ConnectionError):
+        for conn in held:
+            conn.close()
+        return None
+    return held
+
+
+def test_a_thousand_failed_handshakes_leave_every_slot_free_and_the_log_json(tmp_path: Path, ca: trustme.CA) -> None:
+    cap = 5
+    env = submission_env(
+        tmp_path, ca, SMTPSETTINGS_SUBMISSION_TLS_PORT=str(free_port()), SMTPSETTINGS_SUBMISSION_MAX_CONNECTIONS=str(cap)
+    )
+    srv = start_server(tmp_path / "data", env)
+    sub = Submission(srv, int(env["SMTPSETTINGS_SUBMISSION_PORT"]), int(env["SMTPSETTINGS_SUBMISSION_TLS_PORT"]), ca)
+    try:
+        for batch in range(20):  # 50 at a time, so that many are open together
+            opened = [(socket.create_connection(("127.0.0.1", sub.tls_port), timeout=20), n) for n in range(50)]
+            for raw, n in opened:
+                raw.close()
+                _bad_connection(sub.tls_port, (batch + n) % 3)
+        # The server sees each end shortly after it happens: within a bounded time every slot is free, which
+        # is shown by holding all of them at once, and by the next connection being one too many.
+        deadline = time.monotonic() + 30
+        while (held := _hold(sub, cap)) is None:
+            assert time.monotonic() < deadline, "the slots were not given back"
+            time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", sub.port), timeout=20) as extra:
+            assert extra.recv(1024).startswith(b"421 ")
+        with socket.create_connection(("127.0.0.1", sub.tls_port), timeout=20) as extra:
+            with pytest.raises(OSError):  # closed before any handshake: no plain-text reply on the TLS port
+                sub.tls().wrap_socket(extra, server_hostname="localhost").recv(1024)
+        for conn in held:
+            conn.close()
+        deadline = time.monotonic() + 30
+        while True:  # the held sessions' slots come back too, and a STARTTLS client gets in
+            try:
+                with smtplib.SMTP("127.0.0.1", sub.port, timeout=20) as client:
+                    client.starttls(context=sub.tls())
+                    assert client.ehlo()[0] == 250
+                break
+            except smtplib.SMTPConnectError:
+                assert time.monotonic() < deadline, "the held sessions' slots were not given back"
+                time.sleep(0.2)
+    finally:
+        srv.stop()
+    lines = srv.log_text()[len(srv.stdout) :].splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object: no traceback, no plain text
+    assert all(isinstance(e, dict) for e in entries)
+    failed = [e for e in entries if e["event"] == "submission_tls_handshake_failed"]
+    assert failed and {e["level"] for e in failed} == {"info"}
+    assert not [e for e in entries if e["level"] in ("error", "critical")], entries
