@@ -625,6 +625,15 @@ def test_a_thousand_failed_handshakes_leave_every_slot_free_and_the_log_json(tmp
             for raw, n in opened:
                 raw.close()
                 _bad_connection(sub.tls_port, (batch + n) % 3)
+        for _ in range(30):  # and handshakes after STARTTLS on the other port that fail the same ways
+            with socket.create_connection(("127.0.0.1", sub.port), timeout=20) as raw:
+                assert raw.recv(1024).startswith(b"220 ")
+                raw.sendall(b"EHLO client.test\r\n")
+                while not re.search(rb"^250 ", raw.recv(4096), re.MULTILINE):
+                    pass
+                raw.sendall(b"STARTTLS\r\n")
+                assert raw.recv(1024).startswith(b"220 ")
+                raw.sendall(b"this is not a ClientHello\r\n")
         # The server sees each end shortly after it happens: within a bounded time every slot is free, which
         # is shown by holding all of them at once, and by the next connection being one too many.
         deadline = time.monotonic() + 30

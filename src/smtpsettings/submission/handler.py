@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import ssl
 from typing import Any
 
 import structlog
@@ -22,7 +23,7 @@ from smtpsettings.services.auth import AuthService
 from smtpsettings.services.outbox import OutboxService
 from smtpsettings.submission.replies import reply_for
 
-__all__ = ("SubmissionHandler", "SubmissionSession")
+__all__ = ("SubmissionHandler", "SubmissionSession", "handshake_failure")
 
 log = structlog.get_logger("smtpsettings.submission")
 
@@ -143,12 +144,21 @@ class SubmissionHandler:
 
         Without this hook aiosmtpd logs a traceback and tells the client the exception's text.
         """
-        cause = error.__cause__ or error
-        if isinstance(error, TLSSetupException | ConnectionError):
-            log.info("submission_session_ended", error=type(error).__name__, cause=type(cause).__name__)
+        # aiosmtpd does not say which connection it was; the reason is what an operator can act on.
+        if isinstance(error, TLSSetupException):
+            log.info("submission_tls_handshake_failed", reason=handshake_failure(error.__cause__ or error))
+        elif isinstance(error, ConnectionError):
+            log.info("submission_connection_lost", reason=type(error).__name__)
         else:
-            log.warning("submission_session_error", error=type(error).__name__, cause=type(cause).__name__)
+            log.warning("submission_session_error", error=type(error).__name__)
         return reply_for(error)
+
+
+def handshake_failure(exc: BaseException) -> str:
+    """A short reason for the log: the TLS library's own, or what happened to the connection."""
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or type(exc).__name__
+    return type(exc).__name__
 
 
 def _trace(server: SMTP, session: Session, smtputf8: bool) -> Trace:

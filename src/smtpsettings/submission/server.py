@@ -25,7 +25,7 @@ from smtpsettings.config import Settings
 from smtpsettings.httpserver import ListenError, bind_listener
 from smtpsettings.services.auth import AuthService
 from smtpsettings.services.outbox import OutboxService
-from smtpsettings.submission.handler import SubmissionHandler
+from smtpsettings.submission.handler import SubmissionHandler, handshake_failure
 
 __all__ = ("INHERITED_ENV", "SubmissionServer", "bind_submission", "export", "inherited", "tls_context")
 
@@ -159,7 +159,7 @@ class _SubmissionSMTP(SMTP):
                 ssl_handshake_timeout=self._handshake_timeout,
             )
         except Exception as exc:  # whatever ended it, the slot must be given back
-            reason = _handshake_failure(exc)
+            reason = handshake_failure(exc)
         finally:
             if secured is None:
                 raw.close()
@@ -186,15 +186,6 @@ class _SubmissionSMTP(SMTP):
     def _release(self) -> None:
         if self._tracked is not None:
             self._tracked.discard(self)
-
-
-def _handshake_failure(exc: BaseException) -> str:
-    """A short reason for the log: the TLS library's own, or what happened to the connection."""
-    if isinstance(exc, ssl.SSLError):
-        return exc.reason or type(exc).__name__
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return type(exc).__name__
 
 
 def _in(address: str, networks: tuple[ipaddress._BaseNetwork, ...]) -> bool:
