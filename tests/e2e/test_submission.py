@@ -469,6 +469,55 @@ def test_the_key_never_appears_in_the_log(submission_server: Submission) -> None
     assert "submission_signed_in" in log and "submission_auth_refused" in log
 
 
+@SQLITE
+def test_bcc_in_any_spelling_never_arrives_and_a_received_field_does(submission_server: Submission) -> None:
+    sub = submission_server
+    with smtp_peer() as (sink_port, inbox):
+        portal = sub.portal(sink_port)
+        _, key = sub.key(portal)
+        hidden = ["h1@x.test", "h2@x.test", "h3@x.test", "h4@x.test"]
+        content = (
+            b"From : noreply@example.com\r\nTo: a@x.test\r\nBcc : h1@x.test\r\nBcc\t: h2@x.test\r\n"
+            b"Resent-Bcc: h3@x.test\r\nresent-bcc :\r\n h4@x.test\r\nSubject: hidden\r\n\r\nBcc: body text\r\n"
+        )
+        client_address = source()
+        with sub.signed_in(client_address, portal, key) as client:
+            assert client.mail(SENDER)[0] == 250
+            assert all(client.rcpt(r)[0] == 250 for r in ["a@x.test", *hidden])
+            code, reply = client.data(content)
+            assert code == 250
+        wait_for(inbox, 1)
+    [envelope] = inbox.envelopes
+    arrived = envelope.original_content or b""
+    headers, body = split(arrived)
+    assert sorted(envelope.rcpt_tos) == sorted(["a@x.test", *hidden])
+    assert not [h for h in headers if re.match(rb"(?i)(resent-)?bcc[ \t]*:|[ \t]+h4@", h)], headers
+    assert b"h1@" not in arrived and b"h3@" not in arrived and b"h4@" not in arrived and body == b"Bcc: body text\r\n"
+    # The Received field is on top: who handed it over, from where, and the id the client was given.
+    trace = re.match(rb"Received: from (\S+) \(\[([^]]+)\]\)\r\n\tby (\S+) \(smtpsettings\) with (\w+) id (\w+);\r\n\t", arrived)
+    assert trace, arrived[:300]
+    assert trace.group(2).decode() == client_address and trace.group(4) == b"ESMTPSA"
+    assert trace.group(5).decode() == queued_id(reply.decode())
+
+
+@SQLITE
+def test_a_portal_that_sends_through_its_own_submission_port_is_refused_as_a_loop(submission_server: Submission) -> None:
+    sub = submission_server
+    with smtp_peer() as (sink_port, inbox):
+        portal = sub.portal(sink_port)
+        _, key = sub.key(portal)
+        loop = settings_for(sub.port, enableAuth=True, credentialsUserName=portal.hostname, credentialsUserPassword=key)
+        with portal.client(Role.ADMIN) as admin:
+            assert admin.post(SETTINGS, json=loop).status_code == 200
+            with sub.signed_in(source(), portal, key) as client:
+                queued = queued_id(_send(client, "round and round"))
+            shown = wait_status(admin, queued, {"failed"})
+        assert shown["smtpReply"].startswith("554 5.4.6 ") and shown["attempts"] == 1, shown
+        with portal.client(Role.ADMIN) as admin:
+            assert admin.get(MESSAGES).json()["total"] == 1  # the message that came back was not accepted again
+    assert inbox.envelopes == []
+
+
 # -- 3. The settings as saved at delivery time ---------------------------------------------------------------
 
 
