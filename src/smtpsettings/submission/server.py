@@ -125,9 +125,11 @@ class _SubmissionSMTP(SMTP):
         self._trusted = trusted
         self._tracked: set[_SubmissionSMTP] | None = None
         self._raw: asyncio.BaseTransport | None = None
-        self._handshake: asyncio.Task[None] | None = None
+        self._handshake: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
+        self._lost = False
         self.refused = False
-        """Set by the server when this connection is one too many: it is answered 421 and closed."""
+        """Set by the server when this connection is one too many: it is answered 421 and closed (on the
+        implicit-TLS port closed at once, before any handshake)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self._original_transport is None and self.transport is None
@@ -167,21 +169,24 @@ class _SubmissionSMTP(SMTP):
         if secured is None:
             # A load balancer's TCP check, a port scan or a client that does not speak TLS: one line.
             log.info("submission_tls_handshake_failed", client=peer[0] if peer else None, reason=reason)
-            return
-        self.connection_made(secured)
+        elif not self._lost:
+            self.connection_made(secured)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.refused:
             return
-        if self.session is not None:  # None: the connection ended before the protocol started
+        if self.session is None:
+            # Lost right after the handshake, before ``_start_tls`` resumed to start the session.
+            self._lost = True
+        else:
             super().connection_lost(error)
         self._release()
 
     def close(self) -> None:
-        """Close the connection, whatever stage it has reached."""
-        for transport in (self.transport, self._raw):
-            if transport is not None:
-                transport.close()
+        """Close the connection, whatever stage it has reached (during a handshake only the socket exists)."""
+        transport = self.transport or self._raw
+        if transport is not None:
+            transport.close()
 
     def _release(self) -> None:
         if self._tracked is not None:
