@@ -575,6 +575,28 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path, ca:
         srv.stop()
 
 
+def test_a_silent_client_of_the_implicit_tls_port_is_closed_after_the_idle_timeout(tmp_path: Path, ca: trustme.CA) -> None:
+    """A connection that never starts its handshake holds its slot no longer than an idle session would."""
+    env = submission_env(
+        tmp_path,
+        ca,
+        SMTPSETTINGS_SUBMISSION_TLS_PORT=str(free_port()),
+        SMTPSETTINGS_SUBMISSION_IDLE_TIMEOUT="1",
+        SMTPSETTINGS_SUBMISSION_MAX_CONNECTIONS="1",
+    )
+    srv = start_server(tmp_path / "data", env)
+    tls_port = int(env["SMTPSETTINGS_SUBMISSION_TLS_PORT"])
+    try:
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=20) as silent:
+            assert silent.recv(1024) == b""  # closed by the server; an open one would block until the timeout
+        deadline = time.monotonic() + 20
+        with _greeted(int(env["SMTPSETTINGS_SUBMISSION_PORT"]), deadline) as raw:  # its only slot is free again
+            raw.sendall(b"QUIT\r\n")
+    finally:
+        srv.stop()
+    assert '"reason":"ConnectionAbortedError"' in srv.log_text()
+
+
 def test_connections_past_the_cap_are_answered_421_and_the_held_ones_still_work(tmp_path: Path, ca: trustme.CA) -> None:
     srv = start_server(tmp_path / "data", submission_env(tmp_path, ca, SMTPSETTINGS_SUBMISSION_MAX_CONNECTIONS="2"))
     port = int(srv.env["SMTPSETTINGS_SUBMISSION_PORT"])
