@@ -127,3 +127,44 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     global _direct
     threshold = logging.getLevelName(level.upper())
     _direct = writer if fmt == "json" and isinstance(threshold, int) and threshold <= logging.INFO else None
+    _route_standard_logging(writer, renderer, threshold if isinstance(threshold, int) else logging.INFO)
+
+
+class _StandardHandler(logging.Handler):
+    """Writes the standard library's records (asyncio, ssl, aiosmtpd, …) as our lines, through our writer."""
+
+    def __init__(self, writer: _LineWriter, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self._writer = writer
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._writer.msg(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _route_standard_logging(writer: _LineWriter, renderer: structlog.types.Processor, threshold: int) -> None:
+    """Send every library's log through the same renderer: one JSON object a line, a traceback inside it.
+
+    Libraries speak at warning and above only: their info lines (aiosmtpd logs each connection) are ours
+    to write, with the fields we choose.
+    """
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StandardHandler)]:
+        root.removeHandler(handler)
+    root.addHandler(_StandardHandler(writer, formatter))
+    root.setLevel(max(threshold, logging.WARNING))

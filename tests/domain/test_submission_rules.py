@@ -1,14 +1,17 @@
-"""Unit tests of the submission rules: who a message may come from, and what is changed of it (Bcc, Message-ID)."""
+"""Unit tests of the submission rules: who a message may come from, and what is changed of it (Bcc, Message-ID,
+Received), with header field names read as RFC 5322's obsolete syntax allows."""
 
 from __future__ import annotations
 
-import pytest
+from datetime import UTC, datetime
 
-from smtpsettings.domain.errors import BadArgument
-from smtpsettings.domain.submission import allowed_sender, read_submitted, sender_refusal
+import pytest
+from smtpsettings.domain.errors import BadArgument, MailLoop
+from smtpsettings.domain.submission import MAX_RECEIVED, Received, Trace, allowed_sender, read_submitted, sender_refusal
 
 SENDERS = ("noreply@example.com", "ann@example.org")
 NEW_ID = "<new.1@example.com>"
+OK_FROM = b"From: noreply@example.com\r\n"
 
 
 def read(content: bytes, senders: tuple[str, ...] = SENDERS):  # type: ignore[no-untyped-def]
@@ -78,6 +81,16 @@ def test_a_message_id_in_other_case_counts() -> None:
         ),
         # bare line feeds
         (b"From: noreply@example.com\nBcc: h@x.test\nSubject: s\n\nbody\n", b"From: noreply@example.com\nSubject: s\n\nbody\n"),
+        # RFC 5322's obsolete syntax: white space before the colon, which receiving servers still read
+        (
+            b"Bcc : h1@x.test\r\nFrom: noreply@example.com\r\nBcc\t: h2@x.test\r\nBCC \t : h3@x.test\r\n\r\nb",
+            b"From: noreply@example.com\r\n\r\nb",
+        ),
+        # Resent-Bcc too, in any spelling, folded
+        (
+            b"From: noreply@example.com\r\nResent-Bcc: h1@x.test\r\nresent-bcc :\r\n h2@x.test\r\nTo: a@x.test\r\n\r\nb",
+            b"From: noreply@example.com\r\nTo: a@x.test\r\n\r\nb",
+        ),
     ],
 )
 def test_bcc_fields_are_removed_and_nothing_else(content: bytes, expected: bytes) -> None:
@@ -97,9 +110,19 @@ def test_a_message_without_a_body_keeps_its_headers() -> None:
         (b"", "one From header with one address"),
         (b"From: noreply@example.com, ann@example.org\r\n", "one From header with one address"),
         (b"From: noreply@example.com\r\nFrom: ann@example.org\r\n", "one From header with one address"),
+        (b"From: noreply@example.com\r\nFrom : ceo@bank.example\r\n", "one From header with one address"),
+        (b"From : ceo@bank.example\r\n", "The From address ceo@bank.example is not allowed here: send as"),
+        (b"From\t:\r\n ceo@bank.example\r\n", "The From address ceo@bank.example is not allowed here: send as"),
         (b"From: Boss <boss@example.com>\r\n", "The From address boss@example.com is not allowed here: send as"),
         (b'From: "noreply@example.com" <boss@example.com>\r\n', "The From address boss@example.com is not allowed"),
         (b"From: boss@example.com (noreply@example.com)\r\n", "The From address boss@example.com is not allowed"),
+        # every other field naming the sender is held to the same rule
+        (OK_FROM + b"Sender: ceo@bank.example\r\n", "The Sender address ceo@bank.example is not allowed here: send as"),
+        (OK_FROM + b"Sender : CEO <ceo@bank.example>\r\n", "The Sender address ceo@bank.example is not allowed here"),
+        (OK_FROM + b"Resent-From: ann@example.org, ceo@bank.example\r\n", "The Resent-From address ceo@bank.example"),
+        (OK_FROM + b"resent-sender\t: ceo@bank.example\r\n", "The Resent-Sender address ceo@bank.example is not allowed"),
+        (OK_FROM + b"Sender: noreply@example.com\r\nSender: ann@example.org\r\n", "one Sender header at most"),
+        (OK_FROM + b"Sender: <<<\r\n", "The Sender header has no address that can be read"),
     ],
 )
 def test_a_from_that_is_not_exactly_one_allowed_address_is_refused(from_fields: bytes, sentence: str) -> None:
@@ -141,3 +164,84 @@ def test_utf8_header_fields_are_read_as_utf8() -> None:
 def test_an_empty_message_id_field_is_replaced_not_doubled() -> None:
     submitted = read(b"From: noreply@example.com\r\nMessage-ID: \r\nSubject: s\r\n\r\nbody")
     assert submitted.content.lower().count(b"message-id:") == 1
+
+
+# -- Sender, Resent-From and Resent-Sender follow the From rule (refusals: in the test of From above) ----------
+
+
+def test_allowed_addresses_in_sender_and_resent_fields_are_kept_as_written() -> None:
+    content = (
+        b"Message-ID: <m@app.test>\r\nFrom: noreply@example.com\r\nSender: Ann <ANN@example.org>\r\n"
+        b"Resent-From: noreply@example.com\r\nResent-Sender: ann@example.org\r\n\r\nbody"
+    )
+    assert read(content).content == content
+
+
+def test_a_line_of_the_header_section_that_is_not_a_field_is_refused() -> None:
+    with pytest.raises(BadArgument, match="Line 2 of the header section is not a header field"):
+        read(b"From: noreply@example.com\r\nFrom ceo@bank.example\r\nTo: a@x.test\r\n\r\nbody")
+
+
+# -- The Received field, and loops --------------------------------------------------------------------------------
+
+TRACE = Trace(by="mail.service.test", client_name="app.example", client_address="192.0.2.7", protocol="ESMTPSA")
+AT = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+
+
+def received(trace: Trace = TRACE) -> Received:
+    return Received(trace, "0123abcd", AT)
+
+
+def traced(content: bytes):  # type: ignore[no-untyped-def]
+    """``content`` read as the port reads it: with this service's Received field to add."""
+    return read_submitted(content, allowed_senders=SENDERS, new_message_id=NEW_ID, received=received())
+
+
+def test_a_received_field_is_put_on_top_of_the_accepted_message() -> None:
+    content = b"Message-ID: <m@app.test>\r\nFrom: noreply@example.com\r\n\r\nbody"
+    submitted = traced(content)
+    assert submitted.content == (
+        b"Received: from app.example ([192.0.2.7])\r\n"
+        b"\tby mail.service.test (smtpsettings) with ESMTPSA id 0123abcd;\r\n"
+        b"\tTue, 01 Dec 2026 09:30:00 +0000\r\n" + content
+    )
+
+
+def test_the_received_field_names_an_ipv6_client_as_a_literal_and_leaves_out_a_strange_ehlo_name() -> None:
+    trace = Trace(
+        by="mail.service.test",
+        client_name="x (by mail.service.test (smtpsettings))",
+        client_address="2001:db8::1",
+        protocol="ESMTPA",
+    )
+    field = received(trace).field()
+    assert field.startswith(b"Received: from unknown ([IPv6:2001:db8::1])\r\n\tby mail.service.test (smtpsettings) ")
+
+
+def test_a_message_that_has_been_through_this_service_is_a_loop() -> None:
+    earlier = received().field()
+    with pytest.raises(MailLoop, match="already been through this service"):
+        traced(earlier + b"From: noreply@example.com\r\n\r\nbody")
+    # The same field in other case and folding is recognised too.
+    again = earlier.replace(b"mail.service.test", b"MAIL.Service.TEST").replace(b"\r\n\tby", b" by")
+    with pytest.raises(MailLoop):
+        traced(again + b"From: noreply@example.com\r\n\r\nbody")
+
+
+def test_received_fields_of_other_servers_are_not_a_loop() -> None:
+    others = (
+        b"Received: from a.test by mail.service.test.evil (smtpsettings) with ESMTP id 1;\r\n"
+        b" Tue, 1 Dec 2026 09:00:00 +0000\r\n"
+        b"Received: from b.test by mail.service.test with ESMTP id 2; Tue, 1 Dec 2026 09:00:00 +0000\r\n"
+    )
+    content = others + b"From: noreply@example.com\r\n\r\nbody"
+    submitted = traced(content)
+    assert submitted.content.endswith(content) and submitted.content.count(b"Received:") == 3
+
+
+def test_more_than_25_received_fields_is_a_loop() -> None:
+    hop = b"Received: from a.test by b.test with ESMTP; Tue, 1 Dec 2026 09:00:00 +0000\r\n"
+    tail = b"From: noreply@example.com\r\n\r\nbody"
+    assert traced(hop * MAX_RECEIVED + tail)
+    with pytest.raises(MailLoop, match="more than 25 mail servers"):
+        traced(hop * (MAX_RECEIVED + 1) + tail)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import os
 import re
 import smtplib
@@ -468,6 +469,55 @@ def test_the_key_never_appears_in_the_log(submission_server: Submission) -> None
     assert "submission_signed_in" in log and "submission_auth_refused" in log
 
 
+@SQLITE
+def test_bcc_in_any_spelling_never_arrives_and_a_received_field_does(submission_server: Submission) -> None:
+    sub = submission_server
+    with smtp_peer() as (sink_port, inbox):
+        portal = sub.portal(sink_port)
+        _, key = sub.key(portal)
+        hidden = ["h1@x.test", "h2@x.test", "h3@x.test", "h4@x.test"]
+        content = (
+            b"From : noreply@example.com\r\nTo: a@x.test\r\nBcc : h1@x.test\r\nBcc\t: h2@x.test\r\n"
+            b"Resent-Bcc: h3@x.test\r\nresent-bcc :\r\n h4@x.test\r\nSubject: hidden\r\n\r\nBcc: body text\r\n"
+        )
+        client_address = source()
+        with sub.signed_in(client_address, portal, key) as client:
+            assert client.mail(SENDER)[0] == 250
+            assert all(client.rcpt(r)[0] == 250 for r in ["a@x.test", *hidden])
+            code, reply = client.data(content)
+            assert code == 250
+        wait_for(inbox, 1)
+    [envelope] = inbox.envelopes
+    arrived = envelope.original_content or b""
+    headers, body = split(arrived)
+    assert sorted(envelope.rcpt_tos) == sorted(["a@x.test", *hidden])
+    assert not [h for h in headers if re.match(rb"(?i)(resent-)?bcc[ \t]*:|[ \t]+h4@", h)], headers
+    assert b"h1@" not in arrived and b"h3@" not in arrived and b"h4@" not in arrived and body == b"Bcc: body text\r\n"
+    # The Received field is on top: who handed it over, from where, and the id the client was given.
+    trace = re.match(rb"Received: from (\S+) \(\[([^]]+)\]\)\r\n\tby (\S+) \(smtpsettings\) with (\w+) id (\w+);\r\n\t", arrived)
+    assert trace, arrived[:300]
+    assert trace.group(2).decode() == client_address and trace.group(4) == b"ESMTPSA"
+    assert trace.group(5).decode() == queued_id(reply.decode())
+
+
+@SQLITE
+def test_a_portal_that_sends_through_its_own_submission_port_is_refused_as_a_loop(submission_server: Submission) -> None:
+    sub = submission_server
+    with smtp_peer() as (sink_port, inbox):
+        portal = sub.portal(sink_port)
+        _, key = sub.key(portal)
+        loop = settings_for(sub.port, enableAuth=True, credentialsUserName=portal.hostname, credentialsUserPassword=key)
+        with portal.client(Role.ADMIN) as admin:
+            assert admin.post(SETTINGS, json=loop).status_code == 200
+            with sub.signed_in(source(), portal, key) as client:
+                queued = queued_id(_send(client, "round and round"))
+            shown = wait_status(admin, queued, {"failed"})
+        assert shown["smtpReply"].startswith("554 5.4.6 ") and shown["attempts"] == 1, shown
+        with portal.client(Role.ADMIN) as admin:
+            assert admin.get(MESSAGES).json()["total"] == 1  # the message that came back was not accepted again
+    assert inbox.envelopes == []
+
+
 # -- 3. The settings as saved at delivery time ---------------------------------------------------------------
 
 
@@ -525,6 +575,28 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path, ca:
         srv.stop()
 
 
+def test_a_silent_client_of_the_implicit_tls_port_is_closed_after_the_idle_timeout(tmp_path: Path, ca: trustme.CA) -> None:
+    """A connection that never starts its handshake holds its slot no longer than an idle session would."""
+    env = submission_env(
+        tmp_path,
+        ca,
+        SMTPSETTINGS_SUBMISSION_TLS_PORT=str(free_port()),
+        SMTPSETTINGS_SUBMISSION_IDLE_TIMEOUT="1",
+        SMTPSETTINGS_SUBMISSION_MAX_CONNECTIONS="1",
+    )
+    srv = start_server(tmp_path / "data", env)
+    tls_port = int(env["SMTPSETTINGS_SUBMISSION_TLS_PORT"])
+    try:
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=20) as silent:
+            assert silent.recv(1024) == b""  # closed by the server; an open one would block until the timeout
+        deadline = time.monotonic() + 20
+        with _greeted(int(env["SMTPSETTINGS_SUBMISSION_PORT"]), deadline) as raw:  # its only slot is free again
+            raw.sendall(b"QUIT\r\n")
+    finally:
+        srv.stop()
+    assert '"reason":"ConnectionAbortedError"' in srv.log_text()
+
+
 def test_connections_past_the_cap_are_answered_421_and_the_held_ones_still_work(tmp_path: Path, ca: trustme.CA) -> None:
     srv = start_server(tmp_path / "data", submission_env(tmp_path, ca, SMTPSETTINGS_SUBMISSION_MAX_CONNECTIONS="2"))
     port = int(srv.env["SMTPSETTINGS_SUBMISSION_PORT"])
@@ -580,3 +652,98 @@ def test_a_sign_in_adds_no_plain_text_line_to_the_json_log(submission_server: Su
             assert client.noop()[0] == 250
     # aiosmtpd warns of its deprecated Session.login_data after every AUTH, unless its log is kept to errors.
     assert "Session.login_data is deprecated" not in sub.server.log_text()
+
+
+# -- 5. The implicit-TLS port under connections that never finish a handshake ------------------------------------
+
+
+def _bad_connection(port: int, kind: int) -> None:
+    """One connection that never becomes a TLS session: closed at once, reset, or plain text instead of TLS."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    if kind == 1:  # a reset rather than a close (SO_LINGER 0)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, (1).to_bytes(4, "little") + (0).to_bytes(4, "little"))
+    elif kind == 2:
+        raw.sendall(b"EHLO client.test\r\n")
+    raw.close()
+
+
+def _greeted(port: int, deadline: float) -> socket.socket:
+    """A connection the server greeted with 220, trying again while it answers 421 (slots not yet freed)."""
+    while True:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+        if raw.recv(1024).startswith(b"220 "):
+            return raw
+        raw.close()
+        assert time.monotonic() < deadline, "no slot became free"
+        time.sleep(0.2)
+
+
+def _hold(sub: Submission, count: int) -> list[ssl.SSLSocket] | None:
+    """``count`` TLS sessions on the implicit-TLS port, each greeted with 220; None if any was not let in."""
+    held: list[ssl.SSLSocket] = []
+    try:
+        for _ in range(count):
+            raw = socket.create_connection(("127.0.0.1", sub.tls_port), timeout=20)
+            held.append(sub.tls().wrap_socket(raw, server_hostname="localhost"))
+            if not held[-1].recv(1024).startswith(b"220 "):
+                raise ConnectionError("not greeted")
+    except (OSError, ConnectionError):
+        for conn in held:
+            conn.close()
+        return None
+    return held
+
+
+def test_a_thousand_failed_handshakes_leave_every_slot_free_and_the_log_json(tmp_path: Path, ca: trustme.CA) -> None:
+    cap = 5
+    env = submission_env(
+        tmp_path, ca, SMTPSETTINGS_SUBMISSION_TLS_PORT=str(free_port()), SMTPSETTINGS_SUBMISSION_MAX_CONNECTIONS=str(cap)
+    )
+    srv = start_server(tmp_path / "data", env)
+    sub = Submission(srv, int(env["SMTPSETTINGS_SUBMISSION_PORT"]), int(env["SMTPSETTINGS_SUBMISSION_TLS_PORT"]), ca)
+    try:
+        for batch in range(20):  # 50 at a time, so that many are open together
+            opened = [(socket.create_connection(("127.0.0.1", sub.tls_port), timeout=20), n) for n in range(50)]
+            for raw, n in opened:
+                raw.close()
+                _bad_connection(sub.tls_port, (batch + n) % 3)
+        deadline = time.monotonic() + 30
+        for _ in range(30):  # and handshakes after STARTTLS on the other port that fail the same ways
+            with _greeted(sub.port, deadline) as raw:
+                raw.sendall(b"EHLO client.test\r\n")
+                while not re.search(rb"^250 ", raw.recv(4096), re.MULTILINE):
+                    pass
+                raw.sendall(b"STARTTLS\r\n")
+                assert raw.recv(1024).startswith(b"220 ")
+                raw.sendall(b"this is not a ClientHello\r\n")
+        # The server sees each end shortly after it happens: within a bounded time every slot is free, which
+        # is shown by holding all of them at once, and by the next connection being one too many.
+        deadline = time.monotonic() + 30
+        while (held := _hold(sub, cap)) is None:
+            assert time.monotonic() < deadline, "the slots were not given back"
+            time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", sub.port), timeout=20) as extra:
+            assert extra.recv(1024).startswith(b"421 ")
+        with socket.create_connection(("127.0.0.1", sub.tls_port), timeout=20) as extra:
+            with pytest.raises(OSError):  # closed before any handshake: no plain-text reply on the TLS port
+                sub.tls().wrap_socket(extra, server_hostname="localhost").recv(1024)
+        for conn in held:
+            conn.close()
+        deadline = time.monotonic() + 30
+        while True:  # the held sessions' slots come back too, and a STARTTLS client gets in
+            try:
+                with smtplib.SMTP("127.0.0.1", sub.port, timeout=20) as client:
+                    client.starttls(context=sub.tls())
+                    assert client.ehlo()[0] == 250
+                break
+            except smtplib.SMTPConnectError:
+                assert time.monotonic() < deadline, "the held sessions' slots were not given back"
+                time.sleep(0.2)
+    finally:
+        srv.stop()
+    lines = srv.log_text()[len(srv.stdout) :].splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object: no traceback, no plain text
+    assert all(isinstance(e, dict) for e in entries)
+    failed = [e for e in entries if e["event"] == "submission_tls_handshake_failed"]
+    assert failed and {e["level"] for e in failed} == {"info"}
+    assert not [e for e in entries if e["level"] in ("error", "critical")], entries

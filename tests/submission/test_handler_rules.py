@@ -198,3 +198,30 @@ async def test_recipients_are_checked_and_each_is_kept_once(port: Port) -> None:
     [row] = port.stored()
     assert json.loads(str(row["recipients"])) == ["a@x.test", "b@x.test"] and row["sender"] == SENDER
     assert row["id"] == reply.message.rsplit(" ", 1)[1] and row["status"] == "queued" and row["subject"] == "once"
+
+
+async def test_auth_plain_for_another_identity_is_refused_and_for_the_same_one_accepted(port: Port) -> None:
+    """RFC 4616: the authorization identity, when given, is who the client acts as; a key acts as its portal only."""
+    async with port.client() as client:
+        await client.ehlo()
+        other = base64.b64encode(f"two.test\0{port.hostname}\0{port.key}".encode())
+        reply = await client.execute_command(b"AUTH", b"PLAIN", other)
+        assert reply.code == 535 and "authorization identity" in reply.message
+        same = base64.b64encode(f"{port.hostname}\0{port.hostname}\0{port.key}".encode())
+        assert (await client.execute_command(b"AUTH", b"PLAIN", same)).code == 235
+
+
+async def test_a_non_ascii_address_needs_the_smtputf8_parameter(port: Port) -> None:
+    async with port.client() as client:
+        await client.ehlo()
+        await client.login(port.hostname, port.key)
+        reply = await client.execute_command("MAIL FROM:<app@one.test>".encode())
+        assert reply.code == 250
+        reply = await client.execute_command("RCPT TO:<zoë@x.test>".encode())
+        assert reply.code == 553 and reply.message.startswith("5.6.7 ")
+        await client.rset()
+        reply = await client.execute_command("MAIL FROM:<jörg@one.test>".encode())
+        assert reply.code == 553 and reply.message.startswith("5.6.7 ")
+        # With SMTPUTF8 the same recipient is taken.
+        assert (await client.execute_command(b"MAIL FROM:<app@one.test> SMTPUTF8")).code == 250
+        assert (await client.execute_command("RCPT TO:<zoë@x.test>".encode())).code == 250

@@ -4,7 +4,8 @@
 
     DomainError
     ├── BadArgument           a rule refused the input ("Empty smtp host.")
-    │   └── ValidationFailed  per-field type/length/range errors, keyed by PascalCase property name
+    │   ├── ValidationFailed  per-field type/length/range errors, keyed by PascalCase property name
+    │   └── MailLoop          a submitted message has come back to this service, or passed too many servers
     ├── NotAuthenticated      no or bad credentials
     ├── AccessDenied          signed in, but the role may not do this
     ├── NotFound              no such portal or resource
@@ -21,6 +22,7 @@ __all__ = (
     "BadArgument",
     "Conflict",
     "DomainError",
+    "MailLoop",
     "NotAuthenticated",
     "NotFound",
     "RequestBodyTimeout",
@@ -45,6 +47,10 @@ class ValidationFailed(BadArgument):
         first = next(iter(errors.values()))[0] if errors else "One or more validation errors occurred."
         super().__init__(first)
         self.errors = errors
+
+
+class MailLoop(BadArgument):
+    """Refused for good (SMTP 554 5.4.6): sending it again would only go round the same loop."""
 
 
 class NotAuthenticated(DomainError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Generic, Literal, NamedTuple, TypeVar
@@ -32,7 +33,7 @@ from smtpsettings.store import accounts, ratelimit
 from smtpsettings.store.accounts import Alongside
 from smtpsettings.store.database import Database, utcnow
 
-__all__ = ("Alongside", "AuthService", "Authenticated", "Credentials", "Verified", "login_account_bucket")
+__all__ = ("Alongside", "AuthService", "Authenticated", "Credentials", "Verified", "login_account_bucket", "login_address_bucket")
 
 AUTH_FAILED = "User authentication failed"
 NO_PORTAL = "No portal answers this host name."
@@ -57,6 +58,23 @@ class Credentials:
 def login_account_bucket(portal_id: int, email: str) -> str:
     """The rate-limit bucket of one account's failed sign-ins (``email`` normalised)."""
     return f"login:account:{portal_id}:{email}"
+
+
+def login_address_bucket(client_address: str) -> str:
+    """The rate-limit bucket of one client's failed sign-ins, HTTP and SMTP alike.
+
+    An IPv6 client is counted by its /64: one host commonly holds a whole /64 and could otherwise take a
+    fresh address for each guess. An IPv4-mapped address counts as the IPv4 address it carries.
+    """
+    try:
+        ip = ipaddress.ip_address(client_address.split("%", 1)[0])
+    except ValueError:
+        return f"login:address:{client_address}"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is None:
+            return f"login:address:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+        ip = ip.ipv4_mapped
+    return f"login:address:{ip}"
 
 
 class Authenticated(NamedTuple, Generic[T]):
@@ -134,7 +152,7 @@ class AuthService:
         email = normalize_email(email)
         window = s.login_failure_window_seconds
         account_bucket = login_account_bucket(portal.id, email)
-        address_bucket = f"login:address:{client_address}"
+        address_bucket = login_address_bucket(client_address)
 
         def load(conn):  # type: ignore[no-untyped-def]
             user = accounts.get_user_by_email(conn, portal.id, email)
@@ -256,7 +274,7 @@ class AuthService:
         """
         s = self._settings
         window = s.login_failure_window_seconds
-        address_bucket = f"login:address:{client_address}"
+        address_bucket = login_address_bucket(client_address)
         fails, wait = await self._db.read(lambda c: ratelimit.count(c, address_bucket, window))
         if fails >= s.login_max_failures_per_address:
             raise TooManyRequests("Too many failed sign-in attempts. Try again later.", int(wait) + 1)

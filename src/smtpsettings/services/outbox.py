@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import anyio.to_thread
 
@@ -16,7 +17,7 @@ from smtpsettings.domain.accounts import Portal, Principal
 from smtpsettings.domain.errors import AccessDenied, BadArgument, Conflict, NotFound, TooLarge, ValidationFailed
 from smtpsettings.domain.outbox import OutgoingMessage, parse_message
 from smtpsettings.domain.smtp import SmtpSettings
-from smtpsettings.domain.submission import read_submitted
+from smtpsettings.domain.submission import Received, Trace, read_submitted
 from smtpsettings.mail.message import HeaderInjection, build_message, flatten, new_message_id
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store import outbox
@@ -106,27 +107,38 @@ class OutboxService:
         return _senders((await self._smtp.get(portal)).settings, principal)
 
     async def submit_raw(
-        self, portal: Portal, principal: Principal, *, recipients: list[str], content: bytes, smtputf8: bool
+        self,
+        portal: Portal,
+        principal: Principal,
+        *,
+        recipients: list[str],
+        content: bytes,
+        smtputf8: bool,
+        trace: Trace | None = None,
     ) -> MessageRecord:
         """Accept a message submitted over SMTP, as written, for the envelope's ``recipients``.
 
-        It goes out from the portal's sender address (the envelope), with its own headers; see
-        :mod:`smtpsettings.domain.submission` for what is checked and changed.
+        It goes out from the portal's sender address (the envelope), with its own headers and a
+        ``Received`` field from ``trace``; see :mod:`smtpsettings.domain.submission` for what is checked
+        and changed.
 
         Raises:
             BadArgument: the From is not allowed, or the portal has no settings to send with.
+            MailLoop: the message has come back to this service, or passed too many servers.
             TooLarge: larger than the configured limit.
         """
         settings = await self._sending_settings(portal)
         if len(content) > self._max_bytes:
             raise TooLarge(self._too_large())
+        queue_id = uuid.uuid4().hex
         submitted = read_submitted(
             content,
             allowed_senders=_senders(settings, principal),
             new_message_id=new_message_id(settings.sender_address.rpartition("@")[2]),
+            received=Received(trace, queue_id, datetime.now(UTC)) if trace else None,
         )
         new = NewMessage(
-            id=uuid.uuid4().hex,
+            id=queue_id,
             portal_id=portal.id,
             user_id=principal.user.id,
             api_key_id=principal.api_key_id,

@@ -9,24 +9,27 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import ssl
 from typing import Any
 
 import structlog
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException
 
 from smtpsettings.domain.accounts import Portal, Principal
 from smtpsettings.domain.errors import BadArgument
 from smtpsettings.domain.outbox import MAX_RECIPIENTS, check_address
-from smtpsettings.domain.submission import allowed_sender, sender_refusal
+from smtpsettings.domain.submission import Trace, allowed_sender, sender_refusal
 from smtpsettings.services.auth import AuthService
 from smtpsettings.services.outbox import OutboxService
 from smtpsettings.submission.replies import reply_for
 
-__all__ = ("SubmissionHandler", "SubmissionSession")
+__all__ = ("SubmissionHandler", "SubmissionSession", "handshake_failure")
 
 log = structlog.get_logger("smtpsettings.submission")
 
 _BAD_SYNTAX = "501 5.5.2 The credentials are not valid base64 of the expected form."
+_OTHER_IDENTITY = "535 5.7.8 Signing in on behalf of another identity is not supported: leave the authorization identity empty."
+_NEEDS_SMTPUTF8 = "553 5.6.7 The address is not ASCII: the MAIL command must carry the SMTPUTF8 parameter."
 
 
 class SubmissionSession:
@@ -56,7 +59,10 @@ class SubmissionHandler:
         parts = blob.split(b"\0")
         if len(parts) != 3:
             return AuthResult(success=False, handled=False, message=_BAD_SYNTAX)
-        return await self._sign_in(server, parts[1], parts[2])
+        authzid, user, password = parts
+        if authzid and authzid != user:  # RFC 4616: acting as someone else; a key signs in as its portal only
+            return AuthResult(success=False, handled=False, message=_OTHER_IDENTITY)
+        return await self._sign_in(server, user, password)
 
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
         user = await _initial_or_challenge(server, args, "Username:")
@@ -90,6 +96,8 @@ class SubmissionHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
         signed_in: SubmissionSession = session.auth_data
+        if not address.isascii() and "SMTPUTF8" not in mail_options:  # RFC 6531 section 3.4
+            return _NEEDS_SMTPUTF8
         if not allowed_sender(address, signed_in.senders):
             return reply_for(BadArgument(sender_refusal(address, signed_in.senders)))
         envelope.mail_from = address
@@ -101,6 +109,8 @@ class SubmissionHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self._max_recipients:
             return f"452 4.5.3 Too many recipients: at most {self._max_recipients} per message."
+        if not address.isascii() and not envelope.smtp_utf8:
+            return _NEEDS_SMTPUTF8
         problem, normalized = check_address(address)
         if problem is not None:
             return "553 5.1.3 " + " ".join(f"The recipient address is not valid: {problem}.".split())
@@ -119,6 +129,7 @@ class SubmissionHandler:
                 recipients=list(envelope.rcpt_tos),
                 content=content,
                 smtputf8=bool(envelope.smtp_utf8),
+                trace=_trace(server, session, bool(envelope.smtp_utf8)),
             )
         except Exception as exc:
             if not isinstance(exc, BadArgument):
@@ -127,6 +138,38 @@ class SubmissionHandler:
         # Committed: the 250 is the application's proof that the message will be sent.
         log.info("submission_accepted", portal=signed_in.portal.hostname, message_id=record.id)
         return f"250 2.0.0 Queued as {record.id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """What aiosmtpd itself failed at (a STARTTLS handshake, a broken connection): one log line.
+
+        Without this hook aiosmtpd logs a traceback and tells the client the exception's text.
+        """
+        # aiosmtpd does not say which connection it was; the reason is what an operator can act on.
+        if isinstance(error, TLSSetupException):
+            log.info("submission_tls_handshake_failed", reason=handshake_failure(error.__cause__ or error))
+        elif isinstance(error, ConnectionError):
+            log.info("submission_connection_lost", reason=type(error).__name__)
+        else:
+            log.warning("submission_session_error", error=type(error).__name__)
+        return reply_for(error)
+
+
+def handshake_failure(exc: BaseException) -> str:
+    """A short reason for the log: the TLS library's own, or what happened to the connection."""
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or type(exc).__name__
+    return type(exc).__name__
+
+
+def _trace(server: SMTP, session: Session, smtputf8: bool) -> Trace:
+    """What the Received field says of this connection (RFC 3848's and RFC 6531's protocol names)."""
+    secure = server.transport is not None and server.transport.get_extra_info("ssl_object") is not None
+    return Trace(
+        by=server.hostname,
+        client_name=session.host_name or "",
+        client_address=_peer_address(session),
+        protocol=("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if secure else "") + "A",
+    )
 
 
 async def _initial_or_challenge(server: SMTP, args: list[str], prompt: str) -> Any:

@@ -18,18 +18,24 @@ import socket
 import ssl
 import warnings
 
+import structlog
 from aiosmtpd.smtp import SMTP
 
 from smtpsettings.config import Settings
 from smtpsettings.httpserver import ListenError, bind_listener
 from smtpsettings.services.auth import AuthService
 from smtpsettings.services.outbox import OutboxService
-from smtpsettings.submission.handler import SubmissionHandler
+from smtpsettings.submission.handler import SubmissionHandler, handshake_failure
 
 __all__ = ("INHERITED_ENV", "SubmissionServer", "bind_submission", "export", "inherited", "tls_context")
 
 INHERITED_ENV = "_SMTPSETTINGS_SUBMISSION_SOCKETS"
 """``FD:MODE,…`` with MODE ``starttls`` or ``tls``; set by ``serve`` for its workers (not a setting)."""
+
+_HANDSHAKE_TIMEOUT = 30.0
+"""Seconds a client of the implicit-TLS port has to finish the TLS handshake (less if the idle timeout is)."""
+
+log = structlog.get_logger("smtpsettings.submission")
 
 Listener = tuple[socket.socket, bool]
 """A listening socket and whether it speaks TLS from the first byte (RFC 8314)."""
@@ -99,31 +105,90 @@ class _SubmissionSMTP(SMTP):
 
     AUTH needs TLS (STARTTLS, or the implicit-TLS port) unless the client is in the trusted networks,
     loopback by default: the same rule the mail client applies to itself.
+
+    On the implicit-TLS port the connection arrives as plain TCP and the handshake is done here
+    (``loop.start_tls``), not by the server: asyncio never tells the application protocol of a handshake
+    that failed, so a slot taken for it would never be given back. Here every way a handshake ends is seen.
     """
 
-    def __init__(self, *args: object, implicit_tls: bool, trusted: tuple[ipaddress._BaseNetwork, ...], **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: object,
+        implicit_tls: ssl.SSLContext | None,
+        handshake_timeout: float,
+        trusted: tuple[ipaddress._BaseNetwork, ...],
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._implicit_tls = implicit_tls
+        self._handshake_timeout = handshake_timeout
         self._trusted = trusted
         self._tracked: set[_SubmissionSMTP] | None = None
+        self._raw: asyncio.BaseTransport | None = None
+        self._handshake: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
+        self._lost = False
         self.refused = False
-        """Set by the server when this connection is one too many: it is answered 421 and closed."""
+        """Set by the server when this connection is one too many: it is answered 421 and closed (on the
+        implicit-TLS port closed at once, before any handshake)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self._original_transport is None and self.transport is None
         if first and self.refused:
-            transport.write(b"421 4.7.0 Too many connections; try again later\r\n")  # type: ignore[attr-defined]
+            if self._implicit_tls is None:  # on the TLS port the client expects a handshake, not a reply
+                transport.write(b"421 4.7.0 Too many connections; try again later\r\n")  # type: ignore[attr-defined]
             transport.close()
+            return
+        if first and self._implicit_tls is not None and self._raw is None:
+            self._raw = transport
+            transport.pause_reading()  # type: ignore[attr-defined] # nothing is read until start_tls has the socket
+            self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, self._implicit_tls))
             return
         super().connection_made(transport)
         if first:
             peer = transport.get_extra_info("peername")
             self._auth_require_tls = not (self._implicit_tls or _in(peer[0] if peer else "", self._trusted))
 
+    async def _start_tls(self, raw: asyncio.BaseTransport, context: ssl.SSLContext) -> None:
+        peer = raw.get_extra_info("peername")
+        secured: asyncio.BaseTransport | None = None
+        reason = "closed during the handshake"
+        try:
+            secured = await asyncio.get_running_loop().start_tls(
+                raw,  # type: ignore[arg-type]
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._handshake_timeout,
+            )
+        except Exception as exc:  # whatever ended it, the slot must be given back
+            reason = handshake_failure(exc)
+        finally:
+            if secured is None:
+                raw.close()
+                self._release()
+        if secured is None:
+            # A load balancer's TCP check, a port scan or a client that does not speak TLS: one line.
+            log.info("submission_tls_handshake_failed", client=peer[0] if peer else None, reason=reason)
+        elif not self._lost:
+            self.connection_made(secured)
+
     def connection_lost(self, error: Exception | None) -> None:
         if self.refused:
             return
-        super().connection_lost(error)
+        if self.session is None:
+            # Lost right after the handshake, before ``_start_tls`` resumed to start the session.
+            self._lost = True
+        else:
+            super().connection_lost(error)
+        self._release()
+
+    def close(self) -> None:
+        """Close the connection, whatever stage it has reached (during a handshake only the socket exists)."""
+        transport = self.transport or self._raw
+        if transport is not None:
+            transport.close()
+
+    def _release(self) -> None:
         if self._tracked is not None:
             self._tracked.discard(self)
 
@@ -163,17 +228,14 @@ class SubmissionServer:
         self._context = tls_context(self._settings)
         loop = asyncio.get_running_loop()
         for sock, implicit in listeners:
-            server = await loop.create_server(
-                lambda implicit=implicit: self._protocol(implicit),  # type: ignore[misc]
-                sock=sock,
-                ssl=self._context if implicit else None,
-            )
+            server = await loop.create_server(lambda implicit=implicit: self._protocol(implicit), sock=sock)  # type: ignore[misc]
             self._servers.append(server)
 
     def _protocol(self, implicit_tls: bool) -> _SubmissionSMTP:
         protocol = _SubmissionSMTP(
             self._handler,
-            implicit_tls=implicit_tls,
+            implicit_tls=self._context if implicit_tls else None,
+            handshake_timeout=min(self._settings.submission_idle_timeout, _HANDSHAKE_TIMEOUT),
             trusted=self._trusted,
             hostname=self._hostname,
             ident="smtpsettings submission",
@@ -199,8 +261,7 @@ class SubmissionServer:
         for server in self._servers:
             server.close()
         for protocol in list(self._connections):
-            if protocol.transport is not None:
-                protocol.transport.close()
+            protocol.close()
         for server in self._servers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 5)
