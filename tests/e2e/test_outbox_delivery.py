@@ -168,6 +168,15 @@ def check_exactly_once(inbox: Inbox, accepted: Sequence[Accepted]) -> None:
     assert len(inbox.messages) == len(accepted)
 
 
+def check_duplicates_only_in_flight(inbox: Inbox, accepted: Sequence[Accepted], in_flight: set[str]) -> None:
+    """Every accepted message arrived, at most twice, and twice only if it was in flight at the kill."""
+    seen = check_delivered(inbox, accepted)
+    duplicates = {m for m, n in seen.items() if n > 1}
+    assert all(seen[m] == 2 for m in duplicates), "a message arrived three times or more"
+    assert duplicates <= in_flight, f"duplicates of messages not in flight at the kill: {duplicates - in_flight}"
+    assert len(inbox.messages) == len(accepted) + len(duplicates)
+
+
 def test_1000_messages_arrive_once_each_as_submitted_and_read_sent(
     backend: dict[str, str], servers: Callable[..., Server]
 ) -> None:
@@ -234,13 +243,7 @@ def test_kill_9_mid_send_then_restart_delivers_everything_with_duplicates_only_a
         finally:
             for c in clients:
                 c.close()
-    seen = check_delivered(inbox, accepted)
-    duplicates = {m for m, n in seen.items() if n > 1}
-    assert all(seen[m] == 2 for m in duplicates), "a message arrived three times or more"
-    assert duplicates <= in_flight, (
-        f"duplicates of messages not in flight at the kill: {duplicates - in_flight}"
-    )
-    assert len(inbox.messages) == len(accepted) + len(duplicates)
+    check_duplicates_only_in_flight(inbox, accepted, in_flight)
 
 
 def test_two_instances_on_one_postgresql_database_deliver_2000_messages_once_each(
