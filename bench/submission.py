@@ -198,7 +198,7 @@ def profile(work: Path, backend: Backend, tls: tuple[str, str], ca: trustme.CA, 
     from smtpsettings.config import load_settings
     from smtpsettings.domain.accounts import Role
     from smtpsettings.services.accounts import AccountsService
-    from smtpsettings.services.container import Services
+    from smtpsettings.wiring import Services
     from smtpsettings.submission.server import SubmissionServer
 
     data = work / f"profile-{synchronous}"

@@ -91,6 +91,7 @@ def test_an_explicit_database_url_is_used_as_is() -> None:
         ("SMTPSETTINGS_SMTP_CONNECT_TIMEOUT", "2.5", "smtp_connect_timeout", 2.5),
         ("SMTPSETTINGS_SMTP_COMMAND_TIMEOUT", "5", "smtp_command_timeout", 5.0),
         ("SMTPSETTINGS_SMTP_JOB_TIMEOUT", "90.0", "smtp_job_timeout", 90.0),
+        ("SMTPSETTINGS_OUTBOX_PEER_TIMEOUT_SECONDS", "2.5", "outbox_peer_timeout_seconds", 2.5),
         ("SMTPSETTINGS_SMTP_DENY_NETWORKS", "10.0.0.0/8,::1", "smtp_deny_networks", ("10.0.0.0/8", "::1")),
         ("SMTPSETTINGS_SMTP_DENY_NETWORKS", "", "smtp_deny_networks", ()),
         ("SMTPSETTINGS_SMTP_TEST_LIMIT", "7", "smtp_test_limit", 7),
@@ -304,6 +305,8 @@ def test_an_unknown_variable_is_a_config_error_naming_it(variable: str) -> None:
         ("SMTPSETTINGS_TOKEN_LIFETIME_HOURS", "1.5", "SMTPSETTINGS_TOKEN_LIFETIME_HOURS: expected an integer of 1 or more, got '1.5'"),
         ("SMTPSETTINGS_SMTP_CONNECT_TIMEOUT", "soon", "SMTPSETTINGS_SMTP_CONNECT_TIMEOUT: expected a number greater than 0, got 'soon'"),
         ("SMTPSETTINGS_SMTP_CONNECT_TIMEOUT", "nan", "SMTPSETTINGS_SMTP_CONNECT_TIMEOUT: expected a number greater than 0, got 'nan'"),
+        # Below a second, a heartbeat late by a scheduling hiccup would have a live instance taken for dead.
+        ("SMTPSETTINGS_OUTBOX_PEER_TIMEOUT_SECONDS", "0.5", "SMTPSETTINGS_OUTBOX_PEER_TIMEOUT_SECONDS: expected a number from 1 to 3600, got '0.5'"),
         ("SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH", "yes", "SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH: expected true or false, got 'yes'"),
         ("SMTPSETTINGS_LOG_LEVEL", "loud", "SMTPSETTINGS_LOG_LEVEL: expected one of 'critical', 'debug', 'error', 'info', 'warning', got 'loud'"),
         ("SMTPSETTINGS_DEFAULT_SMTP_PORT", "smtp", "SMTPSETTINGS_DEFAULT_SMTP_PORT: expected an integer from 1 to 65535, got 'smtp'"),

@@ -25,9 +25,9 @@ from smtpsettings.api.settings import portal_settings
 from smtpsettings.config import Settings, load_settings
 from smtpsettings.domain.errors import RequestBodyTimeout
 from smtpsettings.logs import configure_logging, log_request
-from smtpsettings.services.container import Services
+from smtpsettings.wiring import Services
 
-__all__ = ("Services", "create_app")
+__all__ = ("create_app",)
 
 _DRAIN_LIMIT = 16 * 1024 * 1024
 

@@ -127,6 +127,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Days a failed or cancelled message's body is kept."""
     outbox_batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
     """Messages the dispatcher claims in one statement."""
+    outbox_peer_timeout_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
+    """Seconds an instance's dispatcher may go without a heartbeat (one every third of this) before the other
+    instances on the PostgreSQL database take it for dead and send the messages it was sending."""
     submission_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     """SMTP submission port for applications (STARTTLS when a certificate is set); 0: none."""
     submission_tls_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0

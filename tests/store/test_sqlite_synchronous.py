@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from smtpsettings.services.container import Services
+from smtpsettings.wiring import Services
 from smtpsettings.cli import Context
 from smtpsettings.config import load_settings
 from smtpsettings.store.database import Database, Prepared
@@ -91,7 +91,7 @@ def test_an_unknown_level_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("env", "expected"), [({}, FULL), ({"SMTPSETTINGS_SQLITE_SYNCHRONOUS": "normal"}, NORMAL)])
 async def test_the_server_workers_database_follows_the_setting(tmp_path: Path, env: dict[str, str], expected: int) -> None:
-    """The database a server worker builds from its settings (services.container.Services), default and relaxed."""
+    """The database a server worker builds from its settings (wiring.Services), default and relaxed."""
     tmp_path.joinpath("data").mkdir(mode=0o700)
     services = Services(load_settings({"SMTPSETTINGS_DATA_DIR": str(tmp_path / "data"), **env}))
     try:

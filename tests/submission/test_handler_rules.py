@@ -32,7 +32,7 @@ from smtpsettings.domain.errors import (
     ValidationFailed,
 )
 from smtpsettings.services.accounts import AccountsService
-from smtpsettings.services.container import Services
+from smtpsettings.wiring import Services
 from smtpsettings.store import ratelimit
 from smtpsettings.store.database import StoreUnavailable
 from smtpsettings.store.tables import outbox_messages

@@ -19,7 +19,7 @@ from smtpsettings.domain.errors import BadArgument
 from smtpsettings.services.auth import Alongside, Authenticated, Credentials
 
 if TYPE_CHECKING:
-    from smtpsettings.services.container import Services
+    from smtpsettings.wiring import Services
 
 __all__ = ("authenticated", "client_address", "current_portal", "current_principal", "json_too_deep", "read_json", "services", "settings_manager")
 

@@ -3,9 +3,11 @@
 One runs per instance: of the worker processes sharing a data directory, the one holding the lock file
 ``outbox.lock`` dispatches; the others try for the lock every few seconds and take over if its holder
 dies. Instances sharing a PostgreSQL database claim with ``FOR UPDATE SKIP LOCKED``, so they never take
-the same message; a claim is a lease that a heartbeat extends, and a message whose lease ran out (its
-instance died mid-send) is simply due again. Delivery is therefore at least once: a message sent just
-before its instance died is sent again, with the same Message-ID.
+the same message; a claim is a lease that a heartbeat extends, and a message whose lease ran out is simply
+due again. A dead dispatcher's leases are not waited out: on SQLite the one that takes the lock ends them
+all (no other can be at work on that file), on PostgreSQL the peers end those of a dispatcher whose
+heartbeat count stood still for ``outbox_peer_timeout_seconds``. Delivery is therefore at least once: a
+message sent just before its instance died is sent again, with the same Message-ID.
 
 A portal's messages go out over pooled connections, at most ``outbox_connections_per_portal`` at once,
 and at most ``outbox_messages_per_minute`` a minute across all instances (a shared counter); messages
@@ -22,7 +24,7 @@ import os
 import random
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import IO
@@ -34,11 +36,12 @@ from sqlalchemy.engine import Connection
 from smtpsettings import metrics
 from smtpsettings.config import Settings
 from smtpsettings.domain.outbox import classify
+from smtpsettings.domain.peers import PeerWatch
 from smtpsettings.mail import MailError, SmtpTarget, TokenCache
 from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.services.mailtest import mail_policy, smtp_target
 from smtpsettings.services.smtp import SmtpSettingsService
-from smtpsettings.store import outbox, ratelimit
+from smtpsettings.store import dispatchers, outbox, ratelimit
 from smtpsettings.store.database import Database, StoreUnavailable, utcnow
 from smtpsettings.store.outbox import Claim
 
@@ -78,6 +81,8 @@ class Dispatcher:
         self._outcomes: list[tuple[Callable[[Connection], bool], Callable[[], None] | None]] = []
         self._recorder: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._beating: asyncio.Task[None] | None = None
+        self._lock: IO[bytes] | None = None
         self._stopping = False
         self._rng = random.Random()
         self.active = False
@@ -93,69 +98,116 @@ class Dispatcher:
         self._wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop claiming; give sends in flight ``grace`` seconds, then cancel them and release their claims."""
+        """Stop claiming; give sends in flight ``grace`` seconds, then cancel them and release their claims.
+
+        Claims not yet started go back at once. The pool closes, and the lock goes, only once every lane has
+        ended: a lane never meets a closed pool, and no other worker takes over while a send may still be on
+        the wire.
+        """
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for queue in self._lanes.values():
+            for claim in queue:
+                self._finish(claim, lambda c, i=claim.id: outbox.release(c, i, self._owner, utcnow()))
+        self._lanes.clear()  # each lane ends after the message it is sending
         lanes = [t for tasks in self._lane_tasks.values() for t in tasks]
         if lanes:
             _, pending = await asyncio.wait(lanes, timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.wait(pending, timeout=1)
+                await asyncio.wait(pending, timeout=grace)
         if self._recorder is not None:
             await asyncio.wait([self._recorder], timeout=grace)
+            self._recorder.cancel()  # the database is away: the leases bring what it holds back
+        if self._beating is not None:
+            self._beating.cancel()
         if self.active:
+
+            def leave(conn: Connection) -> None:
+                outbox.release_owner(conn, self._owner)
+                if not self._db.is_sqlite:
+                    dispatchers.leave(conn, self._owner)
+
             with contextlib.suppress(StoreUnavailable):
-                await self._db.write_off_loop(lambda c: outbox.release_owner(c, self._owner))
+                await self._db.write_off_loop(leave)
         await self._pool.close()
+        if self._lock is not None:
+            self._lock.close()
 
     async def _run(self) -> None:
-        with self._dispatch_lock() as held:
-            while not held():
-                await asyncio.sleep(_LOCK_RETRY_SECONDS)
-            self.active = True
-            log.info("outbox_dispatcher_started", owner=self._owner)
-            heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
-            try:
-                await self._dispatch()
-            finally:
-                heartbeat.cancel()
+        while not self._take_lock():
+            await asyncio.sleep(_LOCK_RETRY_SECONDS)
+        self.active = True
+        log.info("outbox_dispatcher_started", owner=self._owner)
+        if self._db.is_sqlite:
+            # The lock is the database's: whoever held it before is gone, and so are its sends.
+            await self._take_over(None)
+        self._beating = asyncio.get_running_loop().create_task(self._heartbeat())
+        await self._dispatch()
 
-    @contextlib.contextmanager
-    def _dispatch_lock(self) -> Iterator[Callable[[], bool]]:
-        """``held()`` tries for the instance's lock file; the lock goes with the process, however it ends."""
-        file: IO[bytes] | None = None
-
-        def held() -> bool:
-            nonlocal file
-            if file is None:
-                file = open(self._lock_path, "ab")  # noqa: SIM115 - held for the process's life
-            try:
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            return True
-
+    def _take_lock(self) -> bool:
+        """Try for the instance's lock file; held until :meth:`stop` ends, and by the kernel until the process does."""
+        if self._lock is None:
+            self._lock = open(self._lock_path, "ab")  # noqa: SIM115 - held for the dispatcher's life
         try:
-            yield held
-        finally:
-            if file is not None:
-                file.close()
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
     async def _heartbeat(self) -> None:
-        interval = self._lease.total_seconds() / 3
+        """Keep this dispatcher's leases current and, on PostgreSQL, its heartbeat, watching the peers'."""
+        loop = asyncio.get_running_loop()
+        extend_every = self._lease.total_seconds() / 3
+        next_extend = loop.time() + extend_every
+        peer_timeout = self._settings.outbox_peer_timeout_seconds
+        watch = None if self._db.is_sqlite else PeerWatch(peer_timeout)
         while True:
-            await asyncio.sleep(interval)
-            if self._in_flight:
-                try:
-                    await self._db.write_off_loop(lambda c: outbox.extend_leases(c, self._owner, self._lease))
-                except StoreUnavailable as exc:
-                    log.warning("outbox_heartbeat_failed", error=str(exc))
+            if watch is not None:
+                await self._beat(watch)
+            if loop.time() >= next_extend:
+                next_extend = loop.time() + extend_every
+                if self._in_flight:
+                    try:
+                        await self._db.write_off_loop(lambda c: outbox.extend_leases(c, self._owner, self._lease))
+                    except StoreUnavailable as exc:
+                        log.warning("outbox_heartbeat_failed", error=str(exc))
+            await asyncio.sleep(extend_every if watch is None else min(extend_every, peer_timeout / 3))
+
+    async def _beat(self, watch: PeerWatch) -> None:
+        """Count a heartbeat; take over the claims of peers whose count stood still for the peer timeout."""
+        try:
+            beats = await self._db.write_off_loop(lambda c: dispatchers.beat(c, self._owner))
+        except StoreUnavailable as exc:
+            watch.forget()
+            log.warning("outbox_heartbeat_failed", error=str(exc))
+            return
+        silent = watch.observe(beats, asyncio.get_running_loop().time())
+        if silent:
+            await self._take_over(silent)
+
+    async def _take_over(self, silent: dict[str, int] | None) -> None:
+        """End the leases of dead dispatchers now, ``silent`` peers or (None) every one, so their messages go out."""
+
+        def expire(conn: Connection) -> tuple[list[str] | None, int]:
+            owners = None if silent is None else dispatchers.remove_silent(conn, silent)
+            return owners, outbox.expire_leases(conn, owners)
+
+        try:
+            owners, released = await self._db.write_off_loop(expire)
+        except StoreUnavailable as exc:  # their leases still run out
+            log.warning("outbox_take_over_failed", error=str(exc))
+            return
+        if owners:
+            log.warning("outbox_peers_silent", peers=owners, released=released)
+        elif released:
+            log.info("outbox_leases_released", released=released)
+        self._wake.set()
 
     # -- claiming -----------------------------------------------------------------------------------
 

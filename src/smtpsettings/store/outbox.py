@@ -9,6 +9,7 @@ one partial index finds both due messages and expired leases.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = (
     "claim_due",
     "count_by_status",
     "enqueue",
+    "expire_leases",
     "extend_leases",
     "find",
     "find_any",
@@ -465,6 +467,23 @@ def release_owner(conn: Connection, owner: str) -> int:
 def extend_leases(conn: Connection, owner: str, lease: timedelta) -> int:
     """The heartbeat: every message ``owner`` is sending stays leased for ``lease`` from now."""
     return _EXTEND.execute(conn, owner=owner, until=utcnow() + lease)
+
+
+def expire_leases(conn: Connection, owners: Sequence[str] | None = None) -> int:
+    """End now the leases of dispatchers known to be dead: ``owners``, or every lease (None).
+
+    Every lease is for the dispatcher that just took an instance's lock on SQLite: no other can be at work
+    on that database. The messages stay ``sending`` under their dead owner, due at once, exactly as if the
+    leases had run out: the next claim takes them (counting another attempt), and an owner that was only
+    slow still records its outcome if nobody has claimed the message by then.
+    """
+    now = utcnow()
+    where = [_PENDING, o.c.status == "sending", o.c.next_attempt_at > now]
+    if owners is not None:
+        if not owners:
+            return 0
+        where.append(o.c.lease_owner.in_(owners))
+    return int(conn.execute(o.update().where(*where).values(next_attempt_at=now)).rowcount)
 
 
 def purge_bodies(conn: Connection, *, sent_before: datetime, failed_before: datetime) -> int:

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 __all__ = (
     "api_keys",
+    "outbox_dispatchers",
     "outbox_messages",
     "audit_log",
     "metadata",
@@ -174,4 +175,13 @@ outbox_messages = sa.Table(
     sa.Index("ix_outbox_messages_portal_status_created", "portal_id", "status", "created_at"),
     # Not led by status: an index that is would draw the claim away from the partial one (see store/outbox.py).
     sa.Index("ix_outbox_messages_finished", "finished_at"),
+)
+
+# One row per dispatcher at work (PostgreSQL): ``beats`` counts its heartbeats. Peers compare it between their
+# own reads, never with a clock of theirs, so a row that stops counting is a dead dispatcher whatever the skew.
+outbox_dispatchers = sa.Table(
+    "outbox_dispatchers",
+    metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("beats", sa.BigInteger, nullable=False),
 )

@@ -1,4 +1,9 @@
-"""The services one worker process holds, built once from the settings, started and stopped in order."""
+"""The composition root: the services one worker process holds, built once from the settings, started and
+stopped in order.
+
+It sits at the top, beside the application that uses it, because it wires every layer together, the SMTP
+submission port (a front door, like the HTTP API) included: nothing below imports it at run time.
+"""
 
 from __future__ import annotations
 
