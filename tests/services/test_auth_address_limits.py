@@ -18,7 +18,7 @@ from smtpsettings.domain.errors import NotAuthenticated, TooManyRequests
 from smtpsettings.domain.passwords import SignInSecret
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.services.auth import login_address_bucket
-from smtpsettings.services.container import Services
+from smtpsettings.wiring import Services
 
 LIMIT = 2
 PASSWORD = "correct horse battery"
