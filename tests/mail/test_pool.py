@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from mailservers import CountingSMTP, Recorder, StartServer
@@ -191,6 +192,14 @@ async def test_an_idle_connection_the_server_closed_is_replaced(start_server: St
 # -- connections per next hop ----------------------------------------------------------------------------
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(100):  # generous: up to 5 s
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the condition did not come true within 5 s")
+
+
 async def settle() -> None:
     """Let every task started so far run up to its first real wait (here: its place in a queue)."""
     for _ in range(10):
@@ -266,35 +275,44 @@ async def test_a_waiter_that_gives_up_leaves_no_slot_behind(start_server: StartS
     await p.close()
 
 
-async def test_421_at_the_greeting_lowers_the_window_and_the_pool_then_waits(start_server: StartServer) -> None:
+async def test_421_at_the_greeting_lowers_the_window_and_the_refused_wait_for_a_slot(
+    start_server: StartServer,
+) -> None:
     stall = asyncio.Event()
     sink = Recorder(max_connections=2, stall_data=stall)  # Postfix's client limit, scaled down
     server = await start_server(sink, protocol=CountingSMTP)
     p = pool(per_host=10)
     assert p.window("127.0.0.1", server.port) is None  # nothing learned before the first connection
-    holding = [asyncio.create_task(send(p, f"k{i}", server.port)) for i in range(2)]
-    for _ in range(100):
-        if sink.connected == 2:
-            break
-        await asyncio.sleep(0.05)
+    sends = [asyncio.create_task(send(p, f"k{i}", server.port, f"k{i}@example.org")) for i in range(2)]
+    await until(lambda: sink.connected == 2)
     before = p.window("127.0.0.1", server.port)
     assert before is not None and before >= 5  # the initial window, raised by the two that opened
-    for i in range(2, 5):
-        with pytest.raises(ConnectError) as info:
-            await send(p, f"k{i}", server.port)
-        assert info.value.code == 421
+    sends += [asyncio.create_task(send(p, f"k{i}", server.port, f"k{i}@example.org")) for i in range(2, 5)]
+    await until(lambda: sink.refused == 3)
     lowered = p.window("127.0.0.1", server.port)
     assert lowered is not None and lowered <= before - 3  # one less for each refusal
     assert 2 <= lowered < 3  # two connections are open: the window now allows just those
-    late = asyncio.create_task(send(p, "k5", server.port))
     await asyncio.sleep(0.3)
-    assert not late.done()  # it waits for a slot instead of being refused
+    assert not any(task.done() for task in sends)  # the refused wait for a slot: no error, no new attempt
     assert sink.refused == 3
     stall.set()
-    await asyncio.wait_for(asyncio.gather(*holding, late), 10)
+    await asyncio.wait_for(asyncio.gather(*sends), 10)
     await p.close()
-    assert sink.refused == 3
-    assert len(sink.messages) == 3
+    assert sorted(envelope.rcpt_tos[0] for envelope in sink.messages) == [f"k{i}@example.org" for i in range(5)]
+    assert sink.refused <= 4  # at most one more: the window, raised by two opens past 3, probes once
+
+
+async def test_a_421_with_nothing_else_open_reaches_the_caller(start_server: StartServer) -> None:
+    sink = Recorder(max_connections=0)  # full with other clients' connections
+    server = await start_server(sink, protocol=CountingSMTP)
+    p = pool(per_host=10)
+    for attempt in range(2):
+        with pytest.raises(ConnectError) as info:
+            await asyncio.wait_for(send(p, "k", server.port), 10)
+        assert info.value.code == 421
+        assert p.window("127.0.0.1", server.port) == 5 - (attempt + 1)  # from the initial 5, one less each
+    await p.close()
+    assert sink.refused == 2
 
 
 async def test_connections_that_open_raise_the_window_up_to_per_host(start_server: StartServer) -> None:

@@ -44,6 +44,7 @@ class _Hop:
     idle: dict[SmtpConnection, _Idle] = field(default_factory=dict)
     entries: int = 0  # keys using it: the hop (and what its window learned) goes with the last one
     room_pending: bool = False
+    forget: asyncio.TimerHandle | None = None  # set while unused: what the window learned outlives a brief lull
 
 
 @dataclass
@@ -139,30 +140,42 @@ class ConnectionPool:
         if hop is None:
             hop = self._hops[name] = _Hop(name, NextHop(self._per_host))
         hop.entries += 1
+        if hop.forget is not None:
+            hop.forget.cancel()
+            hop.forget = None
         return _Entry(asyncio.Semaphore(self._per_key), hop)
 
     async def _open(self, key: Hashable, entry: _Entry, target: SmtpTarget) -> SmtpConnection:
-        """Take a slot at the next hop, then open a connection in it, telling the next hop how that went."""
+        """Take a slot at the next hop, then open a connection in it, telling the next hop how that went.
+
+        A refusal while this pool has other connections open there means the server is up but full: the
+        window is lowered and the request waits for a slot again, rather than failing a message for what
+        the window should have prevented. With nothing else open there, the refusal is the caller's.
+        """
         slots = entry.hop.slots
-        if not slots.try_take():
-            handed = await self._wait_turn(key, entry)
-            if handed is not None:
-                if handed.usable:
-                    return handed
-                handed.close()  # its slot is ours: a fresh connection takes it
-        try:
-            connection = SmtpConnection(target, self._policy, tokens=self._tokens)
-            await connection.open()
-        except MailError as exc:
-            if is_congestion(exc):
-                slots.refused()
-            slots.give_back()
-            raise
-        except BaseException:
-            slots.give_back()
-            raise
-        slots.opened()
-        return connection
+        while True:
+            if not slots.try_take():
+                handed = await self._wait_turn(key, entry)
+                if handed is not None:
+                    if handed.usable:
+                        return handed
+                    handed.close()  # its slot is ours: a fresh connection takes it
+            try:
+                connection = SmtpConnection(target, self._policy, tokens=self._tokens)
+                await connection.open()
+            except MailError as exc:
+                congested = is_congestion(exc)
+                if congested:
+                    slots.refused()
+                slots.give_back()
+                if congested and slots.open > 0:
+                    continue
+                raise
+            except BaseException:
+                slots.give_back()
+                raise
+            slots.opened()
+            return connection
 
     async def _wait_turn(self, key: Hashable, entry: _Entry) -> SmtpConnection | None:
         """Queue for a slot at ``entry``'s next hop; a connection of ``key`` may be handed over instead."""
@@ -242,6 +255,15 @@ class ConnectionPool:
             self._forget_hop_if_unused(entry.hop)
 
     def _forget_hop_if_unused(self, hop: _Hop) -> None:
+        """Forget an unused next hop after ``idle_seconds``: a refusal is remembered by the next attempt."""
+        if hop.entries == 0 and hop.slots.idle and hop.forget is None and self._hops.get(hop.name) is hop:
+            if self._closed:
+                del self._hops[hop.name]
+            else:
+                hop.forget = asyncio.get_running_loop().call_later(self._idle_seconds, self._forget_hop, hop)
+
+    def _forget_hop(self, hop: _Hop) -> None:
+        hop.forget = None
         if hop.entries == 0 and hop.slots.idle and self._hops.get(hop.name) is hop:
             del self._hops[hop.name]
 
@@ -262,6 +284,11 @@ class ConnectionPool:
     async def close(self) -> None:
         """QUIT every idle connection and refuse new requests; connections in use close when given back."""
         self._closed = True
+        for hop in list(self._hops.values()):
+            if hop.forget is not None:
+                hop.forget.cancel()
+                hop.forget = None
+                self._forget_hop_if_unused(hop)
         for key, entry in list(self._entries.items()):
             while entry.idle:
                 self._drop_idle(entry.idle[-1])
