@@ -69,14 +69,12 @@ class NextHop:
         """Slots held by connections saying QUIT: already promised to waiters."""
         # Insertion order is the round robin: the key served goes to the end if it still waits.
         self._waiting: dict[Hashable, deque[Turn]] = {}
+        self.waiting = 0
+        """Places in the queues (a waiter cancelled a moment ago may still hold one)."""
 
     @property
     def limit(self) -> int:
         return int(self.window)
-
-    @property
-    def waiting(self) -> int:
-        return sum(len(queue) for queue in self._waiting.values())
 
     @property
     def idle(self) -> bool:
@@ -98,6 +96,7 @@ class NextHop:
         """A place in ``key``'s queue; await it, and :meth:`leave` it if the wait ends otherwise."""
         turn: Turn = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, deque()).append(turn)
+        self.waiting += 1
         return turn
 
     def leave(self, key: Hashable, turn: Turn) -> SmtpConnection | None:
@@ -147,6 +146,7 @@ class NextHop:
     def _pop_turn(self, key: Hashable) -> Turn:
         queue = self._waiting.pop(key)
         turn = queue.popleft()
+        self.waiting -= 1
         if queue:
             self._waiting[key] = queue  # to the back of the round
         return turn
@@ -156,5 +156,6 @@ class NextHop:
         if queue is None or turn not in queue:
             return  # already passed over by _serve
         queue.remove(turn)
+        self.waiting -= 1
         if not queue:
             del self._waiting[key]
