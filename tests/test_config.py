@@ -34,6 +34,7 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings.smtp_deny_networks == ("169.254.0.0/16", "fe80::/10")
     assert (settings.smtp_test_limit, settings.smtp_test_window_seconds) == (5, 900)
     assert settings.owner_email == "owner@localhost"
+    assert settings.outbox_connections_per_host == 20  # Postfix's destination concurrency limit, below its client limit of 50
 
 
 def test_the_default_smtp_settings_default_to_empty_port_25_and_everything_off() -> None:
@@ -96,6 +97,7 @@ def test_an_explicit_database_url_is_used_as_is() -> None:
         ("SMTPSETTINGS_SMTP_DENY_NETWORKS", "", "smtp_deny_networks", ()),
         ("SMTPSETTINGS_SMTP_TEST_LIMIT", "7", "smtp_test_limit", 7),
         ("SMTPSETTINGS_SMTP_TEST_WINDOW_SECONDS", "30", "smtp_test_window_seconds", 30),
+        ("SMTPSETTINGS_OUTBOX_CONNECTIONS_PER_HOST", "50", "outbox_connections_per_host", 50),
     ],
 )
 def test_each_variable_is_parsed_to_its_type(variable: str, value: str, attribute: str, expected: Any) -> None:
@@ -335,6 +337,7 @@ POSITIVE_SETTINGS = [
     "SMTP_JOB_TIMEOUT",
     "SMTP_TEST_LIMIT",
     "SMTP_TEST_WINDOW_SECONDS",
+    "OUTBOX_CONNECTIONS_PER_HOST",
     "WORKERS",
     "PORT",
     "DEFAULT_SMTP_PORT",

@@ -119,6 +119,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Wait after a message's first temporary failure; each further one waits twice as long, at most an hour."""
     outbox_connections_per_portal: Count = 2
     """SMTP connections one instance opens at once for one portal's mail."""
+    outbox_connections_per_host: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
+    """Most SMTP connections one instance opens at once to one mail server (host and port), all portals together;
+    the limit starts at 5 (or this, if lower), rises as connections open and falls when the server refuses them."""
     outbox_messages_per_minute: Count = 600
     """Messages a portal may send a minute, across all instances; more wait for the next minute."""
     outbox_sent_retention_days: Count = 7

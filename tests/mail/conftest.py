@@ -42,7 +42,7 @@ def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
-    """Factory: ``await start_server(handler, host=..., port=0, implicit_tls=ctx, **smtp_kwargs)``."""
+    """Factory: ``await start_server(handler, host=..., port=0, implicit_tls=ctx, protocol=SMTP, **smtp_kwargs)``."""
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
 
@@ -52,12 +52,13 @@ async def start_server() -> AsyncIterator[StartServer]:
         host: str = "127.0.0.1",
         port: int = 0,
         implicit_tls: ssl.SSLContext | None = None,
+        protocol: type[SMTP] = SMTP,
         **smtp_kwargs: Any,
     ) -> RunningServer:
         sink = handler if handler is not None else Sink()
         smtp_kwargs.setdefault("hostname", SERVER_NAME)
         server = await loop.create_server(
-            lambda: SMTP(sink, loop=loop, **smtp_kwargs), host, port, ssl=implicit_tls
+            lambda: protocol(sink, loop=loop, **smtp_kwargs), host, port, ssl=implicit_tls
         )
         servers.append(server)
         bound_port = server.sockets[0].getsockname()[1]

@@ -56,7 +56,9 @@ class Sink:
 class Recorder(Sink):
     """A sink that tells connections apart and can refuse, stall or drop chosen commands.
 
-    ``peers`` lists each client connection (its address) in the order it first sent MAIL.
+    ``peers`` lists each client connection (its address) in the order it first sent MAIL; served by
+    :class:`CountingSMTP`, ``connected``/``most_connected`` count open connections, and beyond
+    ``max_connections`` a connection is answered 421 and closed (``refused`` counts them).
     ``rcpt_replies`` answers RCPT for an address with a given reply; ``data_replies`` answers the
     next DATA commands (first in, first out) before normal service resumes; ``drop_on_data`` hangs up
     instead of answering DATA; ``stall_data`` makes DATA wait until the event is set.
@@ -70,6 +72,10 @@ class Recorder(Sink):
     data_delay: float = 0.0
     active: int = 0
     most_active: int = 0
+    max_connections: int | None = None
+    connected: int = 0
+    most_connected: int = 0
+    refused: int = 0
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -101,6 +107,33 @@ class Recorder(Sink):
         finally:
             self.active -= 1
         return await super().handle_DATA(server, session, envelope)
+
+
+class CountingSMTP(SMTP):
+    """aiosmtpd that counts its open connections on its :class:`Recorder` and refuses those beyond its limit,
+    as Postfix does beyond its client connection limit (421 before the greeting, then it hangs up)."""
+
+    _refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        handler = self.event_handler
+        if self.transport is None:  # not the second call after STARTTLS
+            if handler.max_connections is not None and handler.connected >= handler.max_connections:
+                self._refused = True
+                handler.refused += 1
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(b"421 4.7.0 mail.test Error: too many connections\r\n")
+                transport.close()
+                return
+            handler.connected += 1
+            handler.most_connected = max(handler.most_connected, handler.connected)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        self.event_handler.connected -= 1
+        super().connection_lost(error)
 
 
 class CramMd5Sink(Sink):

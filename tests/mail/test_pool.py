@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
-from mailservers import Recorder, StartServer
+from mailservers import CountingSMTP, Recorder, StartServer
 
 from smtpsettings.mail import (
     ConnectError,
@@ -14,8 +15,11 @@ from smtpsettings.mail import (
     SendError,
     SmtpConnection,
     SmtpTarget,
+    TLSError,
     TokenCache,
 )
+from smtpsettings.mail.client import STEP_AUTHENTICATE, STEP_CONNECT
+from smtpsettings.mail.nexthop import is_congestion
 
 FAST = MailPolicy(connect_timeout=2, command_timeout=2, total_timeout=10, helo_name="client.test")
 SENDER = "noreply@example.com"
@@ -165,6 +169,8 @@ def test_bad_limits_are_refused() -> None:
         pool(per_key=0)
     with pytest.raises(ValueError):
         pool(idle_seconds=0)
+    with pytest.raises(ValueError):
+        pool(per_host=0)
 
 
 async def test_an_idle_connection_the_server_closed_is_replaced(start_server: StartServer) -> None:
@@ -181,3 +187,162 @@ async def test_an_idle_connection_the_server_closed_is_replaced(start_server: St
     await p.close()
     assert second is not first
     assert len(sink.messages) == 2
+
+
+# -- connections per next hop ----------------------------------------------------------------------------
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(100):  # generous: up to 5 s
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the condition did not come true within 5 s")
+
+
+async def settle() -> None:
+    """Let every task started so far run up to its first real wait (here: its place in a queue)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_connections_to_one_host_are_limited_across_keys(start_server: StartServer) -> None:
+    sink = Recorder(data_delay=0.05)
+    server = await start_server(sink, protocol=CountingSMTP)
+    other = Recorder(data_delay=0.05)
+    elsewhere = await start_server(other, protocol=CountingSMTP)  # another port: another next hop
+    p = pool(per_key=2, per_host=3)
+    sends = [send(p, f"portal{i}", server.port, f"user{i}.{n}@example.org") for i in range(10) for n in range(2)]
+    sends += [send(p, f"away{i}", elsewhere.port) for i in range(3)]
+    await asyncio.gather(*sends)
+    await p.close()
+    assert len(sink.messages) == 20
+    assert sink.most_connected == 3  # every slot was used, and never a fourth connection
+    assert sink.refused == 0
+    assert other.most_connected == 3  # not held up by the busy host's limit
+
+
+async def test_waiting_keys_get_the_slots_round_robin(start_server: StartServer) -> None:
+    sink = Recorder()
+    server = await start_server(sink, protocol=CountingSMTP)
+    p = pool(per_key=4, per_host=1)
+    async with p.connection("z", target(server.port)) as held:  # the only slot
+        await held.send(SENDER, ["z@example.org"], CONTENT)
+        waiting = [asyncio.create_task(send(p, "a", server.port, f"a{n}@example.org")) for n in range(3)]
+        await settle()
+        waiting.append(asyncio.create_task(send(p, "b", server.port, "b0@example.org")))
+        await settle()
+    await asyncio.wait_for(asyncio.gather(*waiting), 10)
+    await p.close()
+    order = [envelope.rcpt_tos[0] for envelope in sink.messages]
+    # First in, first out would be z a0 a1 a2 b0: b would wait for all of a's messages.
+    assert order == ["z@example.org", "a0@example.org", "b0@example.org", "a1@example.org", "a2@example.org"]
+    assert sink.most_connected == 1
+    # z's idle connection closed for a, a's for b, b's for a; a's last message took over a's connection.
+    assert len(sink.peers) == 4
+
+
+async def test_an_idle_connection_of_another_key_is_closed_when_the_host_is_at_its_limit(
+    start_server: StartServer,
+) -> None:
+    sink = Recorder()
+    server = await start_server(sink, protocol=CountingSMTP)
+    p = pool(per_host=2, idle_seconds=30)
+    first = await send(p, "a", server.port)
+    second = await send(p, "b", server.port)
+    assert first.usable and second.usable  # both kept for reuse: the host is at its limit
+    third = await asyncio.wait_for(send(p, "c", server.port), 10)
+    assert not first.usable  # the longest idle made room
+    assert second.usable and third.usable
+    again = await send(p, "b", server.port)
+    await p.close()
+    assert again is second
+    assert len(sink.messages) == 4
+    assert sink.most_connected == 2
+    assert sink.refused == 0
+
+
+async def test_a_waiter_that_gives_up_leaves_no_slot_behind(start_server: StartServer) -> None:
+    server = await start_server(Recorder(), protocol=CountingSMTP)
+    p = pool(per_host=1)
+    async with p.connection("z", target(server.port)):
+        gives_up = asyncio.create_task(send(p, "a", server.port))
+        await settle()
+        gives_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gives_up
+    await asyncio.wait_for(send(p, "b", server.port), 10)  # with the slot lost, this would wait for ever
+    await p.close()
+
+
+async def test_421_at_the_greeting_lowers_the_window_and_the_refused_wait_for_a_slot(
+    start_server: StartServer,
+) -> None:
+    stall = asyncio.Event()
+    sink = Recorder(max_connections=2, stall_data=stall)  # Postfix's client limit, scaled down
+    server = await start_server(sink, protocol=CountingSMTP)
+    p = pool(per_host=10)
+    assert p.window("127.0.0.1", server.port) is None  # nothing learned before the first connection
+    sends = [asyncio.create_task(send(p, f"k{i}", server.port, f"k{i}@example.org")) for i in range(2)]
+    await until(lambda: sink.connected == 2)
+    before = p.window("127.0.0.1", server.port)
+    assert before is not None and before >= 5  # the initial window, raised by the two that opened
+    sends += [asyncio.create_task(send(p, f"k{i}", server.port, f"k{i}@example.org")) for i in range(2, 5)]
+    await until(lambda: sink.refused == 3)
+    lowered = p.window("127.0.0.1", server.port)
+    assert lowered is not None and lowered <= before - 3  # one less for each refusal
+    assert 2 <= lowered < 3  # two connections are open: the window now allows just those
+    await asyncio.sleep(0.3)
+    assert not any(task.done() for task in sends)  # the refused wait for a slot: no error, no new attempt
+    assert sink.refused == 3
+    stall.set()
+    await asyncio.wait_for(asyncio.gather(*sends), 10)
+    await p.close()
+    assert sorted(envelope.rcpt_tos[0] for envelope in sink.messages) == [f"k{i}@example.org" for i in range(5)]
+    assert sink.refused <= 4  # at most one more: the window, raised by two opens past 3, probes once
+
+
+async def test_a_421_with_nothing_else_open_reaches_the_caller(start_server: StartServer) -> None:
+    sink = Recorder(max_connections=0)  # full with other clients' connections
+    server = await start_server(sink, protocol=CountingSMTP)
+    p = pool(per_host=10)
+    for attempt in range(2):
+        with pytest.raises(ConnectError) as info:
+            await asyncio.wait_for(send(p, "k", server.port), 10)
+        assert info.value.code == 421
+        assert p.window("127.0.0.1", server.port) == 5 - (attempt + 1)  # from the initial 5, one less each
+    await p.close()
+    assert sink.refused == 2
+
+
+async def test_connections_that_open_raise_the_window_up_to_per_host(start_server: StartServer) -> None:
+    sink = Recorder()
+    server = await start_server(sink, protocol=CountingSMTP)
+    p = pool(per_host=7)
+    for i in range(40):  # each key its own connection: 40 connections that opened
+        await send(p, f"k{i}", server.port)
+    assert p.window("127.0.0.1", server.port) == 7
+    busy = Recorder(data_delay=0.1)
+    server = await start_server(busy, protocol=CountingSMTP)
+    p2 = pool(per_host=7)
+    await asyncio.gather(*(send(p2, f"k{i}", server.port) for i in range(7)))
+    assert busy.most_connected == 5  # a fresh next hop starts at 5 ...
+    await asyncio.gather(*(send(p2, f"j{i}", server.port) for i in range(40)))
+    await asyncio.gather(*(send(p2, f"m{i}", server.port) for i in range(14)))
+    await p.close()
+    await p2.close()
+    assert busy.most_connected == 7  # ... and reaches per_host once connections keep opening
+
+
+@pytest.mark.parametrize(
+    ("error", "congestion"),
+    [
+        (ConnectError("Server refused the connection: 421 too many", step=STEP_CONNECT, code=421), True),
+        (ConnectError("Connection refused", step=STEP_CONNECT), True),
+        (ConnectError("Server refused the connection: 554 no service", step=STEP_CONNECT, code=554), False),
+        (TLSError("Certificate verify failed", step=STEP_CONNECT), False),
+        (ConnectError("closed the connection unexpectedly", step=STEP_AUTHENTICATE), False),
+    ],
+)
+def test_only_refusals_before_the_session_count_as_congestion(error: ConnectError, congestion: bool) -> None:
+    assert is_congestion(error) is congestion

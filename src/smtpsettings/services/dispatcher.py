@@ -70,7 +70,7 @@ class Dispatcher:
         self._lock_path = lock_path
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # The test mail's deadlines: each connection's opening and each message get the job timeout.
-        self._pool = ConnectionPool(mail_policy(settings), tokens, per_key=settings.outbox_connections_per_portal)
+        self._pool = ConnectionPool(mail_policy(settings), tokens, per_key=settings.outbox_connections_per_portal, per_host=settings.outbox_connections_per_host)
         # A send can take the open, the message and the bookkeeping; the heartbeat renews well before.
         self._lease = timedelta(seconds=2 * settings.smtp_job_timeout) + _LEASE_MARGIN
         self._capacity = 2 * settings.outbox_batch_size
