@@ -1,17 +1,21 @@
 """The ``smtpsettings`` command: run the server and administer portals, users, keys, the audit log and the outbox.
 
-Every subcommand reads the same configuration as the server and migrates the database first, so any of
-them works on a fresh data directory. Errors end with a one-line message and exit code 1. ``--config``
+Every subcommand reads the same configuration as the server and migrates the database first. Only
+``serve`` and ``migrate`` create a data directory and a database; every other command refuses a missing
+one, naming the database it looked for. Errors end with a one-line message and exit code 1. ``--config``
 is accepted before the subcommand and after it alike, since operators write it in either place.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -52,16 +56,39 @@ class Context:
 
     @property
     def db(self) -> Database:
+        """The configured database, brought up to date; it must exist already (see :meth:`open_db`)."""
+        return self.open_db(create=False)
+
+    def open_db(self, *, create: bool) -> Database:
+        """The configured database, migrated to the newest schema.
+
+        Only ``serve`` and ``migrate`` pass ``create``: they make the data directory and the database. Any
+        other command run from the wrong directory, or with a misspelt setting, would otherwise leave an
+        empty data directory behind and answer "no portal" about a database nobody meant; it refuses
+        instead, naming the database it looked for.
+        """
         if self._db is None:
-            self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             s = self.settings
-            self._db = Database(
+            if create:
+                s.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            db = Database(
                 s.resolved_database_url,
                 timeout=s.database_timeout,
                 pool_size=s.database_pool_size,
                 sqlite_synchronous=s.sqlite_synchronous,
             )
-            self._db.migrate()
+            try:
+                if not create and not db.has_schema():
+                    raise ValueError(
+                        f"no smtpsettings database: the {db.describe()} (data directory {s.data_dir.resolve()}) "
+                        "does not exist or was never set up; point SMTPSETTINGS_DATA_DIR, SMTPSETTINGS_DATABASE_URL "
+                        "or --config at yours, or create one with `smtpsettings migrate`"
+                    )
+                db.migrate()
+            except BaseException:
+                db.dispose()
+                raise
+            self._db = db
         return self._db
 
     @property
@@ -114,6 +141,37 @@ def _read_password(from_stdin: bool, command_line: str | None = None) -> str:
 _password_stdin_option = click.option(
     "--password-stdin", is_flag=True, help="Read the password as one line from standard input (for scripts)."
 )
+
+
+def _hold_serve_lock(data_dir: Path) -> None:
+    """Hold ``DATA_DIR/serve.lock`` for as long as this process lives, or refuse to start.
+
+    Two servers on one data directory would share its metrics directory (the second one empties it at
+    start) and its outbox lock. The lock is the kernel's (flock): it goes with the process, however that
+    ends, so a crash never leaves a stale one; the forked workers share it, so a server whose workers still
+    run holds it too. A holder gets a moment to finish exiting (a restart right after a kill) before the
+    refusal. The descriptor is deliberately never closed. (The dispatcher's ``outbox.lock`` is another
+    lock, taken per worker.)
+    """
+    path = data_dir / "serve.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RuntimeError(
+                f"the data directory {data_dir.resolve()} is in use by another smtpsettings serve (pid {holder}); "
+                "stop that one, or give this one a data directory of its own"
+            ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
 
 
 @click.group()
@@ -175,6 +233,8 @@ def serve(
             host=host, port=port, workers=workers, submission_port=submission_port, submission_host=submission_host
         )
         ctx._settings = settings
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _hold_serve_lock(settings.data_dir)
         # Bound first: on a taken port nothing else happens (no owner made, no password shown).
         listener = bind_listener(settings.host, settings.port)
         try:
@@ -183,6 +243,7 @@ def serve(
             listener.close()
             raise
         per_worker, limit_warning = connection_budget(settings)
+        ctx.open_db(create=True)
         first = ctx.accounts.first_start(settings.owner_email)
         KeyRing(settings.key_file)  # created here, once, before workers race for it
         # Emptied and exported before granian forks: every worker writes its counters there, a scrape adds them up.
@@ -213,7 +274,7 @@ def serve(
 def migrate(ctx: Context) -> None:
     """Create or upgrade the database schema to the newest version."""
     with _one_line_errors():
-        ctx.db.migrate()  # opening it migrates already; saying so keeps the command's intent plain
+        ctx.open_db(create=True)  # opening it migrates
         click.echo("database is up to date")
 
 
@@ -354,8 +415,9 @@ def keys() -> None:
 def keys_rotate(ctx: Context) -> None:
     """Add a new key and re-encrypt every stored secret with it (safe while servers run)."""
     with _one_line_errors():
+        db = ctx.db  # before the ring: a missing database must not leave a key ring behind
         keyring = KeyRing(ctx.settings.key_file)
-        key_id, count = rotate_keys(ctx.db, keyring)
+        key_id, count = rotate_keys(db, keyring)
         click.echo(f"new primary key {key_id}; re-encrypted {count} secret(s)")
 
 
