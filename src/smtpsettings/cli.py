@@ -22,11 +22,11 @@ import click
 from sqlalchemy.engine import Connection
 
 from smtpsettings.config import ConfigError, Settings, load_settings
-from smtpsettings.crypto import KeyRing
+from smtpsettings.crypto import KeyRing, import_keys
 from smtpsettings.domain.accounts import API_KEY_SCOPES, Role
 from smtpsettings.domain.errors import BadArgument, Conflict, DomainError, NotFound
 from smtpsettings.services.accounts import AccountsService
-from smtpsettings.services.keys import rotate_keys
+from smtpsettings.services.keys import open_key_ring, rotate_keys
 from smtpsettings.store import outbox as outbox_store
 from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import Database, StoreUnavailable
@@ -243,9 +243,10 @@ def serve(
             listener.close()
             raise
         per_worker, limit_warning = connection_budget(settings)
-        ctx.open_db(create=True)
+        db = ctx.open_db(create=True)
+        # Checked (and created, on a fresh database) here, once, before workers race for it.
+        open_key_ring(db, settings.key_file)
         first = ctx.accounts.first_start(settings.owner_email)
-        KeyRing(settings.key_file)  # created here, once, before workers race for it
         # Emptied and exported before granian forks: every worker writes its counters there, a scrape adds them up.
         use_multiprocess_dir(settings.data_dir / "metrics")
         shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
@@ -416,9 +417,44 @@ def keys_rotate(ctx: Context) -> None:
     """Add a new key and re-encrypt every stored secret with it (safe while servers run)."""
     with _one_line_errors():
         db = ctx.db  # before the ring: a missing database must not leave a key ring behind
-        keyring = KeyRing(ctx.settings.key_file)
-        key_id, count = rotate_keys(db, keyring)
+        key_id, count = rotate_keys(db, open_key_ring(db, ctx.settings.key_file))
         click.echo(f"new primary key {key_id}; re-encrypted {count} secret(s)")
+
+
+@keys.command("export")
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def keys_export(ctx: Context, file: Path) -> None:
+    """Write the key ring to FILE, a new file (0600), for `keys import` on another instance.
+
+    FILE holds every key: move it as you would move a password, and delete it once imported.
+    """
+    with _one_line_errors():
+        ring = ctx.settings.key_file
+        if not ring.is_file():
+            raise ValueError(f"there is no key ring at {ring}: check SMTPSETTINGS_DATA_DIR or --config")
+        ids = KeyRing(ring).export(file)
+        click.echo(f"exported {len(ids)} key(s) to {file}: {', '.join(ids)}")
+
+
+@keys.command("import")
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def keys_import(ctx: Context, file: Path) -> None:
+    """Add the keys in FILE (from `keys export`) that this instance's key ring lacks.
+
+    Keys already in the ring stay; when the exported ring's newest key is new here, it becomes the one new
+    secrets are encrypted with. Without a ring yet, FILE's keys become the ring. Servers running on this data
+    directory pick the change up without a restart.
+    """
+    with _one_line_errors():
+        added = import_keys(ctx.settings.key_file, file)
+        if added:
+            click.echo(f"imported {len(added)} key(s) into {ctx.settings.key_file}: {', '.join(added)}")
+        else:
+            click.echo(f"{ctx.settings.key_file} already holds every key in {file}")
 
 
 @main.command()

@@ -8,6 +8,7 @@ __all__ = (
     "api_keys",
     "outbox_messages",
     "audit_log",
+    "encryption_keys",
     "metadata",
     "portals",
     "rate_counters",
@@ -174,4 +175,12 @@ outbox_messages = sa.Table(
     sa.Index("ix_outbox_messages_portal_status_created", "portal_id", "status", "created_at"),
     # Not led by status: an index that is would draw the claim away from the partial one (see store/outbox.py).
     sa.Index("ix_outbox_messages_finished", "finished_at"),
+)
+
+# The ids (never the keys) of the encryption keys stored secrets use or instances encrypt with (migration 0009).
+encryption_keys = sa.Table(
+    "encryption_keys",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
