@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from smtpsettings.domain.accounts import API_KEY_SCOPES, Role
 from smtpsettings.domain.errors import BadArgument, Conflict, DomainError, NotFound
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.services.keys import open_key_ring, rotate_keys
+from smtpsettings.store import keys as keys_store
 from smtpsettings.store import outbox as outbox_store
 from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import Database, StoreUnavailable
@@ -455,6 +457,47 @@ def keys_import(ctx: Context, file: Path) -> None:
             click.echo(f"imported {len(added)} key(s) into {ctx.settings.key_file}: {', '.join(added)}")
         else:
             click.echo(f"{ctx.settings.key_file} already holds every key in {file}")
+
+
+@main.command()
+@config_option
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def backup(ctx: Context, directory: Path) -> None:
+    """Copy the SQLite database and the key ring into DIRECTORY, a new directory (0700, files 0600).
+
+    The copy is consistent and taken while servers run; DIRECTORY is itself a data directory that
+    `serve` can start on. It holds message bodies and the keys to every stored secret: keep it as private as
+    the data directory. On PostgreSQL, back the database up with pg_dump and the key ring with `keys export`.
+    """
+    with _one_line_errors():
+        db = ctx.db
+        if not db.is_sqlite:
+            raise ValueError(
+                f"the {db.describe()} is backed up with PostgreSQL's pg_dump, not here; "
+                "save the key ring beside it with `smtpsettings keys export FILE`"
+            )
+        if directory.exists() or directory.is_symlink():
+            raise ValueError(f"{directory} exists already: a backup goes into a new directory")
+        if not directory.parent.is_dir():
+            raise ValueError(f"the directory {directory.parent} does not exist")
+        ring = ctx.settings.key_file
+        if not ring.is_file() and db.read_sync(keys_store.recorded):
+            raise ValueError(f"there is no key ring at {ring}, and the database's secrets need one: nothing copied")
+        # Built beside the destination and renamed into place whole: an interrupted backup leaves no
+        # directory that looks complete. The ring is copied after the database (rings only grow), so it
+        # holds every key the copied secrets use.
+        partial = directory.with_name(f".{directory.name}.partial-{os.getpid()}")
+        partial.mkdir(mode=0o700)
+        try:
+            db.backup_to(partial / "smtpsettings.db")
+            if ring.is_file():
+                KeyRing(ring).export(partial / "keys.json")
+            partial.rename(directory)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        click.echo(f"backed up the {db.describe()} and the key ring {ring} to {directory}")
 
 
 @main.command()
