@@ -497,7 +497,8 @@ def backup(ctx: Context, directory: Path) -> None:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        click.echo(f"backed up the {db.describe()} and the key ring {ring} to {directory}")
+        copied = f"the key ring {ring}" if ring.is_file() else "no key ring (none made yet)"
+        click.echo(f"backed up the {db.describe()} and {copied} to {directory}")
 
 
 @main.command()
