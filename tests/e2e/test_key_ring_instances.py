@@ -16,6 +16,7 @@ from pgcluster import PgCluster
 from serverkit import VALID_SETTINGS, Server, free_port, make_portal, start_server
 from test_cli import assert_one_line_error, run
 
+from smtpsettings.crypto import KeyRing
 from smtpsettings.domain.accounts import Role
 
 SETTINGS = "/api/2.0/smtpsettings/smtp"
@@ -120,3 +121,21 @@ def test_after_a_rotation_an_instance_with_the_old_ring_refuses_until_it_imports
         b.stop()
     finally:
         a.stop()
+
+
+def test_a_key_added_to_a_ring_by_hand_is_recorded_by_the_first_save_under_it(shared: tuple[str, Path]) -> None:
+    url, base = shared
+    a = start_server(base / "a", {"SMTPSETTINGS_DATABASE_URL": url})
+    try:
+        cli(a.data_dir, url, "keys", "export", str(base / "before.json"))
+        cli(base / "b", url, "keys", "import", str(base / "before.json"))  # B has the ring as it was
+        added = KeyRing(a.data_dir / "keys.json").add_key()  # not `keys rotate`: the database is not told
+        assert added not in [r[0] for r in a.query("SELECT key_id FROM encryption_keys")]
+        portal = make_portal(a)
+        with portal.client(Role.ADMIN) as c:
+            assert c.post(SETTINGS, json=VALID_SETTINGS).status_code == 200
+        assert added in [r[0] for r in a.query("SELECT key_id FROM encryption_keys")]
+    finally:
+        a.stop()
+    # So B, lacking it, is refused at start instead of failing on the password saved under it.
+    assert f"lacks key(s) {added}" in refused_start(base / "b", url)
