@@ -196,7 +196,8 @@ Settings, the first found wins:
 Data directory: SMTPSETTINGS_DATA_DIR (data_dir in the file), default
 ./{Settings().data_dir}, relative to the working directory; created 0700.
 It holds the SQLite database smtpsettings.db (unless SMTPSETTINGS_DATABASE_URL
-names another database) and the key ring keys.json: back them up together.
+names another database) and the key ring keys.json: `smtpsettings backup DIR`
+copies both, consistently, while the server runs.
 
 \b
 The first start on an empty database creates the portal localhost and its
