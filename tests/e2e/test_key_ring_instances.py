@@ -40,6 +40,16 @@ def cli(data_dir: Path, url: str, *args: str) -> str:
     return result.stdout
 
 
+def copy_ring(url: str, source: Path, target: Path, via: Path) -> str:
+    """``keys export`` on ``source``'s instance, ``keys import`` on ``target``'s, as the docs say; what import said."""
+    cli(source, url, "keys", "export", str(via))
+    return cli(target, url, "keys", "import", str(via))
+
+
+def starts(data_dir: Path, url: str) -> None:
+    start_server(data_dir, {"SMTPSETTINGS_DATABASE_URL": url}).stop()
+
+
 @pytest.fixture
 def shared(pg_cluster: PgCluster, tmp_path: Path) -> tuple[str, Path]:
     return pg_cluster.create_database(), tmp_path
@@ -82,43 +92,34 @@ def test_an_instance_without_the_ring_refuses_to_start_and_starts_once_it_is_imp
 
 def test_a_ring_of_its_own_is_refused_naming_the_missing_key_and_the_refusal_records_nothing(shared: tuple[str, Path]) -> None:
     url, base = shared
-    a = start_server(base / "a", {"SMTPSETTINGS_DATABASE_URL": url})
-    a.stop()
+    starts(base / "a", url)
     (key_a,) = ring_ids(base / "a")
     # B was given a ring of its own (say, by starting it once on another database).
     cli(base / "b", "sqlite:///" + str(base / "b-own.db"), "migrate")
-    own = start_server(base / "b", {"SMTPSETTINGS_DATABASE_URL": "sqlite:///" + str(base / "b-own.db")})
-    own.stop()
+    starts(base / "b", "sqlite:///" + str(base / "b-own.db"))
     (key_b,) = ring_ids(base / "b")
     line = refused_start(base / "b", url)
     assert f"the key ring {base / 'b' / 'keys.json'} lacks key(s) {key_a} that the database's secrets use" in line
     # B's key was not recorded: A, which lacks it, still starts.
     assert key_b not in [r[0] for r in a.query("SELECT key_id FROM encryption_keys")]
-    again = start_server(base / "a", {"SMTPSETTINGS_DATABASE_URL": url})
-    again.stop()
-    cli(base / "a", url, "keys", "export", str(base / "moved.json"))
-    assert cli(base / "b", url, "keys", "import", str(base / "moved.json")).startswith(f"imported 1 key(s) into {base / 'b' / 'keys.json'}: {key_a}")
+    starts(base / "a", url)
+    said = copy_ring(url, base / "a", base / "b", base / "moved.json")
+    assert said.startswith(f"imported 1 key(s) into {base / 'b' / 'keys.json'}: {key_a}")
     assert ring_ids(base / "b") == [key_b, key_a]  # A's key is now B's primary: what B writes, A reads
-    b = start_server(base / "b", {"SMTPSETTINGS_DATABASE_URL": url})
-    b.stop()
+    starts(base / "b", url)
 
 
 def test_after_a_rotation_an_instance_with_the_old_ring_refuses_until_it_imports_the_new_one(shared: tuple[str, Path]) -> None:
     url, base = shared
     a = start_server(base / "a", {"SMTPSETTINGS_DATABASE_URL": url})
     try:
-        cli(a.data_dir, url, "keys", "export", str(base / "first.json"))
-        cli(base / "b", url, "keys", "import", str(base / "first.json"))
-        b = start_server(base / "b", {"SMTPSETTINGS_DATABASE_URL": url})
-        b.stop()
+        copy_ring(url, a.data_dir, base / "b", base / "first.json")
+        starts(base / "b", url)
         cli(a.data_dir, url, "keys", "rotate")
         new_key = ring_ids(a.data_dir)[-1]
-        line = refused_start(base / "b", url)
-        assert f"lacks key(s) {new_key}" in line
-        cli(a.data_dir, url, "keys", "export", str(base / "second.json"))
-        assert cli(base / "b", url, "keys", "import", str(base / "second.json")).strip().endswith(new_key)
-        b = start_server(base / "b", {"SMTPSETTINGS_DATABASE_URL": url})
-        b.stop()
+        assert f"lacks key(s) {new_key}" in refused_start(base / "b", url)
+        assert copy_ring(url, a.data_dir, base / "b", base / "second.json").strip().endswith(new_key)
+        starts(base / "b", url)
     finally:
         a.stop()
 
@@ -127,8 +128,7 @@ def test_a_key_added_to_a_ring_by_hand_is_recorded_by_the_first_save_under_it(sh
     url, base = shared
     a = start_server(base / "a", {"SMTPSETTINGS_DATABASE_URL": url})
     try:
-        cli(a.data_dir, url, "keys", "export", str(base / "before.json"))
-        cli(base / "b", url, "keys", "import", str(base / "before.json"))  # B has the ring as it was
+        copy_ring(url, a.data_dir, base / "b", base / "before.json")  # B has the ring as it was
         added = KeyRing(a.data_dir / "keys.json").add_key()  # not `keys rotate`: the database is not told
         assert added not in [r[0] for r in a.query("SELECT key_id FROM encryption_keys")]
         portal = make_portal(a)
