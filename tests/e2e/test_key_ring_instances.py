@@ -11,6 +11,7 @@ import json
 import stat
 from pathlib import Path
 
+import psycopg
 import pytest
 from pgcluster import PgCluster
 from serverkit import VALID_SETTINGS, Server, free_port, make_portal, start_server
@@ -101,7 +102,8 @@ def test_a_ring_of_its_own_is_refused_naming_the_missing_key_and_the_refusal_rec
     line = refused_start(base / "b", url)
     assert f"the key ring {base / 'b' / 'keys.json'} lacks key(s) {key_a} that the database's secrets use" in line
     # B's key was not recorded: A, which lacks it, still starts.
-    assert key_b not in [r[0] for r in a.query("SELECT key_id FROM encryption_keys")]
+    with psycopg.connect(url) as conn:
+        assert key_b not in [r[0] for r in conn.execute("SELECT key_id FROM encryption_keys")]
     starts(base / "a", url)
     said = copy_ring(url, base / "a", base / "b", base / "moved.json")
     assert said.startswith(f"imported 1 key(s) into {base / 'b' / 'keys.json'}: {key_a}")
