@@ -104,26 +104,72 @@ def create_api_key(server: Server, hostname: str, email: str) -> tuple[str, str]
     return match.group(0), key
 
 
-# --- every subcommand works on a fresh data directory -----------------------------------------------
+# --- only serve and migrate create a database ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("migrate",),
-        ("portal", "list"),
-        ("portal", "create", "fresh.test"),
-        ("keys", "rotate"),
-    ],
-    ids=lambda a: " ".join(a),
-)
-def test_subcommand_on_a_fresh_data_dir_creates_the_database_and_succeeds(tmp_path: Path, args: tuple[str, ...]) -> None:
+def migrated(tmp_path: Path) -> Path:
+    """A data directory with a database, made the way an operator makes one."""
     data = tmp_path / "data"
-    ok(data, *args)
-    assert (data / "smtpsettings.db").is_file()
+    ok(data, "migrate")
+    return data
+
+
+def test_migrate_on_a_fresh_data_dir_creates_a_private_directory_and_database(tmp_path: Path) -> None:
+    data = tmp_path / "nested" / "data"
+    ok(data, "migrate")
+    assert mode(data) == 0o700
+    assert mode(data / "smtpsettings.db") == 0o600
     with sqlite3.connect(data / "smtpsettings.db") as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"portals", "smtp_settings", "audit_log"} <= tables
+
+
+ADMIN_COMMANDS = [
+    ("portal", "list"),
+    ("portal", "create", "fresh.test"),
+    ("keys", "rotate"),
+    ("user", "list", "--portal", "localhost"),
+    ("apikey", "revoke", "key_doesnotexist"),
+    ("audit", "--portal", "localhost"),
+    ("messages", "list", "--portal", "localhost"),
+]
+
+
+@pytest.mark.parametrize("args", ADMIN_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_an_admin_command_without_a_database_names_the_one_it_looked_for_and_creates_nothing(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    data = tmp_path / "data"
+    result = run(data, *args)
+    assert_one_line_error(result, f"SQLite database {data.resolve() / 'smtpsettings.db'}", "smtpsettings migrate")
+    assert not data.exists()
+
+
+def test_an_admin_command_run_from_another_directory_refuses_rather_than_guess(tmp_path: Path) -> None:
+    ok(tmp_path / "data", "migrate")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPSETTINGS_")}  # no data dir given
+    result = subprocess.run(
+        [*smtpsettings_command(), "portal", "list"], env=env, cwd=elsewhere, capture_output=True, text=True, timeout=60
+    )
+    assert_one_line_error(result, str(elsewhere / "smtpsettings-data" / "smtpsettings.db"))
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_admin_command_with_a_sqlite_url_into_a_missing_directory_fails_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "smtpsettings.db"
+    result = run(tmp_path / "data", "portal", "list", SMTPSETTINGS_DATABASE_URL=f"sqlite:///{missing}")
+    assert_one_line_error(result, str(missing))
+    assert not (tmp_path / "typo").exists()
+    assert not (tmp_path / "data").exists()
+
+
+def test_migrate_with_a_sqlite_url_into_a_missing_directory_names_the_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "smtpsettings.db"
+    result = run(tmp_path / "data", "migrate", SMTPSETTINGS_DATABASE_URL=f"sqlite:///{missing}")
+    assert_one_line_error(result, f"the directory {missing.parent} does not exist")
+    assert not (tmp_path / "typo").exists()
 
 
 @pytest.mark.parametrize(
@@ -137,17 +183,13 @@ def test_subcommand_on_a_fresh_data_dir_creates_the_database_and_succeeds(tmp_pa
     ],
     ids=lambda a: " ".join(a[:2]),
 )
-def test_subcommand_needing_a_missing_portal_or_key_on_a_fresh_data_dir_fails_in_one_line(
-    tmp_path: Path, args: tuple[str, ...]
-) -> None:
-    data = tmp_path / "data"
-    result = run(data, *args)
-    assert_one_line_error(result, "error:")
-    assert (data / "smtpsettings.db").is_file()
+def test_subcommand_needing_a_missing_portal_or_key_fails_in_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
+    data = migrated(tmp_path)
+    assert_one_line_error(run(data, *args), "error:")
 
 
-def test_fresh_data_dir_is_private_and_so_are_the_database_and_key_ring(tmp_path: Path) -> None:
-    data = tmp_path / "nested" / "data"
+def test_keys_rotate_keeps_the_data_dir_database_and_key_ring_private(tmp_path: Path) -> None:
+    data = migrated(tmp_path)
     ok(data, "keys", "rotate")
     assert mode(data) == 0o700
     assert mode(data / "smtpsettings.db") == 0o600
@@ -161,7 +203,7 @@ def test_migrate_twice_in_a_row_succeeds_both_times(tmp_path: Path) -> None:
 
 
 def test_migrate_keeps_existing_data(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "kept.test")
     ok(data, "migrate")
     assert "kept.test" in ok(data, "portal", "list")
@@ -279,11 +321,12 @@ def test_config_works_before_and_after_the_subcommand(tmp_path: Path, where: str
         "between": ("portal", *option, "create", "filed.test"),
     }[where]
     data = tmp_path / "data"
+    ok(data, "migrate", "--config", str(config))
     ok(data, *args)
     assert database.is_file()
     assert not (data / "smtpsettings.db").exists()
     assert ok(data, "portal", "list", "--config", str(config)).strip() == "filed.test"
-    assert ok(data, "portal", "list").strip() == ""
+    assert_one_line_error(run(data, "portal", "list"), str(data.resolve() / "smtpsettings.db"))
 
 
 def test_the_config_after_the_subcommand_wins_over_the_one_before(tmp_path: Path) -> None:
@@ -348,7 +391,7 @@ def test_serve_help_names_the_config_file_and_the_data_directory(tmp_path: Path)
 
 
 def test_portal_create_and_list_show_the_portals_and_which_is_default(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     assert ok(data, "portal", "create", "main.test", "--default").strip() == "created portal main.test (default)"
     assert ok(data, "portal", "create", "second.test").strip() == "created portal second.test"
     lines = ok(data, "portal", "list").strip().splitlines()
@@ -356,27 +399,27 @@ def test_portal_create_and_list_show_the_portals_and_which_is_default(tmp_path: 
 
 
 def test_portal_create_normalizes_case(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "Mixed.Example.TEST")
     assert ok(data, "portal", "list").strip() == "mixed.example.test"
 
 
 def test_duplicate_portal_is_a_one_line_error(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "dup.test")
     assert_one_line_error(run(data, "portal", "create", "dup.test"), "dup.test")
     assert ok(data, "portal", "list").strip() == "dup.test"
 
 
 def test_duplicate_portal_differing_only_in_case_is_a_one_line_error(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "dup.test")
     assert_one_line_error(run(data, "portal", "create", "DUP.test"))
 
 
 @pytest.mark.parametrize("hostname", ["not a host", "bad_name.test", "-lead.test", "a..b"])
 def test_portal_create_with_an_invalid_hostname_is_a_one_line_error(tmp_path: Path, hostname: str) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     assert_one_line_error(run(data, "portal", "create", "--", hostname))
     assert ok(data, "portal", "list").strip() == ""
 
@@ -385,7 +428,7 @@ def test_portal_create_with_an_invalid_hostname_is_a_one_line_error(tmp_path: Pa
 
 
 def test_user_create_with_each_role_and_user_list_shows_them(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "team.test")
     for role in ("owner", "admin", "user", "guest"):
         out = ok(data, "user", "create", "--portal", "team.test", "--email", f"{role}@team.test", "--password", PASSWORD, "--role", role)
@@ -395,7 +438,7 @@ def test_user_create_with_each_role_and_user_list_shows_them(tmp_path: Path) -> 
 
 
 def test_user_list_shows_only_the_users_of_the_named_portal(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     for host in ("one.test", "two.test"):
         ok(data, "portal", "create", host)
         ok(data, "user", "create", "--portal", host, "--email", f"admin@{host}", "--password", PASSWORD, "--role", "admin")
@@ -405,7 +448,7 @@ def test_user_list_shows_only_the_users_of_the_named_portal(tmp_path: Path) -> N
 
 
 def test_user_create_with_an_invalid_role_fails_without_a_traceback(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "team.test")
     result = run(data, "user", "create", "--portal", "team.test", "--email", "x@team.test", "--password", PASSWORD, "--role", "superuser")
     assert result.returncode != 0
@@ -415,21 +458,21 @@ def test_user_create_with_an_invalid_role_fails_without_a_traceback(tmp_path: Pa
 
 
 def test_user_create_with_a_short_password_is_a_one_line_error(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "team.test")
     result = run(data, "user", "create", "--portal", "team.test", "--email", "x@team.test", "--password", "short", "--role", "admin")
     assert_one_line_error(result, "password")
 
 
 def test_user_create_with_an_invalid_email_is_a_one_line_error(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "team.test")
     result = run(data, "user", "create", "--portal", "team.test", "--email", "not an email", "--password", PASSWORD, "--role", "admin")
     assert_one_line_error(result)
 
 
 def test_duplicate_user_is_a_one_line_error(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "team.test")
     args = ("user", "create", "--portal", "team.test", "--email", "a@team.test", "--password", PASSWORD, "--role", "admin")
     ok(data, *args)
@@ -446,7 +489,7 @@ def test_user_create_reads_the_password_from_stdin_and_it_signs_in(server: Serve
 
 
 def test_user_create_without_a_password_on_a_non_terminal_asks_for_password_stdin(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "team.test")
     result = run(data, "user", "create", "--portal", "team.test", "--email", "x@team.test", "--role", "admin")
     assert_one_line_error(result, "--password-stdin")
@@ -454,7 +497,7 @@ def test_user_create_without_a_password_on_a_non_terminal_asks_for_password_stdi
 
 
 def test_user_create_refuses_both_password_options(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "team.test")
     args = ("user", "create", "--portal", "team.test", "--email", "x@team.test", "--role", "admin")
     result = run(data, *args, "--password", PASSWORD, "--password-stdin", input=PASSWORD + "\n")
@@ -519,12 +562,12 @@ def test_set_password_refusals_are_one_line_and_keep_the_old_password(
 
 
 def test_set_password_on_an_unknown_portal_is_a_one_line_error(tmp_path: Path) -> None:
-    result = run(tmp_path / "data", "user", "set-password", "--portal", "nowhere.test", "--email", "a@nowhere.test", "--password-stdin", input="a-New-Secret-9\n")
+    result = run(migrated(tmp_path), "user", "set-password", "--portal", "nowhere.test", "--email", "a@nowhere.test", "--password-stdin", input="a-New-Secret-9\n")
     assert_one_line_error(result, "nowhere.test")
 
 
 def test_set_password_without_a_terminal_or_password_stdin_refuses_rather_than_reading_stdin(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "team.test")
     ok(data, "user", "create", "--portal", "team.test", "--email", "a@team.test", "--role", "admin", "--password", PASSWORD)
     result = run(data, "user", "set-password", "--portal", "team.test", "--email", "a@team.test", input="a-New-Secret-9\n")
@@ -570,7 +613,7 @@ class Terminal:
 
 
 def test_set_password_asks_twice_on_a_terminal_without_echo(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "portal", "create", "team.test")
     ok(data, "user", "create", "--portal", "team.test", "--email", "a@team.test", "--role", "admin", "--password", PASSWORD)
     term = Terminal([*smtpsettings_command(), "user", "set-password", "--portal", "team.test", "--email", "a@team.test"], operator_env(data))
@@ -710,7 +753,7 @@ def test_keys_rotate_while_the_server_runs_re_encrypts_the_stored_password_under
 
 
 def test_keys_rotate_twice_keeps_every_old_key_in_the_ring(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = migrated(tmp_path)
     ok(data, "keys", "rotate")
     ok(data, "keys", "rotate")
     ids = key_ids(data / "keys.json")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpsettings.crypto import DecryptionError, KeyRing
+from smtpsettings.crypto import DecryptionError, KeyRing, import_keys
 
 PLAINTEXT = "smtp-Secret-Zq9!"
 
@@ -190,3 +190,57 @@ def test_a_key_added_by_one_instance_is_kept_when_another_adds_one(key_file: Pat
 def test_a_key_id_the_file_does_not_hold_is_a_decryption_error_even_after_a_reload(ring: KeyRing) -> None:
     with pytest.raises(DecryptionError, match="not in the key ring"):
         ring.decrypt("v1.k9-deadbeef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "p")
+
+
+# --- moving a ring: export and import ---------------------------------------------------------------
+
+
+def test_an_exported_ring_imported_elsewhere_decrypts_and_its_primary_encrypts_there(ring: KeyRing, tmp_path: Path) -> None:
+    ciphertext = ring.encrypt(PLAINTEXT, "p")
+    moved = tmp_path / "moved.json"
+    assert ring.export(moved) == ring.key_ids
+    assert stat.S_IMODE(moved.stat().st_mode) == 0o600
+    other = KeyRing(tmp_path / "other" / "keys.json")  # a ring of its own, made before the import
+    own = other.primary_key_id
+    assert import_keys(tmp_path / "other" / "keys.json", moved) == ring.key_ids
+    assert other.decrypt(ciphertext, "p") == PLAINTEXT
+    assert other.key_ids == [own, *ring.key_ids] and other.primary_key_id == ring.primary_key_id
+    assert import_keys(tmp_path / "other" / "keys.json", moved) == []  # again: nothing new
+
+
+def test_importing_into_no_ring_makes_the_ring_from_the_file_alone(ring: KeyRing, tmp_path: Path) -> None:
+    ring.export(tmp_path / "moved.json")
+    target = tmp_path / "fresh" / "keys.json"
+    import_keys(target, tmp_path / "moved.json")
+    assert KeyRing(target).key_ids == ring.key_ids
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+
+
+def test_export_never_overwrites_a_file(ring: KeyRing, tmp_path: Path) -> None:
+    existing = tmp_path / "existing.json"
+    existing.write_text("mine")
+    with pytest.raises(RuntimeError, match="exists already"):
+        ring.export(existing)
+    assert existing.read_text() == "mine"
+
+
+def test_an_id_with_other_key_material_is_refused_and_nothing_is_imported(ring: KeyRing, key_file: Path, tmp_path: Path) -> None:
+    forged = {"keys": [{"id": ring.primary_key_id, "key": base64.b64encode(b"\x01" * 32).decode()}]}
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    before = key_file.read_bytes()
+    with pytest.raises(RuntimeError, match="other key material"):
+        import_keys(key_file, tmp_path / "forged.json")
+    assert key_file.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", '{"keys": []}', '{"keys": [{"id": "k9", "key": "c2hvcnQ="}]}', '{"keys": [{"id": 3, "key": "x"}]}'],
+    ids=["not json", "no keys", "short key", "malformed entry"],
+)
+def test_a_file_that_is_not_a_ring_is_refused_without_touching_the_ring(ring: KeyRing, key_file: Path, tmp_path: Path, content: str) -> None:
+    (tmp_path / "bad.json").write_text(content)
+    before = key_file.read_bytes()
+    with pytest.raises(RuntimeError, match="cannot read key ring"):
+        import_keys(key_file, tmp_path / "bad.json")
+    assert key_file.read_bytes() == before

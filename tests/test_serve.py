@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from serverkit import smtpsettings_command, start_server
+from serverkit import free_port, smtpsettings_command, start_server
 
 from smtpsettings.config import ConfigError, load_settings
 from smtpsettings.httpserver import ListenError, bind_listener, connection_budget
@@ -59,6 +59,39 @@ def test_a_second_serve_on_the_port_of_a_running_server_fails_with_one_line(tmp_
                 assert r.status_code == 200 and r.json()["response"] is False
     finally:
         first.stop()
+
+
+def test_a_second_serve_on_the_data_dir_of_a_running_server_is_refused_and_leaves_it_untouched(tmp_path: Path) -> None:
+    first = start_server(tmp_path / "data", workers=2)
+    try:
+        # Stands for the first server's counters: a second server that started would empty this directory.
+        counters = first.data_dir / "metrics" / "kept-by-the-first.db"
+        counters.write_bytes(b"counters")
+        result = serve_on(free_port(), first.data_dir)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"error: the data directory {first.data_dir.resolve()} is in use by another smtpsettings serve")
+        assert f"(pid {first.process.pid})" in lines[0]
+        assert "Traceback" not in result.stderr and "listening" not in result.stdout
+        assert counters.read_bytes() == b"counters"
+        assert httpx.get(first.base_url + "/api/2.0/health/ready", timeout=10).status_code == 200
+    finally:
+        first.stop()
+    # The lock goes with the process: once the first server is gone, the directory serves again.
+    again = start_server(tmp_path / "data")
+    again.stop()
+
+
+def test_a_killed_server_leaves_no_lock_behind(tmp_path: Path) -> None:
+    first = start_server(tmp_path / "data", workers=2)
+    first.kill(signal.SIGKILL)
+    first.process.wait(10)
+    second = start_server(tmp_path / "data")
+    try:
+        assert httpx.get(second.base_url + "/api/2.0/health/ready", timeout=10).status_code == 200
+    finally:
+        second.stop()
 
 
 def test_serve_on_a_port_another_program_listens_on_fails_with_one_line(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import random
 import time
 from collections import defaultdict
@@ -17,6 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from smtpsettings import web
 from smtpsettings.api import authentication, docs, mailtest, messages, smtp
+from smtpsettings.api.context import forwarded_scheme
 from smtpsettings.api.errors import exception_handlers
 from smtpsettings.api.fastpath import FastPath, Payload
 from smtpsettings.api.health import metrics_endpoint, ready
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         settings.http_header_timeout,
         {messages.PATH: settings.outbox_max_message_bytes},
         http=FastPath(app, HOT_ROUTES),
+        trusted_proxies=services.trusted_proxies,
     )
 
 
@@ -148,6 +151,7 @@ class RequestLog:
         body_timeout: float,
         body_limits: dict[str, int] | None = None,
         http: ASGIApp | None = None,
+        trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
     ) -> None:
         self.app = app
         self.http = http or app
@@ -156,19 +160,25 @@ class RequestLog:
         self.body_timeout = body_timeout
         self.body_limits = body_limits or {}
         """Paths whose bodies may be larger than ``max_body_bytes`` (a message to send), and their limit."""
+        self.trusted_proxies = trusted_proxies
+        """Peers whose X-Forwarded-Proto / Forwarded proto= set the request's scheme (links, the cookie's Secure)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
-        # One pass over the headers for what this layer needs (the first Accept and Content-Length).
-        accept = length = None
+        # One pass over the headers for what this layer needs (the first Accept, Content-Length, proto headers).
+        accept = length = x_forwarded_proto = forwarded = None
         has_body = False
         for name, value in scope["headers"]:
             if name == b"accept":
                 if accept is None:
                     accept = value
+            elif name == b"x-forwarded-proto":
+                x_forwarded_proto = value
+            elif name == b"forwarded":
+                forwarded = value
             elif name == b"content-length":
                 if length is None:
                     length = value
@@ -176,6 +186,12 @@ class RequestLog:
                     has_body = True
             elif name == b"transfer-encoding":
                 has_body = True
+        if x_forwarded_proto is not None or forwarded is not None:
+            # Behind a TLS-terminating proxy: links and the sign-in cookie follow what the client used.
+            peer = (scope.get("client") or ("",))[0]
+            scheme = forwarded_scheme(peer, x_forwarded_proto, forwarded, self.trusted_proxies)
+            if scheme is not None:
+                scope["scheme"] = scheme
         try:
             state["media_type"] = response_media_type(None if accept is None else accept.decode("latin-1"))
         except NotAcceptable:

@@ -1,28 +1,34 @@
 """The ``smtpsettings`` command: run the server and administer portals, users, keys, the audit log and the outbox.
 
-Every subcommand reads the same configuration as the server and migrates the database first, so any of
-them works on a fresh data directory. Errors end with a one-line message and exit code 1. ``--config``
+Every subcommand reads the same configuration as the server and migrates the database first. Only
+``serve`` and ``migrate`` create a data directory and a database; every other command refuses a missing
+one, naming the database it looked for. Errors end with a one-line message and exit code 1. ``--config``
 is accepted before the subcommand and after it alike, since operators write it in either place.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from sqlalchemy.engine import Connection
 
 from smtpsettings.config import ConfigError, Settings, load_settings
-from smtpsettings.crypto import KeyRing
+from smtpsettings.crypto import KeyRing, import_keys
 from smtpsettings.domain.accounts import API_KEY_SCOPES, Role
 from smtpsettings.domain.errors import BadArgument, Conflict, DomainError, NotFound
 from smtpsettings.services.accounts import AccountsService
-from smtpsettings.services.keys import rotate_keys
+from smtpsettings.services.keys import open_key_ring, rotate_keys
+from smtpsettings.store import keys as keys_store
 from smtpsettings.store import outbox as outbox_store
 from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import Database, StoreUnavailable
@@ -52,16 +58,39 @@ class Context:
 
     @property
     def db(self) -> Database:
+        """The configured database, brought up to date; it must exist already (see :meth:`open_db`)."""
+        return self.open_db(create=False)
+
+    def open_db(self, *, create: bool) -> Database:
+        """The configured database, migrated to the newest schema.
+
+        Only ``serve`` and ``migrate`` pass ``create``: they make the data directory and the database. Any
+        other command run from the wrong directory, or with a misspelt setting, would otherwise leave an
+        empty data directory behind and answer "no portal" about a database nobody meant; it refuses
+        instead, naming the database it looked for.
+        """
         if self._db is None:
-            self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             s = self.settings
-            self._db = Database(
+            if create:
+                s.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            db = Database(
                 s.resolved_database_url,
                 timeout=s.database_timeout,
                 pool_size=s.database_pool_size,
                 sqlite_synchronous=s.sqlite_synchronous,
             )
-            self._db.migrate()
+            try:
+                if not create and not db.has_schema():
+                    raise ValueError(
+                        f"no smtpsettings database: the {db.describe()} (data directory {s.data_dir.resolve()}) "
+                        "does not exist or was never set up; point SMTPSETTINGS_DATA_DIR, SMTPSETTINGS_DATABASE_URL "
+                        "or --config at yours, or create one with `smtpsettings migrate`"
+                    )
+                db.migrate()
+            except BaseException:
+                db.dispose()
+                raise
+            self._db = db
         return self._db
 
     @property
@@ -116,6 +145,37 @@ _password_stdin_option = click.option(
 )
 
 
+def _hold_serve_lock(data_dir: Path) -> None:
+    """Hold ``DATA_DIR/serve.lock`` for as long as this process lives, or refuse to start.
+
+    Two servers on one data directory would share its metrics directory (the second one empties it at
+    start) and its outbox lock. The lock is the kernel's (flock): it goes with the process, however that
+    ends, so a crash never leaves a stale one; the forked workers share it, so a server whose workers still
+    run holds it too. A holder gets a moment to finish exiting (a restart right after a kill) before the
+    refusal. The descriptor is deliberately never closed. (The dispatcher's ``outbox.lock`` is another
+    lock, taken per worker.)
+    """
+    path = data_dir / "serve.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RuntimeError(
+                f"the data directory {data_dir.resolve()} is in use by another smtpsettings serve (pid {holder}); "
+                "stop that one, or give this one a data directory of its own"
+            ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+
+
 @click.group()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help=_CONFIG_HELP)
 @click.version_option(package_name="smtpsettings", prog_name="smtpsettings", message="%(prog)s %(version)s")
@@ -136,7 +196,8 @@ Settings, the first found wins:
 Data directory: SMTPSETTINGS_DATA_DIR (data_dir in the file), default
 ./{Settings().data_dir}, relative to the working directory; created 0700.
 It holds the SQLite database smtpsettings.db (unless SMTPSETTINGS_DATABASE_URL
-names another database) and the key ring keys.json: back them up together.
+names another database) and the key ring keys.json: `smtpsettings backup DIR`
+copies both, consistently, while the server runs.
 
 \b
 The first start on an empty database creates the portal localhost and its
@@ -175,6 +236,8 @@ def serve(
             host=host, port=port, workers=workers, submission_port=submission_port, submission_host=submission_host
         )
         ctx._settings = settings
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _hold_serve_lock(settings.data_dir)
         # Bound first: on a taken port nothing else happens (no owner made, no password shown).
         listener = bind_listener(settings.host, settings.port)
         try:
@@ -183,8 +246,10 @@ def serve(
             listener.close()
             raise
         per_worker, limit_warning = connection_budget(settings)
+        db = ctx.open_db(create=True)
+        # Checked (and created, on a fresh database) here, once, before workers race for it.
+        open_key_ring(db, settings.key_file)
         first = ctx.accounts.first_start(settings.owner_email)
-        KeyRing(settings.key_file)  # created here, once, before workers race for it
         # Emptied and exported before granian forks: every worker writes its counters there, a scrape adds them up.
         use_multiprocess_dir(settings.data_dir / "metrics")
         shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
@@ -213,7 +278,7 @@ def serve(
 def migrate(ctx: Context) -> None:
     """Create or upgrade the database schema to the newest version."""
     with _one_line_errors():
-        ctx.db.migrate()  # opening it migrates already; saying so keeps the command's intent plain
+        ctx.open_db(create=True)  # opening it migrates
         click.echo("database is up to date")
 
 
@@ -354,9 +419,87 @@ def keys() -> None:
 def keys_rotate(ctx: Context) -> None:
     """Add a new key and re-encrypt every stored secret with it (safe while servers run)."""
     with _one_line_errors():
-        keyring = KeyRing(ctx.settings.key_file)
-        key_id, count = rotate_keys(ctx.db, keyring)
+        db = ctx.db  # before the ring: a missing database must not leave a key ring behind
+        key_id, count = rotate_keys(db, open_key_ring(db, ctx.settings.key_file))
         click.echo(f"new primary key {key_id}; re-encrypted {count} secret(s)")
+
+
+@keys.command("export")
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def keys_export(ctx: Context, file: Path) -> None:
+    """Write the key ring to FILE, a new file (0600), for `keys import` on another instance.
+
+    FILE holds every key: move it as you would move a password, and delete it once imported.
+    """
+    with _one_line_errors():
+        ring = ctx.settings.key_file
+        if not ring.is_file():
+            raise ValueError(f"there is no key ring at {ring}: check SMTPSETTINGS_DATA_DIR or --config")
+        ids = KeyRing(ring).export(file)
+        click.echo(f"exported {len(ids)} key(s) to {file}: {', '.join(ids)}")
+
+
+@keys.command("import")
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def keys_import(ctx: Context, file: Path) -> None:
+    """Add the keys in FILE (from `keys export`) that this instance's key ring lacks.
+
+    Keys already in the ring stay; when the exported ring's newest key is new here, it becomes the one new
+    secrets are encrypted with. Without a ring yet, FILE's keys become the ring. Servers running on this data
+    directory pick the change up without a restart.
+    """
+    with _one_line_errors():
+        added = import_keys(ctx.settings.key_file, file)
+        if added:
+            click.echo(f"imported {len(added)} key(s) into {ctx.settings.key_file}: {', '.join(added)}")
+        else:
+            click.echo(f"{ctx.settings.key_file} already holds every key in {file}")
+
+
+@main.command()
+@config_option
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def backup(ctx: Context, directory: Path) -> None:
+    """Copy the SQLite database and the key ring into DIRECTORY, a new directory (0700, files 0600).
+
+    The copy is consistent and taken while servers run; DIRECTORY is itself a data directory that
+    `serve` can start on. It holds message bodies and the keys to every stored secret: keep it as private as
+    the data directory. On PostgreSQL, back the database up with pg_dump and the key ring with `keys export`.
+    """
+    with _one_line_errors():
+        db = ctx.db
+        if not db.is_sqlite:
+            raise ValueError(
+                f"the {db.describe()} is backed up with PostgreSQL's pg_dump, not here; "
+                "save the key ring beside it with `smtpsettings keys export FILE`"
+            )
+        if directory.exists() or directory.is_symlink():
+            raise ValueError(f"{directory} exists already: a backup goes into a new directory")
+        if not directory.parent.is_dir():
+            raise ValueError(f"the directory {directory.parent} does not exist")
+        ring = ctx.settings.key_file
+        if not ring.is_file() and db.read_sync(keys_store.recorded):
+            raise ValueError(f"there is no key ring at {ring}, and the database's secrets need one: nothing copied")
+        # Built beside the destination and renamed into place whole: an interrupted backup leaves no
+        # directory that looks complete. The ring is copied after the database (rings only grow), so it
+        # holds every key the copied secrets use.
+        partial = directory.with_name(f".{directory.name}.partial-{os.getpid()}")
+        partial.mkdir(mode=0o700)
+        try:
+            db.backup_to(partial / "smtpsettings.db")
+            if ring.is_file():
+                KeyRing(ring).export(partial / "keys.json")
+            partial.rename(directory)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        copied = f"the key ring {ring}" if ring.is_file() else "no key ring (none made yet)"
+        click.echo(f"backed up the {db.describe()} and {copied} to {directory}")
 
 
 @main.command()

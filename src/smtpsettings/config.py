@@ -95,7 +95,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     token_lifetime_hours: Count = 24 * 14
     max_body_bytes: Count = 64 * 1024
     trusted_proxies: tuple[str, ...] = ()
-    """Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed for the client address."""
+    """Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed for the client address, and whose
+    ``X-Forwarded-Proto`` / ``Forwarded: proto=`` for the scheme (the cookie's Secure, links)."""
     login_max_failures_per_account: Count = 5
     login_max_failures_per_address: Count = 20
     login_failure_window_seconds: Count = 15 * 60

@@ -138,3 +138,28 @@ def test_the_migrated_schema_matches_the_tables_the_code_uses(database_url: str)
         db.dispose()
     assert diff == []
 
+
+
+def test_migration_0009_records_the_keys_of_the_secrets_already_stored(database_url: str) -> None:
+    ids = _old_database(database_url)
+    db = Database(database_url)
+    try:
+        db.migrate("0005")
+        row = {
+            "host": "smtp.example.com", "port": 587, "sender_address": "a@example.com", "sender_display_name": "",
+            "credentials_user_name": "u", "enable_ssl": True, "enable_auth": True, "use_ntlm": False,
+            "updated_at": datetime.now(UTC),
+        }  # fmt: skip
+        insert = sa.text(
+            "INSERT INTO smtp_settings (portal_id, host, port, sender_address, sender_display_name, credentials_user_name,"
+            " enable_ssl, enable_auth, use_ntlm, updated_at, password_ciphertext, oauth2_client_secret_ciphertext)"
+            " VALUES (:portal_id, :host, :port, :sender_address, :sender_display_name, :credentials_user_name,"
+            " :enable_ssl, :enable_auth, :use_ntlm, :updated_at, :password, :client_secret)"
+        )
+        db.write_sync(lambda c: c.execute(insert, {**row, "portal_id": ids["kept.example.com"], "password": "v1.k1-aaaa0001.AAAA", "client_secret": "v1.k3-cccc0003.AAAA"}))
+        db.write_sync(lambda c: c.execute(insert, {**row, "portal_id": ids["other.example.com"], "password": "v1.k1-aaaa0001.BBBB", "client_secret": None}))
+        db.migrate()
+        recorded = db.read_sync(lambda c: sorted(r[0] for r in c.execute(sa.text("SELECT key_id FROM encryption_keys"))))
+        assert recorded == ["k1-aaaa0001", "k3-cccc0003"]
+    finally:
+        db.dispose()

@@ -110,7 +110,7 @@ def test_the_command_lines_database_follows_the_setting(
     monkeypatch.setenv("SMTPSETTINGS_DATA_DIR", str(tmp_path / "data"))
     if value is not None:
         monkeypatch.setenv("SMTPSETTINGS_SQLITE_SYNCHRONOUS", value)
-    db = Context(None).db
+    db = Context(None).open_db(create=True)  # as `migrate` and `serve` open it
     try:
         assert db.read_sync(_level) == expected
     finally:

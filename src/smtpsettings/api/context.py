@@ -21,7 +21,17 @@ from smtpsettings.services.auth import Alongside, Authenticated, Credentials
 if TYPE_CHECKING:
     from smtpsettings.wiring import Services
 
-__all__ = ("authenticated", "client_address", "current_portal", "current_principal", "json_too_deep", "read_json", "services", "settings_manager")
+__all__ = (
+    "authenticated",
+    "client_address",
+    "current_portal",
+    "current_principal",
+    "forwarded_scheme",
+    "json_too_deep",
+    "read_json",
+    "services",
+    "settings_manager",
+)
 
 AUTH_COOKIE = "asc_auth_key"
 
@@ -59,6 +69,31 @@ def client_address(request: Request) -> str:
         if not _in(hop, trusted):
             return hop
     return peer
+
+
+_FORWARDED_PROTO = re.compile(r'(?:^|;)\s*proto\s*=\s*"?([A-Za-z]+)"?\s*(?:;|$)', re.IGNORECASE)
+
+
+def forwarded_scheme(
+    peer: str, x_forwarded_proto: bytes | None, forwarded: bytes | None, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> str | None:
+    """The scheme a trusted proxy says the client used (``http`` or ``https``), or None to keep the connection's.
+
+    Believed only from a peer in ``trusted``: anyone else could claim https and so get a link or a cookie
+    flag that is not theirs. ``X-Forwarded-Proto`` wins over ``Forwarded: proto=`` (RFC 7239); of a list, the
+    last value counts, the one the proxy next to us wrote.
+    """
+    if not trusted or not _in(peer, trusted):
+        return None
+    if x_forwarded_proto is not None:
+        proto = x_forwarded_proto.decode("latin-1").rsplit(",", 1)[-1].strip()
+    elif forwarded is not None:
+        match = _FORWARDED_PROTO.search(forwarded.decode("latin-1").rsplit(",", 1)[-1])
+        proto = match.group(1) if match else ""
+    else:
+        return None
+    proto = proto.lower()
+    return proto if proto in ("http", "https") else None
 
 
 def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:

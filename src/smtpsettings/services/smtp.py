@@ -23,6 +23,7 @@ from smtpsettings.domain.smtp import (
     decide_password,
     decide_secrets,
 )
+from smtpsettings.store import keys as keys_store
 from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import Database
 from smtpsettings.store.smtp import AuditEntry, StoredSmtpSettings
@@ -81,6 +82,9 @@ class SmtpSettingsService:
             is_default=True,
         )
         self._default_password = default.password if default.enable_auth else ""
+        # Key ids this process has seen recorded in the database (store/keys.py): a save records a key
+        # it encrypts with only the first time, so saves pay for the record once per key and process.
+        self._recorded_keys: set[str] = set()
 
     alongside = smtp_store.SETTINGS_ALONGSIDE
     """The portal's stored settings as a request reads them with its caller (one statement); :meth:`view` shows them."""
@@ -157,6 +161,10 @@ class SmtpSettingsService:
                     secrets[name] = old
                 elif old:
                     secrets_changed.append(name)
+            written = {self._keyring.key_id_of(c) for c in (ciphertext, *secrets.values()) if c} - self._recorded_keys
+            # A ring given a new key by hand (not by `keys rotate`) is recorded at its first use, so an
+            # instance lacking that key refuses to start rather than fail on these secrets.
+            keys_store.record(conn, written)
             smtp_store.put_settings(conn, portal.id, new.settings, ciphertext, secrets)
             changed = changed_fields(
                 before or self._default, new.settings, password_changed=password_changed, secrets_changed=secrets_changed
@@ -166,9 +174,10 @@ class SmtpSettingsService:
             smtp_store.add_audit_entry(
                 conn, portal.id, user_id=user.id, user_email=user.email, action="save", changed=changed, client_address=client_address
             )
-            return frozenset(secrets)
+            return frozenset(secrets), written
 
-        stored_now = await self._db.write(save_in_transaction)
+        stored_now, recorded = await self._db.write(save_in_transaction)
+        self._recorded_keys |= recorded  # once committed
         return SettingsView(new.settings, stored_now)
 
     async def reset(self, portal: Portal, user: User, client_address: str) -> SettingsView:

@@ -25,6 +25,8 @@ save already acknowledged to the client can vanish with a power failure.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import sqlite3
 import threading
 from collections import deque
@@ -54,7 +56,16 @@ _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 
 class StoreUnavailable(Exception):
-    """The database cannot be reached, is too slow or too busy; the request may be retried."""
+    """The database cannot be reached, is too slow or too busy; the request may be retried.
+
+    The message is what a client may read. ``reason`` is the driver's or server's own account (password
+    authentication failed, database does not exist, connection refused …), for the operator only: it
+    names users and hosts, so it goes to the command line and the start-up error, never into a response.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def utcnow() -> datetime:
@@ -95,8 +106,6 @@ class Database:
         self._lookup_pool: _LookupPool | None = None
         if backend == "sqlite":
             self.is_sqlite = True
-            if parsed.database:
-                Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.engine: Engine = sa.create_engine(parsed, connect_args={"timeout": timeout})
             self._local = threading.local()
             synchronous = self.sqlite_synchronous
@@ -297,14 +306,52 @@ class Database:
 
     # -- schema -----------------------------------------------------------------------------------
 
+    def describe(self) -> str:
+        """Which database this is, for an operator: kind, host, port, name and user; never the password."""
+        if self.is_sqlite:
+            return f"SQLite database {self.url.database or ':memory:'}"
+        where = f"{self.url.host}:{self.url.port or 5432}" if self.url.host else "the local socket"
+        return f"PostgreSQL database {self.url.database!r} on {where} as user {self.url.username!r}"
+
+    def has_schema(self) -> bool:
+        """Whether the database exists and holds a schema of ours, without creating anything.
+
+        Raises:
+            StoreUnavailable: it cannot be reached; the message names it and the server's reason.
+        """
+        if self.is_sqlite:
+            path = self.url.database
+            # Connecting would create the file: look first.
+            if not path or not Path(path).is_file():
+                return False
+        with self._explained(), _translate_failures(), self.engine.connect() as conn:
+            return sa.inspect(conn).has_table("alembic_version")
+
+    @contextmanager
+    def _explained(self) -> Iterator[None]:
+        """A failure to reach the database, reworded for the operator: which database, and why not."""
+        try:
+            yield
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"cannot use the {self.describe()}: {exc.reason or exc}", exc.reason) from exc
+
     def migrate(self, revision: str = "head") -> None:
-        """Bring the schema to ``revision``, the newest by default (safe when several instances start at once)."""
+        """Bring the schema to ``revision``, the newest by default (safe when several instances start at once).
+
+        Raises:
+            StoreUnavailable: the database cannot be reached (named, with the server's reason), or it is a
+                SQLite file in a directory that does not exist (which is never created here: a misspelt
+                path would otherwise become an empty database).
+        """
         from alembic import command
         from alembic.config import Config
 
+        if self.is_sqlite and self.url.database and not Path(self.url.database).parent.is_dir():
+            directory = Path(self.url.database).parent
+            raise StoreUnavailable(f"cannot use the {self.describe()}: the directory {directory} does not exist")
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with _translate_failures(), self.engine.connect() as conn:
+        with self._explained(), _translate_failures(), self.engine.connect() as conn:
             if not self.is_sqlite:
                 conn.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
             try:
@@ -321,6 +368,27 @@ class Database:
                 path = Path(self.url.database + suffix)
                 if path.exists():
                     path.chmod(0o600)
+
+    def backup_to(self, destination: Path) -> None:
+        """SQLite: a consistent copy of the whole database in the new file ``destination`` (0600), taken online.
+
+        SQLite's backup API copies every page under one read transaction: the copy is the database as of one
+        moment, while the servers keep reading and writing (in WAL mode a reader holds no writer up). Copying
+        the file instead can catch a write half-done, and leaves the write-ahead log behind.
+        """
+        if not self.is_sqlite or not self.url.database:
+            raise ValueError(f"the {self.describe()} is not a SQLite file: back it up with the server's own tools")
+        os.close(os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        with _translate_failures():
+            source = sqlite3.connect(self.url.database, timeout=self.timeout)
+            try:
+                target = sqlite3.connect(destination)
+                try:
+                    source.backup(target)
+                finally:
+                    target.close()
+            finally:
+                source.close()
 
     def dispose(self) -> None:
         self.stop_background_checkpoints()
@@ -654,22 +722,34 @@ def _translate_failures() -> Iterator[None]:
             raise StoreUnavailable("The database is busy; try again.") from exc
         if "statement timeout" in text or "lock timeout" in text:
             raise StoreUnavailable("The database did not answer in time; try again.") from exc
-        raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
+        raise StoreUnavailable(_UNAVAILABLE, _reason(text)) from exc
     except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as exc:
         raise StoreUnavailable("The database did not answer in time; try again.") from exc
     except psycopg.OperationalError as exc:
-        raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
+        raise StoreUnavailable(_UNAVAILABLE, _reason(str(exc))) from exc
     except sqlite3.OperationalError as exc:
         text = str(exc)
         if "locked" in text or "busy" in text:
             raise StoreUnavailable("The database is busy; try again.") from exc
-        raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
+        raise StoreUnavailable(_UNAVAILABLE, _reason(text)) from exc
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
-            raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
+            raise StoreUnavailable(_UNAVAILABLE, _reason(str(exc.orig or exc))) from exc
         raise
     except ConnectionError as exc:
-        raise StoreUnavailable("The database is unavailable; try again shortly.") from exc
+        raise StoreUnavailable(_UNAVAILABLE, _reason(str(exc))) from exc
+
+
+_UNAVAILABLE = "The database is unavailable; try again shortly."
+# libpq's wrapping around the server's own words: 'connection failed: connection to server at "h", port 1 failed: FATAL:  …'
+_LIBPQ_PREFIX = re.compile(r'^(connection failed: )?(connection to server (at|on) .*? failed: )?(FATAL: +)?')
+
+
+def _reason(text: str) -> str:
+    """The server's or driver's reason, on one line: 'password authentication failed for user "u"',
+    'database "x" does not exist', 'Connection refused', "failed to resolve host …"."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return _LIBPQ_PREFIX.sub("", first.strip()).strip()
 
 
 def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, synchronous: str) -> None:

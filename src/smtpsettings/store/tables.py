@@ -9,6 +9,7 @@ __all__ = (
     "outbox_dispatchers",
     "outbox_messages",
     "audit_log",
+    "encryption_keys",
     "metadata",
     "portals",
     "rate_counters",
@@ -184,4 +185,12 @@ outbox_dispatchers = sa.Table(
     metadata,
     sa.Column("owner", sa.String(64), primary_key=True),
     sa.Column("beats", sa.BigInteger, nullable=False),
+)
+
+# The ids (never the keys) of the encryption keys stored secrets use or instances encrypt with (migration 0009).
+encryption_keys = sa.Table(
+    "encryption_keys",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
