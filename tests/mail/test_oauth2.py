@@ -314,6 +314,58 @@ async def test_a_fresh_token_refused_is_not_fetched_again(
     assert_no_secrets(info.value, oauth_provider, grant)
 
 
+def auth_exchange(transcript: list[str] | tuple[str, ...]) -> list[str]:
+    """The transcript from AUTH to the reply that ends it (235 or 5xx)."""
+    lines = list(transcript)
+    start = lines.index("C: AUTH XOAUTH2 ***")
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith(("S: 235", "S: 5")))
+    return lines[start : end + 1]
+
+
+async def test_an_empty_334_to_the_initial_response_gets_the_token_as_the_continuation(
+    oauth_provider: OAuthProvider, xoauth2_smtp: XOAuth2Smtp
+) -> None:
+    xoauth2_smtp.inbox.ignore_initial_response = True
+    grant = grant_for(oauth_provider, "generic")
+
+    report = await send_message(oauth_target(xoauth2_smtp, grant), message(), FAST, tokens=TokenCache())
+
+    assert xoauth2_smtp.inbox.logins == [MAILBOX] and len(xoauth2_smtp.messages) == 1
+    assert xoauth2_smtp.inbox.refusals == []
+    exchange = auth_exchange(report.transcript)
+    assert exchange[:3] == ["C: AUTH XOAUTH2 ***", "S: 334 ***", "C: ***"]
+    assert exchange[3].startswith("S: 235") and len(exchange) == 4
+    messages = [d.message for d in report.details]
+    assert "The server asked for the XOAUTH2 response again; sent it as the continuation" in messages
+    assert not any(m.startswith("Server's XOAUTH2 error") for m in messages)
+    assert_no_secrets(report, oauth_provider, grant)
+
+
+@pytest.mark.parametrize("initial_response_read", [True, False], ids=["read", "asked for again"])
+async def test_a_refused_token_is_an_error_challenge_then_535_either_way(
+    oauth_provider: OAuthProvider, xoauth2_smtp: XOAuth2Smtp, initial_response_read: bool
+) -> None:
+    xoauth2_smtp.inbox.ignore_initial_response = not initial_response_read
+    grant = grant_for(oauth_provider, "google")  # the token is for MAILBOX, the login names another
+
+    with pytest.raises(AuthenticationError) as info:
+        await send_message(
+            oauth_target(xoauth2_smtp, grant, username="other@example.com"), message(), FAST, tokens=TokenCache()
+        )
+
+    assert oauth_provider.hits == 1 and not xoauth2_smtp.messages
+    assert len(xoauth2_smtp.inbox.refusals) == 1
+    assert str(info.value).startswith("Authentication failed: 535 5.7.3 Authentication unsuccessful (the token was refused")
+    # The empty line answering the error challenge leaves no line in the transcript.
+    asked_again = [] if initial_response_read else ["S: 334 ***", "C: ***"]
+    assert auth_exchange(info.value.transcript) == [
+        "C: AUTH XOAUTH2 ***", *asked_again, "S: 334 ***", "S: 535 5.7.3 Authentication unsuccessful"
+    ]
+    messages = [d.message for d in info.value.details]
+    assert any(m.startswith("Server's XOAUTH2 error: {\"status\": \"401\"") for m in messages), messages
+    assert_no_secrets(info.value, oauth_provider, grant)
+
+
 # -- the token step's failures -----------------------------------------------------------------------
 
 
