@@ -29,8 +29,9 @@ MESSAGES_TAG = "Outgoing mail"
 
 # What the server accepts as a host, and so what answers carry: an RFC 1123 host name, an IPv4 address, an
 # international name (checked by IDNA 2008 on save, stored as typed), an IPv6 address, bare or in brackets,
-# or an IPv4 address in brackets. (An answer carries "" when neither the portal nor the server has settings:
-# left out here, or fuzzers would build their requests on it.) A pattern rather than ``format: hostname``,
+# or an IPv4 address in brackets. (An answer carries "" when neither the portal nor the server has a host:
+# SmtpSettingsAnswerDto allows it, this pattern does not, or fuzzers would build their requests on it.) A
+# pattern rather than ``format: hostname``,
 # which leaves out IP addresses and international names. The first branches are the common forms, spelt
 # exactly, so that fuzzers and generated examples give mostly values the server accepts rather than random
 # strings it refuses before doing anything with them; the international branch is the lenient superset
@@ -482,52 +483,69 @@ def _message_paths() -> dict[str, Any]:
     }
 
 
+def _settings_answer(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings as GET, POST and DELETE answer them: as saved, except that a portal without settings of
+    its own answers the server's default, where host and senderAddress may be "" (none configured)."""
+    properties = dict(settings["properties"])
+    for name in ("host", "senderAddress"):
+        saved = properties[name]
+        properties[name] = {
+            "anyOf": [{k: v for k, v in saved.items() if k != "description"}, {"const": ""}],
+            "description": f'{saved["description"]} "" when neither the portal nor the server default has'
+            " one.",
+        }
+    return settings | {
+        "description": "(ours) The SMTP settings in an answer: the fields of SmtpSettingsDto, whose host and"
+        ' senderAddress are "" when the portal has no settings of its own and the server default names'
+        " none.",
+        "properties": properties,
+    }
+
+
 def _schemas() -> dict[str, Any]:
-    return {
-        "SmtpSettingsDto": {
-            "type": "object",
-            "description": "The SMTP settings parameters.",
-            "properties": {
-                "host": _string(
-                    "The SMTP host: a host name (mail.example.com, or an international name), an IPv4 address or an"
-                    " IPv6 address, bare or in brackets. Not a URL, and without a port (that is the port field)."
-                    ' ("" in an answer when neither the portal nor the server has settings.)',
-                    pattern=HOST_PATTERN,
-                ),
-                "port": {"type": ["integer", "null"], "format": "int32", "minimum": 1, "maximum": 65535, "description": "The SMTP port (default 25)."},
-                "senderAddress": _string(
-                    "The sender address (\"\" in an answer when neither the portal nor the server has settings).", format="email"
-                ),
-                "senderDisplayName": _string("The sender display name.", pattern=NO_CONTROL_PATTERN),
-                "credentialsUserName": _string("The credentials username.", pattern=NO_CONTROL_PATTERN),
-                "credentialsUserPassword": _string(
-                    "The credentials user password. Write-only: responses carry an empty string.", limited=False
-                ),
-                "enableSSL": {"type": "boolean", "description": "Specifies whether the SSL is enabled or not."},
-                "enableAuth": {"type": "boolean", "description": "Specifies whether the authentication is enabled or not."},
-                "useNtlm": {"type": "boolean", "description": "Specifies whether to use NTLM or not."},
-                "isDefaultSettings": {
-                    "type": "boolean",
-                    "readOnly": True,
-                    "description": "Specifies if the current settings are default or not (ignored on input).",
-                },
-                "authMethod": {
-                    "type": ["string", "null"],
-                    "enum": ["password", "ntlm", "oauth2", None],
-                    "description": "(ours) How the mailbox signs in (with enableAuth): password, NTLM or OAuth 2.0"
-                    " (AUTH XOAUTH2). Left out or null: ntlm when useNtlm, else password, as DocSpace saves;"
-                    " useNtlm, if sent too, must agree. Always in an answer.",
-                },
-                "oauth2": {
-                    "anyOf": [_ref("SmtpOAuth2Settings"), {"type": "null"}],
-                    "description": '(ours) The OAuth 2.0 settings, required with authMethod "oauth2" and refused'
-                    " with any other; null in an answer unless OAuth 2.0 is in use.",
-                },
+    settings: dict[str, Any] = {
+        "type": "object",
+        "description": "The SMTP settings parameters.",
+        "properties": {
+            "host": _string(
+                "The SMTP host: a host name (mail.example.com, or an international name), an IPv4 address or an"
+                " IPv6 address, bare or in brackets. Not a URL, and without a port (that is the port field).",
+                pattern=HOST_PATTERN,
+            ),
+            "port": {"type": ["integer", "null"], "format": "int32", "minimum": 1, "maximum": 65535, "description": "The SMTP port (default 25)."},
+            "senderAddress": _string("The sender address.", format="email"),
+            "senderDisplayName": _string("The sender display name.", pattern=NO_CONTROL_PATTERN),
+            "credentialsUserName": _string("The credentials username.", pattern=NO_CONTROL_PATTERN),
+            "credentialsUserPassword": _string(
+                "The credentials user password. Write-only: responses carry an empty string.", limited=False
+            ),
+            "enableSSL": {"type": "boolean", "description": "Specifies whether the SSL is enabled or not."},
+            "enableAuth": {"type": "boolean", "description": "Specifies whether the authentication is enabled or not."},
+            "useNtlm": {"type": "boolean", "description": "Specifies whether to use NTLM or not."},
+            "isDefaultSettings": {
+                "type": "boolean",
+                "readOnly": True,
+                "description": "Specifies if the current settings are default or not (ignored on input).",
             },
-            # Saving or testing without them is refused ("Empty smtp host.", "Empty sender address.").
-            "required": ["host", "senderAddress"],
-            "additionalProperties": False,
+            "authMethod": {
+                "type": ["string", "null"],
+                "enum": ["password", "ntlm", "oauth2", None],
+                "description": "(ours) How the mailbox signs in (with enableAuth): password, NTLM or OAuth 2.0"
+                " (AUTH XOAUTH2). Left out or null: ntlm when useNtlm, else password, as DocSpace saves;"
+                " useNtlm, if sent too, must agree. Always in an answer.",
+            },
+            "oauth2": {
+                "anyOf": [_ref("SmtpOAuth2Settings"), {"type": "null"}],
+                "description": '(ours) The OAuth 2.0 settings, required with authMethod "oauth2" and refused'
+                " with any other; null in an answer unless OAuth 2.0 is in use.",
+            },
         },
+        # Saving or testing without them is refused ("Empty smtp host.", "Empty sender address.").
+        "required": ["host", "senderAddress"],
+        "additionalProperties": False,
+    }
+    return {
+        "SmtpSettingsDto": settings,
         "SmtpOAuth2Settings": {
             "type": "object",
             "description": "(ours) Where the access token for AUTH XOAUTH2 comes from. The user is credentialsUserName"
@@ -568,7 +586,8 @@ def _schemas() -> dict[str, Any]:
             "required": ["provider"],
             "additionalProperties": False,
         },
-        "SmtpSettingsWrapper": _wrapper(_ref("SmtpSettingsDto")),
+        "SmtpSettingsAnswerDto": _settings_answer(settings),
+        "SmtpSettingsWrapper": _wrapper(_ref("SmtpSettingsAnswerDto")),
         "SmtpOperationStatusRequestsDto": {
             "type": "object",
             "properties": {
