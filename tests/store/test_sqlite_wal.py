@@ -73,7 +73,7 @@ def portal_id(db: Database) -> int:
 
 def burst(db: Database, portal_id: int, saves: int = 120) -> str:
     """``saves`` commits of about 200 KiB each (sender names that big) through the service's Database;
-    the last name saved. Each name is new throughout: SQLite rewrites only the pages of a value that changed."""
+    the last name saved. Each name is new throughout: SQLite writes only the pages of a value that changed."""
     for _ in range(saves):
         name = secrets.token_hex(100_000)
         settings = msgspec.structs.replace(SETTINGS, sender_display_name=name)
@@ -113,7 +113,7 @@ def test_an_idle_log_is_truncated_after_a_burst_by_the_background_checkpoints(
 def test_the_next_write_after_a_complete_checkpoint_cuts_the_log_back_to_the_limit(
     db: Database, db_path: Path, portal_id: int
 ) -> None:
-    """The writers' own journal_size_limit, without the checkpointer's truncation (as under steady traffic)."""
+    """The writers' own journal_size_limit, without the checkpointer's truncation (steady traffic)."""
     with long_reader(db_path):
         last = burst(db, portal_id)
     grown = wal_size(db_path)

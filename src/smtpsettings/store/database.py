@@ -47,7 +47,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ("Database", "Prepared", "StoreUnavailable", "insert_for", "utc", "utcnow")
+__all__ = ("WAL_SIZE_LIMIT", "Database", "Prepared", "StoreUnavailable", "insert_for", "utc", "utcnow")
 
 T = TypeVar("T")
 
@@ -355,9 +355,9 @@ class _Checkpointer:
     While writes keep coming the log cannot start over: each copy ends with new frames already behind it,
     so a burst grows the file (by tens of KiB per outbox message). ``journal_size_limit`` cuts it back
     when a writer finds the log fully copied; when no writer comes, an idle tick truncates it here. That
-    TRUNCATE takes the write lock and needs every reader to be on the newest data, but this connection
-    waits for no lock (busy timeout 0): if anyone is busy it gives up at once and the next idle tick
-    tries again, so a request never waits behind it for more than the truncation itself.
+    TRUNCATE takes the write lock and needs no reader to be using the log, but this connection waits for
+    no lock (busy timeout 0): if anyone is busy it gives up at once and the next idle tick tries again,
+    so a request never waits behind it for more than the truncation itself.
     """
 
     def __init__(self, path: str, interval: float, timeout: float, synchronous: str) -> None:
@@ -380,7 +380,9 @@ class _Checkpointer:
         while not self._stopped.wait(self._interval):
             try:
                 if conn is None:
-                    conn = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
+                    conn = sqlite3.connect(
+                        self._path, timeout=0, isolation_level=None, check_same_thread=False
+                    )
                     # The checkpoint's own syncs follow this setting as well: keep it the operator's.
                     conn.execute(f"PRAGMA synchronous={self._synchronous}")
                     conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
