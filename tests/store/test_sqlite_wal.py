@@ -17,22 +17,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from test_request_lookups import SETTINGS
+from test_sqlite_synchronous import checkpointer_connection
 
-from smtpsettings.domain.smtp import SmtpSettings
 from smtpsettings.store import accounts, smtp
 from smtpsettings.store.database import WAL_SIZE_LIMIT, Database
 
 MiB = 1024 * 1024
-SETTINGS = SmtpSettings(
-    host="smtp.example.com",
-    port=587,
-    sender_address="docspace@example.com",
-    sender_display_name="DocSpace",
-    credentials_user_name="mailer",
-    enable_ssl=True,
-    enable_auth=True,
-    use_ntlm=False,
-)
 
 
 def wal_size(path: Path) -> int:
@@ -136,12 +127,6 @@ def test_every_connection_carries_the_limit(db: Database, db_path: Path) -> None
     with db.engine.connect() as pooled:
         assert limit(pooled) == WAL_SIZE_LIMIT
     assert db.read_sync(limit) == WAL_SIZE_LIMIT
-    db.start_background_checkpoints(interval=0.01)
+    checkpointer = checkpointer_connection(db)
+    assert checkpointer.execute("PRAGMA journal_size_limit").fetchone()[0] == WAL_SIZE_LIMIT
     assert db.write_sync(limit) == WAL_SIZE_LIMIT  # the thread's connection, reopened for the checkpointer
-    checkpointer = db._checkpointer
-    assert checkpointer is not None
-    deadline = time.monotonic() + 10
-    while checkpointer.connection is None:
-        assert time.monotonic() < deadline, "the checkpointer did not open its connection"
-        time.sleep(0.01)
-    assert checkpointer.connection.execute("PRAGMA journal_size_limit").fetchone()[0] == WAL_SIZE_LIMIT
