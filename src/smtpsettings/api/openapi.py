@@ -503,49 +503,48 @@ def _settings_answer(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "type": "object",
-        "description": "The SMTP settings parameters.",
-        "properties": {
-            "host": _string(
-                "The SMTP host: a host name (mail.example.com, or an international name), an IPv4 address or an"
-                " IPv6 address, bare or in brackets. Not a URL, and without a port (that is the port field).",
-                pattern=HOST_PATTERN,
-            ),
-            "port": {"type": ["integer", "null"], "format": "int32", "minimum": 1, "maximum": 65535, "description": "The SMTP port (default 25)."},
-            "senderAddress": _string("The sender address.", format="email"),
-            "senderDisplayName": _string("The sender display name.", pattern=NO_CONTROL_PATTERN),
-            "credentialsUserName": _string("The credentials username.", pattern=NO_CONTROL_PATTERN),
-            "credentialsUserPassword": _string(
-                "The credentials user password. Write-only: responses carry an empty string.", limited=False
-            ),
-            "enableSSL": {"type": "boolean", "description": "Specifies whether the SSL is enabled or not."},
-            "enableAuth": {"type": "boolean", "description": "Specifies whether the authentication is enabled or not."},
-            "useNtlm": {"type": "boolean", "description": "Specifies whether to use NTLM or not."},
-            "isDefaultSettings": {
-                "type": "boolean",
-                "readOnly": True,
-                "description": "Specifies if the current settings are default or not (ignored on input).",
+    schemas: dict[str, Any] = {
+        "SmtpSettingsDto": {
+            "type": "object",
+            "description": "The SMTP settings parameters.",
+            "properties": {
+                "host": _string(
+                    "The SMTP host: a host name (mail.example.com, or an international name), an IPv4 address or an"
+                    " IPv6 address, bare or in brackets. Not a URL, and without a port (that is the port field).",
+                    pattern=HOST_PATTERN,
+                ),
+                "port": {"type": ["integer", "null"], "format": "int32", "minimum": 1, "maximum": 65535, "description": "The SMTP port (default 25)."},
+                "senderAddress": _string("The sender address.", format="email"),
+                "senderDisplayName": _string("The sender display name.", pattern=NO_CONTROL_PATTERN),
+                "credentialsUserName": _string("The credentials username.", pattern=NO_CONTROL_PATTERN),
+                "credentialsUserPassword": _string(
+                    "The credentials user password. Write-only: responses carry an empty string.", limited=False
+                ),
+                "enableSSL": {"type": "boolean", "description": "Specifies whether the SSL is enabled or not."},
+                "enableAuth": {"type": "boolean", "description": "Specifies whether the authentication is enabled or not."},
+                "useNtlm": {"type": "boolean", "description": "Specifies whether to use NTLM or not."},
+                "isDefaultSettings": {
+                    "type": "boolean",
+                    "readOnly": True,
+                    "description": "Specifies if the current settings are default or not (ignored on input).",
+                },
+                "authMethod": {
+                    "type": ["string", "null"],
+                    "enum": ["password", "ntlm", "oauth2", None],
+                    "description": "(ours) How the mailbox signs in (with enableAuth): password, NTLM or OAuth 2.0"
+                    " (AUTH XOAUTH2). Left out or null: ntlm when useNtlm, else password, as DocSpace saves;"
+                    " useNtlm, if sent too, must agree. Always in an answer.",
+                },
+                "oauth2": {
+                    "anyOf": [_ref("SmtpOAuth2Settings"), {"type": "null"}],
+                    "description": '(ours) The OAuth 2.0 settings, required with authMethod "oauth2" and refused'
+                    " with any other; null in an answer unless OAuth 2.0 is in use.",
+                },
             },
-            "authMethod": {
-                "type": ["string", "null"],
-                "enum": ["password", "ntlm", "oauth2", None],
-                "description": "(ours) How the mailbox signs in (with enableAuth): password, NTLM or OAuth 2.0"
-                " (AUTH XOAUTH2). Left out or null: ntlm when useNtlm, else password, as DocSpace saves;"
-                " useNtlm, if sent too, must agree. Always in an answer.",
-            },
-            "oauth2": {
-                "anyOf": [_ref("SmtpOAuth2Settings"), {"type": "null"}],
-                "description": '(ours) The OAuth 2.0 settings, required with authMethod "oauth2" and refused'
-                " with any other; null in an answer unless OAuth 2.0 is in use.",
-            },
+            # Saving or testing without them is refused ("Empty smtp host.", "Empty sender address.").
+            "required": ["host", "senderAddress"],
+            "additionalProperties": False,
         },
-        # Saving or testing without them is refused ("Empty smtp host.", "Empty sender address.").
-        "required": ["host", "senderAddress"],
-        "additionalProperties": False,
-    }
-    return {
-        "SmtpSettingsDto": settings,
         "SmtpOAuth2Settings": {
             "type": "object",
             "description": "(ours) Where the access token for AUTH XOAUTH2 comes from. The user is credentialsUserName"
@@ -586,7 +585,6 @@ def _schemas() -> dict[str, Any]:
             "required": ["provider"],
             "additionalProperties": False,
         },
-        "SmtpSettingsAnswerDto": _settings_answer(settings),
         "SmtpSettingsWrapper": _wrapper(_ref("SmtpSettingsAnswerDto")),
         "SmtpOperationStatusRequestsDto": {
             "type": "object",
@@ -797,6 +795,8 @@ def _schemas() -> dict[str, Any]:
             ],
         },
     }
+    schemas["SmtpSettingsAnswerDto"] = _settings_answer(schemas["SmtpSettingsDto"])
+    return schemas
 
 
 def _address(description: str) -> dict[str, Any]:
