@@ -389,7 +389,7 @@ class _Checkpointer:
                     self.connection = conn
                 # (busy, frames in the log, frames copied): the same full count twice running means idle.
                 result = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                idle = result == last and result[1] == result[2]
+                idle = result == last and result[0] == 0 and result[1] == result[2]
                 last = result
                 if idle and _size(self._path + "-wal") > WAL_SIZE_LIMIT:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
