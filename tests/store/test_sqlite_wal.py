@@ -109,8 +109,11 @@ def test_the_next_write_after_a_complete_checkpoint_cuts_the_log_back_to_the_lim
         last = burst(db, portal_id)
     grown = wal_size(db_path)
     assert grown > 16 * MiB, grown
-    with sqlite3.connect(db_path, isolation_level=None) as copier:
+    copier = sqlite3.connect(db_path, isolation_level=None)
+    try:
         busy, frames, copied = copier.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        copier.close()
     assert (busy, copied) == (0, frames)  # all copied; a PASSIVE checkpoint leaves the file as it is
     assert wal_size(db_path) == grown
 
@@ -120,7 +123,7 @@ def test_the_next_write_after_a_complete_checkpoint_cuts_the_log_back_to_the_lim
     assert stored_name(db, portal_id) == SETTINGS.sender_display_name != last
 
 
-def test_every_connection_carries_the_limit(db: Database, db_path: Path) -> None:
+def test_every_connection_carries_the_limit(db: Database) -> None:
     def limit(conn):  # type: ignore[no-untyped-def]
         return conn.exec_driver_sql("PRAGMA journal_size_limit").scalar_one()
 
