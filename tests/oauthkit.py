@@ -633,10 +633,13 @@ class XOAuth2Inbox:
         self.logins: list[str] = []  # mailboxes that authenticated
         self.refusals: list[str] = []  # why each refused AUTH was refused
         self.hang_up_after_refusal = False  # close the connection after the 535, as some servers do
+        # Answer AUTH's initial response with an empty 334 and read the response from the next line, as
+        # servers that do not take initial responses do.
+        self.ignore_initial_response = False
         self.received = threading.Event()
 
     async def auth_XOAUTH2(self, server: SMTPServer, args: list[str]) -> AuthResult:
-        if len(args) > 1:
+        if len(args) > 1 and not self.ignore_initial_response:
             blob = args[1]
         else:
             answer = await server.challenge_auth(b"", encode_to_b64=False)

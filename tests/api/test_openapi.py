@@ -247,14 +247,16 @@ def test_document_operation_ids_are_unique(document: dict[str, Any]) -> None:
     assert len(ids) == len(set(ids))
 
 
-def test_smtp_operations_return_the_settings_wrapper_of_the_dto(document: dict[str, Any]) -> None:
+def test_smtp_operations_answer_the_settings_answer_and_take_the_dto(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     for method in ("get", "post", "delete"):
         ref = document["paths"]["/api/2.0/smtpsettings/smtp"][method]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
         wrapper = schemas[ref.rsplit("/", 1)[1]]
-        assert wrapper["properties"]["response"] == {"$ref": "#/components/schemas/SmtpSettingsDto"}
+        assert wrapper["properties"]["response"] == {"$ref": "#/components/schemas/SmtpSettingsAnswerDto"}
     body = document["paths"]["/api/2.0/smtpsettings/smtp"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/SmtpSettingsDto"}
+    answer, dto = schemas["SmtpSettingsAnswerDto"], schemas["SmtpSettingsDto"]
+    assert answer["properties"].keys() == dto["properties"].keys()
 
 
 def test_every_reference_in_the_document_resolves(document: dict[str, Any]) -> None:
@@ -586,6 +588,40 @@ def test_sender_address_is_declared_as_an_email(document: dict[str, Any]) -> Non
 
 def test_host_and_sender_are_declared_required_as_the_server_requires_them(document: dict[str, Any]) -> None:
     assert set(smtp_schema(document)["required"]) == {"host", "senderAddress"}
+
+
+@pytest.mark.parametrize(
+    ("default", "unset"),
+    [
+        ({}, {"host", "senderAddress"}),
+        ({"SMTPSETTINGS_DEFAULT_SMTP_HOST": "mail.default.test"}, {"senderAddress"}),
+    ],
+    ids=["no server default", "a default without a sender"],
+)
+def test_answers_without_a_host_or_sender_anywhere_are_what_the_document_declares(
+    document: dict[str, Any], tmp_path: Path, default: dict[str, str], unset: set[str]
+) -> None:
+    """DELETE, and GET after it, answer the server default ("" where it names nothing); saving "" is refused."""
+    from serverkit import VALID_SETTINGS, make_portal, start_server
+
+    from smtpsettings.domain.accounts import Role
+
+    server = start_server(tmp_path / "data", default)
+    try:
+        with make_portal(server).client(Role.ADMIN) as c:
+            assert c.post("/api/2.0/smtpsettings/smtp", json=VALID_SETTINGS).status_code == 200
+            answers = [c.delete("/api/2.0/smtpsettings/smtp"), c.get("/api/2.0/smtpsettings/smtp")]
+            for answer in answers:
+                assert answer.status_code == 200, answer.text
+                settings = answer.json()["response"]
+                assert {f for f in ("host", "senderAddress") if settings[f] == ""} == unset
+                assert settings["isDefaultSettings"] is True
+                _conforms(document, "SmtpSettingsWrapper", answer.json())
+            refused = c.post("/api/2.0/smtpsettings/smtp", json=answers[0].json()["response"])
+            assert refused.status_code == 400, refused.text
+    finally:
+        server.stop()
+    assert not _validator(document, "SmtpSettingsDto").is_valid(answers[0].json()["response"])
 
 
 # Forms the server accepts and stores (IP literals as their bare, compressed form).

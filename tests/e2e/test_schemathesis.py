@@ -1,11 +1,15 @@
 """schemathesis fuzzes a real server against the OpenAPI document it serves: as a portal admin, and anonymous.
 
-Each run generates at least 1,000 requests (valid and invalid data; anonymous also random credentials) and
-checks every answer: no 5xx, only declared statuses, declared content types and headers, bodies that match
-their schemas, invalid data refused, and ``Allow`` naming exactly the documented methods. The server's log is
-searched for 5xx and unhandled errors too. After the operations one by one, the stateful phase follows the
-document's links: a message accepted by ``POST /messages`` is read, cancelled and retried by its id. Mail the
-fuzzer sends goes to the sink; the portal's rate is kept low so that some of it is still queued when a
+A third run fuzzes the settings operations as an admin on a server without a default: there a portal with
+no settings of its own (so every reset) answers host and senderAddress "", which the answers' schema must
+allow while the request's still refuses it.
+
+Each full run generates at least 1,000 requests (valid and invalid data; anonymous also random credentials)
+and checks every answer: no 5xx, only declared statuses, declared content types and headers, bodies that
+match their schemas, invalid data refused, and ``Allow`` naming exactly the documented methods. The server's
+log is searched for 5xx and unhandled errors too. After the operations one by one, the stateful phase follows
+the document's links: a message accepted by ``POST /messages`` is read, cancelled and retried by its id. Mail
+the fuzzer sends goes to the sink; the portal's rate is kept low so that some of it is still queued when a
 cancel comes.
 
 Nothing may leave the machine: a fuzzed host in ``POST /smtp/test`` (or saved, then tested with ``GET``) could
@@ -36,11 +40,14 @@ from typing import Any
 
 import pytest
 
-CALLERS = ("admin", "anonymous")
+CALLERS = ("admin", "anonymous", NO_DEFAULT := "admin-without-default")
 # Per operation and phase. Operations without inputs have only a handful of distinct requests, so the
 # body-taking ones carry the count: these give each run well over 1,000 requests in about 20-40 s.
-MAX_EXAMPLES = {"admin": 300, "anonymous": 150}
-MIN_CASES = 1000
+MAX_EXAMPLES = {"admin": 300, "anonymous": 150, NO_DEFAULT: 100}
+# The least each run generates, and the operations it covers (all, or GET, POST and DELETE of the settings).
+MIN_CASES = {"admin": 1000, "anonymous": 1000, NO_DEFAULT: 100}
+MIN_OPERATIONS = {"admin": 9, "anonymous": 9, NO_DEFAULT: 3}
+SETTINGS_PATH = "/api/2.0/smtpsettings/smtp"
 DEFAULT_SEED = 20261129
 CHECKS = (
     "not_a_server_error",
@@ -116,8 +123,9 @@ def test_schemathesis_finds_nothing(caller: str, tmp_path: Path) -> None:
 
     assert report["failures"] == [] and report["errors"] == [], context
     assert report["exit_code"] == 0, context
-    assert report["operations"]["tested"] == report["operations"]["selected"] >= 9, context
-    assert report["test_cases"]["generated"] >= MIN_CASES, context
+    operations = report["operations"]
+    assert operations["tested"] == operations["selected"] >= MIN_OPERATIONS[caller], context
+    assert report["test_cases"]["generated"] >= MIN_CASES[caller], context
     assert summary["server_errors"] == [], "5xx or unhandled errors in the server log:\n" + "\n".join(
         summary["server_errors"]
     )
@@ -136,6 +144,12 @@ def main(caller: str, seed: int, work: Path) -> None:
 
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     with smtp_peer() as (sink_port, _inbox):
+        # A portal without settings of its own (and every reset) tests against the sink.
+        default = {
+            "SMTPSETTINGS_DEFAULT_SMTP_HOST": "127.0.0.1",
+            "SMTPSETTINGS_DEFAULT_SMTP_PORT": str(sink_port),
+            "SMTPSETTINGS_DEFAULT_SMTP_SENDER_ADDRESS": "portal@example.com",
+        }
         server = start_server(
             work / "data",
             {
@@ -145,10 +159,7 @@ def main(caller: str, seed: int, work: Path) -> None:
                 "SMTPSETTINGS_SMTP_JOB_TIMEOUT": "5",
                 # Let the fuzzer reach the test-mail path again and again rather than mostly its 429.
                 "SMTPSETTINGS_SMTP_TEST_LIMIT": "100000",
-                # A portal without settings of its own (and every reset) tests against the sink.
-                "SMTPSETTINGS_DEFAULT_SMTP_HOST": "127.0.0.1",
-                "SMTPSETTINGS_DEFAULT_SMTP_PORT": str(sink_port),
-                "SMTPSETTINGS_DEFAULT_SMTP_SENDER_ADDRESS": "portal@example.com",
+                **({} if caller == NO_DEFAULT else default),
                 # Messages beyond the portal's rate wait, queued, for the next minute: so cancelling one can
                 # succeed, rather than always finding it sent already (the sink takes mail in a millisecond).
                 "SMTPSETTINGS_OUTBOX_MESSAGES_PER_MINUTE": "20",
@@ -158,11 +169,16 @@ def main(caller: str, seed: int, work: Path) -> None:
             _wait_until_serving(server.base_url, httpx)
             portal = make_portal(server)
             headers = ["-H", f"Host: {portal.hostname}"]
-            if caller == "admin":
+            if caller != "anonymous":
                 # Signing out from the fuzzer would end its own token: that call is fuzzed anonymously.
                 headers += ["-H", f"Authorization: Bearer {portal.sign_in(Role.ADMIN)}"]
                 headers += ["--exclude-operation-id", "logout", "--generation-with-security-parameters", "false"]
-            output = _schemathesis(server.base_url, headers, MAX_EXAMPLES[caller], seed, work)
+            phases = "examples,coverage,fuzzing,stateful"
+            if caller == NO_DEFAULT:
+                # The document's links all lead to and from other operations: no stateful phase.
+                headers += ["--include-path", SETTINGS_PATH]
+                phases = phases.removesuffix(",stateful")
+            output = _schemathesis(server.base_url, headers, phases, MAX_EXAMPLES[caller], seed, work)
         finally:
             server.stop()
     report = json.loads(next((work / "report").glob("*.json")).read_text())
@@ -194,7 +210,9 @@ max-examples = 40
 """
 
 
-def _schemathesis(base_url: str, extra: list[str], max_examples: int, seed: int, work: Path) -> str:
+def _schemathesis(
+    base_url: str, extra: list[str], phases: str, max_examples: int, seed: int, work: Path
+) -> str:
     config = work / "schemathesis.toml"
     config.write_text(CONFIG)
     command = [
@@ -202,7 +220,7 @@ def _schemathesis(base_url: str, extra: list[str], max_examples: int, seed: int,
         "run", base_url + "/api/2.0/openapi.json",
         *extra,
         "--checks", ",".join(CHECKS),
-        "--phases", "examples,coverage,fuzzing,stateful",
+        "--phases", phases,
         "--mode", "all",
         "--max-examples", str(max_examples),
         "--seed", str(seed),

@@ -293,9 +293,40 @@ async def test_a_server_hanging_up_after_the_refusal_gets_a_new_connection(
     assert_no_secrets(report, oauth_provider, grant)
 
 
-async def test_a_fresh_token_refused_is_not_fetched_again(
+def auth_exchange(transcript: list[str] | tuple[str, ...]) -> list[str]:
+    """The transcript from AUTH to the reply that ends it (235 or 5xx)."""
+    lines = list(transcript)
+    start = lines.index("C: AUTH XOAUTH2 ***")
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith(("S: 235", "S: 5")))
+    return lines[start : end + 1]
+
+
+async def test_an_empty_334_to_the_initial_response_gets_the_token_as_the_continuation(
     oauth_provider: OAuthProvider, xoauth2_smtp: XOAuth2Smtp
 ) -> None:
+    xoauth2_smtp.inbox.ignore_initial_response = True
+    grant = grant_for(oauth_provider, "generic")
+
+    report = await send_message(oauth_target(xoauth2_smtp, grant), message(), FAST, tokens=TokenCache())
+
+    assert xoauth2_smtp.inbox.logins == [MAILBOX] and len(xoauth2_smtp.messages) == 1
+    assert xoauth2_smtp.inbox.refusals == []
+    exchange = auth_exchange(report.transcript)
+    assert exchange[:3] == ["C: AUTH XOAUTH2 ***", "S: 334 ***", "C: ***"]
+    assert exchange[3].startswith("S: 235") and len(exchange) == 4
+    messages = [d.message for d in report.details]
+    assert "The server asked for the XOAUTH2 response again; sent it as the continuation" in messages
+    assert not any(m.startswith("Server's XOAUTH2 error") for m in messages)
+    assert_no_secrets(report, oauth_provider, grant)
+
+
+@pytest.mark.parametrize("initial_response_read", [True, False], ids=["read", "asked for again"])
+async def test_a_fresh_token_refused_is_not_fetched_again(
+    oauth_provider: OAuthProvider, xoauth2_smtp: XOAuth2Smtp, initial_response_read: bool
+) -> None:
+    """The refusal is an error challenge (334, base64 JSON), an empty line, then 535, whether the server read
+    the initial response or asked for it again with an empty 334."""
+    xoauth2_smtp.inbox.ignore_initial_response = not initial_response_read
     grant = grant_for(oauth_provider, "google")  # the token is for MAILBOX, the login names another
     with pytest.raises(AuthenticationError) as info:
         await send_message(
@@ -305,12 +336,19 @@ async def test_a_fresh_token_refused_is_not_fetched_again(
             tokens=TokenCache(),
         )
     assert oauth_provider.hits == 1 and not xoauth2_smtp.messages
+    assert len(xoauth2_smtp.inbox.refusals) == 1
     assert info.value.step == STEP_AUTHENTICATE
     assert str(info.value).startswith(
         "Authentication failed: 535 5.7.3 Authentication unsuccessful (the token was refused"
     )
     assert "domain-wide delegation" in str(info.value)
-    assert "S: 334 ***" in info.value.transcript
+    # The empty line answering the error challenge leaves no line in the transcript.
+    asked_again = [] if initial_response_read else ["S: 334 ***", "C: ***"]
+    assert auth_exchange(info.value.transcript) == [
+        "C: AUTH XOAUTH2 ***", *asked_again, "S: 334 ***", "S: 535 5.7.3 Authentication unsuccessful"
+    ]
+    messages = [d.message for d in info.value.details]
+    assert any(m.startswith('Server\'s XOAUTH2 error: {"status": "401"') for m in messages), messages
     assert_no_secrets(info.value, oauth_provider, grant)
 
 

@@ -9,7 +9,7 @@ NORMAL as 1.
 from __future__ import annotations
 
 import os
-
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -40,7 +40,8 @@ def _thread_level(db: Database) -> int:
     return seen[0]
 
 
-def _checkpointer_level(db: Database) -> int:
+def checkpointer_connection(db: Database) -> sqlite3.Connection:
+    """Starts the background checkpoints; the connection of their thread, once opened."""
     db.start_background_checkpoints(interval=0.01)
     checkpointer = db._checkpointer
     assert checkpointer is not None
@@ -48,7 +49,11 @@ def _checkpointer_level(db: Database) -> int:
     while checkpointer.connection is None:
         assert time.monotonic() < deadline, "the checkpointer did not open its connection"
         time.sleep(0.01)
-    return int(checkpointer.connection.execute(PRAGMA).fetchone()[0])
+    return checkpointer.connection
+
+
+def _checkpointer_level(db: Database) -> int:
+    return int(checkpointer_connection(db).execute(PRAGMA).fetchone()[0])
 
 
 async def _levels(db: Database) -> dict[str, int]:

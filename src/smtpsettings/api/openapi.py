@@ -29,8 +29,9 @@ MESSAGES_TAG = "Outgoing mail"
 
 # What the server accepts as a host, and so what answers carry: an RFC 1123 host name, an IPv4 address, an
 # international name (checked by IDNA 2008 on save, stored as typed), an IPv6 address, bare or in brackets,
-# or an IPv4 address in brackets. (An answer carries "" when neither the portal nor the server has settings:
-# left out here, or fuzzers would build their requests on it.) A pattern rather than ``format: hostname``,
+# or an IPv4 address in brackets. (An answer carries "" when neither the portal nor the server has a host:
+# SmtpSettingsAnswerDto allows it, this pattern does not, or fuzzers would build their requests on it.) A
+# pattern rather than ``format: hostname``,
 # which leaves out IP addresses and international names. The first branches are the common forms, spelt
 # exactly, so that fuzzers and generated examples give mostly values the server accepts rather than random
 # strings it refuses before doing anything with them; the international branch is the lenient superset
@@ -482,22 +483,38 @@ def _message_paths() -> dict[str, Any]:
     }
 
 
+def _settings_answer(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings as GET, POST and DELETE answer them: as saved, except that a portal without settings of
+    its own answers the server's default, where host and senderAddress may be "" (none configured)."""
+    properties = dict(settings["properties"])
+    for name in ("host", "senderAddress"):
+        saved = properties[name]
+        properties[name] = {
+            "anyOf": [{k: v for k, v in saved.items() if k != "description"}, {"const": ""}],
+            "description": f'{saved["description"]} "" when neither the portal nor the server default has'
+            " one.",
+        }
+    return settings | {
+        "description": "(ours) The SMTP settings in an answer: the fields of SmtpSettingsDto, whose host and"
+        ' senderAddress are "" when the portal has no settings of its own and the server default names'
+        " none.",
+        "properties": properties,
+    }
+
+
 def _schemas() -> dict[str, Any]:
-    return {
+    schemas: dict[str, Any] = {
         "SmtpSettingsDto": {
             "type": "object",
             "description": "The SMTP settings parameters.",
             "properties": {
                 "host": _string(
                     "The SMTP host: a host name (mail.example.com, or an international name), an IPv4 address or an"
-                    " IPv6 address, bare or in brackets. Not a URL, and without a port (that is the port field)."
-                    ' ("" in an answer when neither the portal nor the server has settings.)',
+                    " IPv6 address, bare or in brackets. Not a URL, and without a port (that is the port field).",
                     pattern=HOST_PATTERN,
                 ),
                 "port": {"type": ["integer", "null"], "format": "int32", "minimum": 1, "maximum": 65535, "description": "The SMTP port (default 25)."},
-                "senderAddress": _string(
-                    "The sender address (\"\" in an answer when neither the portal nor the server has settings).", format="email"
-                ),
+                "senderAddress": _string("The sender address.", format="email"),
                 "senderDisplayName": _string("The sender display name.", pattern=NO_CONTROL_PATTERN),
                 "credentialsUserName": _string("The credentials username.", pattern=NO_CONTROL_PATTERN),
                 "credentialsUserPassword": _string(
@@ -568,7 +585,7 @@ def _schemas() -> dict[str, Any]:
             "required": ["provider"],
             "additionalProperties": False,
         },
-        "SmtpSettingsWrapper": _wrapper(_ref("SmtpSettingsDto")),
+        "SmtpSettingsWrapper": _wrapper(_ref("SmtpSettingsAnswerDto")),
         "SmtpOperationStatusRequestsDto": {
             "type": "object",
             "properties": {
@@ -778,6 +795,8 @@ def _schemas() -> dict[str, Any]:
             ],
         },
     }
+    schemas["SmtpSettingsAnswerDto"] = _settings_answer(schemas["SmtpSettingsDto"])
+    return schemas
 
 
 def _address(description: str) -> dict[str, Any]:

@@ -558,6 +558,10 @@ class _Session:
         timeout = self.policy.command_timeout
         payload = auth_xoauth2_encode(self.target.username, self.access_token.value)
         reply = await smtp.execute_command(b"AUTH", b"XOAUTH2", payload, timeout=timeout)
+        if reply.code == 334 and not reply.message.strip():
+            # An empty challenge is no error: the server did not read the initial response and asks for it.
+            self.detail("The server asked for the XOAUTH2 response again; sent it as the continuation")
+            reply = await smtp.execute_command(payload, timeout=timeout)
         if reply.code == 334:
             # The error comes as a base64 JSON challenge; an empty line fetches the final reply.
             self.explain_xoauth2_challenge(reply.message)

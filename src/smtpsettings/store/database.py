@@ -19,7 +19,10 @@ the caller gets a clear answer within the configured timeout instead of a hang o
 
 Every SQLite connection (the engine's, each thread's, the checkpointer's) runs with ``PRAGMA synchronous``
 FULL unless the operator relaxes it to NORMAL: in WAL mode NORMAL does not sync the log at commit, so a
-save already acknowledged to the client can vanish with a power failure.
+save already acknowledged to the client can vanish with a power failure. Each also carries
+``PRAGMA journal_size_limit``: SQLite reuses the write-ahead log from its start once everything in it has
+been copied, but never shrinks the file by itself, so one burst of writes would leave it at its peak size
+for as long as the server runs.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ("Database", "Prepared", "StoreUnavailable", "insert_for", "utc", "utcnow")
+__all__ = ("WAL_SIZE_LIMIT", "Database", "Prepared", "StoreUnavailable", "insert_for", "utc", "utcnow")
 
 T = TypeVar("T")
 
@@ -53,6 +56,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number works, as long as every instance uses the same one.
 _MIGRATION_LOCK_ID = 0x5E77_1265
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+# The size the write-ahead log file is cut back to when the log starts over: room for the usual traffic
+# between checkpoints, so that starting over does not mean growing the file again at once.
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
 
 
 class StoreUnavailable(Exception):
@@ -268,7 +274,9 @@ class Database:
         included: a pause of many milliseconds for whichever request commits then, on the event loop,
         so every request queued behind it waits too. A server turns that off for its event-loop
         connection and checkpoints here every ``interval`` seconds instead (PASSIVE: never waits for
-        readers or writers). No-op on PostgreSQL; idempotent.
+        readers or writers). Once a tick finds the log idle (everything copied and nothing written since
+        the tick before) and the file above :data:`WAL_SIZE_LIMIT`, it truncates the file to nothing. No-op
+        on PostgreSQL; idempotent.
         """
         if not self.is_sqlite or self._checkpointer is not None or not self.url.database:
             return
@@ -410,6 +418,13 @@ class _Checkpointer:
 
     sqlite3 releases the GIL while SQLite works, so the event loop keeps serving during the copy and
     its fsync. A failed checkpoint is logged and retried at the next tick; the log only grows meanwhile.
+
+    While writes keep coming the log cannot start over: each copy ends with new frames already behind it,
+    so a burst grows the file (by tens of KiB per outbox message). ``journal_size_limit`` cuts it back
+    when a writer finds the log fully copied; when no writer comes, an idle tick truncates it here. That
+    TRUNCATE takes the write lock and needs no reader to be using the log, but this connection waits for
+    no lock (busy timeout 0): if anyone is busy it gives up at once and the next idle tick tries again,
+    so a request never waits behind it for more than the truncation itself.
     """
 
     def __init__(self, path: str, interval: float, timeout: float, synchronous: str) -> None:
@@ -428,19 +443,29 @@ class _Checkpointer:
 
         log = structlog.get_logger("smtpsettings.store")
         conn: sqlite3.Connection | None = None
+        last: tuple[int, int, int] | None = None
         while not self._stopped.wait(self._interval):
             try:
                 if conn is None:
-                    conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+                    conn = sqlite3.connect(
+                        self._path, timeout=0, isolation_level=None, check_same_thread=False
+                    )
                     # The checkpoint's own syncs follow this setting as well: keep it the operator's.
                     conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                     self.connection = conn
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                # (busy, frames in the log, frames copied): the same full count twice running means idle.
+                result = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                idle = result == last and result[0] == 0 and result[1] == result[2]
+                last = result
+                if idle and _size(self._path + "-wal") > WAL_SIZE_LIMIT:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except sqlite3.Error as exc:
                 log.warning("sqlite_checkpoint_failed", error=str(exc))
                 if conn is not None:
                     conn.close()
                 conn = self.connection = None
+                last = None
         if conn is not None:
             self.connection = None
             conn.close()
@@ -759,7 +784,15 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, synchronous: str) -> None
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA synchronous={synchronous}")  # one of _SYNCHRONOUS's values, never user text
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     cursor.close()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:  # no log yet, or SQLite removed it when the last connection closed
+        return 0
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
