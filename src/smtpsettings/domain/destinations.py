@@ -110,10 +110,14 @@ class Destinations:
         state.until = now + state.backoff
         return state.until
 
-    def reachable(self, destination: Destination) -> bool:
-        """The server answered beyond the connection: available again. Whether it had been unavailable."""
+    def reachable(self, destination: Destination) -> datetime | None:
+        """The server answered beyond the connection: available again.
+
+        Returns the end of the back-off when it had been unavailable (what was deferred waits until then
+        at the latest), else None.
+        """
         state = self._states.pop(destination, None)
-        return state is not None and state.until is not None
+        return None if state is None else state.until
 
     def reason(self, destination: Destination, until: datetime) -> str:
         """The ``lastError`` of the messages deferred because ``destination`` is unavailable."""
