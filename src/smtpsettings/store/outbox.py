@@ -383,7 +383,7 @@ def claim_due(
     full = [portal for portal, n in busy.items() if n >= share]
     compiled = _CLAIM.compiled(conn.dialect)
     cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-        compiled.sql, compiled.bind({"now": now, "n": limit * share, "full": _json.encode(full).decode()})
+        compiled.sql, compiled.bind({"now": now, "n": limit if per_portal is None else limit * share, "full": _json.encode(full).decode()})
     )
     rows = cursor.fetchall()
     cursor.close()
