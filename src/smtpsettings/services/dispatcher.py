@@ -185,18 +185,23 @@ class Dispatcher:
                 next_retention = loop.time() + _RETENTION_EVERY
                 await self._purge()
             room = self._capacity - self._in_flight
-            claimed = 0
+            more = False
             if room > 0:
                 busy = self._busy()
+                limit = min(room, batch)
                 try:
-                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, min(room, batch), busy))
+                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, limit, busy))
                 except StoreUnavailable as exc:
                     log.warning("outbox_claim_failed", error=str(exc))
                 else:
                     for claim in claims:
                         self._assign(claim)
-            if claimed:
-                continue  # more may be due at once: portals now at their share are left out of the next walk
+                    # More may be due at once: the claim was full, or the backlog of a portal it brought to its
+                    # share may have filled the walk; the next walk leaves that portal out.
+                    now_busy = self._busy()
+                    more = claimed == limit or any(now_busy[c.portal_id] >= self._share for c in claims)
+            if more:
+                continue
             # Back-offs also end without an event: the gauge is read again while idle.
             metrics.set_destinations_unavailable(self._destinations.unavailable(utcnow()))
             self._wake.clear()

@@ -336,17 +336,22 @@ def requeue_failed(conn: Connection, portal_id: int, message_id: str) -> bool:
 _DUE = sa.and_(_PENDING, o.c.next_attempt_at <= sa.bindparam("now"))
 
 
+def _listed(dialect: str, name: str, type_: Any) -> Any:
+    """The values of the JSON array bound as ``name``: a list in one parameter, so the statement is prepared once."""
+    if dialect == "postgresql":
+        values = sa.func.json_array_elements_text(sa.cast(sa.bindparam(name, "[]"), sa.JSON))
+    else:
+        values = sa.func.json_each(sa.bindparam(name, "[]")).table_valued("value").c.value
+    return sa.select(sa.cast(values, type_)).scalar_subquery()
+
+
 def _claim(dialect: str) -> Any:
     """The due messages, oldest due first, but none of the portals in the JSON list ``full``.
 
     Walks the partial due index and stops after ``n`` rows, so its cost does not grow with the backlog;
     the walk passes over the rows of portals left out (a full portal's backlog) without counting them.
     """
-    if dialect == "postgresql":
-        listed = sa.func.json_array_elements_text(sa.cast(sa.bindparam("full", "[]"), sa.JSON))
-    else:
-        listed = sa.func.json_each(sa.bindparam("full", "[]")).table_valued("value").c.value
-    full = sa.select(sa.cast(listed, sa.Integer)).scalar_subquery()
+    full = _listed(dialect, "full", sa.Integer)
     pick = (
         sa.select(o.c.id, o.c.portal_id)
         .where(_DUE, o.c.portal_id.not_in(full))
@@ -360,9 +365,20 @@ def _claim(dialect: str) -> Any:
 
 
 _CLAIM = Prepared.per_dialect(_claim)
-_LEASED = (
-    o.c.id, o.c.portal_id, o.c.sender, o.c.recipients, o.c.content, o.c.smtputf8, o.c.attempts, o.c.created_at,
-    o.c.queued_at,
+_LEASE = Prepared.per_dialect(
+    lambda dialect: o.update()
+    .where(o.c.id.in_(_listed(dialect, "ids", sa.String)))
+    .values(
+        status="sending",
+        lease_owner=sa.bindparam("owner"),
+        next_attempt_at=sa.bindparam("until"),
+        # Counted at the claim, so a message that takes its sender down with it still runs out of attempts.
+        attempts=o.c.attempts + 1,
+    )
+    .returning(
+        o.c.id, o.c.portal_id, o.c.sender, o.c.recipients, o.c.content, o.c.smtputf8, o.c.attempts,
+        o.c.created_at, o.c.queued_at,
+    )
 )
 
 
@@ -381,8 +397,9 @@ def claim_due(
     busy = busy or {}
     share = per_portal if per_portal is not None else limit
     full = [portal for portal, n in busy.items() if n >= share]
+    driver = conn.connection.driver_connection
     compiled = _CLAIM.compiled(conn.dialect)
-    cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+    cursor = driver.execute(  # type: ignore[union-attr]
         compiled.sql, compiled.bind({"now": now, "n": limit if per_portal is None else limit * share, "full": _json.encode(full).decode()})
     )
     rows = cursor.fetchall()
@@ -397,18 +414,12 @@ def claim_due(
     ids = [id_ for _, _, id_ in sorted(ranked)[:limit]]
     if not ids:
         return []
-    leased = conn.execute(
-        o.update()
-        .where(o.c.id.in_(ids))
-        .values(
-            status="sending",
-            lease_owner=owner,
-            next_attempt_at=now + lease,
-            # Counted at the claim, so a message that takes its sender down with it still runs out of attempts.
-            attempts=o.c.attempts + 1,
-        )
-        .returning(*_LEASED)
-    ).all()
+    compiled = _LEASE.compiled(conn.dialect)
+    cursor = driver.execute(  # type: ignore[union-attr]
+        compiled.sql, compiled.bind({"ids": _json.encode(ids).decode(), "owner": owner, "until": now + lease})
+    )
+    leased = [compiled.convert(r) for r in cursor.fetchall()]
+    cursor.close()
     claims = []
     for id_, portal_id, sender, recipients, content, smtputf8, attempts, created, queued in leased:
         if content is None:  # purged while it could not be sent: nothing left to send
