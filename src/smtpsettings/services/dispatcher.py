@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection
 from smtpsettings import metrics
 from smtpsettings.config import Settings
 from smtpsettings.domain.destinations import Destination, Destinations, is_connection_failure
-from smtpsettings.domain.outbox import LONGEST_RETRY, classify, gave_up
+from smtpsettings.domain.outbox import LONGEST_RETRY, Outcome, classify, gave_up
 from smtpsettings.mail import STEP_DELIVER, MailError, SmtpTarget, TokenCache
 from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.services.mailtest import mail_policy, smtp_target
@@ -339,8 +339,12 @@ class Dispatcher:
                 self._reachable(destination)
             elif (until := self._destinations.failed(destination, now, error)) is not None:
                 self._unavailable(destination, until)
-                if outcome.next_attempt_at is not None:  # this one waits with the others
-                    outcome = msgspec.structs.replace(outcome, next_attempt_at=max(outcome.next_attempt_at, until))
+                if outcome.next_attempt_at is not None and until > outcome.next_attempt_at:
+                    # This one waits with the others, or fails with them when its horizon ends first.
+                    if until > claim.queued_at + self._horizon:
+                        outcome = Outcome("failed", None, gave_up(self._horizon, error.message))
+                    else:
+                        outcome = msgspec.structs.replace(outcome, next_attempt_at=until)
         reply = _reply_of(error)
         log.info(
             "outbox_attempt_failed",
