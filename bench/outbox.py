@@ -18,7 +18,7 @@ rate limit raised out of the way (``SMTPSETTINGS_OUTBOX_MESSAGES_PER_MINUTE``).
     ``wrk -c --connections`` POSTs messages (random portal each) for ``--duration`` s after ``--warmup`` s;
     p50/p99 of the 202s and the messages delivered meanwhile. Reference: the same POST load with no backlog.
 (c) **The claim's cost**, in-process on the server's core, no server: ``store.outbox.claim_due`` (batch of
-    100) and then ``release`` of each claimed message, in one write transaction, on databases holding 100
+    100, a share of 10 per portal, as the dispatcher claims) and then ``release`` of each claimed message, in one write transaction, on databases holding 100
     queued messages, ``--queued`` queued messages, and 100 queued plus ``--queued`` sent ones; interleaved
     cycle by cycle; median microseconds of the claim statement and of the whole transaction (commit
     included), and the plan of the claim (EXPLAIN QUERY PLAN / EXPLAIN).
@@ -319,7 +319,7 @@ def claim_plan(url: str) -> str:
         with db.engine.connect() as conn:
             compiled = outbox._CLAIM.compiled(conn.dialect)  # the statement claim_due runs
             now = datetime.now(UTC)
-            params = compiled.bind({"now": now, "n": 100, "owner": "plan", "until": now})
+            params = compiled.bind({"now": now, "n": 1000, "full": "[]"})  # the walk of a claim of 100, share 10
             raw = conn.connection.driver_connection
             if db.is_sqlite:
                 rows = raw.execute("EXPLAIN QUERY PLAN " + compiled.sql, params).fetchall()
@@ -361,7 +361,8 @@ def claim_cycles(backend: Backend, urls: dict[str, str], args: argparse.Namespac
 
     def cycle(conn: Any, into: list[float]) -> None:
         t0 = time.perf_counter()
-        claims = outbox.claim_due(conn, "bench", lease, 100)
+        # As the dispatcher claims with the default settings: a share of 2 connections + 8 per portal.
+        claims = outbox.claim_due(conn, "bench", lease, 100, per_portal=10)
         into.append(time.perf_counter() - t0)
         if len(claims) != 100:
             raise RuntimeError(f"claimed {len(claims)}, not 100")

@@ -1,14 +1,17 @@
 """A local SMTP server for the benchmarks: aiosmtpd on 127.0.0.1 that accepts and drops every message.
 
     python bench/smtpsink.py --port 2525 [--delay 1.0] [--max-connections 50] [--report FILE]
+                             [--answer accept|silent|421]
 
 ``--delay`` holds the answer to DATA that many seconds, as a remote server over a real network does, so
 that test jobs stay running long enough to overlap. ``--max-connections`` answers ``421`` to every
 connection beyond that many open at once and hangs up, as Postfix does beyond its client connection limit
 (``smtpd_client_connection_count_limit``, 50 by default). ``--report`` writes, when the sink stops, one JSON
 object: messages delivered, connections refused, the most open at once, and the Message-ID of every message
-delivered (in arrival order, duplicates included). Prints ``READY <port>`` once listening; stops on
-SIGTERM/SIGINT, and with ``--watch-stdin`` when its stdin closes (so it never outlives the benchmark).
+delivered (in arrival order, duplicates included). ``--answer silent`` accepts connections and never says
+a word (a tarpit); ``--answer 421`` greets with 421 and hangs up. Prints ``READY <port>`` once listening, and
+``connections <n>`` (connections accepted) when it stops; stops on SIGTERM/SIGINT, and with ``--watch-stdin``
+when its stdin closes (so it never outlives the benchmark).
 """
 
 from __future__ import annotations
@@ -74,22 +77,43 @@ class CountingSMTP(SMTP):
         super().connection_lost(error)
 
 
+class Unwelcoming(asyncio.Protocol):
+    """Below SMTP: says ``greeting`` and hangs up, or without one holds the connection and says nothing."""
+
+    def __init__(self, greeting: bytes | None) -> None:
+        self.greeting = greeting
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.greeting is not None:
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(self.greeting)
+            transport.close()
+
+
 async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--max-connections", type=int, default=None, help="answer 421 beyond this many open connections")
     p.add_argument("--report", type=Path, default=None, help="write counts and Message-IDs here when stopping")
+    p.add_argument("--answer", choices=("accept", "silent", "421"), default="accept")
     p.add_argument("--watch-stdin", action="store_true", help="stop when stdin reaches its end")
     args = p.parse_args()
     loop = asyncio.get_running_loop()
     handler = Sink(args.delay, args.max_connections, args.report is not None)
-    # hostname given, so aiosmtpd does not look up this machine's FQDN
-    server = await loop.create_server(
-        lambda: CountingSMTP(handler, hostname="sink.localhost", ident="bench sink", enable_SMTPUTF8=True),
-        "127.0.0.1",
-        args.port,
-    )
+    connections = 0
+
+    def protocol() -> asyncio.BaseProtocol:
+        nonlocal connections
+        connections += 1
+        if args.answer == "silent":
+            return Unwelcoming(None)
+        if args.answer == "421":
+            return Unwelcoming(b"421 4.3.2 Service not available\r\n")
+        # hostname given, so aiosmtpd does not look up this machine's FQDN
+        return CountingSMTP(handler, hostname="sink.localhost", ident="bench sink", enable_SMTPUTF8=True)
+
+    server = await loop.create_server(protocol, "127.0.0.1", args.port, backlog=1024)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -103,6 +127,7 @@ async def main() -> None:
                   "message_ids": handler.message_ids}
         args.report.write_text(json.dumps(report))
     print(f"delivered {handler.count}", file=sys.stderr, flush=True)
+    print(f"connections {connections}", flush=True)
 
 
 if __name__ == "__main__":

@@ -383,7 +383,7 @@ class OAuthProvider:
         self.issued: list[IssuedToken] = []
         self.requests: list[dict[str, str]] = []
         self._clients: dict[str, _Client] = {}
-        self._canned: list[tuple[int, dict[str, str]]] = []
+        self._canned: list[tuple[int, dict[str, str] | bytes]] = []
         self._lock = threading.RLock()
         self._server_impl = _Server(self)
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -568,6 +568,12 @@ class OAuthProvider:
         with self._lock:
             self._canned.extend([(status, body)] * times)
 
+    def canned_token(self, expires_in: str) -> None:
+        """Answer the next request with a token whose ``expires_in`` is the JSON text ``expires_in``, as written."""
+        body = f'{{"access_token": "canned-{secrets.token_hex(8)}", "token_type": "Bearer", "expires_in": {expires_in}}}'
+        with self._lock:
+            self._canned.append((200, body.encode()))
+
     def _answer(self, method: str, path: str, headers: Any, form: dict[str, str]) -> tuple[int, Any]:
         with self._lock:
             self.hits += 1
@@ -591,7 +597,7 @@ def _handler_for(provider: OAuthProvider) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length).decode("utf-8", "replace")
             form = dict(parse_qsl(raw, keep_blank_values=True))
             status, body = provider._answer("POST", self.path, self.headers, form)
-            data = json.dumps(body).encode()
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))

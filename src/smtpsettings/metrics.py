@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prometheus_client import values
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics import Counter, Histogram, disable_created_metrics
+from prometheus_client.metrics import Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import CollectorRegistry
@@ -35,6 +35,7 @@ __all__ = (
     "record_failed",
     "record_reply",
     "record_sent",
+    "set_destinations_unavailable",
     "use_multiprocess_dir",
 )
 
@@ -100,6 +101,14 @@ class _Metrics:
             buckets=DELIVERY_BUCKETS,
             registry=registry,
         )
+        # Set by the one worker that dispatches; "mostrecent" so that a worker taking over from one that
+        # died replaces its value rather than adding to it.
+        self.unavailable = Gauge(
+            "smtpsettings_outbox_destinations_unavailable",
+            "Portals' mail servers in back-off after failed connections (a count; which ones is in the log).",
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
 
 
 @functools.cache
@@ -122,6 +131,11 @@ def record_deferred() -> None:
 def record_failed() -> None:
     """A message failed for good."""
     _metrics().failed.inc()
+
+
+def set_destinations_unavailable(count: int) -> None:
+    """How many destinations the dispatcher holds in back-off now."""
+    _metrics().unavailable.set(count)
 
 
 def record_reply(code: int | None) -> None:

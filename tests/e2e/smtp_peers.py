@@ -11,7 +11,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from email import message_from_bytes
 from email.message import Message
 
@@ -95,12 +95,21 @@ def smtp_peer(
         controller.stop()
 
 
+class RawPeer:
+    """A listener below SMTP: ``connections`` counts the connections it accepted."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.connections = 0
+
+
 @contextmanager
-def tarpit() -> Iterator[int]:
-    """Accepts connections and never says a word."""
+def raw_peer(greeting: bytes | None = None) -> Iterator[RawPeer]:
+    """Accepts connections; says ``greeting`` and hangs up (``421 ...`` at greeting), or without one never a word."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
+    listener.listen(64)
+    peer = RawPeer(listener.getsockname()[1])
     held: list[socket.socket] = []
     stop = threading.Event()
 
@@ -109,20 +118,33 @@ def tarpit() -> Iterator[int]:
         while not stop.is_set():
             try:
                 conn, _ = listener.accept()
-                held.append(conn)
             except OSError:
                 continue
+            peer.connections += 1
+            if greeting is None:
+                held.append(conn)
+                continue
+            with suppress(OSError):
+                conn.sendall(greeting)
+            conn.close()
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield listener.getsockname()[1]
+        yield peer
     finally:
         stop.set()
         thread.join(2)
         for conn in held:
             conn.close()
         listener.close()
+
+
+@contextmanager
+def tarpit() -> Iterator[int]:
+    """Accepts connections and never says a word."""
+    with raw_peer() as peer:
+        yield peer.port
 
 
 def closed_port() -> int:

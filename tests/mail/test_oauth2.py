@@ -45,7 +45,13 @@ from smtpsettings.mail import (
     default_token_url,
     send_message,
 )
-from smtpsettings.mail.oauth2 import REFRESH_MARGIN_SECONDS, certificate_problem, service_account_key_problem
+from smtpsettings.mail.oauth2 import (
+    LONGEST_LIFETIME_SECONDS,
+    REFRESH_MARGIN_SECONDS,
+    REFUSAL_MEMORY_SECONDS,
+    certificate_problem,
+    service_account_key_problem,
+)
 
 FAST = MailPolicy(connect_timeout=2, command_timeout=2, total_timeout=10, helo_name="client.test")
 
@@ -678,3 +684,78 @@ async def test_running_provider_serves_outside_the_fixtures() -> None:
     with running_provider() as provider:
         client = provider.add_secret_client()
         assert await TokenCache().get(provider.grant("generic", client), FAST)
+
+
+# -- lifetimes and refusals ---------------------------------------------------------------------------
+
+
+async def test_an_infinite_lifetime_is_clamped_and_the_token_still_works(
+    oauth_provider: OAuthProvider, xoauth2_smtp: XOAuth2Smtp
+) -> None:
+    oauth_provider.expires_in = float("1e400")  # the answer's JSON says Infinity, as 1e400 reads
+    now = [1000.0]
+    tokens = TokenCache(clock=lambda: now[0])
+    grant = grant_for(oauth_provider, "generic")
+    for _ in range(2):
+        report = await send_message(oauth_target(xoauth2_smtp, grant), message(), FAST, tokens=tokens)
+        assert report.details
+    assert oauth_provider.hits == 1 and len(xoauth2_smtp.messages) == 2
+    token = await tokens.token(grant, FAST)
+    assert token.cached and token.valid_for == LONGEST_LIFETIME_SECONDS - REFRESH_MARGIN_SECONDS
+    now[0] += LONGEST_LIFETIME_SECONDS
+    assert not (await tokens.token(grant, FAST)).cached and oauth_provider.hits == 2
+
+
+@pytest.mark.parametrize("expires_in", ["1e400", "1" + "0" * 400, "NaN", "-5"])
+async def test_an_unusable_lifetime_never_poisons_the_cache(oauth_provider: OAuthProvider, expires_in: str) -> None:
+    grant = grant_for(oauth_provider, "generic")
+    oauth_provider.canned_token(expires_in)
+    tokens = TokenCache()
+    first = await tokens.token(grant, FAST)
+    assert first.valid_for is None or 0 < first.valid_for <= LONGEST_LIFETIME_SECONDS
+    assert (await tokens.token(grant, FAST)).cached and oauth_provider.hits == 1
+
+
+async def test_the_endpoints_refusal_is_remembered_for_its_period(oauth_provider: OAuthProvider) -> None:
+    now = [1000.0]
+    tokens = TokenCache(clock=lambda: now[0])
+    grant = grant_for(oauth_provider, "generic")
+    oauth_provider.fail_next("invalid_client", "bad secret", status=401, times=2)
+    with pytest.raises(OAuth2TokenError):
+        await tokens.get(grant, FAST)
+    for _ in range(20):
+        with pytest.raises(OAuth2TokenError) as info:
+            await tokens.get(grant, FAST)
+        assert info.value.error == "invalid_client"
+        assert str(info.value).endswith(f"(an answer of moments ago; the endpoint is asked again in {REFUSAL_MEMORY_SECONDS:.0f} s)")
+    assert oauth_provider.hits == 1
+    now[0] += REFUSAL_MEMORY_SECONDS
+    with pytest.raises(OAuth2TokenError):
+        await tokens.get(grant, FAST)
+    assert oauth_provider.hits == 2
+    now[0] += REFUSAL_MEMORY_SECONDS
+    assert await tokens.get(grant, FAST) and oauth_provider.hits == 3
+
+
+async def test_a_server_refusing_every_token_costs_one_token_request_per_period(
+    oauth_provider: OAuthProvider, xoauth2_smtp: XOAuth2Smtp
+) -> None:
+    now = [1000.0]
+    tokens = TokenCache(clock=lambda: now[0])
+    grant = grant_for(oauth_provider, "google")  # the token is for MAILBOX, the login names another
+    target = oauth_target(xoauth2_smtp, grant, username="other@example.com")
+    for _ in range(10):
+        with pytest.raises(AuthenticationError):
+            await send_message(target, message(), FAST, tokens=tokens)
+    # The first token, then one refresh after the cached one was refused; none after that in the period.
+    assert oauth_provider.hits == 2 and not xoauth2_smtp.messages
+    now[0] += REFUSAL_MEMORY_SECONDS
+    with pytest.raises(AuthenticationError) as info:
+        await send_message(target, message(), FAST, tokens=tokens)
+    assert oauth_provider.hits == 3
+    assert str(info.value).startswith("Authentication failed: 535 ")
+    with pytest.raises(AuthenticationError) as info:
+        await send_message(target, message(), FAST, tokens=tokens)
+    assert oauth_provider.hits == 3
+    assert any("refused a new token moments ago too" in d.message for d in info.value.details)
+    assert_no_secrets(info.value, oauth_provider, grant)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -244,3 +245,95 @@ def test_postponing_a_portal_moves_only_its_waiting_messages(db: Database) -> No
     assert db.write_sync(lambda c: outbox.postpone_portal(c, 1, until)) == 2
     assert [c.id for c in claim(db)] == [other]
     assert in_flight.id in mine
+
+
+def second_portal(db: Database, portal_id: int = 2) -> None:
+    db.write_sync(
+        lambda c: c.execute(
+            portals.insert().values(
+                id=portal_id, hostname=f"p{portal_id}.test", is_default=False, created_at=utcnow(), password_hash_salt="s"
+            )
+        )
+    )
+
+
+def test_the_claim_takes_each_portal_up_to_its_share_round_robin(db: Database) -> None:
+    second_portal(db)
+    second_portal(db, 3)
+    flood = [enqueue(db, new())[0].id for _ in range(30)]  # portal 1's backlog, oldest of all
+    few = {p: [enqueue(db, new(portal_id=p))[0].id for _ in range(2)] for p in (2, 3)}
+    first = db.write_sync(lambda c: outbox.claim_due(c, "w1", LEASE, 10, per_portal=3))
+    by_portal = Counter(c.portal_id for c in first)
+    # The walk (limit x share rows) saw only portal 1: it took its share, no more.
+    assert by_portal == {1: 3}
+    # Portal 1 is full now, so the next walk passes over its backlog to the others.
+    second = db.write_sync(lambda c: outbox.claim_due(c, "w1", LEASE, 10, per_portal=3, busy={1: 3}))
+    assert sorted(c.id for c in second) == sorted(few[2] + few[3])
+    # One taken already counts against the share; a limit below the total goes round robin.
+    third = db.write_sync(lambda c: outbox.claim_due(c, "w1", LEASE, 2, per_portal=3, busy={1: 2}))
+    assert [c.portal_id for c in third] == [1] and third[0].id in flood
+
+
+def test_round_robin_takes_every_portals_oldest_before_anyones_second(db: Database) -> None:
+    for p in (2, 3):
+        second_portal(db, p)
+    for p in (1, 1, 1, 2, 2, 2, 3, 3, 3):
+        enqueue(db, new(portal_id=p))
+    claims = db.write_sync(lambda c: outbox.claim_due(c, "w1", LEASE, 3, per_portal=3))
+    assert sorted(c.portal_id for c in claims) == [1, 2, 3]
+
+
+def waiting(db: Database) -> dict[str, tuple[str, str | None, int]]:
+    rows = db.read_sync(
+        lambda c: c.execute(
+            sa.select(outbox_messages.c.id, outbox_messages.c.status, outbox_messages.c.last_error, outbox_messages.c.attempts)
+        ).all()
+    )
+    return {id_: (status, error, attempts) for id_, status, error, attempts in rows}
+
+
+def test_an_unavailable_destination_defers_the_portals_waiting_messages_in_one_statement(db: Database) -> None:
+    second_portal(db)
+    mine = [enqueue(db, new())[0].id for _ in range(3)]
+    other = enqueue(db, new(portal_id=2))[0].id
+    [in_flight] = claim(db, limit=1)
+    until = utcnow() + timedelta(minutes=5)
+    deferred = db.write_sync(
+        lambda c: outbox.defer_portal(
+            c, 1, until, "unavailable", give_up_before=utcnow() - timedelta(hours=1), failed_reason="gave up"
+        )
+    )
+    assert deferred == 2
+    state = waiting(db)
+    assert state[in_flight.id] == ("sending", None, 1)  # left to its attempt
+    assert all(state[i] == ("deferred", "unavailable", 0) for i in mine if i != in_flight.id)
+    assert state[other] == ("queued", None, 0)
+    assert [c.id for c in claim(db)] == [other]
+    # Back: what waited for the destination is due at once.
+    assert db.write_sync(lambda c: outbox.resume_portal(c, 1, until)) == 2
+    assert len(claim(db)) == 2
+
+
+def test_messages_past_their_horizon_fail_instead_of_waiting(db: Database) -> None:
+    old = enqueue(db, new())[0].id
+    fresh_claim = enqueue(db, new())[0].id
+    cutoff = utcnow()
+    [claimed] = claim(db, limit=1)
+    assert claimed.id == old
+    late = enqueue(db, new())[0].id
+    until = utcnow() + timedelta(minutes=5)
+
+    def defer(c: sa.Connection) -> tuple[bool, int]:
+        untried = outbox.defer_untried(c, old, "w1", until, "unavailable", give_up_before=cutoff, failed_reason="gave up")
+        return untried, outbox.defer_portal(c, 1, until, "unavailable", give_up_before=cutoff, failed_reason="gave up")
+
+    assert db.write_sync(defer) == (True, 2)
+    state = waiting(db)
+    assert state[old] == ("failed", "gave up", 0)  # the claim's attempt given back: it was never tried
+    assert state[fresh_claim] == ("failed", "gave up", 0)
+    assert state[late] == ("deferred", "unavailable", 0)
+    # Guarded like every transition: a message not held by the owner is not touched.
+    again = db.write_sync(
+        lambda c: outbox.defer_untried(c, late, "w1", until, "x", give_up_before=cutoff, failed_reason="x")
+    )
+    assert again is False

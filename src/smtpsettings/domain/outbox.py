@@ -29,6 +29,7 @@ __all__ = (
     "OutgoingMessage",
     "check_address",
     "classify",
+    "gave_up",
     "parse_message",
     "retry_delay",
 )
@@ -321,6 +322,11 @@ def classify(
             ),
         )
     return Outcome(status="deferred", next_attempt_at=next_attempt_at, reason=error.message)
+
+
+def gave_up(horizon: timedelta, last_error: str) -> str:
+    """The reason of a message failed without an attempt of its own, when its horizon ends while it waits."""
+    return f"Gave up: the retry horizon of {_duration(horizon)} ended; the last error: {last_error}"
 
 
 def retry_delay(attempts: int, rng: random.Random, first: timedelta = FIRST_RETRY) -> timedelta:

@@ -523,18 +523,20 @@ class _Session:
             fresh = await self.tokens.token(
                 self.grant, self.policy, refresh=True, rejected=rejected, note=self.detail
             )
-            self.use_token(fresh)
-            start = time.perf_counter()
-            try:
-                if not smtp.is_connected:
-                    raise aiosmtplib.SMTPServerDisconnected("closed after the refusal")
-                reply = await self.xoauth2(smtp)
-            except aiosmtplib.SMTPServerDisconnected:
-                # Some servers hang up after a refused AUTH: the new token gets a new connection.
-                self.detail("The server closed the connection; connecting again", level="warning")
-                smtp = await self.reconnect()
+            # The same token back: a new one was refused moments ago too (the cache remembers), so no retry.
+            if fresh.value != rejected:
+                self.use_token(fresh)
                 start = time.perf_counter()
-                reply = await self.xoauth2(smtp)
+                try:
+                    if not smtp.is_connected:
+                        raise aiosmtplib.SMTPServerDisconnected("closed after the refusal")
+                    reply = await self.xoauth2(smtp)
+                except aiosmtplib.SMTPServerDisconnected:
+                    # Some servers hang up after a refused AUTH: the new token gets a new connection.
+                    self.detail("The server closed the connection; connecting again", level="warning")
+                    smtp = await self.reconnect()
+                    start = time.perf_counter()
+                    reply = await self.xoauth2(smtp)
         if reply.code != 235:
             message = f"Authentication failed: {_reply(reply)}"
             hint = _XOAUTH2_HINTS.get(self.grant.provider)

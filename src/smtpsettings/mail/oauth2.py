@@ -64,7 +64,9 @@ from smtpsettings.mail.transcript import Redactor, truncate
 __all__ = [
     "MAX_RESPONSE_BYTES",
     "PROVIDERS",
+    "LONGEST_LIFETIME_SECONDS",
     "REFRESH_MARGIN_SECONDS",
+    "REFUSAL_MEMORY_SECONDS",
     "STEP_TOKEN",
     "AccessToken",
     "OAuth2Grant",
@@ -83,6 +85,11 @@ REFRESH_MARGIN_SECONDS = 300.0
 """A token is used until this long before it expires, so it cannot run out in the middle of a send."""
 UNKNOWN_LIFETIME_SECONDS = 2 * REFRESH_MARGIN_SECONDS
 """Assumed when the endpoint gives no ``expires_in``: cached for five minutes, then asked again."""
+LONGEST_LIFETIME_SECONDS = 24 * 3600.0
+"""A longer ``expires_in`` (or an infinite one: ``1e400`` reads as infinity) counts as this long."""
+REFUSAL_MEMORY_SECONDS = 60.0
+"""How long a refusal is remembered: the endpoint's refusal to issue a token, or the mail server's refusal of
+a token just issued. Within it the endpoint is not asked again for the same settings."""
 MAX_RESPONSE_BYTES = 256 * 1024
 """A token answer is a few kilobytes; an endpoint sending more is not a token endpoint."""
 
@@ -418,17 +425,22 @@ def _endpoint_name(url: httpx.URL) -> str:
 
 
 def _parse_lifetime(value: object) -> float | None:
+    """``expires_in`` in seconds, at most :data:`LONGEST_LIFETIME_SECONDS`; None when absent or not a positive number.
+
+    A huge or infinite value must not reach the clock arithmetic: ``round(inf)`` raises, and a token kept
+    forever would outlive its revocation.
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value) if value > 0 else None
     if isinstance(value, str):
         try:
-            parsed = float(value)
+            value = float(value)
         except ValueError:
             return None
-        return parsed if parsed > 0 else None
-    return None
+    if not isinstance(value, (int, float)) or not value > 0:  # NaN is not above 0 either
+        return None
+    # Compared before converting: float() of a 400-digit integer raises.
+    return LONGEST_LIFETIME_SECONDS if value >= LONGEST_LIFETIME_SECONDS else float(value)
 
 
 @dataclass(frozen=True)
@@ -588,6 +600,18 @@ def _ignore(message: str, elapsed_ms: float | None = None, level: str = "info") 
     return None
 
 
+@dataclass
+class _Refusal:
+    """A refusal remembered until ``until``: the endpoint's (``error``), or the mail server's of a new token."""
+
+    until: float  # clock() value
+    error: OAuth2TokenError | None = None
+
+
+# RFC 6749 5.2's errors that say "try again": everything else the endpoint says will not change by itself.
+_TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+
+
 class TokenCache:
     """Access tokens per grant, for one worker process (one event loop).
 
@@ -595,11 +619,22 @@ class TokenCache:
     same grant share one request (single flight). ``refresh=True`` means "the server refused the token I
     was given": the cached token is dropped unless another caller has already replaced it meanwhile, so a
     burst of rejections still costs one request.
+
+    Refusals are remembered for :data:`REFUSAL_MEMORY_SECONDS`, so that a portal whose credentials are
+    wrong costs the provider one request a period, not one per message: the endpoint's refusal (an OAuth
+    error code other than the transient ones) is answered from memory, and once the mail server has refused
+    a token issued after a refusal, asking again with ``rejected`` returns that token rather than a new one.
+    Failures without an error code (timeouts, connection errors) are not remembered: they cost the caller
+    their own deadline.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, refusal_memory: float = REFUSAL_MEMORY_SECONDS
+    ) -> None:
         self._clock = clock
+        self._refusal_memory = refusal_memory
         self._entries: dict[str, _Entry] = {}
+        self._refusals: dict[str, _Refusal] = {}
         self._inflight: dict[str, asyncio.Task[_Entry]] = {}
 
     async def get(self, grant: OAuth2Grant, policy: MailPolicy, *, refresh: bool = False) -> str:
@@ -624,7 +659,8 @@ class TokenCache:
         Args:
             refresh: Drop the cached token first.
             rejected: With ``refresh``, the token the server refused: a cached token other than this one
-                (another caller already replaced it) is kept and returned.
+                (another caller already replaced it) is kept and returned. Within the refusal memory of
+                an earlier such refresh, the rejected token itself comes back: no new one is asked for.
             note: Receives the request's diagnostics (resolution, HTTP status) when this call makes it.
         """
         note = note or _ignore
@@ -634,6 +670,20 @@ class TokenCache:
         replaced = rejected is not None and entry is not None and entry.value != rejected
         if entry is not None and self._usable(entry) and (not refresh or replaced):
             return self._answer(entry, cached=True)
+        refusal = self._refusals.get(key)
+        if refusal is not None:
+            wait = seconds(max(1, round(refusal.until - self._clock())))
+            if refusal.error is not None:
+                error = copy.copy(refusal.error)
+                error.message = f"{error.message} (an answer of moments ago; the endpoint is asked again in {wait} s)"
+                error.args = (error.message,)
+                raise error
+            if rejected is not None and entry is not None and self._usable(entry):
+                note(f"The server refused a new token moments ago too; no new one is asked for {wait} s", level="warning")
+                return self._answer(entry, cached=True)
+        if rejected is not None:
+            # The one request of this period: should the server refuse its token as well, that is remembered.
+            self._refusals[key] = _Refusal(self._clock() + self._refusal_memory)
         task = self._inflight.get(key)
         mine = task is None
         if task is None:
@@ -651,11 +701,15 @@ class TokenCache:
         return self._answer(fresh, cached=not mine)
 
     async def _refill(self, key: str, grant: OAuth2Grant, policy: MailPolicy, note: Note) -> _Entry:
-        issued = await _fetch(grant, policy, note)
+        try:
+            issued = await _fetch(grant, policy, note)
+        except OAuth2TokenError as exc:
+            if exc.error and exc.error not in _TRANSIENT_ERRORS:
+                self._refusals[key] = _Refusal(self._clock() + self._refusal_memory, copy.copy(exc))
+            raise
         now = self._clock()
         lifetime = issued.lifetime if issued.lifetime is not None else UNKNOWN_LIFETIME_SECONDS
         entry = _Entry(issued.value, now + lifetime - REFRESH_MARGIN_SECONDS, issued.lifetime is not None)
-        self._entries[key] = entry
         if issued.lifetime is not None:
             note(f"Got a Bearer token valid for {seconds(round(issued.lifetime))} s")
         else:
@@ -663,6 +717,8 @@ class TokenCache:
                 "Got a Bearer token; the endpoint did not say for how long (kept for 5 minutes)",
                 level="warning",
             )
+        # Cached last: whatever fails before this leaves no token behind.
+        self._entries[key] = entry
         return entry
 
     def _settle(self, key: str, task: asyncio.Task[_Entry]) -> None:
@@ -683,3 +739,5 @@ class TokenCache:
         now = self._clock()
         for key in [k for k, e in self._entries.items() if e.usable_until <= now and k not in self._inflight]:
             del self._entries[key]
+        for key in [k for k, r in self._refusals.items() if r.until <= now]:
+            del self._refusals[key]

@@ -12,6 +12,12 @@ message sent just before its instance died is sent again, with the same Message-
 A portal's messages go out over pooled connections, at most ``outbox_connections_per_portal`` at once,
 and at most ``outbox_messages_per_minute`` a minute across all instances (a shared counter); messages
 over the limit go back untried, due when the minute ends.
+
+Portals share the dispatcher fairly: a claim takes at most a portal's lanes plus a small prefetch
+(counting what it holds already), round robin over the portals with due mail, so one portal's backlog
+or stuck server never takes the capacity the others need. A portal whose server fails a cohort of
+connections in a row is unavailable for a growing back-off (:mod:`smtpsettings.domain.destinations`): its
+waiting messages are deferred in one statement, and only one probe at a time tries it again.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import random
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -35,9 +41,10 @@ from sqlalchemy.engine import Connection
 
 from smtpsettings import metrics
 from smtpsettings.config import Settings
-from smtpsettings.domain.outbox import classify
+from smtpsettings.domain.destinations import Destination, Destinations, is_connection_failure
+from smtpsettings.domain.outbox import LONGEST_RETRY, Outcome, classify, gave_up
 from smtpsettings.domain.peers import PeerWatch
-from smtpsettings.mail import MailError, SmtpTarget, TokenCache
+from smtpsettings.mail import STEP_DELIVER, MailError, SmtpTarget, TokenCache
 from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.services.mailtest import mail_policy, smtp_target
 from smtpsettings.services.smtp import SmtpSettingsService
@@ -56,6 +63,7 @@ _RETENTION_EVERY = 3600.0
 _RATE_WINDOW = 60
 _LEASE_MARGIN = timedelta(seconds=30)
 _SETTINGS_FRESH = 1.0
+_PREFETCH = 8  # claimed beyond a portal's lanes, so its lanes find the next message without a claim between
 
 
 class Dispatcher:
@@ -74,6 +82,14 @@ class Dispatcher:
         # A send can take the open, the message and the bookkeeping; the heartbeat renews well before.
         self._lease = timedelta(seconds=2 * settings.smtp_job_timeout) + _LEASE_MARGIN
         self._capacity = 2 * settings.outbox_batch_size
+        self._share = settings.outbox_connections_per_portal + _PREFETCH
+        self._destinations = Destinations(
+            cohort=settings.outbox_connections_per_portal,
+            first=timedelta(seconds=settings.outbox_first_retry_seconds),
+            longest=max(LONGEST_RETRY, timedelta(seconds=settings.outbox_first_retry_seconds)),
+        )
+        self._horizon = timedelta(seconds=settings.outbox_retry_horizon_seconds)
+        self._side_writes: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._lanes: dict[int, deque[Claim]] = {}
         self._lane_tasks: dict[int, set[asyncio.Task[None]]] = {}
@@ -215,22 +231,31 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         next_retention = loop.time()
         batch = self._settings.outbox_batch_size
+        metrics.set_destinations_unavailable(0)  # whatever a dispatcher before this one left
         while not self._stopping:
             if loop.time() >= next_retention:
                 next_retention = loop.time() + _RETENTION_EVERY
                 await self._purge()
             room = self._capacity - self._in_flight
-            claimed = 0
+            more = False
             if room > 0:
+                busy = self._busy()
+                limit = min(room, batch)
                 try:
-                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, min(room, batch)))
+                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, limit, busy))
                 except StoreUnavailable as exc:
                     log.warning("outbox_claim_failed", error=str(exc))
                 else:
                     for claim in claims:
                         self._assign(claim)
-            if claimed == batch:
-                continue  # more may be due at once
+                    # More may be due at once: the claim was full, or the backlog of a portal it brought to its
+                    # share may have filled the walk; the next walk leaves that portal out.
+                    now_busy = self._busy()
+                    more = claimed == limit or any(now_busy[c.portal_id] >= self._share for c in claims)
+            if more:
+                continue
+            # Back-offs also end without an event: the gauge is read again while idle.
+            metrics.set_destinations_unavailable(self._destinations.unavailable(utcnow()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_POLL_SECONDS):
@@ -239,12 +264,16 @@ class Dispatcher:
                 # statement (one commit) instead of one each.
                 await asyncio.sleep(_GATHER_SECONDS)
 
-    def _claim(self, conn: Connection, limit: int) -> tuple[int, list[Claim]]:
+    def _busy(self) -> dict[int, int]:
+        """Messages each portal has here, waiting in its lanes or being sent: what its share counts."""
+        return {p: len(self._lanes.get(p, ())) + len(self._lane_tasks.get(p, ())) for p in self._lane_tasks}
+
+    def _claim(self, conn: Connection, limit: int, busy: dict[int, int]) -> tuple[int, list[Claim]]:
         """Lease due messages and count them against their portals' rates, in one transaction.
 
         Messages over a portal's rate go back untried, due when its window ends.
         """
-        claims = outbox.claim_due(conn, self._owner, self._lease, limit)
+        claims = outbox.claim_due(conn, self._owner, self._lease, limit, per_portal=self._share, busy=busy)
         by_portal: dict[int, list[Claim]] = defaultdict(list)
         for claim in claims:
             by_portal[claim.portal_id].append(claim)
@@ -320,16 +349,26 @@ class Dispatcher:
         if target is None:
             self._failed_attempt(claim, MailError("The portal has no SMTP settings to send with."))
             return
+        destination = (claim.portal_id, target.host, target.port)
+        unavailable_until = self._destinations.admit(destination, utcnow())
+        if unavailable_until is not None:
+            self._wait_for(claim, destination, unavailable_until)
+            return
+        deadline = 2 * self._settings.smtp_job_timeout
         try:
-            async with asyncio.timeout(2 * self._settings.smtp_job_timeout):
+            # The deadline is the attempt's own: time spent waiting for one of the next hop's connection
+            # slots (other portals' mail going out) is not the destination failing, and must not mark it dead.
+            async with asyncio.timeout(None) as attempt:
                 async with self._pool.connection(key, target) as connection:
+                    attempt.reschedule(asyncio.get_running_loop().time() + deadline)
                     reply = await connection.send(claim.sender, claim.recipients, claim.content, smtputf8=claim.smtputf8)
         except MailError as exc:
-            self._failed_attempt(claim, exc)
+            self._failed_attempt(claim, exc, destination)
             return
         except TimeoutError:
-            self._failed_attempt(claim, MailError("No result within the deadline; the attempt was stopped."))
+            self._failed_attempt(claim, MailError("No result within the deadline; the attempt was stopped."), destination)
             return
+        self._reachable(destination)
         metrics.record_reply(_code(reply))
         latency = (utcnow() - claim.created_at).total_seconds()
 
@@ -339,17 +378,29 @@ class Dispatcher:
 
         self._finish(claim, lambda c: outbox.mark_sent(c, claim.id, self._owner, reply), sent)
 
-    def _failed_attempt(self, claim: Claim, error: MailError) -> None:
+    def _failed_attempt(self, claim: Claim, error: MailError, destination: Destination | None = None) -> None:
         metrics.record_reply(error.code)
+        now = utcnow()
         outcome = classify(
             error,
             attempts=claim.attempts,
             accepted_at=claim.queued_at,
-            now=utcnow(),
-            horizon=timedelta(seconds=self._settings.outbox_retry_horizon_seconds),
+            now=now,
+            horizon=self._horizon,
             rng=self._rng,
             first_retry=timedelta(seconds=self._settings.outbox_first_retry_seconds),
         )
+        if destination is not None:
+            if not is_connection_failure(error, while_sending=error.step == STEP_DELIVER):
+                self._reachable(destination)
+            elif (until := self._destinations.failed(destination, now, error)) is not None:
+                self._unavailable(destination, until)
+                if outcome.next_attempt_at is not None and until > outcome.next_attempt_at:
+                    # This one waits with the others, or fails with them when its horizon ends first.
+                    if until > claim.queued_at + self._horizon:
+                        outcome = Outcome("failed", None, gave_up(self._horizon, error.message))
+                    else:
+                        outcome = msgspec.structs.replace(outcome, next_attempt_at=until)
         reply = _reply_of(error)
         log.info(
             "outbox_attempt_failed",
@@ -372,6 +423,59 @@ class Dispatcher:
             lambda c: outbox.mark_deferred(c, claim.id, self._owner, next_at, outcome.reason, reply),
             metrics.record_deferred,
         )
+
+    # -- unavailable destinations -------------------------------------------------------------------
+
+    def _wait_for(self, claim: Claim, destination: Destination, until: datetime) -> None:
+        """The claim's destination is unavailable: deferred (or failed past its horizon) untried."""
+        reason = self._destinations.reason(destination, until)
+        self._finish(
+            claim,
+            lambda c: outbox.defer_untried(
+                c, claim.id, self._owner, until, reason, give_up_before=until - self._horizon,
+                failed_reason=gave_up(self._horizon, reason),
+            ),
+        )
+
+    def _unavailable(self, destination: Destination, until: datetime) -> None:
+        """The destination just became unavailable (again): its portal's waiting messages wait until ``until``."""
+        portal_id, host, port = destination
+        reason = self._destinations.reason(destination, until)
+        log.warning("outbox_destination_unavailable", portal_id=portal_id, host=host, port=port, until=until.isoformat())
+        metrics.set_destinations_unavailable(self._destinations.unavailable(utcnow()))
+
+        def defer(conn: Connection) -> int:
+            return outbox.defer_portal(
+                conn, portal_id, until, reason, give_up_before=until - self._horizon, failed_reason=gave_up(self._horizon, reason)
+            )
+
+        self._write_aside(defer, "outbox_destination_deferred", portal_id)
+
+    def _reachable(self, destination: Destination) -> None:
+        """The server answered: if it was unavailable, what waited for it is due now."""
+        until = self._destinations.reachable(destination)
+        if until is None:
+            return
+        portal_id, host, port = destination
+        log.info("outbox_destination_available", portal_id=portal_id, host=host, port=port)
+        metrics.set_destinations_unavailable(self._destinations.unavailable(utcnow()))
+        self._write_aside(lambda c: outbox.resume_portal(c, portal_id, until), "outbox_destination_resumed", portal_id)
+
+    def _write_aside(self, write: Callable[[Connection], int], event: str, portal_id: int) -> None:
+        """One statement beside the outcome batches (it holds no claim); logged with the rows it moved."""
+
+        async def run() -> None:
+            try:
+                count = await self._db.write_off_loop(write)
+            except StoreUnavailable as exc:  # the messages then come due and are deferred one by one
+                log.warning("outbox_destination_write_failed", portal_id=portal_id, error=str(exc))
+                return
+            log.info(event, portal_id=portal_id, count=count)
+            self._wake.set()
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._side_writes.add(task)
+        task.add_done_callback(self._side_writes.discard)
 
     # -- recording ----------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ one partial index finds both due messages and expired leases.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,8 @@ __all__ = (
     "cancel",
     "claim_due",
     "count_by_status",
+    "defer_portal",
+    "defer_untried",
     "enqueue",
     "expire_leases",
     "extend_leases",
@@ -44,6 +47,7 @@ __all__ = (
     "release",
     "release_owner",
     "requeue_failed",
+    "resume_portal",
 )
 
 STATUSES = ("queued", "sending", "sent", "deferred", "failed", "cancelled")
@@ -333,42 +337,92 @@ def requeue_failed(conn: Connection, portal_id: int, message_id: str) -> bool:
 _DUE = sa.and_(_PENDING, o.c.next_attempt_at <= sa.bindparam("now"))
 
 
+def _listed(dialect: str, name: str, type_: Any) -> Any:
+    """The values of the JSON array bound as ``name``: a list in one parameter, so the statement is prepared once."""
+    if dialect == "postgresql":
+        values = sa.func.json_array_elements_text(sa.cast(sa.bindparam(name, "[]"), sa.JSON))
+    else:
+        values = sa.func.json_each(sa.bindparam(name, "[]")).table_valued("value").c.value
+    return sa.select(sa.cast(values, type_)).scalar_subquery()
+
+
 def _claim(dialect: str) -> Any:
-    pick = sa.select(o.c.id).where(_DUE).order_by(o.c.next_attempt_at).limit(sa.bindparam("n"))
+    """The due messages, oldest due first, but none of the portals in the JSON list ``full``.
+
+    Walks the partial due index and stops after ``n`` rows, so its cost does not grow with the backlog;
+    the walk passes over the rows of portals left out (a full portal's backlog) without counting them.
+    """
+    full = _listed(dialect, "full", sa.Integer)
+    pick = (
+        sa.select(o.c.id, o.c.portal_id)
+        .where(_DUE, o.c.portal_id.not_in(full))
+        .order_by(o.c.next_attempt_at)
+        .limit(sa.bindparam("n"))
+    )
     if dialect == "postgresql":
         # Concurrent claimers skip each other's rows instead of waiting for them or taking them twice.
-        pick = pick.with_for_update(skip_locked=True)
-    return (
-        o.update()
-        .where(o.c.id.in_(pick.scalar_subquery()))
-        .values(
-            status="sending",
-            lease_owner=sa.bindparam("owner"),
-            next_attempt_at=sa.bindparam("until"),
-            # Counted at the claim, so a message that takes its sender down with it still runs out of attempts.
-            attempts=o.c.attempts + 1,
-        )
-        .returning(
-            o.c.id, o.c.portal_id, o.c.sender, o.c.recipients, o.c.content, o.c.smtputf8, o.c.attempts,
-            o.c.created_at, o.c.queued_at,
-        )
-    )
+        pick = pick.with_for_update(of=o, skip_locked=True)
+    return pick
 
 
 _CLAIM = Prepared.per_dialect(_claim)
-
-
-def claim_due(conn: Connection, owner: str, lease: timedelta, limit: int) -> list[Claim]:
-    """Lease up to ``limit`` due messages (oldest due first) to ``owner``, in one statement."""
-    now = utcnow()
-    compiled = _CLAIM.compiled(conn.dialect)
-    cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-        compiled.sql, compiled.bind({"now": now, "n": limit, "owner": owner, "until": now + lease})
+_LEASE = Prepared.per_dialect(
+    lambda dialect: o.update()
+    .where(o.c.id.in_(_listed(dialect, "ids", sa.String)))
+    .values(
+        status="sending",
+        lease_owner=sa.bindparam("owner"),
+        next_attempt_at=sa.bindparam("until"),
+        # Counted at the claim, so a message that takes its sender down with it still runs out of attempts.
+        attempts=o.c.attempts + 1,
     )
-    rows = [compiled.convert(r) for r in cursor.fetchall()]
+    .returning(
+        o.c.id, o.c.portal_id, o.c.sender, o.c.recipients, o.c.content, o.c.smtputf8, o.c.attempts,
+        o.c.created_at, o.c.queued_at,
+    )
+)
+
+
+def claim_due(
+    conn: Connection, owner: str, lease: timedelta, limit: int, *, per_portal: int | None = None, busy: Mapping[int, int] | None = None
+) -> list[Claim]:
+    """Lease up to ``limit`` due messages to ``owner``: at most ``per_portal`` of a portal, counting ``busy``.
+
+    ``busy`` is how many messages of each portal ``owner`` holds already. Portals at their share are left
+    out of the walk; of the rest, each portal's oldest come first, then each one's second and so on (round
+    robin), so a portal's backlog never takes another's turn. The walk looks at ``limit`` times the share
+    in rows, a bound that keeps its cost flat: when one portal's backlog fills it, that portal takes its
+    share and the next claim, leaving it out, reaches the others.
+    """
+    now = utcnow()
+    busy = busy or {}
+    share = per_portal if per_portal is not None else limit
+    full = [portal for portal, n in busy.items() if n >= share]
+    driver = conn.connection.driver_connection
+    compiled = _CLAIM.compiled(conn.dialect)
+    cursor = driver.execute(  # type: ignore[union-attr]
+        compiled.sql, compiled.bind({"now": now, "n": limit if per_portal is None else limit * share, "full": _json.encode(full).decode()})
+    )
+    rows = cursor.fetchall()
+    cursor.close()
+    taken: dict[int, int] = defaultdict(int)
+    ranked: list[tuple[int, int, str]] = []
+    for position, (id_, portal_id) in enumerate(rows):
+        taken[portal_id] += 1
+        turn = busy.get(portal_id, 0) + taken[portal_id]
+        if turn <= share:
+            ranked.append((turn, position, id_))
+    ids = [id_ for _, _, id_ in sorted(ranked)[:limit]]
+    if not ids:
+        return []
+    compiled = _LEASE.compiled(conn.dialect)
+    cursor = driver.execute(  # type: ignore[union-attr]
+        compiled.sql, compiled.bind({"ids": _json.encode(ids).decode(), "owner": owner, "until": now + lease})
+    )
+    leased = [compiled.convert(r) for r in cursor.fetchall()]
     cursor.close()
     claims = []
-    for id_, portal_id, sender, recipients, content, smtputf8, attempts, created, queued in rows:
+    for id_, portal_id, sender, recipients, content, smtputf8, attempts, created, queued in leased:
         if content is None:  # purged while it could not be sent: nothing left to send
             _FAIL.execute(conn, id=id_, owner=owner, at=now, error="The message body was deleted.", reply=None)
             continue
@@ -455,6 +509,66 @@ def postpone_portal(conn: Connection, portal_id: int, until: datetime) -> int:
         o.update()
         .where(_PENDING, o.c.next_attempt_at <= utcnow(), (o.c.portal_id + 0) == portal_id, o.c.status != "sending")
         .values(next_attempt_at=until)
+    )
+    return int(result.rowcount)
+
+
+# Deferred until ``until`` with ``reason``; failed with ``failed_reason`` if accepted before ``give_up_before``.
+_EXPIRED = o.c.queued_at < sa.bindparam("give_up_before")
+_WAITING = {
+    "status": sa.case((_EXPIRED, sa.literal("failed")), else_=sa.literal("deferred")),
+    # Typed, or SQLite would get the driver's own rendering of a datetime inside the CASE.
+    "next_attempt_at": sa.case((_EXPIRED, sa.null()), else_=sa.bindparam("until", type_=o.c.next_attempt_at.type)),
+    "finished_at": sa.case((_EXPIRED, sa.bindparam("at", type_=o.c.finished_at.type)), else_=sa.null()),
+    "last_error": sa.case((_EXPIRED, sa.bindparam("failed_reason", type_=sa.Text)), else_=sa.bindparam("reason", type_=sa.Text)),
+    "lease_owner": sa.null(),
+}
+_DEFER_UNTRIED = Prepared(o.update().where(_OWNED).values({**_WAITING, "attempts": o.c.attempts - 1}))
+_DEFER_PORTAL = Prepared(
+    o.update()
+    .where(
+        _PENDING,
+        o.c.next_attempt_at < sa.bindparam("until"),
+        (o.c.portal_id + 0) == sa.bindparam("portal"),  # + 0: see postpone_portal
+        o.c.status != "sending",
+    )
+    .values(_WAITING)
+)
+
+
+def defer_untried(
+    conn: Connection, message_id: str, owner: str, until: datetime, reason: str, *, give_up_before: datetime, failed_reason: str
+) -> bool:
+    """A claimed message not tried (its destination is unavailable): deferred or failed, the attempt given back."""
+    params = {"until": until, "reason": reason, "give_up_before": give_up_before, "failed_reason": failed_reason}
+    return _DEFER_UNTRIED.execute(conn, id=message_id, owner=owner, at=utcnow(), **params) == 1
+
+
+def defer_portal(
+    conn: Connection, portal_id: int, until: datetime, reason: str, *, give_up_before: datetime, failed_reason: str
+) -> int:
+    """Every waiting message of the portal due before ``until``: deferred until then, or failed past its horizon.
+
+    One statement when the portal's destination becomes unavailable, so none of them costs an attempt.
+    Messages being sent are left to their attempt.
+    """
+    params = {"until": until, "reason": reason, "give_up_before": give_up_before, "failed_reason": failed_reason}
+    return _DEFER_PORTAL.execute(conn, portal=portal_id, at=utcnow(), **params)
+
+
+def resume_portal(conn: Connection, portal_id: int, until: datetime) -> int:
+    """The portal's destination is back: what waits for it (due by ``until``) is due now."""
+    now = utcnow()
+    result = conn.execute(
+        o.update()
+        .where(
+            _PENDING,
+            o.c.next_attempt_at > now,
+            o.c.next_attempt_at <= until,
+            (o.c.portal_id + 0) == portal_id,
+            o.c.status != "sending",
+        )
+        .values(next_attempt_at=now)
     )
     return int(result.rowcount)
 
