@@ -11,6 +11,7 @@ from mailservers import CountingSMTP, Recorder, StartServer
 from smtpsettings.mail import (
     ConnectError,
     ConnectionPool,
+    MailTimeout,
     MailPolicy,
     SendError,
     SmtpConnection,
@@ -346,3 +347,30 @@ async def test_connections_that_open_raise_the_window_up_to_per_host(start_serve
 )
 def test_only_refusals_before_the_session_count_as_congestion(error: ConnectError, congestion: bool) -> None:
     assert is_congestion(error) is congestion
+
+
+async def test_a_server_that_never_let_a_connection_in_fails_every_request_once() -> None:
+    """A tarpit (or a server refusing everyone) is not "up but full": each request fails after one try.
+
+    Had the refusals been taken for congestion while the other request was still opening, the requests would
+    go round in the pool for ever instead of reporting the dead server to the dispatcher.
+    """
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # held open, never a greeting
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    p = pool(per_host=10)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(send(p, "k" if i % 2 else "j", port) for i in range(4)), return_exceptions=True), 30
+        )
+    finally:
+        await p.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+    assert all(isinstance(r, MailTimeout) for r in results), results
+    assert len(accepted) == 4  # one connection a request: none tried again

@@ -65,6 +65,8 @@ class NextHop:
         self.maximum = maximum
         self.window = float(min(INITIAL_WINDOW, maximum))
         self.open = 0
+        self.last_opened: float | None = None
+        """When a connection last opened here (loop time): proof that the server is up."""
         self.closing = 0
         """Slots held by connections saying QUIT: already promised to waiters."""
         # Insertion order is the round robin: the key served goes to the end if it still waits.
@@ -129,6 +131,7 @@ class NextHop:
 
     def opened(self) -> None:
         """Positive feedback: a connection opened, the server had room for it."""
+        self.last_opened = asyncio.get_running_loop().time()
         self.window = min(float(self.maximum), self.window + 1 / self.window)
         self._serve()
 

@@ -32,6 +32,8 @@ from smtpsettings.mail.target import SmtpTarget
 
 __all__ = ["ConnectionPool"]
 
+_REFUSED_WAITS = 3  # times one request waits again after a full server's refusal before the refusal is its own
+
 _HopName = tuple[str, int]
 
 
@@ -148,11 +150,15 @@ class ConnectionPool:
     async def _open(self, key: Hashable, entry: _Entry, target: SmtpTarget) -> SmtpConnection:
         """Take a slot at the next hop, then open a connection in it, telling the next hop how that went.
 
-        A refusal while this pool has other connections open there means the server is up but full: the
-        window is lowered and the request waits for a slot again, rather than failing a message for what
-        the window should have prevented. With nothing else open there, the refusal is the caller's.
+        A refusal while this pool has other connections open there, from a server that let a connection in
+        a moment ago, means the server is up but full: the window is lowered and the request waits for a
+        slot again (a few times), rather than failing a message for what the window should have prevented.
+        Otherwise the refusal is the caller's: a server that never answers, or refuses everyone, must fail
+        its attempts so that the caller can stop trying it, not keep them going round here.
         """
         slots = entry.hop.slots
+        loop = asyncio.get_running_loop()
+        waits_left = _REFUSED_WAITS
         while True:
             if not slots.try_take():
                 handed = await self._wait_turn(key, entry)
@@ -168,7 +174,9 @@ class ConnectionPool:
                 if congested:
                     slots.refused()
                 slots.give_back()
-                if congested and slots.open > 0:
+                recently_up = slots.last_opened is not None and loop.time() - slots.last_opened < self._idle_seconds
+                if congested and slots.open > 0 and recently_up and waits_left > 0:
+                    waits_left -= 1
                     continue
                 raise
             except BaseException:
