@@ -1,7 +1,9 @@
 """Accepting a portal's mail for delivery, and what its sender and admins may do with it afterwards.
 
 Acceptance means committed: the message is built (From the portal's sender, a Message-ID fixed now) and
-written to the outbox in one transaction before the caller hears 202; the dispatcher sends it later.
+written to the outbox in one transaction before the caller hears 202; the dispatcher sends it later. The
+same transaction counts the portal's unsent mail against its queue limits (:mod:`smtpsettings.domain.queue`),
+so acceptances that run at once can pass a limit by no more than the ones in flight.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal
 from smtpsettings.domain.errors import AccessDenied, BadArgument, Conflict, NotFound, TooLarge, ValidationFailed
 from smtpsettings.domain.outbox import OutgoingMessage, parse_message
+from smtpsettings.domain.queue import Backlog, QueueLimits
 from smtpsettings.domain.smtp import SmtpSettings
 from smtpsettings.domain.submission import read_submitted
 from smtpsettings.mail.message import HeaderInjection, build_message, flatten, new_message_id
@@ -54,6 +57,7 @@ class OutboxService:
         self._db = db
         self._smtp = smtp
         self._max_bytes = settings.outbox_max_message_bytes
+        self._limits = QueueLimits(messages=settings.outbox_max_queued_messages, bytes=settings.outbox_max_queued_bytes)
         self._on_enqueued = on_enqueued or (lambda: None)
 
     async def submit(
@@ -66,6 +70,7 @@ class OutboxService:
         Raises:
             ValidationFailed / BadArgument: a field breaks a rule; the portal has no settings to send with.
             TooLarge: the built message is larger than the configured limit.
+            QueueFull: the portal's unsent mail is at a queue limit (a repeated key still answers its message).
         """
         message = parse_message(body)
         settings = await self._sending_settings(portal)
@@ -96,10 +101,18 @@ class OutboxService:
             message_id=message_id,
             idempotency_key=idempotency_key,
         )
-        record, is_new = await self._db.write(lambda c: outbox.enqueue(c, new))
+        record, is_new = await self._db.write(lambda c: outbox.enqueue(c, new, self._admit(new)))
         if is_new:
             self._on_enqueued()
         return record, is_new
+
+    async def check_room(self, portal: Portal, size: int = 1) -> None:
+        """Refuse early, before a message arrives, when one of ``size`` bytes could not be accepted now.
+
+        Raises:
+            QueueFull: the portal's unsent mail is at a queue limit.
+        """
+        self._limits.admit(await self._db.read(lambda c: outbox.backlog(c, portal.id)), size)
 
     async def sender_addresses(self, portal: Portal, principal: Principal) -> tuple[str, ...]:
         """The addresses a submitted message may come from: the portal's sender, and the key's user."""
@@ -116,6 +129,7 @@ class OutboxService:
         Raises:
             BadArgument: the From is not allowed, or the portal has no settings to send with.
             TooLarge: larger than the configured limit.
+            QueueFull: the portal's unsent mail is at a queue limit.
         """
         settings = await self._sending_settings(portal)
         if len(content) > self._max_bytes:
@@ -140,7 +154,7 @@ class OutboxService:
             message_id=submitted.message_id,
             idempotency_key=None,
         )
-        record, _ = await self._db.write(lambda c: outbox.enqueue(c, new))
+        record, _ = await self._db.write(lambda c: outbox.enqueue(c, new, self._admit(new)))
         self._on_enqueued()
         return record
 
@@ -188,6 +202,9 @@ class OutboxService:
         if not settings.host or not settings.sender_address:
             raise BadArgument("The portal has no SMTP settings to send with: save them first.")
         return settings
+
+    def _admit(self, new: NewMessage) -> Callable[[Backlog], None]:
+        return lambda backlog: self._limits.admit(backlog, len(new.content))
 
     def _too_large(self) -> str:
         return f"The message is too large: at most {self._max_bytes} bytes are accepted."
