@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from smtpsettings.domain.errors import QueueFull
+from smtpsettings.domain.queue import Backlog, QueueLimits
 from smtpsettings.store import outbox
 from smtpsettings.store.database import Database, utcnow
 from smtpsettings.store.tables import outbox_messages, portals
@@ -244,3 +246,63 @@ def test_postponing_a_portal_moves_only_its_waiting_messages(db: Database) -> No
     assert db.write_sync(lambda c: outbox.postpone_portal(c, 1, until)) == 2
     assert [c.id for c in claim(db)] == [other]
     assert in_flight.id in mine
+
+
+def test_an_idempotency_key_is_its_callers_own(db: Database) -> None:
+    """Two API keys (or a key and a signed-in user) using the same key name make two messages."""
+    first, _ = enqueue(db, new("order-42", api_key_id="k1", user_id=7))
+    second, is_new = enqueue(db, new("order-42", api_key_id="k2", user_id=7, subject="other"))
+    assert is_new and second.id != first.id and second.api_key_id == "k2" and second.subject == "other"
+    by_user, is_new = enqueue(db, new("order-42", user_id=7))
+    assert is_new and by_user.id not in (first.id, second.id)
+    for caller, expected in ((dict(api_key_id="k1", user_id=7), first), (dict(user_id=7), by_user)):
+        again, is_new = enqueue(db, new("order-42", subject="third", **caller))
+        assert not is_new and again == expected
+    assert db.read_sync(lambda c: outbox.list_messages(c, 1))[1] == 3
+
+
+def test_the_backlog_counts_only_unsent_mail_of_the_portal(db: Database) -> None:
+    db.write_sync(
+        lambda c: c.execute(portals.insert().values(id=2, hostname="two.test", is_default=False, created_at=utcnow(), password_hash_salt="s"))
+    )
+    for size in (100, 200, 300, 400, 500):
+        enqueue(db, new(content=b"x" * size))
+    enqueue(db, new(portal_id=2, content=b"y" * 9999))
+    claimed = claim(db, limit=3)  # oldest due first: 100, 200, 300 bytes
+    ids = [c.id for c in claimed]
+    db.write_sync(lambda c: outbox.mark_sent(c, ids[0], "w1", "250 ok"))
+    db.write_sync(lambda c: outbox.mark_failed(c, ids[1], "w1", "550 no", "550 no"))
+    waiting = [m.id for m in db.read_sync(lambda c: outbox.list_messages(c, 1, status="queued"))[0]]
+    db.write_sync(lambda c: outbox.cancel(c, 1, waiting[0]))  # the newest: 500 bytes
+    # Left unsent: 300 (sending) and 400 (queued); other portals' and finished mail is not counted.
+    assert db.read_sync(lambda c: outbox.backlog(c, 1)) == Backlog(messages=2, bytes=700)
+    assert db.read_sync(lambda c: outbox.backlog(c, 2)) == Backlog(messages=1, bytes=9999)
+    assert db.read_sync(lambda c: outbox.backlog(c, 3)) == Backlog(messages=0, bytes=0)
+
+
+def test_a_refused_admission_writes_nothing_and_a_repeated_key_is_still_answered(db: Database) -> None:
+    full = QueueLimits(messages=2, bytes=10_000)
+    first, _ = db.write_sync(lambda c: outbox.enqueue(c, new("k1"), lambda b: full.admit(b, 1)))
+    db.write_sync(lambda c: outbox.enqueue(c, new(), lambda b: full.admit(b, 1)))
+    with pytest.raises(QueueFull):
+        db.write_sync(lambda c: outbox.enqueue(c, new("k2"), lambda b: full.admit(b, 1)))
+    again, is_new = db.write_sync(lambda c: outbox.enqueue(c, new("k1"), lambda b: full.admit(b, 1)))
+    assert not is_new and again.id == first.id
+    assert db.read_sync(lambda c: outbox.backlog(c, 1)).messages == 2
+    # The refused key was not taken: once there is room, it makes its message.
+    db.write_sync(lambda c: outbox.cancel(c, 1, first.id))
+    made, is_new = db.write_sync(lambda c: outbox.enqueue(c, new("k2"), lambda b: full.admit(b, 1)))
+    assert is_new and made.id != first.id
+
+
+def test_the_backlog_is_counted_from_the_unsent_index_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A covering partial index: the count's cost is the portal's backlog, never its history or rows."""
+    db = Database(f"sqlite:///{tmp_path / 'plan.db'}")
+    db.migrate()
+    compiled = outbox._BACKLOG.compiled(db.engine.dialect)
+    plan = db.read_sync(
+        lambda c: c.connection.driver_connection.execute("EXPLAIN QUERY PLAN " + compiled.sql, compiled.bind({"portal_id": 1})).fetchall()
+    )
+    details = " | ".join(row[-1] for row in plan)
+    db.dispose()
+    assert "COVERING INDEX ix_outbox_messages_unsent" in details, details
