@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from smtpsettings.domain.errors import QueueFull
 from smtpsettings.domain.queue import Backlog, QueueLimits
+from smtpsettings.services.admission import Admission
 from smtpsettings.store import outbox
 from smtpsettings.store.database import Database, utcnow
 from smtpsettings.store.tables import outbox_messages, portals
@@ -280,29 +281,83 @@ def test_the_backlog_counts_only_unsent_mail_of_the_portal(db: Database) -> None
     assert db.read_sync(lambda c: outbox.backlog(c, 3)) == Backlog(messages=0, bytes=0)
 
 
+def admitted(db: Database, message: outbox.NewMessage, limits: QueueLimits) -> tuple[outbox.MessageRecord, bool]:
+    """``message`` enqueued if it fits ``limits``, counted afresh in the transaction."""
+    return db.write_sync(lambda c: outbox.enqueue(c, message, lambda c: limits.admit(outbox.backlog(c, 1), 1)))
+
+
 def test_a_refused_admission_writes_nothing_and_a_repeated_key_is_still_answered(db: Database) -> None:
     full = QueueLimits(messages=2, bytes=10_000)
-    first, _ = db.write_sync(lambda c: outbox.enqueue(c, new("k1"), lambda b: full.admit(b, 1)))
-    db.write_sync(lambda c: outbox.enqueue(c, new(), lambda b: full.admit(b, 1)))
+    first, _ = admitted(db, new("k1"), full)
+    admitted(db, new(), full)
     with pytest.raises(QueueFull):
-        db.write_sync(lambda c: outbox.enqueue(c, new("k2"), lambda b: full.admit(b, 1)))
-    again, is_new = db.write_sync(lambda c: outbox.enqueue(c, new("k1"), lambda b: full.admit(b, 1)))
+        admitted(db, new("k2"), full)
+    again, is_new = admitted(db, new("k1"), full)
     assert not is_new and again.id == first.id
     assert db.read_sync(lambda c: outbox.backlog(c, 1)).messages == 2
     # The refused key was not taken: once there is room, it makes its message.
     db.write_sync(lambda c: outbox.cancel(c, 1, first.id))
-    made, is_new = db.write_sync(lambda c: outbox.enqueue(c, new("k2"), lambda b: full.admit(b, 1)))
+    made, is_new = admitted(db, new("k2"), full)
     assert is_new and made.id != first.id
 
 
-def test_the_backlog_is_counted_from_the_unsent_index_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A covering partial index: the count's cost is the portal's backlog, never its history or rows."""
-    db = Database(f"sqlite:///{tmp_path / 'plan.db'}")
-    db.migrate()
-    compiled = outbox._BACKLOG.compiled(db.engine.dialect)
-    plan = db.read_sync(
-        lambda c: c.connection.driver_connection.execute("EXPLAIN QUERY PLAN " + compiled.sql, compiled.bind({"portal_id": 1})).fetchall()
-    )
-    details = " | ".join(row[-1] for row in plan)
-    db.dispose()
-    assert "COVERING INDEX ix_outbox_messages_unsent" in details, details
+class Clock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def through(db: Database, admission: Admission, message: outbox.NewMessage) -> None:
+    """Accept ``message`` as the service does: checked in the transaction, then added to the kept count."""
+    db.write_sync(lambda c: outbox.enqueue(c, message, lambda c: admission.check(c, 1, len(message.content))))
+    admission.accepted(1, len(message.content))
+
+
+def unsent(db: Database) -> int:
+    return db.read_sync(lambda c: outbox.backlog(c, 1)).messages
+
+
+def cancel_one(db: Database) -> None:
+    """A message leaves the queue behind the admission's back (the dispatcher sent it, say)."""
+    queued = db.read_sync(lambda c: outbox.list_messages(c, 1, status="queued"))[0]
+    assert db.write_sync(lambda c: outbox.cancel(c, 1, queued[0].id))
+
+
+def test_admission_refuses_on_a_count_kept_under_a_second_then_counts_again(db: Database) -> None:
+    clock = Clock()
+    admission = Admission(db, QueueLimits(messages=10, bytes=10**9), clock=clock)
+    for _ in range(10):
+        through(db, admission, new())
+    with pytest.raises(QueueFull):
+        through(db, admission, new())
+    for _ in range(5):
+        cancel_one(db)
+    with pytest.raises(QueueFull):  # the kept count still says full, for under a second
+        through(db, admission, new())
+    clock.now += 1.0
+    through(db, admission, new())
+    assert unsent(db) == 6
+    for _ in range(4):
+        through(db, admission, new())
+    cancel_one(db)
+    with pytest.raises(QueueFull):
+        through(db, admission, new())
+    admission.forget(1)  # what the service does after its own cancel: that room is free at once
+    through(db, admission, new())
+    assert unsent(db) == 10
+
+
+def test_near_a_limit_admission_counts_afresh_and_sees_what_others_accepted(db: Database) -> None:
+    """Another worker's messages are not in this one's kept count: close to a limit it counts every time."""
+    admission = Admission(db, QueueLimits(messages=10, bytes=10**9), clock=Clock())
+    for _ in range(8):
+        through(db, admission, new())
+    enqueue(db, new())  # accepted by another worker: 9 in all, 8 of them known here
+    through(db, admission, new())
+    with pytest.raises(QueueFull):  # the kept count says 9, the count 10: the clock never moved
+        through(db, admission, new())
+    assert unsent(db) == 10

@@ -2,8 +2,7 @@
 
 Acceptance means committed: the message is built (From the portal's sender, a Message-ID fixed now) and
 written to the outbox in one transaction before the caller hears 202; the dispatcher sends it later. The
-same transaction counts the portal's unsent mail against its queue limits (:mod:`smtpsettings.domain.queue`),
-so acceptances that run at once can pass a limit by no more than the ones in flight.
+same transaction holds the portal's unsent mail to its queue limits (:mod:`smtpsettings.services.admission`).
 """
 
 from __future__ import annotations
@@ -12,15 +11,17 @@ import uuid
 from collections.abc import Callable
 
 import anyio.to_thread
+from sqlalchemy.engine import Connection
 
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal
 from smtpsettings.domain.errors import AccessDenied, BadArgument, Conflict, NotFound, TooLarge, ValidationFailed
 from smtpsettings.domain.outbox import OutgoingMessage, parse_message
-from smtpsettings.domain.queue import Backlog, QueueLimits
+from smtpsettings.domain.queue import QueueLimits
 from smtpsettings.domain.smtp import SmtpSettings
 from smtpsettings.domain.submission import read_submitted
 from smtpsettings.mail.message import HeaderInjection, build_message, flatten, new_message_id
+from smtpsettings.services.admission import Admission
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store import outbox
 from smtpsettings.store.database import Database
@@ -57,7 +58,8 @@ class OutboxService:
         self._db = db
         self._smtp = smtp
         self._max_bytes = settings.outbox_max_message_bytes
-        self._limits = QueueLimits(messages=settings.outbox_max_queued_messages, bytes=settings.outbox_max_queued_bytes)
+        limits = QueueLimits(messages=settings.outbox_max_queued_messages, bytes=settings.outbox_max_queued_bytes)
+        self._admission = Admission(db, limits)
         self._on_enqueued = on_enqueued or (lambda: None)
 
     async def submit(
@@ -103,6 +105,7 @@ class OutboxService:
         )
         record, is_new = await self._db.write(lambda c: outbox.enqueue(c, new, self._admit(new)))
         if is_new:
+            self._admission.accepted(portal.id, len(new.content))
             self._on_enqueued()
         return record, is_new
 
@@ -112,7 +115,7 @@ class OutboxService:
         Raises:
             QueueFull: the portal's unsent mail is at a queue limit.
         """
-        self._limits.admit(await self._db.read(lambda c: outbox.backlog(c, portal.id)), size)
+        await self._admission.check_room(portal.id, size)
 
     async def sender_addresses(self, portal: Portal, principal: Principal) -> tuple[str, ...]:
         """The addresses a submitted message may come from: the portal's sender, and the key's user."""
@@ -155,6 +158,7 @@ class OutboxService:
             idempotency_key=None,
         )
         record, _ = await self._db.write(lambda c: outbox.enqueue(c, new, self._admit(new)))
+        self._admission.accepted(portal.id, len(new.content))
         self._on_enqueued()
         return record
 
@@ -183,6 +187,7 @@ class OutboxService:
         if not await self._db.write(lambda c: outbox.cancel(c, portal.id, message_id)):
             record = await self.get(portal, principal, message_id)
             raise Conflict(f"The message is {record.status}: only a queued or deferred message can be cancelled.")
+        self._admission.forget(portal.id)  # its room is free at once
         return await self.get(portal, principal, message_id)
 
     async def retry(self, portal: Portal, principal: Principal, message_id: str) -> MessageRecord:
@@ -193,6 +198,7 @@ class OutboxService:
             if record.status == "failed":
                 raise Conflict("The message's body was deleted after its retention period; it cannot be sent again.")
             raise Conflict(f"The message is {record.status}: only a failed message can be retried.")
+        self._admission.forget(portal.id)  # never refused (the limits hold back new mail), but unsent again
         self._on_enqueued()
         return await self.get(portal, principal, message_id)
 
@@ -203,8 +209,8 @@ class OutboxService:
             raise BadArgument("The portal has no SMTP settings to send with: save them first.")
         return settings
 
-    def _admit(self, new: NewMessage) -> Callable[[Backlog], None]:
-        return lambda backlog: self._limits.admit(backlog, len(new.content))
+    def _admit(self, new: NewMessage) -> Callable[[Connection], None]:
+        return lambda conn: self._admission.check(conn, new.portal_id, len(new.content))
 
     def _too_large(self) -> str:
         return f"The message is too large: at most {self._max_bytes} bytes are accepted."

@@ -180,13 +180,14 @@ _INSERT_KEYED = Prepared.per_dialect(
 
 
 def enqueue(
-    conn: Connection, message: NewMessage, admit: Callable[[Backlog], None] | None = None
+    conn: Connection, message: NewMessage, admit: Callable[[Connection], None] | None = None
 ) -> tuple[MessageRecord, bool]:
     """Insert ``message`` (status ``queued``, due now); with an idempotency key its caller used within 24 h,
     the first one.
 
-    Returns the record and whether it is new. ``admit`` is shown the portal's backlog, counted in this
-    transaction, and raises to refuse the message; a repeated key answers its message without asking it.
+    Returns the record and whether it is new. ``admit`` is called in this transaction before the insert
+    (:func:`backlog` counts what it needs) and raises to refuse the message; a repeated key answers its
+    message without asking it.
     A key older than the window is released for reuse first, in the same transaction. Two instances
     inserting the same key at once: the unique constraint refuses the second, which then answers the
     first's message.
@@ -205,7 +206,7 @@ def enqueue(
             .values(idempotency_key=None, idempotency_caller=None)
         )
     if admit is not None:
-        admit(backlog(conn, message.portal_id))
+        admit(conn)
     values = {
         "id": message.id,
         "portal_id": message.portal_id,
