@@ -3,11 +3,11 @@
 Counting a portal's unsent mail reads its whole backlog from an index: at 10,000 unsent messages that
 measured 1 to 2 ms on SQLite, where writes run on the event loop and hold the write lock, and more on
 PostgreSQL. So a worker keeps the count it last read for each portal and adds what it accepts after each
-commit; it counts again, in the acceptance transaction, when that count is older than a second or the
-message would bring the portal near a limit. Mail sent meanwhile only makes the kept count too high (near a
-limit that means a recount, and a refusal is never based on a count older than a second); what other
-workers or instances accepted within that second is all a limit can be passed by, besides the acceptances
-of this worker still in flight.
+commit; it counts again, in the acceptance transaction, when that count is older than a second, or older
+than 50 ms and the message would bring the portal within a tenth of a limit. Mail sent meanwhile only makes
+the kept count too high, and a refusal is never based on a count older than a second. What other workers or
+instances accepted since the count is what a limit can be passed by: near a limit, 50 ms of their
+acceptances, besides this worker's own still in flight.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from smtpsettings.store.database import Database
 __all__ = ("Admission",)
 
 REFRESH_SECONDS = 1.0
+NEAR_REFRESH_SECONDS = 0.05
 _NEAR = 0.9
-"""Past this share of a limit every acceptance counts afresh, so workers sharing a portal stop close to it."""
+"""Past this share of a limit the count is read again after NEAR_REFRESH_SECONDS, so that workers sharing a
+portal stop close to the limit, while one portal at its limit costs a count per 50 ms, not per message."""
 
 
 class _Counted(NamedTuple):
@@ -47,10 +49,11 @@ class Admission:
         Raises:
             QueueFull: the portal's unsent mail is at a queue limit, or this message would pass one.
         """
-        kept = self._fresh(portal_id)
-        if kept is not None:
-            self._limits.admit(kept, size)
-            if not self._near(kept, size):
+        counted = self._counted.get(portal_id)
+        age = REFRESH_SECONDS if counted is None else self._clock() - counted.at
+        if counted is not None and age < REFRESH_SECONDS:
+            self._limits.admit(counted.backlog, size)  # refused on a count under a second old
+            if age < NEAR_REFRESH_SECONDS or not self._near(counted.backlog, size):
                 return
         self._limits.admit(self._count(portal_id, outbox.backlog(conn, portal_id)), size)
 
@@ -60,10 +63,12 @@ class Admission:
         Raises:
             QueueFull: as :meth:`check`.
         """
-        kept = self._fresh(portal_id)
-        if kept is None:
-            kept = self._count(portal_id, await self._db.read(lambda c: outbox.backlog(c, portal_id)))
-        self._limits.admit(kept, size)
+        counted = self._counted.get(portal_id)
+        if counted is not None and self._clock() - counted.at < REFRESH_SECONDS:
+            backlog = counted.backlog
+        else:
+            backlog = self._count(portal_id, await self._db.read(lambda c: outbox.backlog(c, portal_id)))
+        self._limits.admit(backlog, size)
 
     def accepted(self, portal_id: int, size: int) -> None:
         """After the commit: the message is part of the portal's backlog."""
@@ -75,12 +80,6 @@ class Admission:
     def forget(self, portal_id: int) -> None:
         """The portal's backlog changed in a way not counted here (a cancel, a retry): count it next time."""
         self._counted.pop(portal_id, None)
-
-    def _fresh(self, portal_id: int) -> Backlog | None:
-        counted = self._counted.get(portal_id)
-        if counted is None or self._clock() - counted.at >= REFRESH_SECONDS:
-            return None
-        return counted.backlog
 
     def _count(self, portal_id: int, backlog: Backlog) -> Backlog:
         self._counted[portal_id] = _Counted(backlog, self._clock())
