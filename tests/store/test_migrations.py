@@ -103,19 +103,23 @@ def test_migrate_upgrades_an_older_schema_in_place_and_keeps_the_data(database_u
         new.dispose()
 
 
-def test_migration_0003_goes_back_to_0002_keeping_portals_and_users(database_url: str) -> None:
+def _downgrade(db: Database, revision: str) -> None:
     from alembic import command
 
+    config = _alembic_config()
+    with db.engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+        conn.commit()
+    assert _revision(db) == revision
+
+
+def test_migration_0003_goes_back_to_0002_keeping_portals_and_users(database_url: str) -> None:
     ids = _old_database(database_url)
     db = Database(database_url)
     try:
         db.migrate("0003")
-        config = _alembic_config()
-        with db.engine.connect() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0002")
-            conn.commit()
-        assert _revision(db) == "0002"
+        _downgrade(db, "0002")
         columns = db.read_sync(
             lambda c: {t: {col["name"] for col in sa.inspect(c).get_columns(t)} for t in ("portals", "users")}
         )
@@ -157,8 +161,6 @@ def _outbox_row(conn, portal_id: int, *, key: str, api_key_id: str | None, user_
 
 
 def test_migration_0006_gives_existing_keys_their_caller_and_goes_back_keeping_the_oldest(database_url: str) -> None:
-    from alembic import command
-
     ids = _old_database(database_url)
     portal = ids["kept.example.com"]
     db = Database(database_url)
@@ -179,12 +181,7 @@ def test_migration_0006_gives_existing_keys_their_caller_and_goes_back_keeping_t
         repeat, is_new = db.write_sync(lambda c: outbox.enqueue(c, msgspec.structs.replace(other, id=uuid.uuid4().hex, api_key_id="k1")))
         assert not is_new and repeat.id == by_key
 
-        config = _alembic_config()
-        with db.engine.connect() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0005")
-            conn.commit()
-        assert _revision(db) == "0005"
+        _downgrade(db, "0005")
         keys = dict(db.read_sync(lambda c: c.execute(sa.text("SELECT id, idempotency_key FROM outbox_messages")).all()))
         assert keys == {by_key: "order-42", by_user: "order-43", other.id: None}
     finally:
