@@ -187,10 +187,9 @@ def enqueue(
 
     Returns the record and whether it is new. ``admit`` is called in this transaction before the insert
     (:func:`backlog` counts what it needs) and raises to refuse the message; a repeated key answers its
-    message without asking it.
-    A key older than the window is released for reuse first, in the same transaction. Two instances
-    inserting the same key at once: the unique constraint refuses the second, which then answers the
-    first's message.
+    message without asking it. A key older than the window is released for reuse first, in the same
+    transaction. Two instances inserting the same key at once: the unique constraint refuses the second,
+    which then answers the first's message.
     """
     now = utcnow()
     key = message.idempotency_key
