@@ -363,3 +363,24 @@ def test_near_a_limit_admission_counts_afresh_and_sees_what_others_accepted(db: 
     with pytest.raises(QueueFull):  # the kept count says 9, the count 10
         through(db, admission, new())
     assert unsent(db) == 10
+
+
+def test_concurrent_acceptances_pass_the_limit_by_no_more_than_those_in_flight(db: Database) -> None:
+    """Eight threads accepting for one portal through one worker's admission, each message checked in its own
+    transaction: the portal ends at its limit, plus at most the acceptances that were in flight together."""
+    admission = Admission(db, QueueLimits(messages=20, bytes=10**9))
+    refused = [0] * 8
+
+    def sender(i: int) -> None:
+        for _ in range(10):
+            try:
+                through(db, admission, new())
+            except QueueFull:
+                refused[i] += 1
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 20 <= unsent(db) <= 20 + len(threads) and sum(refused) == 80 - unsent(db)

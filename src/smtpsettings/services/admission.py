@@ -1,7 +1,7 @@
 """Admission to the outbox: each portal's unsent mail held to the queue limits without a count per message.
 
 Counting a portal's unsent mail reads its whole backlog from an index: at 10,000 unsent messages that
-measured 1 to 5 ms on SQLite, where writes run on the event loop and hold the write lock, and 15 to 20 ms
+measured 1 to 5 ms on SQLite, where writes run on the event loop and hold the write lock, and over 10 ms
 on PostgreSQL. So a worker keeps the count it last read for each portal and adds what it accepts after each
 commit; it counts again, in the acceptance transaction, when that count is older than a second, or older
 than 50 ms and the message would bring the portal within a tenth of a limit. Mail sent meanwhile only makes
