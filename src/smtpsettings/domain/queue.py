@@ -2,7 +2,7 @@
 
 Unsent means queued, deferred or sending. A portal at its limit is refused new mail (HTTP 429, SMTP 452)
 until the dispatcher has sent some; what it already has is never touched. The limits are per portal, so
-one portal's backlog neither fills the disk nor takes another's room.
+one portal's backlog cannot grow without bound, and it takes no other portal's room.
 """
 
 from __future__ import annotations
