@@ -114,6 +114,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     smtp_test_window_seconds: Count = 15 * 60
     outbox_max_message_bytes: Count = 10 * 1024 * 1024
     """Largest message ``POST /smtpsettings/messages`` accepts (the JSON body and the built message); 413 above."""
+    outbox_max_queued_messages: Count = 10_000
+    """Unsent (queued, deferred or sending) messages one portal may have; more are refused (429, SMTP 452)."""
+    outbox_max_queued_bytes: Count = 1024 * 1024 * 1024
+    """Bytes of unsent messages one portal may have; a message that would pass it is refused (429, SMTP 452)."""
     outbox_retry_horizon_seconds: Count = 24 * 3600
     """How long a message that meets temporary failures is retried, counted from its acceptance, before it fails."""
     outbox_first_retry_seconds: Seconds = 30.0

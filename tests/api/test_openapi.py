@@ -476,12 +476,13 @@ def test_every_operation_with_a_body_declares_400_413_and_415(document: dict[str
         assert {"400", "413", "415"} <= set(op["responses"]), key
 
 
-def test_sign_in_and_the_test_mail_routes_declare_429_with_retry_after(document: dict[str, Any]) -> None:
+def test_sign_in_the_test_mail_routes_and_sending_declare_429_with_retry_after(document: dict[str, Any]) -> None:
     operations = _operations(document)
-    for key in [SIGN_IN, *TEST_MAIL]:
+    for key in [SIGN_IN, *TEST_MAIL, (MESSAGES, "post")]:
         too_many = operations[key]["responses"]["429"]
         assert "Retry-After" in too_many["headers"], key
         assert _error_schema(document, too_many)["required"] == ["error", "status", "statusCode"]
+    assert "outbox is full" in operations[(MESSAGES, "post")]["responses"]["429"]["description"]
 
 
 def test_a_test_of_unsaved_settings_declares_409(document: dict[str, Any]) -> None:

@@ -196,3 +196,97 @@ def test_a_portal_over_its_rate_waits_for_the_next_window_without_spending_attem
         assert len(inbox.messages) == 4
     finally:
         srv.stop()
+
+
+def test_an_idempotency_key_is_the_callers_own_not_the_portals(server: Server, portal: Portal) -> None:
+    """Two send-only keys of one portal (and a signed-in admin) using the same key make a message each, and
+    none is answered another's message, which it may not read."""
+    keys = [
+        server.cli("apikey", "create", "--portal", portal.hostname, "--email", portal.emails[Role.ADMIN], "--scope", "mail.send")
+        .stdout.strip()
+        .splitlines()[-1]
+        for _ in range(2)
+    ]
+    order = {"Idempotency-Key": "order-42"}
+    with (
+        portal.client(headers={"Authorization": f"Bearer {keys[0]}"}) as k1,
+        portal.client(headers={"Authorization": f"Bearer {keys[1]}"}) as k2,
+        portal.client(Role.ADMIN) as admin,
+    ):
+        first = k1.post(MESSAGES, json={"to": ["one@x.test"], "subject": "K1's", "text": "x"}, headers=order)
+        second = k2.post(MESSAGES, json={"to": ["two@x.test"], "subject": "K2's", "text": "x"}, headers=order)
+        third = admin.post(MESSAGES, json={"to": ["three@x.test"], "subject": "admin's", "text": "x"}, headers=order)
+        assert [r.status_code for r in (first, second, third)] == [202, 202, 202], second.text
+        mine, theirs, admins = (r.json()["response"] for r in (first, second, third))
+        assert len({mine["id"], theirs["id"], admins["id"]}) == 3
+        assert (theirs["to"], theirs["subject"]) == (["two@x.test"], "K2's")
+        assert k2.get(f"{MESSAGES}/{mine['id']}").status_code == 404
+        # Each caller repeating its key is answered its own first message, and nothing new is queued.
+        for client, expected in ((k1, mine), (k2, theirs), (admin, admins)):
+            again = client.post(MESSAGES, json={"to": ["other@x.test"], "subject": "again", "text": "x"}, headers=order)
+            assert again.status_code == 200 and again.json()["response"]["id"] == expected["id"]
+            assert again.json()["response"]["subject"] == expected["subject"]
+        assert admin.get(MESSAGES).json()["total"] == 3
+
+
+# -- Queue limits per portal -------------------------------------------------------------------------------
+
+QUEUED_MESSAGES, QUEUED_BYTES = 3, 20_000
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def limited_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Portals may hold 3 unsent messages and 20,000 unsent bytes; a failed delivery waits an hour, so what
+    is accepted stays unsent while a test acts."""
+    env = {
+        "SMTPSETTINGS_OUTBOX_MAX_QUEUED_MESSAGES": str(QUEUED_MESSAGES),
+        "SMTPSETTINGS_OUTBOX_MAX_QUEUED_BYTES": str(QUEUED_BYTES),
+        "SMTPSETTINGS_OUTBOX_FIRST_RETRY_SECONDS": "3600",
+        "SMTPSETTINGS_SMTP_CONNECT_TIMEOUT": "2",
+    }
+    if request.param == "postgresql":
+        env["SMTPSETTINGS_DATABASE_URL"] = request.getfixturevalue("pg_cluster").create_database()
+    srv = start_server(tmp_path_factory.mktemp(f"limited-{request.param}") / "data", env)
+    yield srv
+    srv.stop()
+
+
+def assert_queue_full(response: httpx.Response) -> None:
+    assert response.status_code == 429, response.text
+    assert int(response.headers["Retry-After"]) > 0
+    body = response.json()
+    assert body["status"] == 1 and body["statusCode"] == 429 and "response" not in body
+    assert body["error"]["type"] == "TooManyRequestsException" and "outbox is full" in body["error"]["message"]
+
+
+def test_a_portal_at_its_message_limit_is_answered_429_and_keeps_what_it_had(limited_server: Server) -> None:
+    portal, other = make_portal(limited_server), make_portal(limited_server)
+    with portal.client(Role.ADMIN) as c, other.client(Role.ADMIN) as o:
+        c.post(SETTINGS, json=settings_for(closed_port()))
+        o.post(SETTINGS, json=settings_for(closed_port()))
+        keyed = c.post(MESSAGES, json={"to": ["a@x.test"], "subject": "keyed", "text": "x"}, headers={"Idempotency-Key": "k"})
+        accepted = [keyed.json()["response"]["id"]] + [send(c).json()["response"]["id"] for _ in range(QUEUED_MESSAGES - 1)]
+        assert_queue_full(send(c))
+        # A repeated key is no new message: it is answered as before.
+        again = c.post(MESSAGES, json={"to": ["a@x.test"], "subject": "keyed", "text": "x"}, headers={"Idempotency-Key": "k"})
+        assert again.status_code == 200 and again.json()["response"]["id"] == accepted[0]
+        # Another portal's room is its own.
+        assert send(o).status_code == 202
+        # Nothing accepted was touched: every message is there, on its way (the server is unreachable).
+        states = [wait_status(c, i, {"deferred"}) for i in accepted]
+        assert c.get(MESSAGES).json()["total"] == QUEUED_MESSAGES and all(s["attempts"] == 1 for s in states)
+        # A message that leaves the queue makes room for one more.
+        assert c.delete(f"{MESSAGES}/{accepted[1]}").status_code == 200
+        assert send(c).status_code == 202
+        assert_queue_full(send(c))
+
+
+def test_a_message_that_would_pass_the_byte_limit_is_answered_429_and_a_smaller_one_still_fits(limited_server: Server) -> None:
+    portal = make_portal(limited_server)
+    with portal.client(Role.ADMIN) as c:
+        c.post(SETTINGS, json=settings_for(closed_port()))
+        big = send(c, text="y" * (QUEUED_BYTES // 2))
+        assert big.status_code == 202
+        assert_queue_full(send(c, text="z" * (QUEUED_BYTES // 2)))
+        assert send(c).status_code == 202
+        assert c.get(MESSAGES).json()["total"] == 2

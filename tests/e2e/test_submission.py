@@ -747,3 +747,41 @@ def test_a_thousand_failed_handshakes_leave_every_slot_free_and_the_log_json(tmp
     failed = [e for e in entries if e["event"] == "submission_tls_handshake_failed"]
     assert failed and {e["level"] for e in failed} == {"info"}
     assert not [e for e in entries if e["level"] in ("error", "critical")], entries
+
+
+def test_a_full_queue_is_452_4_3_1_at_mail_or_at_data_and_keeps_what_it_had(tmp_path: Path, ca: trustme.CA) -> None:
+    """2 unsent messages or 6,000 unsent bytes per portal; delivery fails to connect and waits an hour, so the
+    accepted mail stays unsent."""
+    env = submission_env(
+        tmp_path,
+        ca,
+        SMTPSETTINGS_OUTBOX_MAX_QUEUED_MESSAGES="2",
+        SMTPSETTINGS_OUTBOX_MAX_QUEUED_BYTES="6000",
+        SMTPSETTINGS_OUTBOX_FIRST_RETRY_SECONDS="3600",
+        SMTPSETTINGS_SMTP_CONNECT_TIMEOUT="2",
+    )
+    srv = start_server(tmp_path / "data", env)
+    try:
+        sub = Submission(srv, int(env["SMTPSETTINGS_SUBMISSION_PORT"]), 0, ca)
+        portal = sub.portal(closed_port())
+        _, key = sub.key(portal)
+        large = simple()[:-2] + (b"y" * 70 + b"\r\n") * 90  # about 6,500 bytes: past the limit beside anything
+        with sub.signed_in(source(), portal, key) as client:
+            first = queued_id(_send(client, "first"))
+            code, text = client.mail(SENDER, [f"SIZE={len(large)}"])  # declared: refused before the data
+            assert code == 452 and text.startswith(b"4.3.1 ") and b"outbox is full" in text, text
+            client.rset()
+            assert client.mail(SENDER)[0] == 250 and client.rcpt("a@x.test")[0] == 250
+            code, text = client.data(large)  # not declared: refused once it is here
+            assert code == 452 and text.startswith(b"4.3.1 "), text
+            second = queued_id(_send(client, "second"))  # a small one still fits
+            code, text = client.mail(SENDER)  # at the message limit: refused at once
+            assert code == 452 and text.startswith(b"4.3.1 ") and b"2 messages" in text, text
+            client.rset()
+            with portal.client(Role.ADMIN) as admin:
+                assert {wait_status(admin, i, {"deferred"})["id"] for i in (first, second)} == {first, second}
+                assert admin.get(MESSAGES).json()["total"] == 2
+                assert admin.delete(f"{MESSAGES}/{first}").status_code == 200
+            queued_id(_send(client, "third"))  # room again once one left the queue
+    finally:
+        srv.stop()

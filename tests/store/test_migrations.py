@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import subprocess
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import sqlalchemy as sa
 from serverkit import smtpsettings_command
 
-from smtpsettings.store import accounts
+from smtpsettings.store import accounts, outbox
 from smtpsettings.store.database import MIGRATIONS, Database
 from smtpsettings.store.tables import metadata
 
@@ -101,19 +103,23 @@ def test_migrate_upgrades_an_older_schema_in_place_and_keeps_the_data(database_u
         new.dispose()
 
 
-def test_migration_0003_goes_back_to_0002_keeping_portals_and_users(database_url: str) -> None:
+def _downgrade(db: Database, revision: str) -> None:
     from alembic import command
 
+    config = _alembic_config()
+    with db.engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+        conn.commit()
+    assert _revision(db) == revision
+
+
+def test_migration_0003_goes_back_to_0002_keeping_portals_and_users(database_url: str) -> None:
     ids = _old_database(database_url)
     db = Database(database_url)
     try:
         db.migrate("0003")
-        config = _alembic_config()
-        with db.engine.connect() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0002")
-            conn.commit()
-        assert _revision(db) == "0002"
+        _downgrade(db, "0002")
         columns = db.read_sync(
             lambda c: {t: {col["name"] for col in sa.inspect(c).get_columns(t)} for t in ("portals", "users")}
         )
@@ -161,5 +167,47 @@ def test_migration_0009_records_the_keys_of_the_secrets_already_stored(database_
         db.migrate()
         recorded = db.read_sync(lambda c: sorted(r[0] for r in c.execute(sa.text("SELECT key_id FROM encryption_keys"))))
         assert recorded == ["k1-aaaa0001", "k3-cccc0003"]
+    finally:
+        db.dispose()
+
+
+def _outbox_row(conn, portal_id: int, *, key: str, api_key_id: str | None, user_id: int | None) -> str:  # type: ignore[no-untyped-def]
+    """A keyed message as revision 0005 wrote it (no caller column); its id."""
+    now = datetime.now(UTC)
+    message_id = uuid.uuid4().hex
+    row = {
+        "id": message_id, "portal_id": portal_id, "user_id": user_id, "api_key_id": api_key_id, "status": "queued",
+        "sender": "s@x.test", "recipients": "[]", "content": b"x", "smtputf8": False, "to_addresses": "[]",
+        "cc_addresses": "[]", "subject": "s", "message_id": "<m@x.test>", "size": 1, "idempotency_key": key,
+        "attempts": 0, "created_at": now, "queued_at": now, "next_attempt_at": now,
+    }
+    conn.execute(sa.table("outbox_messages", *(sa.column(c) for c in row)).insert().values(row))
+    return message_id
+
+
+def test_migration_0006_gives_existing_keys_their_caller_and_goes_back_keeping_the_oldest(database_url: str) -> None:
+    ids = _old_database(database_url)
+    portal = ids["kept.example.com"]
+    db = Database(database_url)
+    try:
+        db.migrate("0005")
+        by_key = db.write_sync(lambda c: _outbox_row(c, portal, key="order-42", api_key_id="k1", user_id=1))
+        by_user = db.write_sync(lambda c: _outbox_row(c, portal, key="order-43", api_key_id=None, user_id=1))
+        db.migrate()
+        callers = dict(db.read_sync(lambda c: c.execute(sa.text("SELECT id, idempotency_caller FROM outbox_messages")).all()))
+        assert callers == {by_key: "key:k1", by_user: "user:1"}
+        # Now another caller may use the same key; the first caller still gets its own message.
+        other = outbox.NewMessage(
+            id=uuid.uuid4().hex, portal_id=portal, user_id=1, api_key_id="k2", sender="s@x.test", recipients=("a@x.test",),
+            content=b"y", smtputf8=False, to=("a@x.test",), cc=(), subject="t", message_id="<n@x.test>", idempotency_key="order-42",
+        )
+        record, is_new = db.write_sync(lambda c: outbox.enqueue(c, other))
+        assert is_new and record.id == other.id
+        repeat, is_new = db.write_sync(lambda c: outbox.enqueue(c, msgspec.structs.replace(other, id=uuid.uuid4().hex, api_key_id="k1")))
+        assert not is_new and repeat.id == by_key
+
+        _downgrade(db, "0005")
+        keys = dict(db.read_sync(lambda c: c.execute(sa.text("SELECT id, idempotency_key FROM outbox_messages")).all()))
+        assert keys == {by_key: "order-42", by_user: "order-43", other.id: None}
     finally:
         db.dispose()

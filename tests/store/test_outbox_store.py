@@ -11,6 +11,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from smtpsettings.domain.errors import QueueFull
+from smtpsettings.domain.queue import Backlog, QueueLimits
+from smtpsettings.services.admission import NEAR_REFRESH_SECONDS, Admission
 from smtpsettings.store import outbox
 from smtpsettings.store.database import Database, utcnow
 from smtpsettings.store.tables import outbox_messages, portals
@@ -337,3 +340,140 @@ def test_messages_past_their_horizon_fail_instead_of_waiting(db: Database) -> No
         lambda c: outbox.defer_untried(c, late, "w1", until, "x", give_up_before=cutoff, failed_reason="x")
     )
     assert again is False
+
+
+def test_an_idempotency_key_is_its_callers_own(db: Database) -> None:
+    """Two API keys (or a key and a signed-in user) using the same key name make two messages."""
+    first, _ = enqueue(db, new("order-42", api_key_id="k1", user_id=7))
+    second, is_new = enqueue(db, new("order-42", api_key_id="k2", user_id=7, subject="other"))
+    assert is_new and second.id != first.id and second.api_key_id == "k2" and second.subject == "other"
+    by_user, is_new = enqueue(db, new("order-42", user_id=7))
+    assert is_new and by_user.id not in (first.id, second.id)
+    for caller, expected in ((dict(api_key_id="k1", user_id=7), first), (dict(user_id=7), by_user)):
+        again, is_new = enqueue(db, new("order-42", subject="third", **caller))
+        assert not is_new and again == expected
+    assert db.read_sync(lambda c: outbox.list_messages(c, 1))[1] == 3
+
+
+def test_the_backlog_counts_only_unsent_mail_of_the_portal(db: Database) -> None:
+    db.write_sync(
+        lambda c: c.execute(portals.insert().values(id=2, hostname="two.test", is_default=False, created_at=utcnow(), password_hash_salt="s"))
+    )
+    for size in (100, 200, 300, 400, 500):
+        enqueue(db, new(content=b"x" * size))
+    enqueue(db, new(portal_id=2, content=b"y" * 9999))
+    claimed = claim(db, limit=3)  # oldest due first: 100, 200, 300 bytes
+    ids = [c.id for c in claimed]
+    db.write_sync(lambda c: outbox.mark_sent(c, ids[0], "w1", "250 ok"))
+    db.write_sync(lambda c: outbox.mark_failed(c, ids[1], "w1", "550 no", "550 no"))
+    waiting = [m.id for m in db.read_sync(lambda c: outbox.list_messages(c, 1, status="queued"))[0]]
+    db.write_sync(lambda c: outbox.cancel(c, 1, waiting[0]))  # the newest: 500 bytes
+    # Left unsent: 300 (sending) and 400 (queued); other portals' and finished mail is not counted.
+    assert db.read_sync(lambda c: outbox.backlog(c, 1)) == Backlog(messages=2, bytes=700)
+    assert db.read_sync(lambda c: outbox.backlog(c, 2)) == Backlog(messages=1, bytes=9999)
+    assert db.read_sync(lambda c: outbox.backlog(c, 3)) == Backlog(messages=0, bytes=0)
+
+
+def admitted(db: Database, message: outbox.NewMessage, limits: QueueLimits) -> tuple[outbox.MessageRecord, bool]:
+    """``message`` enqueued if it fits ``limits``, counted afresh in the transaction."""
+    return db.write_sync(lambda c: outbox.enqueue(c, message, lambda c: limits.admit(outbox.backlog(c, 1), 1)))
+
+
+def test_a_refused_admission_writes_nothing_and_a_repeated_key_is_still_answered(db: Database) -> None:
+    full = QueueLimits(messages=2, bytes=10_000)
+    first, _ = admitted(db, new("k1"), full)
+    admitted(db, new(), full)
+    with pytest.raises(QueueFull):
+        admitted(db, new("k2"), full)
+    again, is_new = admitted(db, new("k1"), full)
+    assert not is_new and again.id == first.id
+    assert db.read_sync(lambda c: outbox.backlog(c, 1)).messages == 2
+    # The refused key was not taken: once there is room, it makes its message.
+    db.write_sync(lambda c: outbox.cancel(c, 1, first.id))
+    made, is_new = admitted(db, new("k2"), full)
+    assert is_new and made.id != first.id
+
+
+class Clock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def through(db: Database, admission: Admission, message: outbox.NewMessage) -> None:
+    """Accept ``message`` as the service does: checked in the transaction, then added to the kept count."""
+    db.write_sync(lambda c: outbox.enqueue(c, message, lambda c: admission.check(c, 1, len(message.content))))
+    admission.accepted(1, len(message.content))
+
+
+def unsent(db: Database) -> int:
+    return db.read_sync(lambda c: outbox.backlog(c, 1)).messages
+
+
+def cancel_one(db: Database) -> None:
+    """A message leaves the queue behind the admission's back (the dispatcher sent it, say)."""
+    queued = db.read_sync(lambda c: outbox.list_messages(c, 1, status="queued"))[0]
+    assert db.write_sync(lambda c: outbox.cancel(c, 1, queued[0].id))
+
+
+def test_admission_refuses_on_a_count_kept_under_a_second_then_counts_again(db: Database) -> None:
+    clock = Clock()
+    admission = Admission(db, QueueLimits(messages=10, bytes=10**9), clock=clock)
+    for _ in range(10):
+        through(db, admission, new())
+    with pytest.raises(QueueFull):
+        through(db, admission, new())
+    for _ in range(5):
+        cancel_one(db)
+    with pytest.raises(QueueFull):  # the kept count still says full, for under a second
+        through(db, admission, new())
+    clock.now += 1.0
+    through(db, admission, new())
+    assert unsent(db) == 6
+    for _ in range(4):
+        through(db, admission, new())
+    cancel_one(db)
+    with pytest.raises(QueueFull):
+        through(db, admission, new())
+    admission.forget(1)  # what the service does after its own cancel: that room is free at once
+    through(db, admission, new())
+    assert unsent(db) == 10
+
+
+def test_near_a_limit_admission_counts_afresh_and_sees_what_others_accepted(db: Database) -> None:
+    """Another worker's messages are not in this one's kept count: close to a limit it counts every time."""
+    clock = Clock()
+    admission = Admission(db, QueueLimits(messages=10, bytes=10**9), clock=clock)
+    for _ in range(8):
+        through(db, admission, new())
+    enqueue(db, new())  # accepted by another worker: 9 in all, 8 of them known here
+    through(db, admission, new())
+    clock.now += 2 * NEAR_REFRESH_SECONDS  # far below the second after which any count is read again
+    with pytest.raises(QueueFull):  # the kept count says 9, the count 10
+        through(db, admission, new())
+    assert unsent(db) == 10
+
+
+def test_concurrent_acceptances_pass_the_limit_by_no_more_than_those_in_flight(db: Database) -> None:
+    """Eight threads accepting for one portal through one worker's admission, each message checked in its own
+    transaction: the portal ends at its limit, plus at most the acceptances that were in flight together."""
+    admission = Admission(db, QueueLimits(messages=20, bytes=10**9))
+    refused = [0] * 8
+
+    def sender(i: int) -> None:
+        for _ in range(10):
+            try:
+                through(db, admission, new())
+            except QueueFull:
+                refused[i] += 1
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 20 <= unsent(db) <= 20 + len(threads) and sum(refused) == 80 - unsent(db)

@@ -149,6 +149,11 @@ _ERRORS: dict[str, dict[str, Any]] = {
 _TOO_MANY_SIGN_INS = "Too many failed sign-ins for the account or the client address"
 _BASIC_LIMIT = "Too many failed sign-ins (Basic credentials are checked like a sign-in)"
 _TEST_LIMIT = "The user's test-mail limit (5 per 15 minutes by default) is used up, or too many failed Basic sign-ins"
+_QUEUE_FULL = (
+    "The portal's outbox is full: its unsent (queued, deferred or sending) messages are at the limit (10,000"
+    " by default), or this message would take their size past it (1 GiB by default); nothing was accepted."
+    " Or too many failed Basic sign-ins"
+)
 
 # What every authenticated call of the JSON API can answer besides its own errors.
 _JSON_API = ("404", "406", "503")
@@ -355,6 +360,7 @@ def _message_paths() -> dict[str, Any]:
             (*_BODY, *_MANAGER),
             body="OutgoingMessageRequestDto",
             tag=MESSAGES_TAG,
+            too_many=_QUEUE_FULL,
         ),
         {
             "400": "A field breaks a rule (field by field: To, Cc, Bcc, ReplyTo, Subject, Text, Html), the"
@@ -384,7 +390,8 @@ def _message_paths() -> dict[str, Any]:
         "202": accepted | {"description": "Accepted: the message is in the outbox with status queued"},
         "200": accepted
         | {
-            "description": "The Idempotency-Key was used by this portal within the last"
+            "description": "The Idempotency-Key was used by this caller (the same API key, or the same user"
+            " signed in) within the last"
             f" {int(IDEMPOTENCY_WINDOW.total_seconds() // 3600)} hours: that first message, as it is now"
             " (nothing new was accepted)"
         },
@@ -396,8 +403,9 @@ def _message_paths() -> dict[str, Any]:
             "in": "header",
             "required": False,
             "description": "Any 1 to 255 printable ASCII characters without spaces, chosen by the client: the"
-            " same key on this portal within 24 hours answers the first message (200) instead of accepting a"
-            " second one. Empty is the same as not sent.",
+            " same key from the same caller (API key, or signed-in user) within 24 hours answers the first"
+            " message (200) instead of accepting a second one; another caller's key of the same name is"
+            " another message. Empty is the same as not sent.",
             "schema": {"type": "string", "pattern": _IDEMPOTENCY_KEY_PATTERN},
         }
     ]

@@ -13,6 +13,7 @@
     ├── TooLarge              the content is larger than a configured limit
     ├── RequestBodyTimeout    the client announced a body and did not send it in time
     └── TooManyRequests       a rate limit; carries the seconds until a retry can succeed
+        └── QueueFull         the portal's unsent mail is at its limit: nothing is accepted until some is sent
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = (
     "MailLoop",
     "NotAuthenticated",
     "NotFound",
+    "QueueFull",
     "RequestBodyTimeout",
     "TooLarge",
     "TooManyRequests",
@@ -83,3 +85,7 @@ class TooManyRequests(DomainError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = max(1, retry_after)
+
+
+class QueueFull(TooManyRequests):
+    pass

@@ -1,7 +1,8 @@
 """Accepting a portal's mail for delivery, and what its sender and admins may do with it afterwards.
 
 Acceptance means committed: the message is built (From the portal's sender, a Message-ID fixed now) and
-written to the outbox in one transaction before the caller hears 202; the dispatcher sends it later.
+written to the outbox in one transaction before the caller hears 202; the dispatcher sends it later. The
+same transaction holds the portal's unsent mail to its queue limits (:mod:`smtpsettings.services.admission`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio.to_thread
+from sqlalchemy.engine import Connection
 
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal
 from smtpsettings.domain.errors import AccessDenied, BadArgument, Conflict, NotFound, TooLarge, ValidationFailed
 from smtpsettings.domain.outbox import OutgoingMessage, parse_message
+from smtpsettings.domain.queue import QueueLimits
 from smtpsettings.domain.smtp import SmtpSettings
 from smtpsettings.domain.submission import Received, Trace, read_submitted
 from smtpsettings.mail.message import HeaderInjection, build_message, flatten, new_message_id
+from smtpsettings.services.admission import Admission
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store import outbox
 from smtpsettings.store.database import Database
@@ -55,6 +59,8 @@ class OutboxService:
         self._db = db
         self._smtp = smtp
         self._max_bytes = settings.outbox_max_message_bytes
+        limits = QueueLimits(messages=settings.outbox_max_queued_messages, bytes=settings.outbox_max_queued_bytes)
+        self._admission = Admission(db, limits)
         self._on_enqueued = on_enqueued or (lambda: None)
 
     async def submit(
@@ -67,6 +73,7 @@ class OutboxService:
         Raises:
             ValidationFailed / BadArgument: a field breaks a rule; the portal has no settings to send with.
             TooLarge: the built message is larger than the configured limit.
+            QueueFull: the portal's unsent mail is at a queue limit (a repeated key still answers its message).
         """
         message = parse_message(body)
         settings = await self._sending_settings(portal)
@@ -97,10 +104,19 @@ class OutboxService:
             message_id=message_id,
             idempotency_key=idempotency_key,
         )
-        record, is_new = await self._db.write(lambda c: outbox.enqueue(c, new))
+        record, is_new = await self._db.write(lambda c: outbox.enqueue(c, new, self._admit(new)))
         if is_new:
+            self._admission.accepted(portal.id, len(new.content))
             self._on_enqueued()
         return record, is_new
+
+    async def check_room(self, portal: Portal, size: int = 1) -> None:
+        """Refuse early, before a message arrives, when one of ``size`` bytes could not be accepted now.
+
+        Raises:
+            QueueFull: the portal's unsent mail is at a queue limit.
+        """
+        await self._admission.check_room(portal.id, size)
 
     async def sender_addresses(self, portal: Portal, principal: Principal) -> tuple[str, ...]:
         """The addresses a submitted message may come from: the portal's sender, and the key's user."""
@@ -126,6 +142,7 @@ class OutboxService:
             BadArgument: the From is not allowed, or the portal has no settings to send with.
             MailLoop: the message has come back to this service, or passed too many servers.
             TooLarge: larger than the configured limit.
+            QueueFull: the portal's unsent mail is at a queue limit.
         """
         settings = await self._sending_settings(portal)
         if len(content) > self._max_bytes:
@@ -152,7 +169,8 @@ class OutboxService:
             message_id=submitted.message_id,
             idempotency_key=None,
         )
-        record, _ = await self._db.write(lambda c: outbox.enqueue(c, new))
+        record, _ = await self._db.write(lambda c: outbox.enqueue(c, new, self._admit(new)))
+        self._admission.accepted(portal.id, len(new.content))
         self._on_enqueued()
         return record
 
@@ -181,6 +199,7 @@ class OutboxService:
         if not await self._db.write(lambda c: outbox.cancel(c, portal.id, message_id)):
             record = await self.get(portal, principal, message_id)
             raise Conflict(f"The message is {record.status}: only a queued or deferred message can be cancelled.")
+        self._admission.forget(portal.id)  # its room is free at once
         return await self.get(portal, principal, message_id)
 
     async def retry(self, portal: Portal, principal: Principal, message_id: str) -> MessageRecord:
@@ -191,6 +210,7 @@ class OutboxService:
             if record.status == "failed":
                 raise Conflict("The message's body was deleted after its retention period; it cannot be sent again.")
             raise Conflict(f"The message is {record.status}: only a failed message can be retried.")
+        self._admission.forget(portal.id)  # never refused (the limits hold back new mail), but unsent again
         self._on_enqueued()
         return await self.get(portal, principal, message_id)
 
@@ -200,6 +220,9 @@ class OutboxService:
         if not settings.host or not settings.sender_address:
             raise BadArgument("The portal has no SMTP settings to send with: save them first.")
         return settings
+
+    def _admit(self, new: NewMessage) -> Callable[[Connection], None]:
+        return lambda conn: self._admission.check(conn, new.portal_id, len(new.content))
 
     def _too_large(self) -> str:
         return f"The message is too large: at most {self._max_bytes} bytes are accepted."

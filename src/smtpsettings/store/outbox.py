@@ -10,7 +10,7 @@ one partial index finds both due messages and expired leases.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from smtpsettings.domain.queue import Backlog
 from smtpsettings.store.database import Prepared, insert_for, utc, utcnow
 from smtpsettings.store.tables import outbox_messages as o
 
@@ -27,6 +28,7 @@ __all__ = (
     "Claim",
     "MessageRecord",
     "NewMessage",
+    "backlog",
     "cancel",
     "claim_due",
     "count_by_status",
@@ -160,39 +162,55 @@ def _record(row: Any) -> MessageRecord:
 
 _BY_KEY = sa.select(*_RECORD_COLUMNS).where(
     o.c.portal_id == sa.bindparam("portal_id"),
+    o.c.idempotency_caller == sa.bindparam("caller"),
     o.c.idempotency_key == sa.bindparam("key"),
     o.c.created_at > sa.bindparam("since"),
 )
+
+
+def _caller(message: NewMessage) -> str:
+    """Whose idempotency key it is: the API key that sent the message, else the signed-in user."""
+    if message.api_key_id is not None:
+        return f"key:{message.api_key_id}"
+    return "portal" if message.user_id is None else f"user:{message.user_id}"
 
 
 _INSERT = Prepared(o.insert().values({c.name: sa.bindparam(c.name) for c in o.columns}))
 _INSERT_KEYED = Prepared.per_dialect(
     lambda dialect: insert_for(dialect, o)
     .values({c.name: sa.bindparam(c.name) for c in o.columns})
-    .on_conflict_do_nothing(index_elements=[o.c.portal_id, o.c.idempotency_key])
+    .on_conflict_do_nothing(index_elements=[o.c.portal_id, o.c.idempotency_caller, o.c.idempotency_key])
     .returning(o.c.id)
 )
 
 
-def enqueue(conn: Connection, message: NewMessage) -> tuple[MessageRecord, bool]:
-    """Insert ``message`` (status ``queued``, due now); with an idempotency key seen within 24 h, the first one.
+def enqueue(
+    conn: Connection, message: NewMessage, admit: Callable[[Connection], None] | None = None
+) -> tuple[MessageRecord, bool]:
+    """Insert ``message`` (status ``queued``, due now); with an idempotency key its caller used within 24 h,
+    the first one.
 
-    Returns the record and whether it is new. A key older than the window is released for reuse first, in
-    the same transaction. Two instances inserting the same key at once: the unique constraint refuses the
-    second, which then answers the first's message.
+    Returns the record and whether it is new. ``admit`` is called in this transaction before the insert
+    (:func:`backlog` counts what it needs) and raises to refuse the message; a repeated key answers its
+    message without asking it. A key older than the window is released for reuse first, in the same
+    transaction. Two instances inserting the same key at once: the unique constraint refuses the second,
+    which then answers the first's message.
     """
     now = utcnow()
     key = message.idempotency_key
+    caller = None if key is None else _caller(message)
     if key is not None:
-        params = {"portal_id": message.portal_id, "key": key, "since": now - IDEMPOTENCY_WINDOW}
+        params = {"portal_id": message.portal_id, "caller": caller, "key": key, "since": now - IDEMPOTENCY_WINDOW}
         existing = conn.execute(_BY_KEY, params).first()
         if existing is not None:
             return _record(existing), False
         conn.execute(
             o.update()
-            .where(o.c.portal_id == message.portal_id, o.c.idempotency_key == key)
-            .values(idempotency_key=None)
+            .where(o.c.portal_id == message.portal_id, o.c.idempotency_caller == caller, o.c.idempotency_key == key)
+            .values(idempotency_key=None, idempotency_caller=None)
         )
+    if admit is not None:
+        admit(conn)
     values = {
         "id": message.id,
         "portal_id": message.portal_id,
@@ -209,6 +227,7 @@ def enqueue(conn: Connection, message: NewMessage) -> tuple[MessageRecord, bool]
         "message_id": message.message_id,
         "size": len(message.content),
         "idempotency_key": key,
+        "idempotency_caller": caller,
         "attempts": 0,
         "created_at": now,
         "queued_at": now,
@@ -305,6 +324,21 @@ def next_due(conn: Connection) -> datetime | None:
     """When the next message falls due (or a lease expires): the dispatcher sleeps until then."""
     row = _NEXT_DUE.row(conn, {})
     return utc(row[0]) if row and row[0] is not None else None
+
+
+# The unsent index has the same predicate, so SQLite counts and sums the portal's backlog from it alone.
+_BACKLOG = Prepared(
+    sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(o.c.size), 0)).where(
+        _PENDING, o.c.portal_id == sa.bindparam("portal_id")
+    )
+)
+
+
+def backlog(conn: Connection, portal_id: int) -> Backlog:
+    """The portal's unsent mail (queued, deferred or sending): messages and bytes, in one statement."""
+    row = _BACKLOG.row(conn, {"portal_id": portal_id})
+    messages, size = row if row is not None else (0, 0)
+    return Backlog(messages=int(messages), bytes=int(size))
 
 
 # -- the admin's transitions -----------------------------------------------------------------------------

@@ -154,6 +154,8 @@ outbox_messages = sa.Table(
     sa.Column("message_id", sa.String(255), nullable=False),
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("idempotency_key", sa.String(255), nullable=True),
+    # Whose key it is ("key:<api key id>" or "user:<user id>"), set with the key: keys are the caller's own.
+    sa.Column("idempotency_caller", sa.String(40), nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     # Retries are given up this long after queued_at: acceptance, or the admin's retry of a failed message.
@@ -165,7 +167,7 @@ outbox_messages = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("smtp_reply", sa.Text, nullable=True),
-    sa.UniqueConstraint("portal_id", "idempotency_key", name="uq_outbox_messages_idempotency"),
+    sa.UniqueConstraint("portal_id", "idempotency_caller", "idempotency_key", name="uq_outbox_messages_idempotency"),
     sa.Index(
         "ix_outbox_messages_due",
         "next_attempt_at",
@@ -173,6 +175,16 @@ outbox_messages = sa.Table(
         postgresql_where=sa.text("status IN ('queued', 'deferred', 'sending')"),
     ),
     sa.Index("ix_outbox_messages_portal_created", "portal_id", "created_at"),
+    # A portal's unsent mail, counted and summed from the index alone at every acceptance (the queue limits);
+    # status is in it so that SQLite, without statistics, prefers it to portal_status_created.
+    sa.Index(
+        "ix_outbox_messages_unsent",
+        "portal_id",
+        "status",
+        "size",
+        sqlite_where=sa.text("status IN ('queued', 'deferred', 'sending')"),
+        postgresql_where=sa.text("status IN ('queued', 'deferred', 'sending')"),
+    ),
     sa.Index("ix_outbox_messages_portal_status_created", "portal_id", "status", "created_at"),
     # Not led by status: an index that is would draw the claim away from the partial one (see store/outbox.py).
     sa.Index("ix_outbox_messages_finished", "finished_at"),

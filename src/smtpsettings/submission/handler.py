@@ -100,6 +100,10 @@ class SubmissionHandler:
             return _NEEDS_SMTPUTF8
         if not allowed_sender(address, signed_in.senders):
             return reply_for(BadArgument(sender_refusal(address, signed_in.senders)))
+        try:  # a full queue is said before the client sends the message, not after
+            await self._outbox.check_room(signed_in.portal, _declared_size(mail_options))
+        except Exception as exc:
+            return reply_for(exc)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -183,6 +187,15 @@ async def _initial_or_challenge(server: SMTP, args: list[str], prompt: str) -> A
     except binascii.Error:
         await server.push(_BAD_SYNTAX)
         return MISSING
+
+
+def _declared_size(mail_options: list[str]) -> int:
+    """The ``SIZE=`` the client declared at MAIL (RFC 1870), else 1: a message has at least a byte."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isascii() and value.isdigit():
+            return max(1, int(value))
+    return 1
 
 
 def _peer_address(session: Session) -> str:

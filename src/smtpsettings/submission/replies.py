@@ -10,6 +10,7 @@ from smtpsettings.domain.errors import (
     MailLoop,
     NotAuthenticated,
     NotFound,
+    QueueFull,
     TooLarge,
     TooManyRequests,
 )
@@ -19,6 +20,7 @@ __all__ = ("reply_for",)
 
 # Checked in order: the first class the error is an instance of gives the reply's code and enhanced status.
 _REPLIES: list[tuple[type[Exception], str]] = [
+    (QueueFull, "452 4.3.1"),  # RFC 3463's "mail system full": temporary, the client retries later
     (TooManyRequests, "454 4.7.0"),
     (NotAuthenticated, "535 5.7.8"),
     (AccessDenied, "535 5.7.8"),
