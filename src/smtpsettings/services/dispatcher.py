@@ -33,8 +33,8 @@ from sqlalchemy.engine import Connection
 
 from smtpsettings import metrics
 from smtpsettings.config import Settings
-from smtpsettings.domain.outbox import classify
-from smtpsettings.mail import MailError, SmtpTarget, TokenCache
+from smtpsettings.domain.outbox import Settlement, classify, delivery_outcomes
+from smtpsettings.mail import Delivery, MailError, SendError, SmtpTarget, TokenCache
 from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.services.mailtest import mail_policy, smtp_target
 from smtpsettings.services.smtp import SmtpSettingsService
@@ -50,6 +50,7 @@ _POLL_SECONDS = 1.0  # messages accepted by other workers or instances, and retr
 _GATHER_SECONDS = 0.005
 _LOCK_RETRY_SECONDS = 2.0
 _RETENTION_EVERY = 3600.0
+_DELETE_BATCH = 500
 _RATE_WINDOW = 60
 _LEASE_MARGIN = timedelta(seconds=30)
 _SETTINGS_FRESH = 1.0
@@ -271,21 +272,64 @@ class Dispatcher:
         try:
             async with asyncio.timeout(2 * self._settings.smtp_job_timeout):
                 async with self._pool.connection(key, target) as connection:
-                    reply = await connection.send(claim.sender, claim.recipients, claim.content, smtputf8=claim.smtputf8)
+                    delivery = await connection.send(claim.sender, claim.recipients, claim.content, smtputf8=claim.smtputf8)
         except MailError as exc:
             self._failed_attempt(claim, exc)
             return
         except TimeoutError:
             self._failed_attempt(claim, MailError("No result within the deadline; the attempt was stopped."))
             return
-        metrics.record_reply(_code(reply))
+        self._delivered(claim, delivery)
+
+    def _delivered(self, claim: Claim, delivery: Delivery) -> None:
+        """Record who got the message; those refused with a 4xx wait for a retry, as a failed attempt would."""
+        refusals = delivery.refusals
+        metrics.record_reply(_code(delivery.reply) if delivery.reply is not None else refusals[0].code)
+        later = [r for r in refusals if not r.permanent]
+        retry = None
+        if later:
+            retry = classify(
+                SendError(f"Recipient deferred: {later[0].reply}", code=later[0].code),
+                attempts=claim.attempts,
+                accepted_at=claim.queued_at,
+                now=utcnow(),
+                horizon=timedelta(seconds=self._settings.outbox_retry_horizon_seconds),
+                rng=self._rng,
+                first_retry=timedelta(seconds=self._settings.outbox_first_retry_seconds),
+            )
+        attempt = delivery_outcomes(delivery.accepted, refusals, delivery.reply, retry)
+        if retry is not None:
+            error: str | None = retry.reason
+        else:
+            error = next((f"Recipient rejected: {r.reply}" for r in refusals), None)
+        reply = delivery.reply if delivery.reply is not None else refusals[0].reply
         latency = (utcnow() - claim.created_at).total_seconds()
+        settled: list[Settlement] = []
 
-        def sent() -> None:
-            metrics.record_sent(latency)
-            log.info("outbox_sent", message_id=claim.id, portal_id=claim.portal_id, attempts=claim.attempts)
+        def write(conn: Connection) -> bool:
+            result = outbox.record_attempt(
+                conn, claim.id, self._owner, lambda _pending: attempt,
+                next_attempt_at=retry.next_attempt_at if retry else None, error=error, reply=reply,
+            )
+            settled[:] = [result] if result is not None else []
+            return result is not None
 
-        self._finish(claim, lambda c: outbox.mark_sent(c, claim.id, self._owner, reply), sent)
+        def recorded() -> None:
+            status = settled[0].status
+            if delivery.accepted:
+                metrics.record_sent(latency)
+            if status == "deferred":
+                metrics.record_deferred()
+            elif status == "failed":
+                metrics.record_failed()
+            # Counts only: recipient addresses never go into the log.
+            log.info(
+                "outbox_sent" if delivery.accepted else "outbox_attempt_failed",
+                message_id=claim.id, portal_id=claim.portal_id, attempts=claim.attempts, status=status,
+                accepted=len(delivery.accepted), refused=len(refusals) - len(later), deferred=len(later),
+            )
+
+        self._finish(claim, write, recorded)
 
     def _failed_attempt(self, claim: Claim, error: MailError) -> None:
         metrics.record_reply(error.code)
@@ -369,15 +413,28 @@ class Dispatcher:
         now = utcnow()
         sent_before = now - timedelta(days=self._settings.outbox_sent_retention_days)
         failed_before = now - timedelta(days=self._settings.outbox_failed_retention_days)
+        rows_before = now - timedelta(days=self._settings.outbox_row_retention_days)
+        deleted = 0
         try:
             purged = await self._db.write_off_loop(
                 lambda c: outbox.purge_bodies(c, sent_before=sent_before, failed_before=failed_before)
             )
+            # In bounded batches, each its own short transaction: a backlog of old rows (the first run after
+            # an upgrade) must not hold the write lock against acceptance and the sends' bookkeeping.
+            while not self._stopping:
+                batch = await self._db.write_off_loop(
+                    lambda c: outbox.delete_finished(c, before=rows_before, limit=_DELETE_BATCH)
+                )
+                deleted += batch
+                if batch < _DELETE_BATCH:
+                    break
         except StoreUnavailable as exc:
             log.warning("outbox_purge_failed", error=str(exc))
             return
         if purged:
             log.info("outbox_bodies_purged", count=purged)
+        if deleted:
+            log.info("outbox_rows_deleted", count=deleted)
 
 
 def _code(reply: str) -> int | None:
