@@ -561,11 +561,13 @@ def purge_bodies(conn: Connection, *, sent_before: datetime, failed_before: date
     return int(result.rowcount)
 
 
+# Literal, not an expanding IN: a Prepared statement is compiled once, without per-call expansion.
+_FINISHED = sa.text("status IN (" + ", ".join(f"'{status}'" for status in FINISHED) + ")")
 _DELETE_FINISHED = Prepared(
     o.delete().where(
         o.c.id.in_(
             sa.select(o.c.id)
-            .where(o.c.finished_at < sa.bindparam("before"), o.c.status.in_(FINISHED))
+            .where(o.c.finished_at < sa.bindparam("before"), _FINISHED)
             .order_by(o.c.finished_at)
             .limit(sa.bindparam("n"))
             .scalar_subquery()
