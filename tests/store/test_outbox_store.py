@@ -279,7 +279,7 @@ def test_a_retry_claims_only_the_deferred_recipients_and_a_refusal_makes_the_mes
 
     done = db.read_sync(lambda c: outbox.find(c, 1, message.id))
     assert done is not None and done.status == "partial" and done.smtp_reply == "250 ok 2"
-    assert done.last_error == "Delivered to 3 of 4 recipients; not to the others."
+    assert done.last_error == "Delivered to 3 of 4 recipients; not to the others: 550 no such user"
     assert done.sent_at == first_sent and done.next_attempt_at is None
     assert [r.status for r in done.recipients] == ["accepted", "refused", "accepted"]
     stored = db.read_sync(lambda c: c.execute(sa.select(outbox_messages.c.recipient_outcomes, outbox_messages.c.finished_at)).one())

@@ -400,7 +400,7 @@ def settle(
     Earlier outcomes are kept for the recipients not tried again (those accepted or refused before).
     The status: ``deferred`` while any recipient waits for a retry; else ``sent`` when every one was
     accepted, ``partial`` when some were, ``failed`` when none was. ``reason`` (the attempt's error) becomes
-    the message's; for ``partial`` it is prefixed with how many got the message.
+    the message's; for ``partial`` it says how many got the message, and why not the others.
     """
     merged = {o.address.casefold(): o for o in previous}
     merged.update((o.address.casefold(), o) for o in attempt)
@@ -412,8 +412,10 @@ def settle(
     if accepted == len(outcomes):
         return Settlement("sent", outcomes, (), None)
     if accepted:
+        # The attempt's own error, or (when this attempt went well) what kept the others from it before.
+        why = reason or next((o.reply for o in outcomes if o.status != "accepted" and o.reply), None)
         told = f"Delivered to {accepted} of {_plural(len(outcomes), 'recipient')}; not to the others"
-        return Settlement("partial", outcomes, (), f"{told}: {reason}" if reason else f"{told}.")
+        return Settlement("partial", outcomes, (), f"{told}: {why}" if why else f"{told}.")
     return Settlement("failed", outcomes, tuple(o.address for o in outcomes), reason)
 
 
