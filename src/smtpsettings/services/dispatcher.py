@@ -316,9 +316,9 @@ class Dispatcher:
 
         def recorded() -> None:
             status = settled[0].status
-            if delivery.accepted:
+            if status in ("sent", "partial"):  # once per message, when its last recipient is settled
                 metrics.record_sent(latency)
-            if status == "deferred":
+            elif status == "deferred":
                 metrics.record_deferred()
             elif status == "failed":
                 metrics.record_failed()
