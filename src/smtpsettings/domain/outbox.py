@@ -458,7 +458,7 @@ def recipient_states(
         if outcome is None:
             states.append(RecipientOutcome(address, fallback))
         elif outcome.status in ("accepted", "refused", fallback):
-            states.append(outcome if outcome.address == address else RecipientOutcome(address, outcome.status, outcome.reply))
+            states.append(RecipientOutcome(address, outcome.status, outcome.reply))
         else:  # not final, and the message moved on: deferred and then cancelled, failed and now retried
             states.append(RecipientOutcome(address, fallback, outcome.reply))
     return states

@@ -20,7 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from smtpsettings.domain.outbox import FINISHED, RecipientOutcome, Settlement, recipient_states, settle
+from smtpsettings.domain.outbox import (
+    FINISHED,
+    RecipientOutcome,
+    RecipientStatus,
+    Settlement,
+    recipient_states,
+    settle,
+)
 from smtpsettings.store.database import Prepared, insert_for, utc, utcnow
 from smtpsettings.store.tables import outbox_messages as o
 
@@ -139,7 +146,8 @@ _RECORD_COLUMNS = (
 
 
 def _record(row: Any) -> MessageRecord:
-    (id_, portal_id, key_id, status, to, cc, subject, message_id, attempts, created, next_at, sent, error, reply, has, outcomes) = row
+    (id_, portal_id, key_id, status, to, cc, subject, message_id, attempts, created, next_at, sent, error, reply, has,
+     outcomes) = row  # fmt: skip
     to, cc = _addresses.decode(to), _addresses.decode(cc)
     return MessageRecord(
         id=id_,
@@ -411,7 +419,9 @@ _FAIL = Prepared(
         last_error=sa.bindparam("error"), smtp_reply=sa.bindparam("reply"),
     )
 )
-_ATTEMPTED = Prepared(sa.select(o.c.recipients, o.c.recipient_outcomes, o.c.to_addresses, o.c.cc_addresses).where(_OWNED))
+_ATTEMPTED = Prepared(
+    sa.select(o.c.recipients, o.c.recipient_outcomes, o.c.to_addresses, o.c.cc_addresses).where(_OWNED)
+)
 _SETTLE = Prepared(
     o.update()
     .where(_OWNED)
@@ -420,7 +430,10 @@ _SETTLE = Prepared(
         recipient_outcomes=sa.bindparam("outcomes"), next_attempt_at=sa.bindparam("next_at"),
         # When the first recipient got it; a message delivered in part keeps that time.
         sent_at=sa.case(
-            (sa.bindparam("delivered", type_=sa.Boolean), sa.func.coalesce(o.c.sent_at, sa.bindparam("at", type_=o.c.sent_at.type))),
+            (
+                sa.bindparam("delivered", type_=sa.Boolean),
+                sa.func.coalesce(o.c.sent_at, sa.bindparam("at", type_=o.c.sent_at.type)),
+            ),
             else_=o.c.sent_at,
         ),
         finished_at=sa.bindparam("finished_at"), lease_owner=sa.null(),
@@ -498,7 +511,13 @@ def mark_failed(conn: Connection, message_id: str, owner: str, error: str, reply
 
 
 def _everyone(
-    conn: Connection, message_id: str, owner: str, status: Any, reply: str | None, error: str | None, next_at: datetime | None
+    conn: Connection,
+    message_id: str,
+    owner: str,
+    status: RecipientStatus,
+    reply: str | None,
+    error: str | None,
+    next_at: datetime | None,
 ) -> bool:
     def attempt(pending: list[str]) -> list[RecipientOutcome]:
         return [RecipientOutcome(address, status, reply or error) for address in pending]

@@ -1316,7 +1316,7 @@
     if (reply && !error.includes(reply)) line(reply, "outbox__reply");
     // Delivered to some: name the others, each with the reply that kept it from them (To and Cc only:
     // the API never lists Bcc).
-    const recipients = Array.isArray(m.recipients) ? m.recipients.filter((r) => r && typeof r.address === "string") : [];
+    const recipients = (Array.isArray(m.recipients) ? m.recipients : []).filter((r) => r && typeof r.address === "string");
     if (recipients.some((r) => r.status === "accepted")) {
       for (const r of recipients) {
         if (!RECIPIENT_LABELS[r.status]) continue;
