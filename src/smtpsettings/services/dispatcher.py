@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from smtpsettings import metrics
 from smtpsettings.config import Settings
-from smtpsettings.domain.outbox import Settlement, classify, delivery_outcomes
+from smtpsettings.domain.outbox import Outcome, Settlement, classify, delivery_outcomes
 from smtpsettings.mail import Delivery, MailError, SendError, SmtpTarget, TokenCache
 from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.services.mailtest import mail_policy, smtp_target
@@ -288,15 +288,7 @@ class Dispatcher:
         later = [r for r in refusals if not r.permanent]
         retry = None
         if later:
-            retry = classify(
-                SendError(f"Recipient deferred: {later[0].reply}", code=later[0].code),
-                attempts=claim.attempts,
-                accepted_at=claim.queued_at,
-                now=utcnow(),
-                horizon=timedelta(seconds=self._settings.outbox_retry_horizon_seconds),
-                rng=self._rng,
-                first_retry=timedelta(seconds=self._settings.outbox_first_retry_seconds),
-            )
+            retry = self._classify(claim, SendError(f"Recipient deferred: {later[0].reply}", code=later[0].code))
         attempt = delivery_outcomes(delivery.accepted, refusals, delivery.reply, retry)
         if retry is not None:
             error: str | None = retry.reason
@@ -331,9 +323,8 @@ class Dispatcher:
 
         self._finish(claim, write, recorded)
 
-    def _failed_attempt(self, claim: Claim, error: MailError) -> None:
-        metrics.record_reply(error.code)
-        outcome = classify(
+    def _classify(self, claim: Claim, error: MailError) -> Outcome:
+        return classify(
             error,
             attempts=claim.attempts,
             accepted_at=claim.queued_at,
@@ -342,6 +333,10 @@ class Dispatcher:
             rng=self._rng,
             first_retry=timedelta(seconds=self._settings.outbox_first_retry_seconds),
         )
+
+    def _failed_attempt(self, claim: Claim, error: MailError) -> None:
+        metrics.record_reply(error.code)
+        outcome = self._classify(claim, error)
         reply = _reply_of(error)
         log.info(
             "outbox_attempt_failed",
