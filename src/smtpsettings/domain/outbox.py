@@ -12,8 +12,8 @@ import ipaddress
 import random
 import typing
 import unicodedata
-from datetime import datetime, timedelta
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import idna
@@ -26,10 +26,11 @@ from smtpsettings.mail.errors import MailError, SendError
 from smtpsettings.mail.report import Refusal
 
 __all__ = (
+    "FINISHED",
     "MAX_ADDRESS_LENGTH",
     "MAX_RECIPIENTS",
     "MAX_SUBJECT_LENGTH",
-    "FINISHED",
+    "RECIPIENT_STATUSES",
     "Outcome",
     "OutgoingMessage",
     "RecipientOutcome",
