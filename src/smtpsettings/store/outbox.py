@@ -2,11 +2,13 @@
 
 Every transition of a message being sent is one UPDATE guarded by the message id, the lease owner and the
 ``sending`` status, and its row count is the answer: an instance whose lease expired (and whose message
-another instance took over) changes nothing. An attempt's outcome is merged with the message's outcomes
-per recipient (:func:`smtpsettings.domain.outbox.settle`): ``recipients`` keeps who is still to try, so a
-retry claims only those. No transaction is held across SMTP I/O: claim, send, then
+another instance took over) changes nothing. No transaction is held across SMTP I/O: claim, send, then
 record, as the test job does. While a message is ``sending``, ``next_attempt_at`` holds the lease's end, so
 one partial index finds both due messages and expired leases.
+
+An attempt's outcome is merged with the message's outcome per recipient
+(:func:`smtpsettings.domain.outbox.settle`); ``recipients`` keeps who is still to try, so a retry claims only
+those and nobody gets the message twice.
 """
 
 from __future__ import annotations
