@@ -1319,7 +1319,7 @@
     const recipients = (Array.isArray(m.recipients) ? m.recipients : []).filter((r) => r && typeof r.address === "string");
     if (recipients.some((r) => r.status === "accepted")) {
       for (const r of recipients) {
-        if (!RECIPIENT_LABELS[r.status]) continue;
+        if (!Object.hasOwn(RECIPIENT_LABELS, r.status)) continue;
         const told = `${RECIPIENT_LABELS[r.status]} ${r.address}`;
         const text = typeof r.reply === "string" && r.reply ? `${told}: ${r.reply}` : told;
         line(text, "outbox__recipient").dataset.status = r.status;
