@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from smtpsettings.domain.outbox import RecipientOutcome
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.store import outbox
 from smtpsettings.store.database import Database, utcnow
@@ -156,6 +157,39 @@ def test_list_of_an_unknown_portal_or_status_is_a_one_line_error(
     result = run(box.data_dir, "messages", "list", *args, SMTPSETTINGS_DATABASE_URL=box.url)
     assert_one_line_error(result, "error:", *fragments)
     assert result.stdout == ""
+
+
+def test_list_and_show_tell_a_message_delivered_in_part_recipient_by_recipient(box: Outbox) -> None:
+    message = box.enqueue(created=at(1))
+    [claim] = box.claim_all()
+    attempt = [
+        RecipientOutcome("a@x.test", "accepted", "250 2.0.0 queued"),
+        RecipientOutcome("b@x.test", "refused", "550 5.1.1 <b@x.test>: no such\r\nuser"),
+        RecipientOutcome(BCC, "accepted", "250 2.0.0 queued"),
+    ]
+    settled = box.db.write_sync(
+        lambda c: outbox.record_attempt(c, claim.id, "w1", lambda _: attempt, next_attempt_at=None, error=None, reply="250 2.0.0 queued")
+    )
+    assert settled is not None and settled.status == "partial"
+
+    [line] = box.ok("messages", "list", "--portal", "mail.test", "--status", "partial")
+    assert line.split("\t")[:2] == [message, "partial"]
+    assert line.split("\t")[-1] == "Delivered to 2 of 3 recipients; not to the others: 550 5.1.1 <b@x.test>: no such  user"
+
+    shown = box.ok("messages", "show", message)
+    assert shown[0] == line
+    assert [row.split("\t") for row in shown[1:]] == [
+        ["a@x.test", "accepted", "250 2.0.0 queued"],
+        ["b@x.test", "refused", "550 5.1.1 <b@x.test>: no such  user"],
+    ]
+    assert BCC not in "\n".join(shown)
+
+
+def test_show_of_an_unknown_id_is_a_one_line_not_found(box: Outbox) -> None:
+    unknown = uuid.uuid4().hex
+    result = run(box.data_dir, "messages", "show", unknown, SMTPSETTINGS_DATABASE_URL=box.url)
+    assert result.returncode == 1
+    assert_one_line_error(result, "no message", unknown)
 
 
 # --- retry --------------------------------------------------------------------------------------------

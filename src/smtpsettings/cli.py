@@ -548,16 +548,36 @@ def messages_list(ctx: Context, hostname: str, status: str | None, limit: int) -
         p = ctx.accounts.portal(hostname)
         found, _total = ctx.db.read_sync(lambda c: outbox_store.list_messages(c, p.id, status=status, count=limit))
         for m in found:
-            fields = (
-                m.id,
-                m.status,
-                m.created_at.isoformat(timespec="seconds"),
-                str(m.attempts),
-                ",".join(m.to) or "-",
-                m.subject,
-                m.last_error or "-",
-            )
-            click.echo("\t".join(_one_line(f) for f in fields))
+            _echo_message(m)
+
+
+@messages.command("show")
+@config_option
+@click.argument("message_id")
+@click.pass_obj
+def messages_show(ctx: Context, message_id: str) -> None:
+    """One message, by its id alone (ids are unique across portals), and how it went for each recipient.
+
+    The first line is the listing's; then one tab-separated line per To and Cc recipient: address, its status
+    (pending, accepted, refused, deferred, failed, cancelled) and the reply that decided it. Bcc recipients and
+    bodies are never shown.
+    """
+    with _one_line_errors():
+        m = ctx.db.read_sync(lambda c: outbox_store.find_any(c, message_id))
+        if m is None:
+            raise NotFound(f"no message {message_id!r}")
+        _echo_message(m)
+        for r in m.recipients:
+            _echo_fields(r.address, r.status, r.reply or "-")
+
+
+def _echo_message(m: outbox_store.MessageRecord) -> None:
+    created = m.created_at.isoformat(timespec="seconds")
+    _echo_fields(m.id, m.status, created, str(m.attempts), ",".join(m.to) or "-", m.subject, m.last_error or "-")
+
+
+def _echo_fields(*fields: str) -> None:
+    click.echo("\t".join(_one_line(f) for f in fields))
 
 
 @messages.command("retry")

@@ -130,9 +130,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     outbox_messages_per_minute: Count = 600
     """Messages a portal may send a minute, across all instances; more wait for the next minute."""
     outbox_sent_retention_days: Count = 7
-    """Days a sent message's body is kept (its status row stays)."""
+    """Days a sent (or partly sent) message's body is kept (its row stays)."""
     outbox_failed_retention_days: Count = 30
     """Days a failed or cancelled message's body is kept."""
+    outbox_row_retention_days: Count = 90
+    """Days a message's row (status, To, Cc, subject, outcomes) is kept after it ended; then it is deleted."""
     outbox_batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
     """Messages the dispatcher claims in one statement."""
     outbox_peer_timeout_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0

@@ -814,9 +814,13 @@ def test_the_message_routes_are_declared_as_ours_with_their_answers(document: di
     dto = schemas["OutgoingMessageDto"]
     assert set(dto["properties"]) == set(dto["required"]) == {
         "id", "status", "to", "cc", "subject", "attempts", "createdAt", "nextAttemptAt", "sentAt", "lastError",
-        "smtpReply", "messageId",
+        "smtpReply", "messageId", "recipients",
     }  # fmt: skip
-    assert dto["properties"]["status"]["enum"] == ["queued", "sending", "sent", "deferred", "failed", "cancelled"]
+    assert dto["properties"]["status"]["enum"] == ["queued", "sending", "sent", "partial", "deferred", "failed", "cancelled"]
+    assert dto["properties"]["recipients"]["items"] == _ref_of("OutgoingMessageRecipientDto")
+    recipient = schemas["OutgoingMessageRecipientDto"]
+    assert set(recipient["properties"]) == set(recipient["required"]) == {"address", "status", "reply"}
+    assert recipient["properties"]["status"]["enum"] == ["pending", "accepted", "refused", "deferred", "failed", "cancelled"]
     assert {"total", "count"} <= set(schemas["OutgoingMessageListWrapper"]["required"])
 
 
@@ -1039,3 +1043,23 @@ def test_readiness_and_metrics_are_listed_and_answer_as_declared(document: dict[
             r = c.get("/metrics", headers={"Accept": accept} if accept else {})
             assert r.status_code == 200
             assert r.headers["content-type"].split(";")[0] in declared, r.headers["content-type"]
+
+
+def test_a_message_delivered_in_part_answers_what_the_document_declares(document: dict[str, Any], portal: Any) -> None:
+    from smtp_peers import smtp_peer
+
+    from smtpsettings.domain.accounts import Role
+
+    replies = {"gone@example.com": ["550 5.1.1 No such user"], "later@example.com": ["450 4.2.1 Busy"]}
+    with smtp_peer(rcpt_replies=replies) as (port, _), portal.client(Role.ADMIN) as c:
+        assert c.post("/api/2.0/smtpsettings/smtp", json=_settings_for(port)).status_code == 200
+        body = {"to": ["a@example.com", "gone@example.com"], "cc": ["later@example.com"], "subject": "", "text": "Hi"}
+        r = c.post(MESSAGES, json=body)
+        assert r.status_code == 202, r.text
+        _conforms(document, "OutgoingMessageWrapper", r.json())
+        done = _wait_for(c, r.json()["response"]["id"], {"partial"}, document)  # deferred on the way, checked too
+        assert done["status"] == "partial"
+        assert [x["status"] for x in done["recipients"]] == ["accepted", "refused", "accepted"]
+        page = c.get(MESSAGES, params={"status": "partial"})
+        _conforms(document, "OutgoingMessageListWrapper", page.json())
+        assert page.json()["total"] == 1

@@ -13,9 +13,13 @@ from smtpsettings.domain.outbox import (
     MAX_RECIPIENTS,
     Outcome,
     OutgoingMessage,
+    RecipientOutcome,
     classify,
+    delivery_outcomes,
     parse_message,
+    recipient_states,
     retry_delay,
+    settle,
 )
 from smtpsettings.mail.errors import (
     AuthenticationError,
@@ -27,6 +31,7 @@ from smtpsettings.mail.errors import (
     SendError,
     TLSError,
 )
+from smtpsettings.mail.report import Refusal
 
 _DROP = object()
 
@@ -663,3 +668,66 @@ def test_errors_of_one_field_are_listed_up_to_twenty() -> None:
         parse_message({"to": ["nope"] * 50, "subject": "s", "text": "t"})
     listed = refused.value.errors["To"]
     assert len(listed) == 21 and listed[-1] == "More problems in To are not listed."
+
+
+# --- per-recipient outcomes -------------------------------------------------------------------------------
+
+
+def _o(address: str, status: Any, reply: str | None = None) -> RecipientOutcome:
+    return RecipientOutcome(address, status, reply)
+
+
+def test_every_recipient_accepted_is_sent_without_an_error() -> None:
+    settled = settle([], [_o("a@x", "accepted", "250 ok"), _o("b@x", "accepted", "250 ok")], None)
+    assert (settled.status, settled.pending, settled.reason) == ("sent", (), None)
+
+
+def test_a_deferred_recipient_keeps_the_message_deferred_and_is_the_only_one_left_to_try() -> None:
+    attempt = [_o("a@x", "accepted", "250 ok"), _o("b@x", "refused", "550 gone"), _o("c@x", "deferred", "450 busy")]
+    settled = settle([], attempt, "Recipient deferred: 450 busy")
+    assert (settled.status, settled.pending, settled.reason) == ("deferred", ("c@x",), "Recipient deferred: 450 busy")
+
+
+def test_earlier_outcomes_stay_and_the_retried_recipient_replaces_its_own_whatever_its_case() -> None:
+    previous = [_o("a@x", "accepted", "250 ok"), _o("b@x", "refused", "550 gone"), _o("C@x", "deferred", "450 busy")]
+    settled = settle(previous, [_o("c@x", "accepted", "250 later")], None)
+    assert settled.status == "partial" and settled.pending == ()
+    assert [(o.address, o.status) for o in settled.outcomes] == [("a@x", "accepted"), ("b@x", "refused"), ("c@x", "accepted")]
+    assert settled.reason == "Delivered to 2 of 3 recipients; not to the others: 550 gone"
+
+
+def test_none_accepted_is_failed_and_a_retry_would_try_everyone() -> None:
+    settled = settle([], [_o("a@x", "refused", "550 gone"), _o("b@x", "failed", "Gave up")], "Recipient rejected: 550 gone")
+    assert (settled.status, settled.pending, settled.reason) == ("failed", ("a@x", "b@x"), "Recipient rejected: 550 gone")
+
+
+def test_a_4xx_refusal_follows_its_retry_and_a_5xx_is_refused_for_good() -> None:
+    refusals = [Refusal("b@x", 550, "550 gone"), Refusal("c@x", 450, "450 busy"), Refusal("d@x", None, "cannot be sent")]
+    retry = Outcome(status="failed", next_attempt_at=None, reason="Gave up after 9 attempts")
+    outcomes = delivery_outcomes(["a@x"], refusals, "250 ok", retry)
+    assert [(o.address, o.status, o.reply) for o in outcomes] == [
+        ("a@x", "accepted", "250 ok"), ("b@x", "refused", "550 gone"), ("c@x", "failed", "450 busy"), ("d@x", "refused", "cannot be sent"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("message_status", "stored", "shown"),
+    [
+        ("queued", None, "pending"),
+        ("sent", None, "accepted"),  # a message from before per-recipient outcomes
+        ("failed", None, "failed"),
+        ("cancelled", _o("a@x", "deferred", "450 busy"), "cancelled"),
+        ("queued", _o("a@x", "failed", "550 gone"), "pending"),  # an admin's retry: tried again
+        ("deferred", _o("a@x", "deferred", "450 busy"), "deferred"),
+        ("queued", _o("a@x", "refused", "550 gone"), "refused"),
+    ],
+)
+def test_a_recipients_state_is_its_own_outcome_or_the_messages(message_status: str, stored: RecipientOutcome | None, shown: str) -> None:
+    [state] = recipient_states(["a@x", "A@x"], [stored] if stored else None, message_status)
+    assert (state.address, state.status) == ("a@x", shown)
+    assert state.reply == (stored.reply if stored else None)
+
+
+def test_only_the_shown_recipients_are_listed() -> None:
+    states = recipient_states(["a@x"], [_o("a@x", "accepted", "250"), _o("bcc@x", "refused", "550 bcc@x gone")], "partial")
+    assert [s.address for s in states] == ["a@x"]

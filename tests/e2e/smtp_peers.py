@@ -23,14 +23,19 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 class Inbox:
     """aiosmtpd handler keeping every delivered message.
 
-    ``refuse_rcpt`` answers every RCPT with that reply; ``refuse_data`` answers the first DATA commands
+    ``refuse_rcpt`` answers every RCPT with that reply; ``rcpt_replies`` answers the RCPTs of an address
+    with its replies in turn, then accepts it; ``refuse_data`` answers the first DATA commands
     with its replies in turn, then accepts. ``data_delay`` holds each accepting reply back that many seconds
     after the message is recorded, so a client killed meanwhile leaves a delivered message unacknowledged.
     ``helo_names`` is each message's EHLO name (which client sent it).
     """
 
     def __init__(
-        self, refuse_rcpt: str | None = None, refuse_data: list[str] | None = None, data_delay: float = 0.0
+        self,
+        refuse_rcpt: str | None = None,
+        refuse_data: list[str] | None = None,
+        data_delay: float = 0.0,
+        rcpt_replies: dict[str, list[str]] | None = None,
     ) -> None:
         self.messages: list[Message] = []
         self.helo_names: list[str | None] = []
@@ -39,11 +44,14 @@ class Inbox:
         self.received = threading.Event()
         self.refuse_rcpt = refuse_rcpt
         self.refuse_data = list(refuse_data or [])
+        self.rcpt_replies = {address: list(replies) for address, replies in (rcpt_replies or {}).items()}
         self.connections = 0
 
     async def handle_RCPT(self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
         if self.refuse_rcpt:
             return self.refuse_rcpt
+        if self.rcpt_replies.get(address):
+            return self.rcpt_replies[address].pop(0)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -77,8 +85,9 @@ def smtp_peer(
     refuse_rcpt: str | None = None,
     refuse_data: list[str] | None = None,
     data_delay: float = 0.0,
+    rcpt_replies: dict[str, list[str]] | None = None,
 ) -> Iterator[tuple[int, Inbox]]:
-    inbox = Inbox(refuse_rcpt, refuse_data, data_delay)
+    inbox = Inbox(refuse_rcpt, refuse_data, data_delay, rcpt_replies)
     kwargs: dict[str, object] = {}
     if auth:
         kwargs.update(authenticator=Authenticator(*auth), auth_require_tls=False)

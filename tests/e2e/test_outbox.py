@@ -163,6 +163,52 @@ def test_a_451_twice_then_250_is_deferred_then_sent(portal: Portal) -> None:
     assert len(inbox.messages) == 1
 
 
+def test_a_refused_recipient_fails_only_itself_and_a_deferred_one_is_retried_alone(portal: Portal) -> None:
+    replies = {
+        "gone@x.test": ["550 5.1.1 no such user"],
+        "busy@x.test": ["450 4.2.1 mailbox busy"],
+        "hidden-busy@x.test": ["451 4.3.0 try later"],
+    }
+    with smtp_peer(rcpt_replies=replies) as (port, inbox), portal.client(Role.ADMIN) as c:
+        c.post(SETTINGS, json=settings_for(port))
+        accepted = send(c, to=["a@x.test", "gone@x.test"], cc=["busy@x.test"], bcc=["hidden-busy@x.test"]).json()
+        message = accepted["response"]
+        assert [(r["address"], r["status"]) for r in message["recipients"]] == [
+            ("a@x.test", "pending"), ("gone@x.test", "pending"), ("busy@x.test", "pending"),
+        ]
+        waiting = wait_status(c, message["id"], {"deferred", "partial"})
+        done = wait_status(c, message["id"], {"partial"})
+        listed = c.get(MESSAGES, params={"status": "partial"}).json()
+    if waiting["status"] == "deferred":  # seen between the attempts (the retry comes within a second)
+        assert waiting["lastError"] == "Recipient deferred: 450 4.2.1 mailbox busy"
+        assert {r["address"]: r["status"] for r in waiting["recipients"]} == {
+            "a@x.test": "accepted", "gone@x.test": "refused", "busy@x.test": "deferred",
+        }
+    assert done["attempts"] == 2 and done["sentAt"] and done["nextAttemptAt"] is None
+    assert done["lastError"] == "Delivered to 3 of 4 recipients; not to the others: 550 5.1.1 no such user"
+    assert [(r["address"], r["status"], r["reply"]) for r in done["recipients"]] == [
+        ("a@x.test", "accepted", "250 2.0.0 OK queued"),
+        ("gone@x.test", "refused", "550 5.1.1 no such user"),
+        ("busy@x.test", "accepted", "250 2.0.0 OK queued"),
+    ]
+    assert "hidden-busy" not in str(done)  # a Bcc recipient is never shown
+    assert [m["id"] for m in listed["response"]] == [message["id"]]
+    # The first attempt went to the one accepted; the retry only to the two deferred, once each.
+    assert [sorted(e.rcpt_tos) for e in inbox.envelopes] == [["a@x.test"], ["busy@x.test", "hidden-busy@x.test"]]
+
+
+def test_a_message_every_recipient_refuses_fails_without_data(portal: Portal) -> None:
+    with smtp_peer(rcpt_replies={"a@x.test": ["550 5.1.1 no such user"], "b@x.test": ["553 5.1.3 bad address"]}) as (port, inbox), portal.client(Role.ADMIN) as c:
+        c.post(SETTINGS, json=settings_for(port))
+        message = send(c, to=["a@x.test", "b@x.test"]).json()["response"]
+        done = wait_status(c, message["id"], {"failed"})
+    assert done["attempts"] == 1 and done["smtpReply"] == "550 5.1.1 no such user" and done["sentAt"] is None
+    assert [(r["status"], r["reply"]) for r in done["recipients"]] == [
+        ("refused", "550 5.1.1 no such user"), ("refused", "553 5.1.3 bad address"),
+    ]
+    assert inbox.envelopes == []
+
+
 def test_a_tarpit_defers_within_the_deadline(portal: Portal) -> None:
     with tarpit() as port, portal.client(Role.ADMIN) as c:
         c.post(SETTINGS, json=settings_for(port))

@@ -8,13 +8,16 @@ nothing fails, and to "duplicates only among the messages in flight" when the se
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.message import Message
 from email.utils import parseaddr
 from pathlib import Path
@@ -27,6 +30,9 @@ from serverkit import Portal, Server, make_portal, start_server
 from smtp_peers import Inbox, smtp_peer
 
 from smtpsettings.domain.accounts import Role
+from smtpsettings.services.accounts import AccountsService
+from smtpsettings.store.database import Database, utcnow
+from smtpsettings.store.tables import outbox_messages
 
 SETTINGS = "/api/2.0/smtpsettings/smtp"
 MESSAGES = "/api/2.0/smtpsettings/messages"
@@ -373,3 +379,41 @@ def serving_pid(server: Server, response: httpx.Response) -> int:
             except OSError:
                 continue
     raise AssertionError("no server process holds the connection")
+
+
+def test_rows_that_ended_before_the_retention_period_are_deleted_when_the_dispatcher_starts(
+    backend: dict[str, str], servers: Callable[..., Server], tmp_path: Path
+) -> None:
+    """More old rows than one batch deletes: the dispatcher goes on until none is left, and only those go."""
+    url = backend.get("SMTPSETTINGS_DATABASE_URL") or f"sqlite:///{tmp_path / 'kept' / 'smtpsettings.db'}"
+    (tmp_path / "kept").mkdir()
+    db = Database(url)
+    db.migrate()
+    portal_id = AccountsService(db).create_portal("kept.test", is_default=False).id
+    now = utcnow()
+    old, recent = now - timedelta(days=91), now - timedelta(days=89)
+
+    def row(i: int, status: str, finished: datetime | None) -> dict[str, object]:
+        return {
+            "id": f"{status}-{i}-{uuid.uuid4().hex[:8]}", "portal_id": portal_id, "user_id": None, "api_key_id": None,
+            "status": status, "sender": "s@x.test", "recipients": "[]", "content": None, "smtputf8": False,
+            "to_addresses": '["a@x.test"]', "cc_addresses": "[]", "subject": "old", "message_id": "<m@x.test>", "size": 0,
+            "idempotency_key": None, "attempts": 1, "created_at": old, "queued_at": old, "next_attempt_at": None,
+            "lease_owner": None, "sent_at": None, "finished_at": finished, "last_error": None, "smtp_reply": None,
+            "recipient_outcomes": None,
+        }
+
+    expired = [row(i, ("sent", "partial", "failed", "cancelled")[i % 4], old) for i in range(1100)]
+    kept = [row(0, "sent", recent), row(0, "failed", recent), {**row(0, "deferred", None), "next_attempt_at": now + timedelta(days=1)}]
+    db.write_sync(lambda c: c.execute(outbox_messages.insert(), [*expired, *kept]))
+    db.dispose()
+
+    server = servers("kept", {**backend, "SMTPSETTINGS_OUTBOX_ROW_RETENTION_DAYS": "90"})
+    deadline = time.monotonic() + 30
+    while server.query("SELECT count(*) FROM outbox_messages")[0][0] != len(kept):
+        assert time.monotonic() < deadline, "the old rows were not deleted"
+        time.sleep(0.1)
+    left = {r[0] for r in server.query("SELECT id FROM outbox_messages")}
+    assert left == {r["id"] for r in kept}
+    deleted = [json.loads(line) for line in server.log_text().splitlines() if '"outbox_rows_deleted"' in line]
+    assert [entry["count"] for entry in deleted] == [1100]

@@ -65,7 +65,7 @@ async def test_several_messages_share_one_connection(start_server: StartServer) 
     connection = await opened(server.port)
     assert connection.usable
     replies = [
-        await connection.send(SENDER, [f"user{i}@example.org"], content(f"Message {i}")) for i in range(3)
+        (await connection.send(SENDER, [f"user{i}@example.org"], content(f"Message {i}"))).reply for i in range(3)
     ]
     await connection.quit()
 
@@ -92,23 +92,41 @@ async def test_each_message_has_its_own_transcript(start_server: StartServer) ->
     connection.close()
 
 
-async def test_refused_recipient_has_its_code_and_the_next_message_still_goes(start_server: StartServer) -> None:
-    sink = Recorder(rcpt_replies={"gone@example.org": "550 5.1.1 No such user"})
+async def test_a_refused_recipient_fails_only_itself(start_server: StartServer) -> None:
+    sink = Recorder(rcpt_replies={"gone@example.org": "550 5.1.1 No such user", "busy@example.org": "450 4.2.1 Busy"})
     server = await start_server(sink)
     connection = await opened(server.port)
 
-    with pytest.raises(SendError) as info:
-        await connection.send(SENDER, ["ok@example.org", "gone@example.org"], content())
-    assert info.value.code == 550
-    assert str(info.value) == "Recipient rejected: 550 5.1.1 No such user"
-    assert info.value.step == STEP_DELIVER
-    assert info.value.to_dict()["code"] == 550
-    assert "C: RSET" in info.value.transcript
-    assert connection.usable
-
-    assert await connection.send(SENDER, ["ok@example.org"], content("Second")) == (
-        "250 2.0.0 Message accepted for delivery"
+    delivery = await connection.send(
+        SENDER, ["ok@example.org", "gone@example.org", "busy@example.org", "also@example.org"], content()
     )
+    assert delivery.reply == "250 2.0.0 Message accepted for delivery"
+    assert delivery.accepted == ("ok@example.org", "also@example.org")
+    assert [(r.address, r.code, r.reply, r.permanent) for r in delivery.refusals] == [
+        ("gone@example.org", 550, "550 5.1.1 No such user", True),
+        ("busy@example.org", 450, "450 4.2.1 Busy", False),
+    ]
+    [delivered] = sink.messages
+    assert delivered.rcpt_tos == ["ok@example.org", "also@example.org"]
+    assert any(d.message == "RCPT TO:<gone@example.org>: 550 5.1.1 No such user" for d in connection.details)
+    assert connection.messages_sent == 1 and connection.usable
+    await connection.quit()
+
+
+async def test_no_data_when_every_recipient_is_refused_and_the_session_stays_usable(start_server: StartServer) -> None:
+    sink = Recorder(rcpt_replies={"gone@example.org": "550 5.1.1 No such user", "busy@example.org": "451 4.3.0 Later"})
+    server = await start_server(sink)
+    connection = await opened(server.port)
+
+    delivery = await connection.send(SENDER, ["gone@example.org", "busy@example.org"], content())
+    assert delivery.reply is None and delivery.accepted == ()
+    assert [r.code for r in delivery.refusals] == [550, 451]
+    assert "C: DATA" not in connection.transcript
+    assert "C: RSET" in connection.transcript  # the open MAIL is withdrawn
+    assert connection.usable and connection.messages_sent == 0
+
+    second = await connection.send(SENDER, ["ok@example.org"], content("Second"))
+    assert second.reply == "250 2.0.0 Message accepted for delivery"
     [delivered] = sink.messages
     assert delivered.rcpt_tos == ["ok@example.org"]  # the refused transaction left nothing behind
     assert len(sink.peers) == 1
@@ -324,8 +342,8 @@ async def test_ntlm_then_several_messages(start_server: StartServer) -> None:
     assert any(line.startswith("C: AUTH NTLM") for line in connection.transcript)
     try:
         for subject in ("one", "two"):
-            reply = await connection.send(SENDER, ["ann@example.org"], content(subject))
-            assert reply.startswith("250")
+            delivery = await connection.send(SENDER, ["ann@example.org"], content(subject))
+            assert delivery.reply is not None and delivery.reply.startswith("250")
     finally:
         await connection.quit()
     subjects = [email.message_from_bytes(e.original_content or b"")["Subject"] for e in sink.messages]

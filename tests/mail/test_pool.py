@@ -118,8 +118,8 @@ async def test_a_refusal_keeps_the_connection_but_a_421_drops_it(start_server: S
     )
     server = await start_server(sink)
     p = pool()
-    with pytest.raises(SendError):
-        await send(p, "k", server.port, "gone@example.org")
+    refused = await send(p, "k", server.port, "gone@example.org")  # refused alone: no DATA, the session stays
+    assert refused.usable and refused.messages_sent == 0
     await send(p, "k", server.port)
     assert len(sink.peers) == 1
     with pytest.raises(SendError) as info:

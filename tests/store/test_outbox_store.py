@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from smtpsettings.domain.errors import QueueFull
 from smtpsettings.domain.queue import Backlog, QueueLimits
 from smtpsettings.services.admission import NEAR_REFRESH_SECONDS, Admission
+from smtpsettings.domain.outbox import RecipientOutcome
 from smtpsettings.store import outbox
 from smtpsettings.store.database import Database, utcnow
 from smtpsettings.store.tables import outbox_messages, portals
@@ -165,7 +166,7 @@ def test_listing_is_newest_first_with_a_total_and_filters(db: Database) -> None:
     assert db.read_sync(lambda c: outbox.list_messages(c, 1, status="cancelled"))[1] == 1
     assert db.read_sync(lambda c: outbox.list_messages(c, 1, api_key_id="key1"))[1] == 2
     counts = db.read_sync(outbox.count_by_status)
-    assert counts == {"queued": 4, "sending": 0, "sent": 0, "deferred": 0, "failed": 0, "cancelled": 1}
+    assert counts == {"queued": 4, "sending": 0, "sent": 0, "partial": 0, "deferred": 0, "failed": 0, "cancelled": 1}
 
 
 def test_find_any_finds_a_message_by_its_id_alone_whatever_its_portal(db: Database) -> None:
@@ -477,3 +478,110 @@ def test_concurrent_acceptances_pass_the_limit_by_no_more_than_those_in_flight(d
     for t in threads:
         t.join()
     assert 20 <= unsent(db) <= 20 + len(threads) and sum(refused) == 80 - unsent(db)
+
+
+def _outcomes(**by_address: tuple[str, str]) -> list[RecipientOutcome]:
+    return [RecipientOutcome(address.replace("_", "@") + ".test", status, reply) for address, (status, reply) in by_address.items()]
+
+
+def record(db: Database, message_id: str, attempt: list[RecipientOutcome], **kw: object) -> outbox.Settlement | None:
+    fields: dict[str, object] = {"next_attempt_at": None, "error": None, "reply": "250 ok"} | kw
+    return db.write_sync(lambda c: outbox.record_attempt(c, message_id, "w1", lambda _pending: attempt, **fields))  # type: ignore[arg-type]
+
+
+def test_a_retry_claims_only_the_deferred_recipients_and_a_refusal_makes_the_message_partial(db: Database) -> None:
+    message, _ = enqueue(db, new(recipients=("a@x.test", "b@x.test", "c@x.test", "hidden@x.test"), to=("a@x.test", "b@x.test"), cc=("c@x.test",)))
+    claim(db)
+    later = utcnow() + timedelta(minutes=1)
+    first = _outcomes(a_x=("accepted", "250 ok"), b_x=("refused", "550 no such user"), c_x=("deferred", "450 busy"), hidden_x=("deferred", "450 busy"))
+    settled = record(db, message.id, first, next_attempt_at=later, error="Recipient deferred: 450 busy")
+    assert settled is not None and settled.status == "deferred" and settled.pending == ("c@x.test", "hidden@x.test")
+
+    shown = db.read_sync(lambda c: outbox.find(c, 1, message.id))
+    assert shown is not None and shown.status == "deferred" and shown.sent_at is not None
+    first_sent = shown.sent_at
+    assert [(r.address, r.status, r.reply) for r in shown.recipients] == [
+        ("a@x.test", "accepted", "250 ok"), ("b@x.test", "refused", "550 no such user"), ("c@x.test", "deferred", "450 busy"),
+    ]  # never the Bcc
+
+    db.write_sync(lambda c: c.execute(outbox_messages.update().values(next_attempt_at=utcnow())))
+    [again] = claim(db)
+    assert again.recipients == ["c@x.test", "hidden@x.test"]  # the accepted one is not sent twice
+    settled = record(db, message.id, _outcomes(c_x=("accepted", "250 ok 2"), hidden_x=("accepted", "250 ok 2")), reply="250 ok 2")
+    assert settled is not None and settled.status == "partial" and settled.pending == ()
+
+    done = db.read_sync(lambda c: outbox.find(c, 1, message.id))
+    assert done is not None and done.status == "partial" and done.smtp_reply == "250 ok 2"
+    assert done.last_error == "Delivered to 3 of 4 recipients; not to the others: 550 no such user"
+    assert done.sent_at == first_sent and done.next_attempt_at is None
+    assert [r.status for r in done.recipients] == ["accepted", "refused", "accepted"]
+    stored = db.read_sync(lambda c: c.execute(sa.select(outbox_messages.c.recipient_outcomes, outbox_messages.c.finished_at)).one())
+    assert "hidden@x.test" not in stored[0] and stored[1] is not None  # ended: the Bcc's outcome is not kept
+    assert db.read_sync(lambda c: outbox.list_messages(c, 1, status="partial"))[1] == 1
+    assert claim(db) == []
+
+
+def test_every_recipient_accepted_is_sent_and_every_one_refused_is_failed_and_retried_whole(db: Database) -> None:
+    sent, _ = enqueue(db, new())
+    refused, _ = enqueue(db, new())
+    claim(db)
+    assert record(db, sent.id, _outcomes(a_x=("accepted", "250 ok"), hidden_x=("accepted", "250 ok"))).status == "sent"  # type: ignore[union-attr]
+    gone = _outcomes(a_x=("refused", "550 gone"), hidden_x=("refused", "550 gone"))
+    assert record(db, refused.id, gone, error="Recipient rejected: 550 gone", reply="550 gone").status == "failed"  # type: ignore[union-attr]
+    failed = db.read_sync(lambda c: outbox.find(c, 1, refused.id))
+    assert failed is not None and failed.last_error == "Recipient rejected: 550 gone" and failed.sent_at is None
+    assert [(r.status, r.reply) for r in failed.recipients] == [("refused", "550 gone")]
+    # An admin's retry tries everyone again.
+    assert db.write_sync(lambda c: outbox.requeue_failed(c, 1, refused.id))
+    [again] = claim(db)
+    assert again.recipients == ["a@x.test", "hidden@x.test"]
+    retried = db.read_sync(lambda c: outbox.find(c, 1, refused.id))
+    assert retried is not None and [r.status for r in retried.recipients] == ["refused"]  # final until tried again
+
+
+def test_a_whole_failure_after_some_were_accepted_is_partial(db: Database) -> None:
+    message, _ = enqueue(db, new())
+    claim(db)
+    record(db, message.id, _outcomes(a_x=("accepted", "250 ok"), hidden_x=("deferred", "451 later")), next_attempt_at=utcnow())
+    [again] = claim(db)
+    assert again.recipients == ["hidden@x.test"]
+    assert db.write_sync(lambda c: outbox.mark_failed(c, message.id, "w1", "Gave up after 2 attempts", None))
+    done = db.read_sync(lambda c: outbox.find(c, 1, message.id))
+    assert done is not None and done.status == "partial"
+    assert done.last_error == "Delivered to 1 of 2 recipients; not to the others: Gave up after 2 attempts"
+    assert [r.status for r in done.recipients] == ["accepted"]
+
+
+def test_only_the_lease_holder_records_an_attempt(db: Database) -> None:
+    message, _ = enqueue(db, new())
+    claim(db, "w2")
+    assert record(db, message.id, _outcomes(a_x=("accepted", "250 ok"))) is None
+    record_now = db.read_sync(lambda c: outbox.find(c, 1, message.id))
+    assert record_now is not None and record_now.status == "sending"
+
+
+def test_rows_that_ended_long_ago_are_deleted_in_bounded_batches(db: Database) -> None:
+    ended = []
+    for _ in range(5):
+        m, _ = enqueue(db, new())
+        ended.append(m.id)
+    waiting, _ = enqueue(db, new())
+    recent, _ = enqueue(db, new())
+    claim(db, limit=7)
+    for i in (*ended, recent.id):
+        db.write_sync(lambda c, i=i: outbox.mark_sent(c, i, "w1", "250 ok"))
+    db.write_sync(lambda c: outbox.mark_deferred(c, waiting.id, "w1", utcnow(), "451", "451"))
+    db.write_sync(lambda c: outbox.cancel(c, 1, ended[0]))  # sent rows cannot be cancelled: a no-op
+    old = utcnow() - timedelta(days=100)
+    db.write_sync(
+        lambda c: c.execute(
+            outbox_messages.update().where(outbox_messages.c.id.in_([*ended, waiting.id])).values(finished_at=old, created_at=old)
+        )
+    )
+    before = utcnow() - timedelta(days=90)
+    assert db.write_sync(lambda c: outbox.delete_finished(c, before=before, limit=2)) == 2
+    assert db.write_sync(lambda c: outbox.delete_finished(c, before=before, limit=2)) == 2
+    assert db.write_sync(lambda c: outbox.delete_finished(c, before=before, limit=2)) == 1
+    assert db.write_sync(lambda c: outbox.delete_finished(c, before=before, limit=2)) == 0
+    left = {r[0] for r in db.read_sync(lambda c: c.execute(sa.select(outbox_messages.c.id)).all())}
+    assert left == {waiting.id, recent.id}  # a deferred message is never deleted, however old

@@ -116,6 +116,26 @@ def test_the_newest_twenty_are_listed_of_the_total(page: Page, portal: Portal) -
             c.delete(f"{MESSAGES}/{message['id']}")  # nothing left to retry in the shared server
 
 
+def test_a_message_delivered_in_part_names_the_recipients_it_did_not_reach(page: Page, portal: Portal) -> None:
+    replies = {"gone@x.test": ["550 5.1.1 no such user"], "hidden@x.test": ["550 5.1.1 no such user"]}
+    with smtp_peer(rcpt_replies=replies) as (port, inbox), portal.client(Role.ADMIN) as c:
+        point_at(c, port)
+        message_id = send(c, "Partly delivered", to=["a@x.test", "gone@x.test"], bcc=["hidden@x.test"])
+        done = wait_status(c, message_id, {"partial"})
+        sign_in(page, portal)
+        listed = row(page, "Partly delivered")
+        expect(status_of(listed)).to_have_text("Sent in part")
+        expect(listed.locator(".outbox__error")).to_have_text(done["lastError"])
+        expect(listed.locator(".outbox__recipient")).to_have_text(["Refused gone@x.test: 550 5.1.1 no such user"])
+        expect(listed).not_to_contain_text("hidden@x.test")  # a Bcc recipient is never shown
+        expect(listed.get_by_role("button")).to_have_count(0)  # nothing to cancel or retry
+
+        card(page).locator("#outbox-status").select_option(label="Sent in part")
+        expect(card(page).locator("tbody tr")).to_have_count(1)
+        expect(card(page).get_by_text("1 of 1 partial message", exact=True)).to_be_visible()
+    assert [e.rcpt_tos for e in inbox.envelopes] == [["a@x.test"]]
+
+
 # ------------------------------------------------------------------------------------------- retry
 
 

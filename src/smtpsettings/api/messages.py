@@ -25,7 +25,7 @@ DEFAULT_PAGE = 50
 
 
 def message_dto(record: MessageRecord) -> dict[str, Any]:
-    """The wire form of a message: never its Bcc or body."""
+    """The wire form of a message: never its Bcc or body (its recipients' outcomes are To's and Cc's)."""
     return {
         "id": record.id,
         "status": record.status,
@@ -39,6 +39,7 @@ def message_dto(record: MessageRecord) -> dict[str, Any]:
         "lastError": record.last_error,
         "smtpReply": record.smtp_reply,
         "messageId": record.message_id,
+        "recipients": [{"address": r.address, "status": r.status, "reply": r.reply} for r in record.recipients],
     }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from smtpsettings.api.errors import VALIDATION_TYPE
 from smtpsettings.api.messages import DEFAULT_PAGE, MAX_PAGE
 from smtpsettings.api.messages import PATH as MESSAGES
-from smtpsettings.domain.outbox import MAX_RECIPIENTS, MAX_SUBJECT_LENGTH
+from smtpsettings.domain.outbox import MAX_RECIPIENTS, MAX_SUBJECT_LENGTH, RECIPIENT_STATUSES
 from smtpsettings.domain.smtp import MAX_LENGTH
 from smtpsettings.services.outbox import MAX_IDEMPOTENCY_KEY
 from smtpsettings.store.outbox import IDEMPOTENCY_WINDOW, STATUSES
@@ -818,7 +818,7 @@ def _address_list(description: str) -> dict[str, Any]:
 # Every field of a message's answer is always there (null when it does not apply).
 _MESSAGE_FIELDS = [
     "id", "status", "to", "cc", "subject", "attempts", "createdAt", "nextAttemptAt", "sentAt", "lastError",
-    "smtpReply", "messageId",
+    "smtpReply", "messageId", "recipients",
 ]  # fmt: skip
 
 
@@ -884,8 +884,11 @@ def _message_schemas() -> dict[str, Any]:
                     "type": "string",
                     "enum": list(STATUSES),
                     "description": "queued: accepted (or requeued), not tried yet; sending: being sent; sent: the"
-                    " mail server took it; deferred: a temporary failure, tried again at nextAttemptAt; failed: a"
-                    " permanent refusal, or temporary failures until the retry horizon; cancelled.",
+                    " mail server took it for every recipient; partial: delivered in part, the mail server took it"
+                    " for some recipients and refused the others (or they were given up on), and nobody is left to"
+                    " try; deferred: a temporary failure (for the message or some recipients), the recipients still"
+                    " to try are tried again at nextAttemptAt; failed: no recipient got it, by a permanent refusal or"
+                    " temporary failures until the retry horizon; cancelled.",
                 },
                 "to": {"type": "array", "items": {"type": "string"}},
                 "cc": {"type": "array", "items": {"type": "string"}},
@@ -897,8 +900,15 @@ def _message_schemas() -> dict[str, Any]:
                     "format": "date-time",
                     "description": "When a queued or deferred message is next tried; null in any other status.",
                 },
-                "sentAt": {"type": ["string", "null"], "format": "date-time"},
-                "lastError": {"type": ["string", "null"], "description": "What went wrong at the last attempt."},
+                "sentAt": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "description": "When the mail server first took the message for a recipient.",
+                },
+                "lastError": {
+                    "type": ["string", "null"],
+                    "description": "What went wrong at the last attempt; for partial, how many recipients got it.",
+                },
                 "smtpReply": {
                     "type": ["string", "null"],
                     "description": "The mail server's last reply: the 250 to DATA once sent, else the refusal.",
@@ -907,8 +917,35 @@ def _message_schemas() -> dict[str, Any]:
                     "type": "string",
                     "description": "The Message-ID header, fixed at acceptance: every attempt sends the same.",
                 },
+                "recipients": {
+                    "type": "array",
+                    "items": _ref("OutgoingMessageRecipientDto"),
+                    "description": "Each To and Cc recipient's outcome (Bcc recipients are never listed); empty"
+                    " once the body of a cancelled message is deleted at retention.",
+                },
             },
             "required": _MESSAGE_FIELDS,
+        },
+        "OutgoingMessageRecipientDto": {
+            "type": "object",
+            "description": "(ours) One recipient's outcome.",
+            "properties": {
+                "address": {"type": "string"},
+                "status": {
+                    "type": "string",
+                    "enum": list(RECIPIENT_STATUSES),
+                    "description": "pending: not tried yet (or being tried); accepted: the mail server took the"
+                    " message for it; refused: the server refused it for good (5xx); deferred: refused for now"
+                    " (4xx) or the attempt failed, tried again; failed: given up on, or the message failed;"
+                    " cancelled: the message was cancelled before it got there.",
+                },
+                "reply": {
+                    "type": ["string", "null"],
+                    "description": "The reply that decided it: the 250 to DATA, the refusal of its RCPT, or the"
+                    " attempt's error.",
+                },
+            },
+            "required": ["address", "status", "reply"],
         },
         "OutgoingMessageWrapper": _wrapper(_ref("OutgoingMessageDto")),
         "OutgoingMessageListWrapper": _paged(_ref("OutgoingMessageDto")),

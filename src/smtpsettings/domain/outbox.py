@@ -1,15 +1,18 @@
-"""The outbox's pure rules: what a message to send must look like, and what a failed attempt leads to.
+"""The outbox's pure rules: what a message to send must look like, and what an attempt leads to.
 
 No HTTP, SQL or sockets here: :func:`parse_message` reads the decoded JSON body of
-``POST /api/2.0/smtpsettings/messages``, and :func:`classify` turns a :class:`MailError` from one delivery
-attempt into the message's next state, which the dispatcher records.
+``POST /api/2.0/smtpsettings/messages``, :func:`classify` turns a :class:`MailError` from one delivery
+attempt into the message's next state, and :func:`settle` merges one attempt's outcome for each recipient
+into the message's, deciding its status: a refused recipient fails only itself.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import random
+import typing
 import unicodedata
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -20,18 +23,26 @@ from smtpsettings.domain.errors import BadArgument, ValidationFailed
 from smtpsettings.domain.hosts import check_host
 from smtpsettings.domain.smtp import has_control_characters
 from smtpsettings.mail.errors import MailError, SendError
+from smtpsettings.mail.report import Refusal
 
 __all__ = (
+    "FINISHED",
     "MAX_ADDRESS_LENGTH",
     "MAX_RECIPIENTS",
     "MAX_SUBJECT_LENGTH",
+    "RECIPIENT_STATUSES",
     "Outcome",
     "OutgoingMessage",
+    "RecipientOutcome",
+    "Settlement",
     "check_address",
     "classify",
+    "delivery_outcomes",
     "gave_up",
     "parse_message",
+    "recipient_states",
     "retry_delay",
+    "settle",
 )
 
 MAX_RECIPIENTS = 100
@@ -75,6 +86,39 @@ class Outcome(msgspec.Struct, frozen=True):
     status: Literal["deferred", "failed"]
     next_attempt_at: datetime | None
     reason: str
+
+
+RecipientStatus = Literal["pending", "accepted", "refused", "deferred", "failed", "cancelled"]
+RECIPIENT_STATUSES: tuple[str, ...] = typing.get_args(RecipientStatus)
+MessageEnd = Literal["sent", "partial", "deferred", "failed"]
+FINISHED = ("sent", "partial", "failed", "cancelled")
+"""The statuses a message does not leave on its own (only ``failed`` leaves, by an admin's retry)."""
+
+
+class RecipientOutcome(msgspec.Struct, frozen=True):
+    """One envelope recipient's outcome so far, and the reply that decided it.
+
+    Stored: ``accepted`` (the server took the message for it), ``refused`` (a 5xx to its RCPT: final),
+    ``deferred`` (a 4xx, or the attempt failed: tried again) and ``failed`` (given up, or the message
+    failed as a whole). Shown besides: ``pending`` (not tried yet) and ``cancelled``.
+    """
+
+    address: str
+    status: RecipientStatus
+    reply: str | None = None
+
+
+class Settlement(msgspec.Struct, frozen=True):
+    """A message after an attempt: its status, every recipient's outcome, and whom a next attempt tries.
+
+    ``pending`` is who is still to try while ``deferred``; for ``failed``, everyone, so that an admin's
+    retry tries them all again; nobody once ``sent`` or ``partial`` (delivered in part, nobody left to try).
+    """
+
+    status: MessageEnd
+    outcomes: tuple[RecipientOutcome, ...]
+    pending: tuple[str, ...]
+    reason: str | None
 
 
 # wire name -> PascalCase name used in validation errors
@@ -353,3 +397,84 @@ def _duration(span: timedelta) -> str:
 
 def _plural(count: int, unit: str) -> str:
     return f"{count} {unit}" + ("" if count == 1 else "s")
+
+
+def settle(
+    previous: Sequence[RecipientOutcome], attempt: Sequence[RecipientOutcome], reason: str | None
+) -> Settlement:
+    """The message after an attempt whose outcome per recipient tried is ``attempt``.
+
+    Earlier outcomes are kept for the recipients not tried again (those accepted or refused before).
+    The status: ``deferred`` while any recipient waits for a retry; else ``sent`` when every one was
+    accepted, ``partial`` when some were, ``failed`` when none was. ``reason`` (the attempt's error) becomes
+    the message's; for ``partial`` it says how many got the message, and why not the others.
+    """
+    merged = {o.address.casefold(): o for o in previous}
+    merged.update((o.address.casefold(), o) for o in attempt)
+    outcomes = tuple(merged.values())
+    accepted = sum(o.status == "accepted" for o in outcomes)
+    deferred = tuple(o.address for o in outcomes if o.status == "deferred")
+    if deferred:
+        return Settlement("deferred", outcomes, deferred, reason)
+    if accepted == len(outcomes):
+        return Settlement("sent", outcomes, (), None)
+    if accepted:
+        # The attempt's own error, or (when this attempt went well) what kept the others from it before.
+        why = reason or next((o.reply for o in outcomes if o.status != "accepted" and o.reply), None)
+        told = f"Delivered to {accepted} of {_plural(len(outcomes), 'recipient')}; not to the others"
+        return Settlement("partial", outcomes, (), f"{told}: {why}" if why else f"{told}.")
+    return Settlement("failed", outcomes, tuple(o.address for o in outcomes), reason)
+
+
+def delivery_outcomes(
+    accepted: Sequence[str], refusals: Sequence[Refusal], reply: str | None, retry: Outcome | None
+) -> list[RecipientOutcome]:
+    """Each recipient's outcome of an attempt that reached them: accepted (with the reply to DATA),
+    refused by a 5xx, or, for a 4xx, as ``retry`` (:func:`classify` of that refusal) says: deferred, or
+    failed once the retry horizon is reached.
+    """
+    outcomes = [RecipientOutcome(address, "accepted", reply) for address in accepted]
+    for refusal in refusals:
+        if refusal.permanent:
+            outcomes.append(RecipientOutcome(refusal.address, "refused", refusal.reply))
+        else:
+            assert retry is not None, "a temporary refusal needs its retry"
+            outcomes.append(RecipientOutcome(refusal.address, retry.status, refusal.reply))
+    return outcomes
+
+
+def recipient_states(
+    shown: Sequence[str], outcomes: Sequence[RecipientOutcome] | None, message_status: str
+) -> list[RecipientOutcome]:
+    """The outcome of each of ``shown`` (To and Cc: never Bcc), for the API.
+
+    A recipient without an outcome of its own (not tried yet; or the message is older than per-recipient
+    outcomes) takes the message's: pending while queued or sending, else the message's status as it
+    applies to one recipient.
+    """
+    known = {o.address.casefold(): o for o in outcomes or ()}
+    fallback: RecipientStatus = _RECIPIENT_FALLBACK.get(message_status, "pending")
+    states: list[RecipientOutcome] = []
+    seen: set[str] = set()
+    for address in shown:
+        key = address.casefold()
+        if key in seen:
+            continue
+        seen.add(key)
+        outcome = known.get(key)
+        if outcome is None:
+            states.append(RecipientOutcome(address, fallback))
+        elif outcome.status in ("accepted", "refused", fallback):
+            states.append(RecipientOutcome(address, outcome.status, outcome.reply))
+        else:  # not final, and the message moved on: deferred and then cancelled, failed and now retried
+            states.append(RecipientOutcome(address, fallback, outcome.reply))
+    return states
+
+
+_RECIPIENT_FALLBACK: dict[str, RecipientStatus] = {
+    "sent": "accepted",
+    "partial": "failed",
+    "deferred": "deferred",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}

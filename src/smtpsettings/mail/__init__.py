@@ -8,7 +8,7 @@ The outbox sends many over pooled sessions, through the same connect, TLS and AU
 
     content, smtputf8 = flatten(build_message(...))
     async with pool.connection((portal_id, fingerprint), target) as connection:
-        reply = await connection.send(sender, recipients, content, smtputf8=smtputf8)
+        delivery = await connection.send(sender, recipients, content, smtputf8=smtputf8)
 
 Failures raise a :class:`MailError` subclass (see :mod:`smtpsettings.mail.errors`)
 whose ``str()`` is one actionable sentence and whose ``details``/``transcript``
@@ -55,7 +55,7 @@ from smtpsettings.mail.policy import (
     plaintext_auth_allowed,
 )
 from smtpsettings.mail.pool import ConnectionPool
-from smtpsettings.mail.report import Detail, SendReport
+from smtpsettings.mail.report import Delivery, Detail, Refusal, SendReport
 from smtpsettings.mail.target import IMPLICIT_TLS_PORT, SmtpTarget, uses_implicit_tls
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "ConfigurationRefused",
     "ConnectError",
     "ConnectionPool",
+    "Delivery",
     "Detail",
     "HeaderInjection",
     "MailError",
@@ -80,6 +81,7 @@ __all__ = [
     "MailTimeout",
     "OAuth2Grant",
     "OAuth2TokenError",
+    "Refusal",
     "SendError",
     "SendReport",
     "SmtpConnection",

@@ -50,7 +50,7 @@ from smtpsettings.mail.message import envelope_of, flatten
 from smtpsettings.mail.ntlm import authenticate_ntlm
 from smtpsettings.mail.oauth2 import STEP_TOKEN, AccessToken, OAuth2Grant, TokenCache
 from smtpsettings.mail.policy import MailPolicy, plaintext_auth_allowed
-from smtpsettings.mail.report import Detail, DetailLevel, SendReport
+from smtpsettings.mail.report import Detail, DetailLevel, Refusal, SendReport
 from smtpsettings.mail.target import SmtpTarget, uses_implicit_tls
 from smtpsettings.mail.tls import build_tls_context, certificate_verify_message, describe_tls, find_ssl_error
 from smtpsettings.mail.transcript import Redactor, Transcript, truncate
@@ -76,6 +76,8 @@ AUTH_PREFERENCE = ("cram-md5", "plain", "login")
 an operator allowed plaintext AUTH; PLAIN (one round trip) beats LOGIN. Same
 order as smtplib and aiosmtplib, so behaviour matches other clients."""
 
+_SERVICE_CLOSING = 421
+"""RFC 5321 4.2.3: the server is closing the channel, whatever command it answered."""
 _TRY_NEXT_MECHANISM = frozenset({504, 534})
 _XOAUTH2_REFUSED = 535
 """XOAUTH2: the token was refused (Gmail and Exchange Online first send a 334 with a JSON error, then 535).
@@ -588,13 +590,23 @@ class _Session:
         await self.transmit(sender, recipients, content, smtputf8=utf8)
 
     async def transmit(
-        self, sender: str, recipients: Sequence[str], content: bytes, *, smtputf8: bool = False
-    ) -> SMTPResponse:
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        content: bytes,
+        *,
+        smtputf8: bool = False,
+        refusals: list[Refusal] | None = None,
+    ) -> SMTPResponse | None:
         """One mail transaction: MAIL, RCPT for each recipient, DATA; the server's final reply.
 
         A refusal raises SendError with the reply code and leaves the transaction open: a reused
         connection then sends RSET, the one-shot send simply hangs up. ``in_transaction`` says whether
         MAIL went out. SMTPUTF8 is asked for when ``smtputf8`` or an envelope address is not ASCII.
+
+        With ``refusals`` (the outbox), a refused RCPT is appended there instead and the others still go:
+        one bad address must not stop everybody's mail. DATA then goes only if a recipient was accepted;
+        if none was, the answer is None and the transaction is left open. A 421 still ends it all.
         """
         smtp = self.smtp
         assert smtp is not None
@@ -625,10 +637,20 @@ class _Session:
             try:
                 reply = await smtp.rcpt(recipient, encoding=encoding, timeout=timeout)
             except aiosmtplib.SMTPRecipientRefused as exc:
-                raise self.fail(SendError, f"Recipient rejected: {_reply(exc)}", exc.code) from exc
+                if refusals is None or exc.code == _SERVICE_CLOSING:
+                    raise self.fail(SendError, f"Recipient rejected: {_reply(exc)}", exc.code) from exc
+                refusals.append(Refusal(recipient, exc.code, _reply(exc)))
+                self.detail(f"RCPT TO:<{recipient}>: {_reply(exc)}", _ms(start), "warning")
+                continue
             except ValueError as exc:
-                raise self.fail(SendError, f"Invalid recipient address {recipient!r}") from exc
+                if refusals is None:
+                    raise self.fail(SendError, f"Invalid recipient address {recipient!r}") from exc
+                refusals.append(Refusal(recipient, None, "The address cannot be sent to this server"))
+                self.detail(f"Invalid recipient address {recipient!r}", _ms(start), "warning")
+                continue
             self.detail(f"RCPT TO:<{recipient}>: {_reply(reply)}", _ms(start))
+        if refusals is not None and len(refusals) == len(recipients):
+            return None
         start = time.perf_counter()
         try:
             reply = await smtp.data(content, timeout=timeout)

@@ -4,8 +4,11 @@ It runs the same session as the one-shot test mail (:func:`smtpsettings.mail.sen
 token, SSRF guard, TLS, AUTH, deadlines and redaction, so what the test mail proves is what the outbox
 does. The differences are the ones reuse needs:
 
-* a refused MAIL, RCPT or DATA is answered with RSET and the session stays usable; anything that leaves
-  the dialogue in doubt (a timeout, a dropped connection, a 421) closes it;
+* a refused RCPT refuses that recipient only: the message still goes to the others, and
+  :meth:`SmtpConnection.send` says who got it (the test mail has one recipient, and fails with it);
+* a refused MAIL or DATA, or a message no recipient was accepted for, is answered with RSET and the
+  session stays usable; anything that leaves the dialogue in doubt (a timeout, a dropped connection, a
+  421) closes it;
 * each message gets its own transcript and details, so one message's error never shows another's
   recipients;
 * :meth:`SmtpConnection.open` and each :meth:`SmtpConnection.send` are bounded by
@@ -19,11 +22,11 @@ from collections.abc import Sequence
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
-from smtpsettings.mail.client import STEP_CONNECT, _reply, _Session
+from smtpsettings.mail.client import _SERVICE_CLOSING, STEP_CONNECT, _reply, _Session
 from smtpsettings.mail.errors import MailError, SendError
 from smtpsettings.mail.oauth2 import TokenCache
 from smtpsettings.mail.policy import MailPolicy
-from smtpsettings.mail.report import Detail
+from smtpsettings.mail.report import Delivery, Detail, Refusal
 from smtpsettings.mail.target import SmtpTarget, uses_implicit_tls
 from smtpsettings.mail.transcript import Transcript
 
@@ -31,9 +34,6 @@ __all__ = ["STEP_DELIVER", "SmtpConnection"]
 
 STEP_DELIVER = "Send message"
 """The step of a failure in :meth:`SmtpConnection.send` (the test mail's is "Send test message")."""
-
-_SERVICE_CLOSING = 421
-"""RFC 5321 4.2.3: the server is closing the channel, whatever command it answered."""
 
 
 class SmtpConnection:
@@ -97,19 +97,21 @@ class SmtpConnection:
 
     async def send(
         self, sender: str, recipients: Sequence[str], content: bytes, *, smtputf8: bool = False
-    ) -> str:
+    ) -> Delivery:
         """Send one message: MAIL FROM ``sender``, RCPT TO each of ``recipients``, DATA ``content``.
 
         ``content`` goes as given (see :func:`smtpsettings.mail.message.flatten`), dot-stuffed by the
         client. Each reply is awaited for ``policy.command_timeout``, the whole message for
-        ``policy.total_timeout``.
+        ``policy.total_timeout``. A recipient refused at RCPT (4xx or 5xx) is left out and the message
+        goes to the others; DATA is sent only if at least one was accepted.
 
         Returns:
-            The server's reply to the message, e.g. ``"250 2.0.0 Ok: queued as 4Xyz"``.
+            Who got it, the others with their refusals, and the server's reply to DATA (e.g.
+            ``"250 2.0.0 Ok: queued as 4Xyz"``; ``None`` when every recipient was refused).
 
         Raises:
-            SendError: the server refused the sender, a recipient (the first refusal ends the
-                transaction) or the message; ``.code`` is its reply code. The session was reset and
+            SendError: the server refused the sender or the message (which then reached nobody), or
+                answered 421 to a recipient; ``.code`` is its reply code. The session was reset and
                 stays usable, unless the code was 421.
             MailTimeout: a deadline expired; the connection is closed.
             ConnectError: the server dropped the connection; it is closed.
@@ -124,26 +126,34 @@ class SmtpConnection:
         session.details = []
         session.step = STEP_DELIVER
         session.in_transaction = False
+        refusals: list[Refusal] = []
         try:
-            reply = await session.guarded(self._transact, sender, recipients, content, smtputf8)
+            reply = await session.guarded(self._transact, sender, recipients, content, smtputf8, refusals)
         except SendError:
             raise  # _transact decided whether the session survives
         except BaseException:
             self._discard()
             raise
+        refused = {r.address for r in refusals}
+        accepted = tuple(r for r in recipients if r not in refused)
+        if reply is None:
+            return Delivery(reply=None, accepted=(), refusals=tuple(refusals))
         self.messages_sent += 1
-        return _reply(reply)
+        return Delivery(reply=_reply(reply), accepted=accepted, refusals=tuple(refusals))
 
     async def _transact(
-        self, sender: str, recipients: Sequence[str], content: bytes, smtputf8: bool
-    ) -> SMTPResponse:
+        self, sender: str, recipients: Sequence[str], content: bytes, smtputf8: bool, refusals: list[Refusal]
+    ) -> SMTPResponse | None:
         try:
-            return await self._session.transmit(sender, recipients, content, smtputf8=smtputf8)
+            reply = await self._session.transmit(sender, recipients, content, smtputf8=smtputf8, refusals=refusals)
         except SendError as exc:
             # Inside the deadline: RSET counts towards the message's total_timeout.
             if exc.code == _SERVICE_CLOSING or not await self._reset():
                 self._discard()
             raise
+        if reply is None and not await self._reset():  # every recipient refused: MAIL is still open
+            self._discard()
+        return reply
 
     async def _reset(self) -> bool:
         """RSET after a refusal, so the next message starts clean; whether the session is still usable."""

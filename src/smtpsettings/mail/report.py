@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Detail", "DetailLevel", "SendReport"]
+__all__ = ["Delivery", "Detail", "DetailLevel", "Refusal", "SendReport"]
 
 DetailLevel = Literal["info", "warning", "error"]
 
@@ -60,3 +60,39 @@ class SendReport:
     def to_dict(self) -> dict[str, object]:
         """Details and transcript as one JSON-ready mapping."""
         return {"details": self.to_list(), "transcript": list(self.transcript)}
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A recipient the server would not take at RCPT.
+
+    Attributes:
+        address: The recipient, as sent.
+        code: The reply code; ``None`` when the address could not be sent at all (refused on our side).
+        reply: The server's reply (``"550 5.1.1 No such user"``) or our reason.
+    """
+
+    address: str
+    code: int | None
+    reply: str
+
+    @property
+    def permanent(self) -> bool:
+        """A 5xx (or no reply at all): asking again would get the same answer."""
+        return self.code is None or self.code >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What one message's transaction achieved, recipient by recipient.
+
+    Attributes:
+        reply: The server's reply to DATA (``"250 2.0.0 Ok: queued as 4Xyz"``); ``None`` when no recipient
+            was accepted, so no DATA was sent.
+        accepted: The recipients the message was delivered to.
+        refusals: The others, each with the reply to its RCPT, in the order they were sent.
+    """
+
+    reply: str | None
+    accepted: tuple[str, ...]
+    refusals: tuple[Refusal, ...] = ()

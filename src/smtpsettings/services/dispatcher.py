@@ -42,9 +42,9 @@ from sqlalchemy.engine import Connection
 from smtpsettings import metrics
 from smtpsettings.config import Settings
 from smtpsettings.domain.destinations import Destination, Destinations, is_connection_failure
-from smtpsettings.domain.outbox import LONGEST_RETRY, Outcome, classify, gave_up
+from smtpsettings.domain.outbox import LONGEST_RETRY, Outcome, Settlement, classify, delivery_outcomes, gave_up
 from smtpsettings.domain.peers import PeerWatch
-from smtpsettings.mail import STEP_DELIVER, MailError, SmtpTarget, TokenCache
+from smtpsettings.mail import STEP_DELIVER, Delivery, MailError, SendError, SmtpTarget, TokenCache
 from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.services.mailtest import mail_policy, smtp_target
 from smtpsettings.services.smtp import SmtpSettingsService
@@ -60,6 +60,7 @@ _POLL_SECONDS = 1.0  # messages accepted by other workers or instances, and retr
 _GATHER_SECONDS = 0.005
 _LOCK_RETRY_SECONDS = 2.0
 _RETENTION_EVERY = 3600.0
+_DELETE_BATCH = 500
 _RATE_WINDOW = 60
 _LEASE_MARGIN = timedelta(seconds=30)
 _SETTINGS_FRESH = 1.0
@@ -361,7 +362,7 @@ class Dispatcher:
             async with asyncio.timeout(None) as attempt:
                 async with self._pool.connection(key, target) as connection:
                     attempt.reschedule(asyncio.get_running_loop().time() + deadline)
-                    reply = await connection.send(claim.sender, claim.recipients, claim.content, smtputf8=claim.smtputf8)
+                    delivery = await connection.send(claim.sender, claim.recipients, claim.content, smtputf8=claim.smtputf8)
         except MailError as exc:
             self._failed_attempt(claim, exc, destination)
             return
@@ -369,27 +370,65 @@ class Dispatcher:
             self._failed_attempt(claim, MailError("No result within the deadline; the attempt was stopped."), destination)
             return
         self._reachable(destination)
-        metrics.record_reply(_code(reply))
+        self._delivered(claim, delivery)
+
+    def _delivered(self, claim: Claim, delivery: Delivery) -> None:
+        """Record who got the message; those refused with a 4xx wait for a retry, as a failed attempt would."""
+        refusals = delivery.refusals
+        metrics.record_reply(_code(delivery.reply) if delivery.reply is not None else refusals[0].code)
+        later = [r for r in refusals if not r.permanent]
+        retry = None
+        if later:
+            retry = self._classify(claim, SendError(f"Recipient deferred: {later[0].reply}", code=later[0].code))
+        attempt = delivery_outcomes(delivery.accepted, refusals, delivery.reply, retry)
+        if retry is not None:
+            error: str | None = retry.reason
+        else:
+            error = next((f"Recipient rejected: {r.reply}" for r in refusals), None)
+        reply = delivery.reply if delivery.reply is not None else refusals[0].reply
         latency = (utcnow() - claim.created_at).total_seconds()
+        settled: list[Settlement] = []
 
-        def sent() -> None:
-            metrics.record_sent(latency)
-            log.info("outbox_sent", message_id=claim.id, portal_id=claim.portal_id, attempts=claim.attempts)
+        def write(conn: Connection) -> bool:
+            result = outbox.record_attempt(
+                conn, claim.id, self._owner, lambda _pending: attempt,
+                next_attempt_at=retry.next_attempt_at if retry else None, error=error, reply=reply,
+            )
+            settled[:] = [result] if result is not None else []
+            return result is not None
 
-        self._finish(claim, lambda c: outbox.mark_sent(c, claim.id, self._owner, reply), sent)
+        def recorded() -> None:
+            status = settled[0].status
+            if status in ("sent", "partial"):  # once per message, when its last recipient is settled
+                metrics.record_sent(latency)
+            elif status == "deferred":
+                metrics.record_deferred()
+            elif status == "failed":
+                metrics.record_failed()
+            # Counts only: recipient addresses never go into the log.
+            log.info(
+                "outbox_sent" if delivery.accepted else "outbox_attempt_failed",
+                message_id=claim.id, portal_id=claim.portal_id, attempts=claim.attempts, status=status,
+                accepted=len(delivery.accepted), refused=len(refusals) - len(later), deferred=len(later),
+            )
 
-    def _failed_attempt(self, claim: Claim, error: MailError, destination: Destination | None = None) -> None:
-        metrics.record_reply(error.code)
-        now = utcnow()
-        outcome = classify(
+        self._finish(claim, write, recorded)
+
+    def _classify(self, claim: Claim, error: MailError) -> Outcome:
+        return classify(
             error,
             attempts=claim.attempts,
             accepted_at=claim.queued_at,
-            now=now,
+            now=utcnow(),
             horizon=self._horizon,
             rng=self._rng,
             first_retry=timedelta(seconds=self._settings.outbox_first_retry_seconds),
         )
+
+    def _failed_attempt(self, claim: Claim, error: MailError, destination: Destination | None = None) -> None:
+        metrics.record_reply(error.code)
+        now = utcnow()
+        outcome = self._classify(claim, error)
         if destination is not None:
             if not is_connection_failure(error, while_sending=error.step == STEP_DELIVER):
                 self._reachable(destination)
@@ -525,15 +564,28 @@ class Dispatcher:
         now = utcnow()
         sent_before = now - timedelta(days=self._settings.outbox_sent_retention_days)
         failed_before = now - timedelta(days=self._settings.outbox_failed_retention_days)
+        rows_before = now - timedelta(days=self._settings.outbox_row_retention_days)
+        deleted = 0
         try:
             purged = await self._db.write_off_loop(
                 lambda c: outbox.purge_bodies(c, sent_before=sent_before, failed_before=failed_before)
             )
+            # In bounded batches, each its own short transaction: a backlog of old rows (the first run after
+            # an upgrade) must not hold the write lock against acceptance and the sends' bookkeeping.
+            while not self._stopping:
+                batch = await self._db.write_off_loop(
+                    lambda c: outbox.delete_finished(c, before=rows_before, limit=_DELETE_BATCH)
+                )
+                deleted += batch
+                if batch < _DELETE_BATCH:
+                    break
         except StoreUnavailable as exc:
             log.warning("outbox_purge_failed", error=str(exc))
             return
         if purged:
             log.info("outbox_bodies_purged", count=purged)
+        if deleted:
+            log.info("outbox_rows_deleted", count=deleted)
 
 
 def _code(reply: str) -> int | None:

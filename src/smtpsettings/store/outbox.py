@@ -5,6 +5,10 @@ Every transition of a message being sent is one UPDATE guarded by the message id
 another instance took over) changes nothing. No transaction is held across SMTP I/O: claim, send, then
 record, as the test job does. While a message is ``sending``, ``next_attempt_at`` holds the lease's end, so
 one partial index finds both due messages and expired leases.
+
+An attempt's outcome is merged with the message's outcome per recipient
+(:func:`smtpsettings.domain.outbox.settle`); ``recipients`` keeps who is still to try, so a retry claims only
+those and nobody gets the message twice.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from smtpsettings.domain.outbox import (
+    FINISHED,
+    RecipientOutcome,
+    RecipientStatus,
+    Settlement,
+    recipient_states,
+    settle,
+)
 from smtpsettings.domain.queue import Backlog
 from smtpsettings.store.database import Prepared, insert_for, utc, utcnow
 from smtpsettings.store.tables import outbox_messages as o
@@ -34,6 +46,7 @@ __all__ = (
     "count_by_status",
     "defer_portal",
     "defer_untried",
+    "delete_finished",
     "enqueue",
     "expire_leases",
     "extend_leases",
@@ -46,17 +59,19 @@ __all__ = (
     "next_due",
     "postpone_portal",
     "purge_bodies",
+    "record_attempt",
     "release",
     "release_owner",
     "requeue_failed",
     "resume_portal",
 )
 
-STATUSES = ("queued", "sending", "sent", "deferred", "failed", "cancelled")
+STATUSES = ("queued", "sending", "sent", "partial", "deferred", "failed", "cancelled")
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 _json = msgspec.json.Encoder()
 _addresses = msgspec.json.Decoder(list[str])
+_outcomes = msgspec.json.Decoder(list[RecipientOutcome])
 
 
 class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,6 +113,8 @@ class MessageRecord(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | None
     smtp_reply: str | None
     has_content: bool
+    recipients: list[RecipientOutcome]
+    """Each To and Cc recipient's outcome so far (Bcc's never)."""
 
 
 class Claim(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,18 +150,21 @@ _RECORD_COLUMNS = (
     o.c.last_error,
     o.c.smtp_reply,
     o.c.content.is_not(None),
+    o.c.recipient_outcomes,
 )
 
 
 def _record(row: Any) -> MessageRecord:
-    (id_, portal_id, key_id, status, to, cc, subject, message_id, attempts, created, next_at, sent, error, reply, has) = row
+    (id_, portal_id, key_id, status, to, cc, subject, message_id, attempts, created, next_at, sent, error, reply, has,
+     outcomes) = row  # fmt: skip
+    to, cc = _addresses.decode(to), _addresses.decode(cc)
     return MessageRecord(
         id=id_,
         portal_id=portal_id,
         api_key_id=key_id,
         status=status,
-        to=_addresses.decode(to),
-        cc=_addresses.decode(cc),
+        to=to,
+        cc=cc,
         subject=subject,
         message_id=message_id,
         attempts=attempts,
@@ -155,6 +175,7 @@ def _record(row: Any) -> MessageRecord:
         last_error=error,
         smtp_reply=reply,
         has_content=bool(has),
+        recipients=recipient_states([*to, *cc], _outcomes.decode(outcomes) if outcomes else None, status),
     )
 
 
@@ -237,6 +258,7 @@ def enqueue(
         "finished_at": None,
         "last_error": None,
         "smtp_reply": None,
+        "recipient_outcomes": None,
     }
     if key is None:
         _INSERT.execute(conn, **values)
@@ -262,6 +284,7 @@ def enqueue(
         last_error=None,
         smtp_reply=None,
         has_content=True,
+        recipients=recipient_states([*message.to, *message.cc], None, "queued"),
     )
     return record, True
 
@@ -479,27 +502,32 @@ def claim_due(
 
 _HELD_BY_OWNER = sa.and_(o.c.lease_owner == sa.bindparam("owner"), o.c.status == "sending")
 _OWNED = sa.and_(o.c.id == sa.bindparam("id"), _HELD_BY_OWNER)
-_SENT = Prepared(
-    o.update()
-    .where(_OWNED)
-    .values(
-        status="sent", sent_at=sa.bindparam("at"), finished_at=sa.bindparam("at"), next_attempt_at=sa.null(),
-        lease_owner=sa.null(), smtp_reply=sa.bindparam("reply"), last_error=sa.null(),
-    )
-)
-_DEFER = Prepared(
-    o.update()
-    .where(_OWNED)
-    .values(
-        status="deferred", next_attempt_at=sa.bindparam("next_at"), lease_owner=sa.null(),
-        last_error=sa.bindparam("error"), smtp_reply=sa.bindparam("reply"),
-    )
-)
 _FAIL = Prepared(
     o.update()
     .where(_OWNED)
     .values(
         status="failed", finished_at=sa.bindparam("at"), next_attempt_at=sa.null(), lease_owner=sa.null(),
+        last_error=sa.bindparam("error"), smtp_reply=sa.bindparam("reply"),
+    )
+)
+_ATTEMPTED = Prepared(
+    sa.select(o.c.recipients, o.c.recipient_outcomes, o.c.to_addresses, o.c.cc_addresses).where(_OWNED)
+)
+_SETTLE = Prepared(
+    o.update()
+    .where(_OWNED)
+    .values(
+        status=sa.bindparam("status"), recipients=sa.bindparam("recipients"),
+        recipient_outcomes=sa.bindparam("outcomes"), next_attempt_at=sa.bindparam("next_at"),
+        # When the first recipient got it; a message delivered in part keeps that time.
+        sent_at=sa.case(
+            (
+                sa.bindparam("delivered", type_=sa.Boolean),
+                sa.func.coalesce(o.c.sent_at, sa.bindparam("at", type_=o.c.sent_at.type)),
+            ),
+            else_=o.c.sent_at,
+        ),
+        finished_at=sa.bindparam("finished_at"), lease_owner=sa.null(),
         last_error=sa.bindparam("error"), smtp_reply=sa.bindparam("reply"),
     )
 )
@@ -514,16 +542,79 @@ _RELEASE = Prepared(o.update().where(_OWNED).values(_RELEASED))
 _RELEASE_OWNER = Prepared(o.update().where(_HELD_BY_OWNER).values(_RELEASED))
 _EXTEND = Prepared(o.update().where(_HELD_BY_OWNER).values(next_attempt_at=sa.bindparam("until")))
 
+def record_attempt(
+    conn: Connection,
+    message_id: str,
+    owner: str,
+    attempt: Callable[[list[str]], list[RecipientOutcome]],
+    *,
+    next_attempt_at: datetime | None,
+    error: str | None,
+    reply: str | None,
+) -> Settlement | None:
+    """Record an attempt on the message ``owner`` holds; what it became, or None if ``owner`` lost it.
+
+    ``attempt`` gives the outcome of each recipient tried, from the list of those that were to try. The
+    message's status follows from all its recipients' outcomes (see
+    :func:`smtpsettings.domain.outbox.settle`); ``next_attempt_at`` applies while some are deferred.
+    """
+    row = _ATTEMPTED.row(conn, {"id": message_id, "owner": owner})
+    if row is None:
+        return None
+    pending, stored, to, cc = row
+    previous = _outcomes.decode(stored) if stored else []
+    settled = settle(previous, attempt(_addresses.decode(pending)), error)
+    outcomes = settled.outcomes
+    if settled.status != "deferred":  # the end: Bcc recipients need not be remembered
+        shown = {a.casefold() for a in (*_addresses.decode(to), *_addresses.decode(cc))}
+        outcomes = tuple(o for o in outcomes if o.address.casefold() in shown)
+    now = utcnow()
+    changed = _SETTLE.execute(
+        conn,
+        id=message_id,
+        owner=owner,
+        status=settled.status,
+        recipients=_json.encode(list(settled.pending)).decode(),
+        outcomes=_json.encode(outcomes).decode(),
+        next_at=next_attempt_at if settled.status == "deferred" else None,
+        delivered=any(o.status == "accepted" for o in settled.outcomes),
+        at=now,
+        finished_at=None if settled.status == "deferred" else now,
+        error=settled.reason,
+        reply=reply,
+    )
+    return settled if changed == 1 else None
+
+
 def mark_sent(conn: Connection, message_id: str, owner: str, reply: str) -> bool:
-    return _SENT.execute(conn, id=message_id, owner=owner, at=utcnow(), reply=reply) == 1
+    """Every recipient still to try was accepted."""
+    return _everyone(conn, message_id, owner, "accepted", reply, None, None)
 
 
 def mark_deferred(conn: Connection, message_id: str, owner: str, next_attempt_at: datetime, error: str, reply: str | None) -> bool:
-    return _DEFER.execute(conn, id=message_id, owner=owner, next_at=next_attempt_at, error=error, reply=reply) == 1
+    """The attempt failed for every recipient still to try; they are tried again at ``next_attempt_at``."""
+    return _everyone(conn, message_id, owner, "deferred", reply, error, next_attempt_at)
 
 
 def mark_failed(conn: Connection, message_id: str, owner: str, error: str, reply: str | None) -> bool:
-    return _FAIL.execute(conn, id=message_id, owner=owner, at=utcnow(), error=error, reply=reply) == 1
+    """The message failed for every recipient still to try (those accepted before keep it: ``partial``)."""
+    return _everyone(conn, message_id, owner, "failed", reply, error, None)
+
+
+def _everyone(
+    conn: Connection,
+    message_id: str,
+    owner: str,
+    status: RecipientStatus,
+    reply: str | None,
+    error: str | None,
+    next_at: datetime | None,
+) -> bool:
+    def attempt(pending: list[str]) -> list[RecipientOutcome]:
+        return [RecipientOutcome(address, status, reply or error) for address in pending]
+
+    settled = record_attempt(conn, message_id, owner, attempt, next_attempt_at=next_at, error=error, reply=reply)
+    return settled is not None
 
 
 def release(conn: Connection, message_id: str, owner: str, next_attempt_at: datetime) -> bool:
@@ -635,16 +726,46 @@ def expire_leases(conn: Connection, owners: Sequence[str] | None = None) -> int:
 
 
 def purge_bodies(conn: Connection, *, sent_before: datetime, failed_before: datetime) -> int:
-    """Delete the bodies and envelopes of messages sent, failed or cancelled long enough ago; rows stay."""
+    """Delete the bodies and envelopes of messages sent, failed or cancelled long enough ago; rows stay.
+
+    A cancelled message's outcomes go too: it ended without settling, so they may still name Bcc recipients.
+    """
     result = conn.execute(
         o.update()
         .where(
             o.c.content.is_not(None),
             sa.or_(
-                sa.and_(o.c.status == "sent", o.c.finished_at < sent_before),
+                sa.and_(o.c.status.in_(("sent", "partial")), o.c.finished_at < sent_before),
                 sa.and_(o.c.status.in_(("failed", "cancelled")), o.c.finished_at < failed_before),
             ),
         )
-        .values(content=None, recipients="[]")
+        .values(
+            content=None,
+            recipients="[]",
+            recipient_outcomes=sa.case((o.c.status == "cancelled", sa.null()), else_=o.c.recipient_outcomes),
+        )
     )
     return int(result.rowcount)
+
+
+# Literal, not an expanding IN: a Prepared statement is compiled once, without per-call expansion.
+_FINISHED = sa.text("status IN (" + ", ".join(f"'{status}'" for status in FINISHED) + ")")
+_DELETE_FINISHED = Prepared(
+    o.delete().where(
+        o.c.id.in_(
+            sa.select(o.c.id)
+            .where(o.c.finished_at < sa.bindparam("before"), _FINISHED)
+            .order_by(o.c.finished_at)
+            .limit(sa.bindparam("n"))
+            .scalar_subquery()
+        )
+    )
+)
+
+
+def delete_finished(conn: Connection, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` rows of messages that ended (sent, partial, failed, cancelled) before ``before``.
+
+    Bounded, so that each call is a short transaction: the caller repeats it until fewer come back.
+    """
+    return _DELETE_FINISHED.execute(conn, before=before, n=limit)

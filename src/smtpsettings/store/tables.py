@@ -142,7 +142,8 @@ outbox_messages = sa.Table(
     sa.Column("user_id", sa.Integer, nullable=True),
     sa.Column("api_key_id", sa.String(32), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),
-    # The envelope (Bcc included) and the message exactly as it goes out; both are emptied at retention.
+    # The envelope still to try (Bcc included) and the message exactly as it goes out; both are emptied at
+    # retention.
     sa.Column("sender", sa.String(320), nullable=False),
     sa.Column("recipients", sa.Text, nullable=False),
     sa.Column("content", sa.LargeBinary, nullable=True),
@@ -167,6 +168,9 @@ outbox_messages = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("smtp_reply", sa.Text, nullable=True),
+    # JSON list of each tried recipient's outcome (address, status, reply); ``recipients`` above is who is
+    # still to try. Bcc entries are dropped once the message ends (a cancelled one's at body retention).
+    sa.Column("recipient_outcomes", sa.Text, nullable=True),
     sa.UniqueConstraint("portal_id", "idempotency_caller", "idempotency_key", name="uq_outbox_messages_idempotency"),
     sa.Index(
         "ix_outbox_messages_due",

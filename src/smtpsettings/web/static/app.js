@@ -1137,10 +1137,13 @@
     queued: "Queued",
     sending: "Sending",
     sent: "Sent",
+    partial: "Sent in part",
     deferred: "Deferred",
     failed: "Failed",
     cancelled: "Cancelled",
   };
+  // Recipients of a message delivered in part that did not get it (yet), as their lines begin.
+  const RECIPIENT_LABELS = { refused: "Refused", failed: "Not delivered to", deferred: "Waiting for" };
   const CANCELLABLE = ["queued", "deferred"];
   const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
   // In the table, a creation time without the year while it is this year's: "Nov 29, 10:26 PM".
@@ -1304,12 +1307,24 @@
       p.className = className;
       p.textContent = text;
       result.append(p);
+      return p;
     };
     const error = typeof m.lastError === "string" ? m.lastError : "";
     const reply = typeof m.smtpReply === "string" ? m.smtpReply : "";
     if (error) line(error, m.status === "sent" ? "outbox__reply" : "outbox__error");
     // The server's reply, unless the error sentence already quotes it.
     if (reply && !error.includes(reply)) line(reply, "outbox__reply");
+    // Delivered to some: name the others, each with the reply that kept it from them (To and Cc only:
+    // the API never lists Bcc).
+    const recipients = (Array.isArray(m.recipients) ? m.recipients : []).filter((r) => r && typeof r.address === "string");
+    if (recipients.some((r) => r.status === "accepted")) {
+      for (const r of recipients) {
+        if (!Object.hasOwn(RECIPIENT_LABELS, r.status)) continue;
+        const told = `${RECIPIENT_LABELS[r.status]} ${r.address}`;
+        const text = typeof r.reply === "string" && r.reply ? `${told}: ${r.reply}` : told;
+        line(text, "outbox__recipient").dataset.status = r.status;
+      }
+    }
     if (m.status === "deferred" && m.nextAttemptAt) {
       const next = new Date(m.nextAttemptAt);
       if (!Number.isNaN(next.getTime())) {
