@@ -6,9 +6,9 @@ sign-in over HTTP, its HEALTHCHECK reports readiness, and it stops at once on ``
 
 The base (``debootstrap --variant=minbase`` plus apt's Python, standing in for the official Python slim image)
 and podman's storage live in CACHE, so only the first run pays for them; each run rebuilds the app image on
-the layer cache and prunes what the last one left. Settings this machine needs, and a normal host does not,
-are in CONTAINERS_CONF below (/work/shared/notes/containers.md has the measurements). Containers use the host's
-network with the service on 127.0.0.1: bridge networking would leave iptables rules behind.
+the layer cache and prunes what the last one left. Settings the test machines need, and a normal host does
+not, are in CONTAINERS_CONF below. Containers use the host's network with the service on 127.0.0.1: bridge
+networking would leave iptables rules and ip_forward behind.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +57,8 @@ events_logger = "file"
 PYTHON_CONTAINERFILE = """\
 FROM {base}
 RUN apt-get update \\
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
+    python3 python3-venv ca-certificates \\
  && rm -rf /var/lib/apt/lists/*
 """
 
@@ -84,7 +85,8 @@ set -e
 data=/var/lib/postgresql/data
 if [ ! -s "$data/PG_VERSION" ]; then
   printf '%s\\n' "$POSTGRES_PASSWORD" > /tmp/password
-  initdb -D "$data" -E UTF8 --locale=C.UTF-8 -U "$POSTGRES_USER" --pwfile=/tmp/password --auth=scram-sha-256 >/dev/null
+  initdb -D "$data" -E UTF8 --locale=C.UTF-8 -U "$POSTGRES_USER" --pwfile=/tmp/password \\
+    --auth=scram-sha-256 >/dev/null
   rm /tmp/password
   echo "CREATE DATABASE \\"$POSTGRES_DB\\" OWNER \\"$POSTGRES_USER\\"" | postgres --single -D "$data" postgres >/dev/null
 fi
@@ -114,10 +116,8 @@ class Podman:
     def image_exists(self, name: str) -> bool:
         return self("image", "exists", name, check=False).returncode == 0
 
-    def build_once(self, name: str, files: dict[str, str]) -> None:
-        """A helper image from the given files (a Containerfile and what it copies), unless it is there already."""
-        if self.image_exists(name):
-            return
+    def build_helper(self, name: str, files: dict[str, str]) -> None:
+        """A stand-in image from ``files`` (a Containerfile and what it copies); seconds on the layer cache."""
         with tempfile.TemporaryDirectory() as context:
             for file, text in files.items():
                 (Path(context) / file).write_text(text)
@@ -146,8 +146,9 @@ def make_base_tarball() -> None:
             check=True, capture_output=True, timeout=600,
         )
         # Downloaded packages and indexes: apt in a build fetches fresh ones.
-        for cached in [*(rootfs / "var/cache/apt/archives").glob("*.deb"), *(rootfs / "var/lib/apt/lists").glob("*_*")]:
-            cached.unlink()
+        for pattern in ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*"):
+            for cached in rootfs.glob(pattern):
+                cached.unlink()
         partial = Path(tmp) / "base.tar"
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True, timeout=300)
         partial.replace(BASE_TARBALL)  # complete or absent, even if this run is cut short
@@ -185,7 +186,7 @@ def podman() -> Iterator[Podman]:
             if not BASE_TARBALL.exists():
                 make_base_tarball()
             tool("import", str(BASE_TARBALL), BASE, timeout=300)
-        tool.build_once(PYTHON, {"Containerfile": PYTHON_CONTAINERFILE.format(base=BASE)})
+        tool.build_helper(PYTHON, {"Containerfile": PYTHON_CONTAINERFILE.format(base=BASE)})
         build_app_image(tool)
         tool("image", "prune", "--force")  # earlier builds of the app image, now untagged
         yield tool
@@ -235,17 +236,17 @@ def volume(podman: Podman) -> Iterator[str]:
 
 
 @pytest.fixture
-def start(podman: Podman, volume: str) -> Iterator[object]:
+def start(podman: Podman, volume: str) -> Iterator[Callable[[], Container]]:
     """Starts containers of the image on the test's volume; removes them afterwards."""
     names: list[str] = []
 
-    def run(*args: str) -> Container:
+    def run() -> Container:
         container = Container(podman, f"smtpsettings-test-{uuid.uuid4().hex[:12]}", free_port())
         names.append(container.name)
         podman(
             "run", "--detach", "--name", container.name, "--network", "host",
             "-e", "SMTPSETTINGS_HOST=127.0.0.1", "-e", f"SMTPSETTINGS_PORT={container.port}",
-            "-v", f"{volume}:/var/lib/smtpsettings", *args, IMAGE,
+            "-v", f"{volume}:/var/lib/smtpsettings", IMAGE,
         )
         return container
 
@@ -268,11 +269,11 @@ def owner_credentials(logs: str) -> tuple[str, str]:
     return email.group(1), password.group(1)
 
 
-def test_the_image_runs_as_its_own_non_root_user(podman: Podman, start: object) -> None:
+def test_the_image_runs_as_its_own_non_root_user(podman: Podman, start: Callable[[], Container]) -> None:
     config = json.loads(podman("image", "inspect", IMAGE).stdout)[0]["Config"]
     assert config["User"] == "smtpsettings"
     assert "/var/lib/smtpsettings" in config["Volumes"]
-    container = start()  # type: ignore[operator]
+    container = start()
     container.wait_ready()
     assert podman("exec", container.name, "id", "-u").stdout.strip() == "10001"
     assert podman("exec", container.name, "id", "-g").stdout.strip() == "10001"
@@ -283,8 +284,8 @@ def test_the_image_runs_as_its_own_non_root_user(podman: Podman, start: object) 
     assert owners[1].startswith("10001:10001 "), owners
 
 
-def test_the_owner_is_made_once_and_the_volume_keeps_it(start: object) -> None:
-    first = start()  # type: ignore[operator]
+def test_the_owner_is_made_once_and_the_volume_keeps_it(start: Callable[[], Container]) -> None:
+    first = start()
     first.wait_ready()
     logs = first.logs()
     assert "First start: created the default portal and its owner." in logs
@@ -294,31 +295,35 @@ def test_the_owner_is_made_once_and_the_volume_keeps_it(start: object) -> None:
     assert first.stop() < 5  # SIGTERM ends it; the 10 s grace period is not used up
     assert "Traceback" not in first.logs()
 
-    second = start()  # type: ignore[operator]
+    second = start()
     second.wait_ready()
     assert "First start" not in second.logs() and password not in second.logs()
     assert sign_in(second, email, password) == 200
     assert second.stop() < 5
 
 
-def test_the_healthcheck_reports_readiness(podman: Podman, start: object) -> None:
-    container = start()  # type: ignore[operator]
+def test_the_healthcheck_reports_readiness(podman: Podman, start: Callable[[], Container]) -> None:
+    container = start()
     container.wait_ready()
     assert podman("healthcheck", "run", container.name).returncode == 0
     # The same command where nothing listens on the port fails: the check does look at the service.
     check = json.loads(podman("image", "inspect", IMAGE).stdout)[0]["Healthcheck"]["Test"]
     assert check[0] == "CMD", check
     idle = podman(
-        "run", "--rm", "--network", "host", "-e", f"SMTPSETTINGS_PORT={free_port()}", IMAGE, *check[1:], check=False
+        "run", "--rm", "--network", "host", "-e", f"SMTPSETTINGS_PORT={free_port()}", IMAGE, *check[1:],
+        check=False,
     )
     assert idle.returncode == 1, idle.stderr
 
 
 def test_compose_runs_it_on_postgresql(podman: Podman, tmp_path: Path) -> None:
     """compose.yaml as shipped, with the local images, the host's network and free ports laid over it."""
-    podman.build_once(POSTGRES, {"Containerfile": POSTGRES_CONTAINERFILE.format(base=BASE), "entrypoint": POSTGRES_ENTRYPOINT})
+    podman.build_helper(
+        POSTGRES, {"Containerfile": POSTGRES_CONTAINERFILE.format(base=BASE), "entrypoint": POSTGRES_ENTRYPOINT}
+    )
     project = f"smtpsettings-test-{uuid.uuid4().hex[:12]}"
     password, pg_port, port = uuid.uuid4().hex, free_port(), free_port()
+    database_url = f"postgresql://smtpsettings:{password}@127.0.0.1:{pg_port}/smtpsettings"
     override = {  # JSON is YAML
         "services": {
             "postgres": {"image": POSTGRES, "network_mode": "host", "environment": {"PGPORT": str(pg_port)}},
@@ -328,7 +333,7 @@ def test_compose_runs_it_on_postgresql(podman: Podman, tmp_path: Path) -> None:
                 "environment": {
                     "SMTPSETTINGS_HOST": "127.0.0.1",
                     "SMTPSETTINGS_PORT": str(port),
-                    "SMTPSETTINGS_DATABASE_URL": f"postgresql://smtpsettings:{password}@127.0.0.1:{pg_port}/smtpsettings",
+                    "SMTPSETTINGS_DATABASE_URL": database_url,
                 },
             },
         }
@@ -343,18 +348,19 @@ def test_compose_runs_it_on_postgresql(podman: Podman, tmp_path: Path) -> None:
         up = subprocess.run([*compose, "up", "-d"], capture_output=True, text=True, timeout=300, env=env)
         assert up.returncode == 0, up.stderr
         service = Container(podman, f"{project}_smtpsettings_1", port)
-        # podman 4.3 cannot wait for the database's health: the restart policy carries it over a start too early.
+        # podman 4.3 cannot wait for the database's health: the restart policy covers a start too early.
         service.wait_ready(timeout=90, restarts=True)
         email, owner_password = owner_credentials(service.logs())
         assert sign_in(service, email, owner_password) == 200
-        assert podman("healthcheck", "run", f"{project}_postgres_1").returncode == 0  # compose.yaml's pg_isready
+        postgres = f"{project}_postgres_1"
+        assert podman("healthcheck", "run", postgres).returncode == 0  # compose.yaml's pg_isready
         tables = podman(
-            "exec", "--env", f"PGPASSWORD={password}", f"{project}_postgres_1", "psql", "-U", "smtpsettings", "-d", "smtpsettings", "-tAc",
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            "exec", "--env", f"PGPASSWORD={password}", postgres, "psql", "-U", "smtpsettings", "-d", "smtpsettings",
+            "-tAc", "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
         ).stdout.strip()
-        assert int(tables) > 0  # the service's tables are in PostgreSQL ...
+        assert int(tables) > 0  # the service's tables are in PostgreSQL, only its key ring on the volume
         data = podman("exec", service.name, "ls", "/var/lib/smtpsettings").stdout.split()
-        assert "keys.json" in data and "smtpsettings.db" not in data, data  # ... and only its key ring on the volume
+        assert "keys.json" in data and "smtpsettings.db" not in data, data
     finally:
         down = subprocess.run([*compose, "down", "-v"], capture_output=True, text=True, timeout=120, env=env)
         assert down.returncode == 0, down.stderr
