@@ -188,8 +188,8 @@ def podman() -> Iterator[Podman]:
             tool("import", str(BASE_TARBALL), BASE, timeout=300)
         tool.build_helper(PYTHON, {"Containerfile": PYTHON_CONTAINERFILE.format(base=BASE)})
         build_app_image(tool)
-        tool("image", "prune", "--force")  # earlier builds of the app image, now untagged
         yield tool
+        tool("image", "prune", "--force")  # earlier builds of the images, untagged now: only one of each is kept
 
 
 @dataclass
