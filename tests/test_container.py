@@ -6,7 +6,7 @@ sign-in over HTTP, its HEALTHCHECK reports readiness, and it stops at once on ``
 
 The base (``debootstrap --variant=minbase`` plus apt's Python, standing in for the official Python slim image)
 and podman's storage live in CACHE, so only the first run pays for them; each run rebuilds the app image on
-the layer cache and prunes what the last one left. Settings the test machines need, and a normal host does
+the layer cache and afterwards prunes what it replaced. Settings the test machines need, and a normal host does
 not, are in CONTAINERS_CONF below. Containers use the host's network with the service on 127.0.0.1: bridge
 networking would leave iptables rules and ip_forward behind.
 """
