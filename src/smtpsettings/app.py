@@ -181,7 +181,8 @@ class RequestLog:
             elif name == b"forwarded":
                 forwarded = value
             elif name == b"x-forwarded-for":
-                x_forwarded_for = value
+                if x_forwarded_for is None:  # the one api.context.client_address reads too
+                    x_forwarded_for = value
             elif name == b"content-length":
                 if length is None:
                     length = value
