@@ -61,7 +61,6 @@ def replace(text: str, pattern: str, new: str, count: int) -> str:
 @dataclass
 class Nginx:
     url: str
-    access_log: Path
     process: subprocess.Popen[bytes]
 
 
@@ -79,13 +78,12 @@ def start_nginx(base: Path, upstreams: list[Server], cert: trustme.LeafCert) -> 
     site = replace(site, r"listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;", 1)
     site = replace(site, r"/etc/ssl/certs/smtpsettings\.pem", str(base / "cert.pem"), 1)
     site = replace(site, r"/etc/ssl/private/smtpsettings\.key", str(base / "key.pem"), 1)
-    access_log = base / "access.log"
     # The main context a packaged nginx.conf would give, kept inside the test's directory.
     temp = "".join(f"    {kind}_temp_path {base / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     (base / "nginx.conf").write_text(
         f"daemon off;\npid {base / 'nginx.pid'};\nerror_log {base / 'error.log'};\nworker_processes 1;\n"
         f"events {{ worker_connections 256; }}\n"
-        f"http {{\n    access_log {access_log};\n{temp}{site}}}\n"
+        f"http {{\n    access_log {base / 'access.log'};\n{temp}{site}}}\n"
     )
     command = [nginx, "-p", str(base), "-c", str(base / "nginx.conf"), "-e", str(base / "error.log")]
     checked = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=30)
@@ -101,7 +99,7 @@ def start_nginx(base: Path, upstreams: list[Server], cert: trustme.LeafCert) -> 
                 process.kill()
                 raise AssertionError(f"nginx did not start:\n{(base / 'error.log').read_text()}")
             time.sleep(0.05)
-    return Nginx(f"https://127.0.0.1:{port}", access_log, process)
+    return Nginx(f"https://127.0.0.1:{port}", process)
 
 
 @dataclass
@@ -112,12 +110,13 @@ class Site:
     ca_file: Path
     owner_password: str
 
-    def client(self, portal: Portal, **kwargs: object) -> httpx.Client:
+    def client(self, portal: Portal, headers: dict[str, str] | None = None) -> httpx.Client:
         """A client of ``portal`` through nginx, connecting from CLIENT_ADDRESS and trusting the test CA."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
         transport = httpx.HTTPTransport(verify=context, local_address=CLIENT_ADDRESS)
-        headers = {"Host": portal.hostname, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
-        return httpx.Client(base_url=self.nginx.url, transport=transport, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+        return httpx.Client(
+            base_url=self.nginx.url, transport=transport, headers={"Host": portal.hostname, **(headers or {})}, timeout=30
+        )
 
     def request_lines(self, until: Callable[[list[dict[str, object]]], bool] = lambda _: True) -> list[dict[str, object]]:
         """Both instances' access-log lines, once ``until`` holds for them (or after 10 s): a request's line is
