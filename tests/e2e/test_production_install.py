@@ -217,7 +217,8 @@ def test_install_upgrade_backup_and_restore_as_the_docs_say(host: Host, tmp_path
     assert refused.returncode != 0 and "No such command 'backup'" in refused.stderr  # as the docs say it answers
     host.stop()
     host.run("cp -a /var/lib/smtpsettings /var/backups/smtpsettings/before-upgrade")
-    host.run("/opt/smtpsettings/venv/bin/pip install --upgrade /path/to/new-release", **{"/path/to/new-release": str(new)})
+    upgraded = host.run("/opt/smtpsettings/venv/bin/pip install --upgrade /path/to/new-release", **{"/path/to/new-release": str(new)})
+    assert "Successfully installed smtpsettings-" in upgraded.stdout  # the check the docs ask for
     host.run("sudo -u smtpsettings smtpsettings --config /etc/smtpsettings/smtpsettings.toml migrate")
     host.start()
     with host.client(*owner) as c:
