@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -83,7 +84,7 @@ class Host:
     def unit(self, key: str) -> list[str]:
         return [self.adapt(v.strip()) for k, _, v in (line.partition("=") for line in UNIT.splitlines()) if k == key]
 
-    def as_service(self) -> dict[str, object]:
+    def as_service(self) -> dict[str, Any]:
         """What the unit gives its processes: its user and group, environment and umask."""
         account = pwd.getpwnam(self.user)
         env = dict(v.split("=", 1) for v in self.unit("Environment"))
@@ -96,12 +97,12 @@ class Host:
         state.mkdir(mode=0o700, exist_ok=True)
         os.chown(state, pwd.getpwnam(self.user).pw_uid, grp.getgrnam(self.user).gr_gid)
         (migrate,) = self.unit("ExecStartPre")
-        done = subprocess.run(migrate.split(), capture_output=True, text=True, timeout=120, **self.as_service())  # type: ignore[call-overload]
+        done = subprocess.run(migrate.split(), capture_output=True, text=True, timeout=120, **self.as_service())
         assert done.returncode == 0, done.stderr
         (serve,) = self.unit("ExecStart")
         with self.journal.open("ab") as journal:
             self.service = subprocess.Popen(
-                serve.split(), stdout=journal, stderr=subprocess.STDOUT, start_new_session=True, **self.as_service()  # type: ignore[call-overload]
+                serve.split(), stdout=journal, stderr=subprocess.STDOUT, start_new_session=True, **self.as_service()
             )
         deadline = time.monotonic() + 60
         while True:
