@@ -18,7 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from smtpsettings import web
 from smtpsettings.api import authentication, docs, mailtest, messages, smtp
-from smtpsettings.api.context import forwarded_scheme
+from smtpsettings.api.context import forwarded_client, forwarded_scheme
 from smtpsettings.api.errors import exception_handlers
 from smtpsettings.api.fastpath import FastPath, Payload
 from smtpsettings.api.health import metrics_endpoint, ready
@@ -161,15 +161,16 @@ class RequestLog:
         self.body_limits = body_limits or {}
         """Paths whose bodies may be larger than ``max_body_bytes`` (a message to send), and their limit."""
         self.trusted_proxies = trusted_proxies
-        """Peers whose X-Forwarded-Proto / Forwarded proto= set the request's scheme (links, the cookie's Secure)."""
+        """Peers whose X-Forwarded-Proto / Forwarded proto= set the request's scheme (links, the cookie's Secure)
+        and whose X-Forwarded-For names the client in the access log."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
-        # One pass over the headers for what this layer needs (the first Accept, Content-Length, proto headers).
-        accept = length = x_forwarded_proto = forwarded = None
+        # One pass over the headers for what this layer needs (the first Accept, Content-Length, proxy headers).
+        accept = length = x_forwarded_proto = forwarded = x_forwarded_for = None
         has_body = False
         for name, value in scope["headers"]:
             if name == b"accept":
@@ -179,6 +180,9 @@ class RequestLog:
                 x_forwarded_proto = value
             elif name == b"forwarded":
                 forwarded = value
+            elif name == b"x-forwarded-for":
+                if x_forwarded_for is None:  # the one api.context.client_address reads too
+                    x_forwarded_for = value
             elif name == b"content-length":
                 if length is None:
                     length = value
@@ -186,9 +190,9 @@ class RequestLog:
                     has_body = True
             elif name == b"transfer-encoding":
                 has_body = True
+        peer = (scope.get("client") or ("-",))[0]
         if x_forwarded_proto is not None or forwarded is not None:
             # Behind a TLS-terminating proxy: links and the sign-in cookie follow what the client used.
-            peer = (scope.get("client") or ("",))[0]
             scheme = forwarded_scheme(peer, x_forwarded_proto, forwarded, self.trusted_proxies)
             if scheme is not None:
                 scope["scheme"] = scheme
@@ -219,13 +223,15 @@ class RequestLog:
             await self.http(scope, receive, send_wrapper)
         finally:
             portal = state.get("portal")  # set by api.context once the Host is resolved
+            hops = None if x_forwarded_for is None else x_forwarded_for.decode("latin-1")
+            client = forwarded_client(peer, hops, self.trusted_proxies)  # as sign-in limits and the audit see it
             log_request(
                 request_id,
                 scope["method"],
                 scope["path"],
                 status,
                 round((time.perf_counter() - started) * 1000, 2),
-                (scope.get("client") or ("-",))[0],
+                client,
                 portal.hostname if portal else None,
                 state.get("user_id"),
             )

@@ -2,18 +2,21 @@
 
 With ``X-Forwarded-Proto: https`` (or ``Forwarded: proto=https``) from a peer in
 ``SMTPSETTINGS_TRUSTED_PROXIES`` the sign-in cookie is ``Secure`` and the envelope's links say ``https://``;
-the same header from anyone else changes nothing.
+the same header from anyone else changes nothing. The same proxies' ``X-Forwarded-For`` names the client in
+each request's log line, as it does for sign-in limits and the audit log.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import time
 from collections.abc import Iterator
 
 import pytest
 from serverkit import PASSWORD, Server, make_portal, start_server
 
-from smtpsettings.api.context import forwarded_scheme
+from smtpsettings.api.context import forwarded_client, forwarded_scheme
 from smtpsettings.domain.accounts import Role
 
 AUTH = "/api/2.0/authentication"
@@ -91,3 +94,37 @@ def test_forwarded_scheme_believes_no_peer_outside_the_trusted_networks() -> Non
     assert forwarded_scheme("192.0.2.9", b"https", None, LOOPBACK) is None
     assert forwarded_scheme("127.0.0.1", b"https", None, ()) is None
     assert forwarded_scheme("not an address", b"https", None, LOOPBACK) is None
+
+
+def logged_client(server: Server, forwarded_for: str) -> str:
+    """The ``client`` of the log line of one request sent from 127.0.0.1 with ``X-Forwarded-For``."""
+    portal = make_portal(server)
+    with portal.client(headers={"X-Forwarded-For": forwarded_for}) as c:
+        request_id = c.get("/api/2.0/authentication").headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    while True:  # the line is written once the answer has gone out
+        lines = [line for line in server.log_text().splitlines() if f'"{request_id}"' in line]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    (line,) = lines
+    return str(json.loads(line)["client"])
+
+
+def test_the_log_line_names_the_client_a_trusted_proxy_forwards(behind_proxy: Server, server: Server) -> None:
+    assert logged_client(behind_proxy, "198.51.100.7") == "198.51.100.7"
+    assert logged_client(server, "198.51.100.7") == "127.0.0.1"  # from a peer no one trusts: the peer
+
+
+@pytest.mark.parametrize(
+    ("peer", "x_forwarded_for", "expected"),
+    [
+        ("127.0.0.1", "198.51.100.7", "198.51.100.7"),
+        ("127.0.0.1", "203.0.113.1, 198.51.100.7", "198.51.100.7"),  # what the client wrote itself is not believed
+        ("127.0.0.1", "198.51.100.7, 127.0.0.1", "198.51.100.7"),  # proxies in the chain are skipped
+        ("127.0.0.1", None, "127.0.0.1"),
+        ("192.0.2.9", "198.51.100.7", "192.0.2.9"),  # not a trusted proxy
+    ],
+)
+def test_forwarded_client_takes_the_rightmost_untrusted_address(peer: str, x_forwarded_for: str | None, expected: str) -> None:
+    assert forwarded_client(peer, x_forwarded_for, LOOPBACK) == expected

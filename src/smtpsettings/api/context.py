@@ -26,6 +26,7 @@ __all__ = (
     "client_address",
     "current_portal",
     "current_principal",
+    "forwarded_client",
     "forwarded_scheme",
     "json_too_deep",
     "read_json",
@@ -61,10 +62,20 @@ async def current_portal(request: Request) -> Portal:
 def client_address(request: Request) -> str:
     """The client's IP; X-Forwarded-For is believed only from configured trusted proxies."""
     peer = request.client.host if request.client else "unknown"
-    trusted = services(request).trusted_proxies
-    if not trusted or not _in(peer, trusted):
+    return forwarded_client(peer, request.headers.get("x-forwarded-for"), services(request).trusted_proxies)
+
+
+def forwarded_client(
+    peer: str, x_forwarded_for: str | None, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> str:
+    """The rightmost X-Forwarded-For address that is not a trusted proxy, when ``peer`` is one; else ``peer``.
+
+    A pure function of the peer and the header, so the access log names the same client as sign-in limits
+    and the audit log do.
+    """
+    if not x_forwarded_for or not trusted or not _in(peer, trusted):
         return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    hops = [h.strip() for h in x_forwarded_for.split(",") if h.strip()]
     for hop in reversed(hops):
         if not _in(hop, trusted):
             return hop
