@@ -318,9 +318,10 @@ def test_a_portal_at_its_message_limit_is_answered_429_and_keeps_what_it_had(lim
         assert again.status_code == 200 and again.json()["response"]["id"] == accepted[0]
         # Another portal's room is its own.
         assert send(o).status_code == 202
-        # Nothing accepted was touched: every message is there, on its way (the server is unreachable).
+        # Nothing accepted was touched: every message is there, on its way (the server is unreachable). Tried
+        # at most once each: once the destination is unavailable, the rest wait untried.
         states = [wait_status(c, i, {"deferred"}) for i in accepted]
-        assert c.get(MESSAGES).json()["total"] == QUEUED_MESSAGES and all(s["attempts"] == 1 for s in states)
+        assert c.get(MESSAGES).json()["total"] == QUEUED_MESSAGES and all(s["attempts"] <= 1 for s in states)
         # A message that leaves the queue makes room for one more.
         assert c.delete(f"{MESSAGES}/{accepted[1]}").status_code == 200
         assert send(c).status_code == 202
