@@ -19,21 +19,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-import sqlalchemy as sa
 import trustme
 from smtp_peers import Inbox, smtp_peer
 
-from serverkit import Portal, Server, free_port, make_portal, start_server
+from serverkit import Portal, Server, backdate_settings_changes, free_port, make_portal, start_server
 from smtpsettings.domain.accounts import Role
 from smtpsettings.domain.submission import SENDER_GRACE
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.store.database import Database
-from smtpsettings.store.tables import audit_log
 
 POSTFIX = Path("/usr/sbin/postfix")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
@@ -101,16 +97,6 @@ class Relay:
         """The replies of every refused MAIL of ``portal``, from the server's JSON log."""
         lines = (json.loads(line) for line in self.server.log_text().splitlines() if line.startswith("{"))
         return [e["reply"] for e in lines if e.get("event") == "submission_mail_refused" and e.get("portal") == portal.hostname]
-
-    def backdate_settings_change(self, portal: Portal) -> None:
-        """As if the portal's settings had been saved longer ago than the grace period."""
-        db = Database(self.server.database_url)
-        try:
-            db.write_sync(lambda c: c.execute(
-                audit_log.update().values(created_at=datetime.now(UTC) - SENDER_GRACE - timedelta(minutes=1))
-            ))  # fmt: skip
-        finally:
-            db.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +281,7 @@ def test_a_sender_refused_for_good_bounces_a_bounded_number_of_times(
     assert relay.refusals(portal) == ["451 4.7.1"]  # just changed: kept and retried
     wait_until(lambda: [q.get("queue_name") for q in postfix.queue()] == ["deferred"], "the message deferred")
 
-    relay.backdate_settings_change(portal)  # the grace is over: refused for good
+    backdate_settings_changes(relay.server, SENDER_GRACE)  # the grace is over: refused for good
     postfix.flush()
     wait_until(lambda: "status=bounced" in postfix.log(), "the bounce\n" + postfix.log())
     time.sleep(4)  # a loop would go on at full speed; a few seconds shows it
