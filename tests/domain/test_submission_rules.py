@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from smtpsettings.domain.errors import BadArgument, MailLoop, SenderInFlux
 from smtpsettings.domain.submission import (
     MAX_RECEIVED,

@@ -50,7 +50,7 @@ def _blocks() -> list[list[str]]:
     """The fenced blocks of docs/deployment.md's null-client section, as lists of lines."""
     text = DOCS.read_text()
     section = text[text.index("### Postfix as a null client") : text.index("#### Bounces and loops")]
-    return [block.strip("\n").splitlines() for block in re.findall(r"```\n(.*?)```", section, re.S)]
+    return [block.strip("\n").splitlines() for block in re.findall(r"```\n(.*?)```", section, re.DOTALL)]
 
 
 def documented_main_cf() -> dict[str, str]:
@@ -205,15 +205,18 @@ def null_client(relay: Relay) -> Iterator[Callable[..., NullClient]]:
         main.update(extra)
         (base / "conf" / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()))
         (base / "conf" / "master.cf").write_text(_MASTER_CF)
-        result = subprocess.run([str(POSTFIX), "-c", client.conf, "start"], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [str(POSTFIX), "-c", client.conf, "start"], capture_output=True, text=True, timeout=60, check=False
+        )
         assert result.returncode == 0, client.log() + result.stderr
         return client
 
     yield start
     for client in started:
-        subprocess.run([str(POSTFIX), "-c", client.conf, "stop"], capture_output=True, timeout=60)
-        if subprocess.run([str(POSTFIX), "-c", client.conf, "status"], capture_output=True, timeout=60).returncode == 0:
-            subprocess.run([str(POSTFIX), "-c", client.conf, "abort"], capture_output=True, timeout=60)
+        subprocess.run([str(POSTFIX), "-c", client.conf, "stop"], capture_output=True, timeout=60, check=False)
+        status = subprocess.run([str(POSTFIX), "-c", client.conf, "status"], capture_output=True, timeout=60, check=False)
+        if status.returncode == 0:  # still running: stop it without waiting for its processes
+            subprocess.run([str(POSTFIX), "-c", client.conf, "abort"], capture_output=True, timeout=60, check=False)
         shutil.rmtree(client.base, ignore_errors=True)
 
 

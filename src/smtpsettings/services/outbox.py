@@ -16,11 +16,25 @@ from sqlalchemy.engine import Connection
 
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal
-from smtpsettings.domain.errors import AccessDenied, BadArgument, Conflict, NotConfigured, NotFound, TooLarge, ValidationFailed
+from smtpsettings.domain.errors import (
+    AccessDenied,
+    BadArgument,
+    Conflict,
+    NotConfigured,
+    NotFound,
+    TooLarge,
+    ValidationFailed,
+)
 from smtpsettings.domain.outbox import OutgoingMessage, parse_message
 from smtpsettings.domain.queue import QueueLimits
 from smtpsettings.domain.smtp import SmtpSettings
-from smtpsettings.domain.submission import Received, Trace, allowed_sender, check_envelope_sender, read_submitted
+from smtpsettings.domain.submission import (
+    Received,
+    Trace,
+    allowed_sender,
+    check_envelope_sender,
+    read_submitted,
+)
 from smtpsettings.mail.message import HeaderInjection, build_message, flatten, new_message_id
 from smtpsettings.services.admission import Admission
 from smtpsettings.services.smtp import SmtpSettingsService

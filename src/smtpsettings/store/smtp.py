@@ -17,10 +17,10 @@ from smtpsettings.store.database import Database, Prepared, insert_for, utc, utc
 from smtpsettings.store.tables import audit_log, smtp_settings
 
 __all__ = (
+    "SECRET_COLUMNS",
     "SETTINGS_ALONGSIDE",
     "AuditEntry",
     "StoredSmtpSettings",
-    "SECRET_COLUMNS",
     "add_audit_entry",
     "all_ciphertexts",
     "delete_settings",
