@@ -393,6 +393,20 @@ def test_only_the_portals_sender_or_the_keys_user_may_send(submission_server: Su
 
 
 @SQLITE
+def test_a_portal_without_settings_is_400_over_http_but_451_on_the_port(submission_server: Submission) -> None:
+    """The same refusal, two contracts: an HTTP client fixes its request; a relaying MTA keeps the mail."""
+    sub = submission_server
+    portal = make_portal(sub.server)  # no settings of its own, and this server has no default
+    _, key = sub.key(portal)
+    with portal.client(Role.ADMIN) as c:
+        refused = c.post(MESSAGES, json={"to": ["a@x.test"], "subject": "s", "text": "x"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "The portal has no SMTP settings to send with: save them first."
+    with sub.signed_in(source(), portal, key) as client:
+        assert client.mail(SENDER) == (451, b"4.3.5 The portal has no SMTP settings to send with: save them first.")
+
+
+@SQLITE
 def test_size_is_announced_and_enforced(submission_server: Submission) -> None:
     sub = submission_server
     with smtp_peer() as (sink_port, _):
