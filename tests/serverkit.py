@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from smtpsettings.domain.passwords import hash_password
 from smtpsettings.store import accounts as store_accounts
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.store.database import Database
+from smtpsettings.store.tables import audit_log
 
 PASSWORD = "correct horse battery"
 
@@ -216,6 +218,16 @@ VALID_SETTINGS = {
     "enableAuth": True,
     "useNtlm": False,
 }
+
+
+def backdate_settings_changes(server: Server, by: timedelta) -> None:
+    """Date every recorded save and reset of SMTP settings ``by`` (and a minute) before now, in the audit log
+    the submission port reads them from: as if the settings had been saved that long ago."""
+    db = Database(server.database_url)
+    try:
+        db.write_sync(lambda c: c.execute(audit_log.update().values(created_at=datetime.now(UTC) - by - timedelta(minutes=1))))
+    finally:
+        db.dispose()
 
 
 def wait_for_result(client: httpx.Client, timeout: float = 20) -> dict[str, Any]:

@@ -3,11 +3,22 @@ Received), with header field names read as RFC 5322's obsolete syntax allows."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from smtpsettings.domain.errors import BadArgument, MailLoop
-from smtpsettings.domain.submission import MAX_RECEIVED, Received, Trace, allowed_sender, read_submitted, sender_refusal
+
+from smtpsettings.domain.errors import BadArgument, MailLoop, SenderInFlux
+from smtpsettings.domain.submission import (
+    MAX_RECEIVED,
+    NULL_SENDER_REFUSAL,
+    SENDER_GRACE,
+    Received,
+    Trace,
+    allowed_sender,
+    check_envelope_sender,
+    read_submitted,
+    sender_refusal,
+)
 
 SENDERS = ("noreply@example.com", "ann@example.org")
 NEW_ID = "<new.1@example.com>"
@@ -245,3 +256,35 @@ def test_more_than_25_received_fields_is_a_loop() -> None:
     assert traced(hop * MAX_RECEIVED + tail)
     with pytest.raises(MailLoop, match="more than 25 mail servers"):
         traced(hop * (MAX_RECEIVED + 1) + tail)
+
+
+# -- the envelope sender: refused for now or for good -----------------------------------------------------
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("address", "changed_at", "refusal"),
+    [
+        ("NOREPLY@example.com", None, None),  # allowed whenever
+        ("noreply@example.com", NOW, None),
+        ("old@example.com", None, BadArgument),  # never changed: for good
+        ("old@example.com", NOW - SENDER_GRACE + timedelta(seconds=1), SenderInFlux),  # just changed: for now
+        ("old@example.com", NOW - SENDER_GRACE, BadArgument),  # the grace is over
+        ("<>", NOW, BadArgument),  # a bounce: for good, even just after a change
+        ("", None, BadArgument),
+    ],
+)
+def test_an_envelope_sender_is_refused_for_now_only_within_the_grace_after_a_change(
+    address: str, changed_at: datetime | None, refusal: type[Exception] | None
+) -> None:
+    if refusal is None:
+        check_envelope_sender(address, SENDERS, settings_changed_at=changed_at, now=NOW)
+        return
+    with pytest.raises(refusal) as refused:
+        check_envelope_sender(address, SENDERS, settings_changed_at=changed_at, now=NOW)
+    assert type(refused.value) is refusal  # SenderInFlux is a BadArgument: the exact class is the point
+    if address.strip("<>"):
+        assert refused.value.message.startswith(f"The sender {address} is not allowed here: send as noreply@example.com")
+    else:
+        assert refused.value.message == NULL_SENDER_REFUSAL

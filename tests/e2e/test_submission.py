@@ -31,8 +31,17 @@ import pytest
 import trustme
 from smtp_peers import Inbox, closed_port, smtp_peer
 
-from serverkit import Portal, Server, free_port, make_portal, smtpsettings_command, start_server
+from serverkit import (
+    Portal,
+    Server,
+    backdate_settings_changes,
+    free_port,
+    make_portal,
+    smtpsettings_command,
+    start_server,
+)
 from smtpsettings.domain.accounts import Role
+from smtpsettings.domain.submission import SENDER_GRACE
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.store.database import Database
 
@@ -364,7 +373,11 @@ def test_only_the_portals_sender_or_the_keys_user_may_send(submission_server: Su
         own = portal.emails[Role.ADMIN]
         with sub.signed_in(source(), portal, key) as client:
             code, text = client.mail("evil@example.com")
-            assert code == 550
+            assert code == 451 and text.startswith(b"4.7.1 ")  # the settings were saved a moment ago
+            client.rset()
+            backdate_settings_changes(sub.server, SENDER_GRACE)
+            code, text = client.mail("evil@example.com")  # on the same connection: read at each MAIL
+            assert code == 550 and text.startswith(b"5.7.1 ")
             assert SENDER.encode() in text and own.encode() in text and b"evil@example.com" in text
             client.rset()
             # The envelope is allowed, the From header is not.
@@ -377,6 +390,20 @@ def test_only_the_portals_sender_or_the_keys_user_may_send(submission_server: Su
         wait_for(inbox, 2)
     assert sorted(e.rcpt_tos[0] for e in inbox.envelopes) == ["b@x.test", "c@x.test"]
     assert {e.mail_from for e in inbox.envelopes} == {SENDER}  # the envelope is always the portal's
+
+
+@SQLITE
+def test_a_portal_without_settings_is_400_over_http_but_451_on_the_port(submission_server: Submission) -> None:
+    """The same refusal, two contracts: an HTTP client fixes its request; a relaying MTA keeps the mail."""
+    sub = submission_server
+    portal = make_portal(sub.server)  # no settings of its own, and this server has no default
+    _, key = sub.key(portal)
+    with portal.client(Role.ADMIN) as c:
+        refused = c.post(MESSAGES, json={"to": ["a@x.test"], "subject": "s", "text": "x"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "The portal has no SMTP settings to send with: save them first."
+    with sub.signed_in(source(), portal, key) as client:
+        assert client.mail(SENDER) == (451, b"4.3.5 The portal has no SMTP settings to send with: save them first.")
 
 
 @SQLITE

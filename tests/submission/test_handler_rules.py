@@ -12,6 +12,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiosmtplib
@@ -26,18 +27,23 @@ from smtpsettings.domain.errors import (
     BadArgument,
     Conflict,
     NotAuthenticated,
+    NotConfigured,
     NotFound,
+    SenderInFlux,
     TooLarge,
     TooManyRequests,
     ValidationFailed,
 )
+from smtpsettings.domain.smtp import SmtpSettings
+from smtpsettings.domain.submission import NULL_SENDER_REFUSAL, SENDER_GRACE
 from smtpsettings.services.accounts import AccountsService
-from smtpsettings.wiring import Services
 from smtpsettings.store import ratelimit
+from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import StoreUnavailable
-from smtpsettings.store.tables import outbox_messages
+from smtpsettings.store.tables import audit_log, outbox_messages, portals
 from smtpsettings.submission.replies import reply_for
 from smtpsettings.submission.server import SubmissionServer
+from smtpsettings.wiring import Services
 
 SENDER = "noreply@example.com"
 
@@ -56,6 +62,8 @@ SENDER = "noreply@example.com"
         (StoreUnavailable("The database did not answer in time."), "451 4.3.0 "),
         (DecryptionError("cannot decrypt"), "451 4.3.0 "),
         (Conflict("busy"), "451 4.3.0 "),
+        (NotConfigured("The portal has no SMTP settings to send with: save them first."), "451 4.3.5 "),
+        (SenderInFlux("The sender x@y is not allowed here; the settings just changed."), "451 4.7.1 "),
     ],
 )
 def test_each_error_has_its_code_and_enhanced_status(error: Exception, prefix: str) -> None:
@@ -102,13 +110,21 @@ class Port:
 @pytest.fixture
 async def port(tmp_path: Path) -> AsyncIterator[Port]:
     """A submission port on a free loopback port, its portal sending through the server-wide default."""
+    default = {"SMTPSETTINGS_DEFAULT_SMTP_HOST": "127.0.0.1", "SMTPSETTINGS_DEFAULT_SMTP_SENDER_ADDRESS": SENDER}
+    async for serving in _serving(tmp_path, default):
+        yield serving
+
+
+@pytest.fixture
+async def bare_port(tmp_path: Path) -> AsyncIterator[Port]:
+    """As ``port``, but no server-wide default: the portal cannot send until its own settings are stored."""
+    async for serving in _serving(tmp_path, {}):
+        yield serving
+
+
+async def _serving(tmp_path: Path, default: dict[str, str]) -> AsyncIterator[Port]:
     settings = load_settings(
-        {
-            "SMTPSETTINGS_DATA_DIR": str(tmp_path),
-            "SMTPSETTINGS_DEFAULT_SMTP_HOST": "127.0.0.1",
-            "SMTPSETTINGS_DEFAULT_SMTP_SENDER_ADDRESS": SENDER,
-            "SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000",
-        }
+        {"SMTPSETTINGS_DATA_DIR": str(tmp_path), "SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000", **default}
     )
     services = Services(settings)
     services.db.migrate()
@@ -215,7 +231,7 @@ async def test_a_non_ascii_address_needs_the_smtputf8_parameter(port: Port) -> N
     async with port.client() as client:
         await client.ehlo()
         await client.login(port.hostname, port.key)
-        reply = await client.execute_command("MAIL FROM:<app@one.test>".encode())
+        reply = await client.execute_command(b"MAIL FROM:<app@one.test>")
         assert reply.code == 250
         reply = await client.execute_command("RCPT TO:<zoë@x.test>".encode())
         assert reply.code == 553 and reply.message.startswith("5.6.7 ")
@@ -225,3 +241,77 @@ async def test_a_non_ascii_address_needs_the_smtputf8_parameter(port: Port) -> N
         # With SMTPUTF8 the same recipient is taken.
         assert (await client.execute_command(b"MAIL FROM:<app@one.test> SMTPUTF8")).code == 250
         assert (await client.execute_command("RCPT TO:<zoë@x.test>".encode())).code == 250
+
+
+# -- MAIL: which refusals are temporary -------------------------------------------------------------------
+
+
+def store_settings(port: Port, sender: str, *, changed_ago: timedelta | None) -> None:
+    """The portal's own settings as a save leaves them, its audit entry ``changed_ago`` (None: no entry)."""
+    settings = SmtpSettings(
+        host="127.0.0.1", port=25, sender_address=sender, sender_display_name="", credentials_user_name="",
+        enable_ssl=False, enable_auth=False, use_ntlm=False,
+    )
+
+    def write(conn: sa.Connection) -> None:
+        portal_id = conn.execute(sa.select(portals.c.id).where(portals.c.hostname == port.hostname)).scalar_one()
+        smtp_store.put_settings(conn, portal_id, settings, None)
+        if changed_ago is not None:
+            smtp_store.add_audit_entry(
+                conn, portal_id, user_id=None, user_email="admin@one.test", action="save", changed=["senderAddress"], client_address="127.0.0.1"
+            )
+            conn.execute(audit_log.update().values(created_at=datetime.now(UTC) - changed_ago))
+
+    port.services.db.write_sync(write)
+
+
+async def mail_reply(client: aiosmtplib.SMTP, sender: str) -> tuple[int, str]:
+    reply = await client.execute_command(b"MAIL", b"FROM:<" + sender.encode() + b">")
+    return reply.code, reply.message
+
+
+async def test_a_portal_without_settings_is_451_4_3_5_until_they_are_saved_on_the_same_connection(bare_port: Port) -> None:
+    async with bare_port.client() as client:
+        await client.ehlo()
+        await client.login(bare_port.hostname, bare_port.key)
+        code, message = await mail_reply(client, "app@one.test")  # the key's user: allowed once there are settings
+        assert (code, message) == (451, "4.3.5 The portal has no SMTP settings to send with: save them first.")
+        store_settings(bare_port, SENDER, changed_ago=timedelta(0))
+        assert (await client.mail(SENDER)).code == 250  # read at MAIL, not at AUTH
+    assert bare_port.stored() == []
+
+
+IN_FLUX = (
+    "4.7.1 The sender old@one.test is not allowed here: send as new@one.test or app@one.test; "
+    "the portal's settings changed in the last 10 minutes, so try again later."
+)
+
+
+@pytest.mark.parametrize(
+    ("changed_ago", "expected"),
+    [
+        (None, (550, "5.7.1 The sender old@one.test is not allowed here: send as new@one.test or app@one.test.")),
+        (timedelta(minutes=1), (451, IN_FLUX)),
+        (SENDER_GRACE + timedelta(seconds=5), (550, "5.7.1 The sender old@one.test is not allowed here: send as new@one.test or app@one.test.")),
+    ],
+)
+async def test_a_sender_not_allowed_is_temporary_only_just_after_the_settings_changed(
+    bare_port: Port, changed_ago: timedelta | None, expected: tuple[int, str]
+) -> None:
+    store_settings(bare_port, "new@one.test", changed_ago=changed_ago)
+    async with bare_port.client() as client:
+        await client.ehlo()
+        await client.login(bare_port.hostname, bare_port.key)
+        assert await mail_reply(client, "old@one.test") == expected
+        assert (await client.execute_command(b"RSET")).code == 250
+        assert (await client.mail("NEW@one.test")).code == 250
+
+
+async def test_the_null_sender_is_refused_for_good_even_right_after_a_change(bare_port: Port) -> None:
+    store_settings(bare_port, SENDER, changed_ago=timedelta(0))
+    async with bare_port.client() as client:
+        await client.ehlo()
+        await client.login(bare_port.hostname, bare_port.key)
+        reply = await client.execute_command(b"MAIL", b"FROM:<>")
+        assert (reply.code, reply.message) == (550, "5.7.1 " + NULL_SENDER_REFUSAL)
+    assert bare_port.stored() == []

@@ -5,7 +5,9 @@
     DomainError
     ├── BadArgument           a rule refused the input ("Empty smtp host.")
     │   ├── ValidationFailed  per-field type/length/range errors, keyed by PascalCase property name
-    │   └── MailLoop          a submitted message has come back to this service, or passed too many servers
+    │   ├── MailLoop          a submitted message has come back to this service, or passed too many servers
+    │   ├── NotConfigured     the portal has no SMTP settings to send with (SMTP: temporary, 451 4.3.5)
+    │   └── SenderInFlux      a sender refused while the portal's settings just changed (SMTP: temporary, 451 4.7.1)
     ├── NotAuthenticated      no or bad credentials
     ├── AccessDenied          signed in, but the role may not do this
     ├── NotFound              no such portal or resource
@@ -25,9 +27,11 @@ __all__ = (
     "DomainError",
     "MailLoop",
     "NotAuthenticated",
+    "NotConfigured",
     "NotFound",
     "QueueFull",
     "RequestBodyTimeout",
+    "SenderInFlux",
     "TooLarge",
     "TooManyRequests",
     "ValidationFailed",
@@ -53,6 +57,19 @@ class ValidationFailed(BadArgument):
 
 class MailLoop(BadArgument):
     """Refused for good (SMTP 554 5.4.6): sending it again would only go round the same loop."""
+
+
+class NotConfigured(BadArgument):
+    """The portal cannot send yet. Over HTTP a 400 like any refused request; over SMTP temporary (451 4.3.5):
+    an MTA relaying through the submission port keeps the mail until an admin saves the settings."""
+
+
+class SenderInFlux(BadArgument):
+    """A sender refused within the grace period after the portal's settings changed (SMTP 451 4.7.1).
+
+    The client's own configuration may not have caught up yet (an MTA rewriting to the old sender): a
+    temporary answer keeps its mail queued instead of bouncing it.
+    """
 
 
 class NotAuthenticated(DomainError):

@@ -17,17 +17,40 @@ import email.header
 import email.utils
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import msgspec
 
-from smtpsettings.domain.errors import BadArgument, MailLoop
+from smtpsettings.domain.errors import BadArgument, MailLoop, SenderInFlux
 
-__all__ = ("MAX_RECEIVED", "Received", "Submitted", "Trace", "allowed_sender", "read_submitted", "sender_refusal")
+__all__ = (
+    "MAX_RECEIVED",
+    "NULL_SENDER_REFUSAL",
+    "SENDER_GRACE",
+    "Received",
+    "Submitted",
+    "Trace",
+    "allowed_sender",
+    "check_envelope_sender",
+    "read_submitted",
+    "sender_refusal",
+)
 
 MAX_RECEIVED = 25
 """More ``Received`` fields than this and a message is taken to be in a loop (RFC 5321 section 6.3)."""
+
+SENDER_GRACE = timedelta(minutes=10)
+"""After the portal's settings are saved or reset, a sender that is not allowed is refused as temporary this long.
+
+Long enough for whoever configures the client MTA to follow the new sender address; the MTA keeps the mail
+meanwhile and retries, and a sender still refused after that is refused for good.
+"""
+
+NULL_SENDER_REFUSAL = (
+    "The null sender <> is not accepted: a bounce stays with the mail server that made it, "
+    "and is reported to its own postmaster."
+)
 
 # Header section and body: the first empty line ends the headers (CRLF as sent; bare LF tolerated).
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -95,6 +118,33 @@ def allowed_sender(address: str, allowed: Iterable[str]) -> bool:
     """Whether ``address`` is one of ``allowed`` (compared case-insensitively, as mailbox owners expect)."""
     wanted = address.strip().lower()
     return bool(wanted) and any(wanted == a.strip().lower() for a in allowed if a)
+
+
+def check_envelope_sender(
+    address: str, allowed: tuple[str, ...], *, settings_changed_at: datetime | None, now: datetime
+) -> None:
+    """Whether ``MAIL FROM`` may name ``address``, and if not, whether the refusal is for good.
+
+    The null sender (``<>``, a bounce from a client MTA) is always refused for good: the client's bounce
+    then becomes a double bounce to its own postmaster, which stays local (or is discarded when that fails
+    too), so nothing goes round between the two servers. Any other sender that is not allowed is refused
+    as temporary while the portal's settings changed less than :data:`SENDER_GRACE` ago (``settings_changed_at``,
+    None when they never changed), so the client keeps the mail and retries; after that for good.
+
+    Raises:
+        BadArgument: refused for good (SMTP 550 5.7.1).
+        SenderInFlux: refused for now (SMTP 451 4.7.1).
+    """
+    if address in ("", "<>"):
+        raise BadArgument(NULL_SENDER_REFUSAL)
+    if allowed_sender(address, allowed):
+        return
+    if settings_changed_at is not None and now - settings_changed_at < SENDER_GRACE:
+        minutes = SENDER_GRACE // timedelta(minutes=1)
+        raise SenderInFlux(
+            f"{sender_refusal(address, allowed)[:-1]}; the portal's settings changed in the last {minutes} minutes, so try again later."
+        )
+    raise BadArgument(sender_refusal(address, allowed))
 
 
 def read_submitted(

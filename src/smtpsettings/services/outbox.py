@@ -16,15 +16,30 @@ from sqlalchemy.engine import Connection
 
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal
-from smtpsettings.domain.errors import AccessDenied, BadArgument, Conflict, NotFound, TooLarge, ValidationFailed
+from smtpsettings.domain.errors import (
+    AccessDenied,
+    BadArgument,
+    Conflict,
+    NotConfigured,
+    NotFound,
+    TooLarge,
+    ValidationFailed,
+)
 from smtpsettings.domain.outbox import OutgoingMessage, parse_message
 from smtpsettings.domain.queue import QueueLimits
 from smtpsettings.domain.smtp import SmtpSettings
-from smtpsettings.domain.submission import Received, Trace, read_submitted
+from smtpsettings.domain.submission import (
+    Received,
+    Trace,
+    allowed_sender,
+    check_envelope_sender,
+    read_submitted,
+)
 from smtpsettings.mail.message import HeaderInjection, build_message, flatten, new_message_id
 from smtpsettings.services.admission import Admission
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store import outbox
+from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import Database
 from smtpsettings.store.outbox import MessageRecord, NewMessage
 
@@ -71,7 +86,8 @@ class OutboxService:
         Returns the message and whether it is new (False: the idempotency key's first message).
 
         Raises:
-            ValidationFailed / BadArgument: a field breaks a rule; the portal has no settings to send with.
+            ValidationFailed / BadArgument: a field breaks a rule.
+            NotConfigured: the portal has no settings to send with (a BadArgument: 400 like the others).
             TooLarge: the built message is larger than the configured limit.
             QueueFull: the portal's unsent mail is at a queue limit (a repeated key still answers its message).
         """
@@ -118,9 +134,24 @@ class OutboxService:
         """
         await self._admission.check_room(portal.id, size)
 
-    async def sender_addresses(self, portal: Portal, principal: Principal) -> tuple[str, ...]:
-        """The addresses a submitted message may come from: the portal's sender, and the key's user."""
-        return _senders((await self._smtp.get(portal)).settings, principal)
+    async def check_sender(self, portal: Portal, principal: Principal, address: str) -> None:
+        """Whether a message submitted over SMTP may have ``address`` as its envelope sender, read now.
+
+        Allowed are the portal's sender and the key's user (see
+        :func:`smtpsettings.domain.submission.check_envelope_sender` for when a refusal is temporary).
+
+        Raises:
+            NotConfigured: the portal has no SMTP settings to send with (temporary on SMTP).
+            SenderInFlux: not allowed, but the portal's settings changed a moment ago (temporary).
+            BadArgument: not allowed (the null sender never is).
+        """
+        settings = await self._sending_settings(portal)
+        allowed = _senders(settings, principal)
+        if allowed_sender(address, allowed):
+            return
+        # Only a refusal reads when the settings changed: the common case costs no more than before.
+        changed_at = await self._db.read(lambda c: smtp_store.last_change(c, portal.id))
+        check_envelope_sender(address, allowed, settings_changed_at=changed_at, now=datetime.now(UTC))
 
     async def submit_raw(
         self,
@@ -139,7 +170,8 @@ class OutboxService:
         and changed.
 
         Raises:
-            BadArgument: the From is not allowed, or the portal has no settings to send with.
+            NotConfigured: the portal has no settings to send with.
+            BadArgument: the From is not allowed.
             MailLoop: the message has come back to this service, or passed too many servers.
             TooLarge: larger than the configured limit.
             QueueFull: the portal's unsent mail is at a queue limit.
@@ -218,7 +250,7 @@ class OutboxService:
         """The portal's effective settings, which must name a server and a sender to accept mail for it."""
         settings = (await self._smtp.get(portal)).settings
         if not settings.host or not settings.sender_address:
-            raise BadArgument("The portal has no SMTP settings to send with: save them first.")
+            raise NotConfigured("The portal has no SMTP settings to send with: save them first.")
         return settings
 
     def _admit(self, new: NewMessage) -> Callable[[Connection], None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -16,15 +17,16 @@ from smtpsettings.store.database import Database, Prepared, insert_for, utc, utc
 from smtpsettings.store.tables import audit_log, smtp_settings
 
 __all__ = (
+    "SECRET_COLUMNS",
     "SETTINGS_ALONGSIDE",
     "AuditEntry",
     "StoredSmtpSettings",
-    "SECRET_COLUMNS",
     "add_audit_entry",
     "all_ciphertexts",
     "delete_settings",
     "find_settings",
     "get_settings",
+    "last_change",
     "list_audit",
     "put_settings",
     "set_ciphertext",
@@ -194,6 +196,16 @@ def add_audit_entry(
         client_address=client_address,
         created_at=utcnow(),
     )
+
+
+def last_change(conn: Connection, portal_id: int) -> datetime | None:
+    """When the portal's settings were last saved or reset (from the audit log), or None if never."""
+    when = conn.execute(
+        sa.select(sa.func.max(audit_log.c.created_at)).where(
+            audit_log.c.portal_id == portal_id, audit_log.c.action.in_(("save", "reset"))
+        )
+    ).scalar()
+    return utc(when) if when is not None else None
 
 
 def list_audit(conn: Connection, portal_id: int, limit: int = 100) -> list[AuditEntry]:

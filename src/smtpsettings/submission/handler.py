@@ -18,7 +18,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetup
 from smtpsettings.domain.accounts import Portal, Principal
 from smtpsettings.domain.errors import BadArgument
 from smtpsettings.domain.outbox import MAX_RECIPIENTS, check_address
-from smtpsettings.domain.submission import Trace, allowed_sender, sender_refusal
+from smtpsettings.domain.submission import Trace
 from smtpsettings.services.auth import AuthService
 from smtpsettings.services.outbox import OutboxService
 from smtpsettings.submission.replies import reply_for
@@ -35,10 +35,10 @@ _NEEDS_SMTPUTF8 = "553 5.6.7 The address is not ASCII: the MAIL command must car
 class SubmissionSession:
     """Who signed in on a connection (aiosmtpd keeps it as the session's ``auth_data``)."""
 
-    __slots__ = ("portal", "principal", "senders")
+    __slots__ = ("portal", "principal")
 
-    def __init__(self, portal: Portal, principal: Principal, senders: tuple[str, ...]) -> None:
-        self.portal, self.principal, self.senders = portal, principal, senders
+    def __init__(self, portal: Portal, principal: Principal) -> None:
+        self.portal, self.principal = portal, principal
 
     def __repr__(self) -> str:  # aiosmtpd may log it; it holds nothing secret, but say little
         return f"SubmissionSession(portal={self.portal.hostname!r})"
@@ -82,13 +82,12 @@ class SubmissionHandler:
             return AuthResult(success=False, handled=False, message=_BAD_SYNTAX)
         try:
             portal, principal = await self._auth.authenticate_api_key(hostname, key, peer)
-            senders = await self._outbox.sender_addresses(portal, principal)
         except Exception as exc:  # every refusal is an SMTP reply; never a dropped connection
             # Not the user name given: a client that swapped the fields would have put its key there.
             log.info("submission_auth_refused", client=peer, reason=type(exc).__name__)
             return AuthResult(success=False, handled=False, message=reply_for(exc))
         log.info("submission_signed_in", client=peer, portal=portal.hostname, api_key_id=principal.api_key_id)
-        return AuthResult(success=True, auth_data=SubmissionSession(portal, principal, senders))
+        return AuthResult(success=True, auth_data=SubmissionSession(portal, principal))
 
     # -- the envelope ---------------------------------------------------------------------------------
 
@@ -98,12 +97,14 @@ class SubmissionHandler:
         signed_in: SubmissionSession = session.auth_data
         if not address.isascii() and "SMTPUTF8" not in mail_options:  # RFC 6531 section 3.4
             return _NEEDS_SMTPUTF8
-        if not allowed_sender(address, signed_in.senders):
-            return reply_for(BadArgument(sender_refusal(address, signed_in.senders)))
-        try:  # a full queue is said before the client sends the message, not after
+        try:  # the settings as they are now (a connection may outlive a save); a full queue before the message
+            await self._outbox.check_sender(signed_in.portal, signed_in.principal, address)
             await self._outbox.check_room(signed_in.portal, _declared_size(mail_options))
         except Exception as exc:
-            return reply_for(exc)
+            reply = reply_for(exc)
+            # One line per refusal: how often a client MTA comes back is what tells a loop from a retry.
+            log.info("submission_mail_refused", portal=signed_in.portal.hostname, reply=reply[:9])
+            return reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"

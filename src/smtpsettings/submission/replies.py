@@ -9,8 +9,10 @@ from smtpsettings.domain.errors import (
     DomainError,
     MailLoop,
     NotAuthenticated,
+    NotConfigured,
     NotFound,
     QueueFull,
+    SenderInFlux,
     TooLarge,
     TooManyRequests,
 )
@@ -27,6 +29,9 @@ _REPLIES: list[tuple[type[Exception], str]] = [
     (TooLarge, "552 5.3.4"),
     (NotFound, "550 5.1.1"),
     (MailLoop, "554 5.4.6"),
+    # Configuration caught in the middle of a change: temporary, so a relaying MTA keeps the mail (RFC 3463).
+    (NotConfigured, "451 4.3.5"),
+    (SenderInFlux, "451 4.7.1"),
     (BadArgument, "550 5.7.1"),
     (StoreUnavailable, "451 4.3.0"),
     (DecryptionError, "451 4.3.0"),
