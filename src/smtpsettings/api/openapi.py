@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from smtpsettings.api.errors import VALIDATION_TYPE
+from smtpsettings.api.examples import REQUEST_EXAMPLES, SCHEMA_EXAMPLES
 from smtpsettings.api.messages import DEFAULT_PAGE, MAX_PAGE
 from smtpsettings.api.messages import PATH as MESSAGES
 from smtpsettings.domain.outbox import MAX_RECIPIENTS, MAX_SUBJECT_LENGTH, RECIPIENT_STATUSES
@@ -106,10 +107,10 @@ def _wrapper(response: dict[str, Any], *, response_always: bool = True) -> dict[
         "type": "object",
         "properties": {
             "response": response,
-            "count": {"type": "integer", "format": "int32", "minimum": 0},
+            "count": {"type": "integer", "format": "int32", "minimum": 0, "examples": [1]},
             "links": {"type": "array", "items": _ref("Link")},
             "status": {"type": "integer", "format": "int32", "const": 0},
-            "statusCode": {"type": "integer", "format": "int32"},
+            "statusCode": {"type": "integer", "format": "int32", "examples": [200]},
         },
         "required": ["response", *required] if response_always else required,
     }
@@ -178,7 +179,9 @@ def _op(
         responses[status] = _ERRORS[status] | ({"description": too_many} if status == "429" and too_many else {})
     operation: dict[str, Any] = {"operationId": op_id, "summary": summary, "tags": [tag], "responses": responses}
     if body:
-        operation["requestBody"] = {"required": True, "content": _json(_ref(body))}
+        content = _json(_ref(body))
+        content["application/json"]["examples"] = REQUEST_EXAMPLES[body]
+        operation["requestBody"] = {"required": True, "content": content}
     if security is not None:
         operation["security"] = security
     return operation
@@ -242,7 +245,9 @@ def _paths() -> dict[str, Any]:
                         "description": "Include passwordHash also for a signed-in caller (credentials are read"
                         " when sent, though none are needed). As ASP.NET reads a bool?: true or false in any case,"
                         " and empty is the same as not given.",
-                        "schema": {"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": _LENIENT_BOOLEAN}]},
+                        "schema": {
+                            "anyOf": [{"type": "boolean"}, {"type": "string", "pattern": _LENIENT_BOOLEAN, "examples": ["true"]}]
+                        },
                     }
                 ]
             },
@@ -406,7 +411,7 @@ def _message_paths() -> dict[str, Any]:
             " same key from the same caller (API key, or signed-in user) within 24 hours answers the first"
             " message (200) instead of accepting a second one; another caller's key of the same name is"
             " another message. Empty is the same as not sent.",
-            "schema": {"type": "string", "pattern": _IDEMPOTENCY_KEY_PATTERN},
+            "schema": {"type": "string", "pattern": _IDEMPOTENCY_KEY_PATTERN, "examples": ["welcome-ann-2026-12-07"]},
         }
     ]
     listing = _described(
@@ -435,7 +440,7 @@ def _message_paths() -> dict[str, Any]:
             "schema": {
                 "anyOf": [
                     {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-                    {"type": "string", "pattern": _COUNT_PATTERN},
+                    {"type": "string", "pattern": _COUNT_PATTERN, "examples": ["20"]},
                 ]
             },
         },
@@ -447,7 +452,7 @@ def _message_paths() -> dict[str, Any]:
             "schema": {
                 "anyOf": [
                     {"type": "integer", "minimum": 0, "maximum": 10**9},
-                    {"type": "string", "pattern": _START_INDEX_PATTERN},
+                    {"type": "string", "pattern": _START_INDEX_PATTERN, "examples": ["0"]},
                 ]
             },
         },
@@ -520,11 +525,16 @@ def _schemas() -> dict[str, Any]:
                     "The SMTP host: a host name (mail.example.com, or an international name), an IPv4 address or an"
                     " IPv6 address, bare or in brackets. Not a URL, and without a port (that is the port field).",
                     pattern=HOST_PATTERN,
+                    examples=["smtp.example.com"],
                 ),
                 "port": {"type": ["integer", "null"], "format": "int32", "minimum": 1, "maximum": 65535, "description": "The SMTP port (default 25)."},
-                "senderAddress": _string("The sender address.", format="email"),
-                "senderDisplayName": _string("The sender display name.", pattern=NO_CONTROL_PATTERN),
-                "credentialsUserName": _string("The credentials username.", pattern=NO_CONTROL_PATTERN),
+                "senderAddress": _string("The sender address.", format="email", examples=["docspace@example.com"]),
+                "senderDisplayName": _string(
+                    "The sender display name.", pattern=NO_CONTROL_PATTERN, examples=["Example DocSpace"]
+                ),
+                "credentialsUserName": _string(
+                    "The credentials username.", pattern=NO_CONTROL_PATTERN, examples=["docspace@example.com"]
+                ),
                 "credentialsUserPassword": _string(
                     "The credentials user password. Write-only: responses carry an empty string.", limited=False
                 ),
@@ -804,11 +814,13 @@ def _schemas() -> dict[str, Any]:
         },
     }
     schemas["SmtpSettingsAnswerDto"] = _settings_answer(schemas["SmtpSettingsDto"])
+    for name, examples in SCHEMA_EXAMPLES.items():
+        schemas[name]["examples"] = examples
     return schemas
 
 
 def _address(description: str) -> dict[str, Any]:
-    return {"type": "string", "pattern": ADDRESS_PATTERN, "description": description}
+    return {"type": "string", "pattern": ADDRESS_PATTERN, "description": description, "examples": ["ann@example.com"]}
 
 
 def _address_list(description: str) -> dict[str, Any]:
@@ -840,6 +852,7 @@ def _message_schemas() -> dict[str, Any]:
                     "type": ["string", "null"],
                     "pattern": f"^$|{ADDRESS_PATTERN}",
                     "description": "The Reply-To address; empty or null: none.",
+                    "examples": ["support@example.com"],
                 },
                 "subject": {
                     "type": "string",
@@ -847,6 +860,7 @@ def _message_schemas() -> dict[str, Any]:
                     "pattern": NO_CONTROL_PATTERN,
                     "description": "Required, may be empty. No control characters (line breaks and tabs included),"
                     " not even inside an encoded word (=?...?=).",
+                    "examples": ["Your room was shared with you"],
                 },
                 "text": {"type": ["string", "null"], "description": "The plain-text body."},
                 "html": {"type": ["string", "null"], "description": "The HTML body."},
@@ -861,17 +875,6 @@ def _message_schemas() -> dict[str, Any]:
                     "description": "A body: text, html or both, not empty.",
                     "anyOf": [{"required": [name], "properties": {name: {"type": "string", "minLength": 1}}} for name in ("text", "html")],
                 },
-            ],
-            "examples": [
-                {
-                    "to": ["ann@example.com"],
-                    "cc": [],
-                    "bcc": ["archive@example.com"],
-                    "replyTo": "support@example.com",
-                    "subject": "Your room was shared with you",
-                    "text": "Open it at https://docs.example.com/rooms/42",
-                    "html": "<p>Open it <a href=\"https://docs.example.com/rooms/42\">here</a></p>",
-                }
             ],
         },
         "OutgoingMessageDto": {
