@@ -76,6 +76,21 @@ def test_every_request_body_offers_named_examples_that_conform_to_its_schema(doc
     assert bodies == 4
 
 
+def test_every_error_answer_has_an_example_of_its_own_status_that_conforms(document: dict[str, Any]) -> None:
+    checked = 0
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if not status.startswith(("4", "5")):
+                    continue
+                media = response["content"]["application/json"]
+                assert media.get("example"), (path, method, status)
+                assert media["example"]["statusCode"] == int(status), (path, method, status)
+                _conforms(document, media["schema"]["$ref"].rsplit("/", 1)[1], media["example"])
+                checked += 1
+    assert checked >= 100
+
+
 def test_the_settings_examples_include_a_password_and_an_oauth2_sign_in(document: dict[str, Any]) -> None:
     examples = request_examples(document, SETTINGS, "post")
     assert {example["authMethod"] for example in examples.values()} >= {"password", "oauth2"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ("REQUEST_EXAMPLES", "SCHEMA_EXAMPLES")
+__all__ = ("REQUEST_EXAMPLES", "SCHEMA_EXAMPLES", "error_example")
 
 _WHEN = "2026-12-07T10:15:00+00:00"
 _LINK = {"href": "https://docs.example.com/api/2.0/smtpsettings/smtp", "action": "GET"}
@@ -195,3 +195,32 @@ REQUEST_EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 """Named examples of each request body, by its schema: the API page offers them in a list."""
+
+# What the server answers with each error status, as one example each (the message varies with the cause).
+_ERRORS: dict[int, tuple[str, str]] = {
+    401: ("Not authenticated", "AuthenticationException"),
+    403: ("Access denied", "SecurityException"),
+    404: ("No portal answers this host name.", "ItemNotFoundException"),
+    406: (
+        "The Accept header admits no type this API can answer with (application/json, text/json, text/plain).",
+        "NotAcceptableException",
+    ),
+    408: ("The request body did not arrive within 10 seconds.", "RequestTimeoutException"),
+    409: (
+        "A test mail is already being sent for this portal; try again when it has finished (at the latest"
+        " 2026-12-07T10:16:00Z).",
+        "ConflictException",
+    ),
+    413: ("The request body is too large.", "PayloadTooLargeException"),
+    415: ("Unsupported content type 'text/plain': send the body as application/json.", "UnsupportedMediaTypeException"),
+    429: ("Too many failed sign-in attempts. Try again later.", "TooManyRequestsException"),
+    503: ("The database did not answer in time; try again.", "ServiceUnavailable"),
+}
+
+
+def error_example(status: int) -> dict[str, Any]:
+    """The error envelope as the server answers it with ``status`` (400: with the validation details)."""
+    if status == 400:
+        return dict(SCHEMA_EXAMPLES["ValidationError"][0])
+    message, error_type = _ERRORS[status]
+    return {"error": {"message": message, "type": error_type, "stack": None, "hresult": 0}, "status": 1, "statusCode": status}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from smtpsettings.api.errors import VALIDATION_TYPE
-from smtpsettings.api.examples import REQUEST_EXAMPLES, SCHEMA_EXAMPLES
+from smtpsettings.api.examples import REQUEST_EXAMPLES, SCHEMA_EXAMPLES, error_example
 from smtpsettings.api.messages import DEFAULT_PAGE, MAX_PAGE
 from smtpsettings.api.messages import PATH as MESSAGES
 from smtpsettings.domain.outbox import MAX_RECIPIENTS, MAX_SUBJECT_LENGTH, RECIPIENT_STATUSES
@@ -121,8 +121,10 @@ _RETRY_AFTER = {
 }
 
 
-def _error(description: str, *, schema: str = "Error", retry_after: bool = False) -> dict[str, Any]:
-    response: dict[str, Any] = {"description": description, "content": _json(_ref(schema))}
+def _error(status: int, description: str, *, schema: str = "Error", retry_after: bool = False) -> dict[str, Any]:
+    content = _json(_ref(schema))
+    content["application/json"]["example"] = error_example(status)
+    response: dict[str, Any] = {"description": description, "content": content}
     if retry_after:
         response["headers"] = _RETRY_AFTER
     return response
@@ -131,20 +133,21 @@ def _error(description: str, *, schema: str = "Error", retry_after: bool = False
 # Every error answer is the DocSpace error envelope; 400 may also carry the validation details.
 _ERRORS: dict[str, dict[str, Any]] = {
     "400": _error(
+        400,
         "Bad argument (the error envelope), or field validation failed: then, as in DocSpace, the success"
         " envelope with `status` 1 whose `response` is the ValidationProblemDetails, and (ours) `error` beside.",
         schema="ValidationError",
     ),
-    "401": _error("Not authenticated: no credentials, or none valid on this portal"),
-    "403": _error("Access denied (not the owner or an admin)"),
-    "404": _error("No portal answers this Host (and there is no default portal)"),
-    "406": _error("The Accept header admits none of application/json, text/json, text/plain"),
-    "409": _error("A test mail is already being sent for this portal"),
-    "408": _error("The announced body did not arrive within the server's timeout (10 s by default)"),
-    "413": _error("The request body is over the server's limit (64 KiB by default)"),
-    "415": _error("The body is not JSON (application/json, text/json, application/*+json), or its charset is not UTF-8"),
-    "429": _error("A rate limit", retry_after=True),
-    "503": _error("The database did not answer in time; retry after Retry-After seconds", retry_after=True),
+    "401": _error(401, "Not authenticated: no credentials, or none valid on this portal"),
+    "403": _error(403, "Access denied (not the owner or an admin)"),
+    "404": _error(404, "No portal answers this Host (and there is no default portal)"),
+    "406": _error(406, "The Accept header admits none of application/json, text/json, text/plain"),
+    "409": _error(409, "A test mail is already being sent for this portal"),
+    "408": _error(408, "The announced body did not arrive within the server's timeout (10 s by default)"),
+    "413": _error(413, "The request body is over the server's limit (64 KiB by default)"),
+    "415": _error(415, "The body is not JSON (application/json, text/json, application/*+json), or its charset is not UTF-8"),
+    "429": _error(429, "A rate limit", retry_after=True),
+    "503": _error(503, "The database did not answer in time; retry after Retry-After seconds", retry_after=True),
 }
 
 _TOO_MANY_SIGN_INS = "Too many failed sign-ins for the account or the client address"
@@ -309,7 +312,7 @@ def _paths() -> dict[str, Any]:
                 "security": [],
                 "responses": {
                     "200": {"description": "OK", "content": _json(_ref("HealthWrapper"))},
-                    "503": _error("The database cannot be read, or did not answer within its timeout", retry_after=True),
+                    "503": _error(503, "The database cannot be read, or did not answer within its timeout", retry_after=True),
                 },
             },
         },
