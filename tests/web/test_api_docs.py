@@ -8,6 +8,7 @@ token works, under the page's strict Content-Security-Policy (a violation is a c
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +41,16 @@ def operation(page: Page, method: str, path: str) -> Locator:
     )
 
 
+def authorize(page: Page, token: str) -> None:
+    """Type a sign-in token into the page's "Authorize" dialog, as the Bearer credentials of every call."""
+    page.locator(".auth-wrapper").get_by_role("button", name="Authorize").click()
+    bearer = page.locator(".auth-container").filter(has_text="(http, Bearer)")
+    bearer.locator("#auth-bearer-value").fill(token)
+    bearer.get_by_role("button", name="Apply credentials").click()
+    expect(bearer.get_by_role("heading", name="Authorized")).to_be_visible()
+    bearer.get_by_role("button", name="Close").click()
+
+
 def execute(block: Locator) -> Locator:
     """Expand an operation, press "Try it out" and "Execute"; the live response row it shows."""
     block.locator(".opblock-summary").click()
@@ -64,13 +75,7 @@ def test_a_call_from_the_docs_page_with_a_token_gets_the_settings(page: Page, po
     sent: list[Request] = []
     page.on("request", lambda r: sent.append(r) if urlsplit(r.url).path == SETTINGS else None)
     page.goto(docs_url(portal))
-
-    page.locator(".auth-wrapper").get_by_role("button", name="Authorize").click()
-    bearer = page.locator(".auth-container").filter(has_text="(http, Bearer)")
-    bearer.locator("#auth-bearer-value").fill(token)
-    bearer.get_by_role("button", name="Apply credentials").click()
-    expect(bearer.get_by_role("heading", name="Authorized")).to_be_visible()
-    bearer.get_by_role("button", name="Close").click()
+    authorize(page, token)
 
     response = execute(operation(page, "get", SETTINGS))
     expect(response.locator(".response-col_status")).to_have_text("200")
@@ -104,3 +109,29 @@ def test_docs_page_has_the_admin_pages_strict_content_security_policy(portal: Po
     assert "script-src 'self';" in csp and "default-src 'self';" in csp and "style-src 'self';" in csp
     assert "unsafe" not in csp
     assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_try_it_out_on_the_save_offers_the_documented_examples_and_the_server_takes_them(
+    page: Page, portal: Portal, document: dict[str, Any]
+) -> None:
+    examples = document["paths"][SETTINGS]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    page.goto(docs_url(portal))
+    authorize(page, portal.sign_in(Role.ADMIN))
+    block = operation(page, "post", SETTINGS)
+    block.locator(".opblock-summary").click()
+    # The answer's example is realistic too, composed from the settings' own example.
+    expect(block.locator(".responses-wrapper")).to_contain_text('"host": "smtp.example.com"')
+    block.get_by_role("button", name="Try it out").click()
+    body = block.locator("textarea.body-param__text")
+    # The first example, not values made up from the schema's patterns.
+    expect(body).to_have_value(re.compile(r'"host": "smtp\.example\.com"'))
+    assert json.loads(body.input_value()) == examples["password"]["value"]
+
+    chooser = block.locator(".examples-select select").first
+    chooser.select_option(label=examples["oauth2"]["summary"])
+    expect(body).to_have_value(re.compile(r'"authMethod": "oauth2"'))
+    assert json.loads(body.input_value()) == examples["oauth2"]["value"]
+    block.get_by_role("button", name="Execute").click()
+    response = block.locator(".live-responses-table .response")
+    expect(response.locator(".response-col_status")).to_have_text("200")
+    expect(response.locator(".response-col_description pre").first).to_contain_text('"clientSecretStored": true')

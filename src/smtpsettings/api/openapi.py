@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from smtpsettings.api.errors import VALIDATION_TYPE
+from smtpsettings.api.examples import REQUEST_EXAMPLES, SCHEMA_EXAMPLES, error_example
 from smtpsettings.api.messages import DEFAULT_PAGE, MAX_PAGE
 from smtpsettings.api.messages import PATH as MESSAGES
 from smtpsettings.domain.outbox import MAX_RECIPIENTS, MAX_SUBJECT_LENGTH, RECIPIENT_STATUSES
@@ -106,10 +107,10 @@ def _wrapper(response: dict[str, Any], *, response_always: bool = True) -> dict[
         "type": "object",
         "properties": {
             "response": response,
-            "count": {"type": "integer", "format": "int32", "minimum": 0},
+            "count": {"type": "integer", "format": "int32", "minimum": 0, "examples": [1]},
             "links": {"type": "array", "items": _ref("Link")},
             "status": {"type": "integer", "format": "int32", "const": 0},
-            "statusCode": {"type": "integer", "format": "int32"},
+            "statusCode": {"type": "integer", "format": "int32", "examples": [200]},
         },
         "required": ["response", *required] if response_always else required,
     }
@@ -120,8 +121,10 @@ _RETRY_AFTER = {
 }
 
 
-def _error(description: str, *, schema: str = "Error", retry_after: bool = False) -> dict[str, Any]:
-    response: dict[str, Any] = {"description": description, "content": _json(_ref(schema))}
+def _error(status: int, description: str, *, schema: str = "Error", retry_after: bool = False) -> dict[str, Any]:
+    content = _json(_ref(schema))
+    content["application/json"]["example"] = error_example(status)
+    response: dict[str, Any] = {"description": description, "content": content}
     if retry_after:
         response["headers"] = _RETRY_AFTER
     return response
@@ -130,20 +133,21 @@ def _error(description: str, *, schema: str = "Error", retry_after: bool = False
 # Every error answer is the DocSpace error envelope; 400 may also carry the validation details.
 _ERRORS: dict[str, dict[str, Any]] = {
     "400": _error(
+        400,
         "Bad argument (the error envelope), or field validation failed: then, as in DocSpace, the success"
         " envelope with `status` 1 whose `response` is the ValidationProblemDetails, and (ours) `error` beside.",
         schema="ValidationError",
     ),
-    "401": _error("Not authenticated: no credentials, or none valid on this portal"),
-    "403": _error("Access denied (not the owner or an admin)"),
-    "404": _error("No portal answers this Host (and there is no default portal)"),
-    "406": _error("The Accept header admits none of application/json, text/json, text/plain"),
-    "409": _error("A test mail is already being sent for this portal"),
-    "408": _error("The announced body did not arrive within the server's timeout (10 s by default)"),
-    "413": _error("The request body is over the server's limit (64 KiB by default)"),
-    "415": _error("The body is not JSON (application/json, text/json, application/*+json), or its charset is not UTF-8"),
-    "429": _error("A rate limit", retry_after=True),
-    "503": _error("The database did not answer in time; retry after Retry-After seconds", retry_after=True),
+    "401": _error(401, "Not authenticated: no credentials, or none valid on this portal"),
+    "403": _error(403, "Access denied (not the owner or an admin)"),
+    "404": _error(404, "No portal answers this Host (and there is no default portal)"),
+    "406": _error(406, "The Accept header admits none of application/json, text/json, text/plain"),
+    "409": _error(409, "A test mail is already being sent for this portal"),
+    "408": _error(408, "The announced body did not arrive within the server's timeout (10 s by default)"),
+    "413": _error(413, "The request body is over the server's limit (64 KiB by default)"),
+    "415": _error(415, "The body is not JSON (application/json, text/json, application/*+json), or its charset is not UTF-8"),
+    "429": _error(429, "A rate limit", retry_after=True),
+    "503": _error(503, "The database did not answer in time; retry after Retry-After seconds", retry_after=True),
 }
 
 _TOO_MANY_SIGN_INS = "Too many failed sign-ins for the account or the client address"
@@ -178,7 +182,9 @@ def _op(
         responses[status] = _ERRORS[status] | ({"description": too_many} if status == "429" and too_many else {})
     operation: dict[str, Any] = {"operationId": op_id, "summary": summary, "tags": [tag], "responses": responses}
     if body:
-        operation["requestBody"] = {"required": True, "content": _json(_ref(body))}
+        content = _json(_ref(body))
+        content["application/json"]["examples"] = REQUEST_EXAMPLES[body]
+        operation["requestBody"] = {"required": True, "content": content}
     if security is not None:
         operation["security"] = security
     return operation
@@ -242,7 +248,9 @@ def _paths() -> dict[str, Any]:
                         "description": "Include passwordHash also for a signed-in caller (credentials are read"
                         " when sent, though none are needed). As ASP.NET reads a bool?: true or false in any case,"
                         " and empty is the same as not given.",
-                        "schema": {"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": _LENIENT_BOOLEAN}]},
+                        "schema": {
+                            "anyOf": [{"type": "boolean"}, {"type": "string", "pattern": _LENIENT_BOOLEAN, "examples": ["true"]}]
+                        },
                     }
                 ]
             },
@@ -304,7 +312,7 @@ def _paths() -> dict[str, Any]:
                 "security": [],
                 "responses": {
                     "200": {"description": "OK", "content": _json(_ref("HealthWrapper"))},
-                    "503": _error("The database cannot be read, or did not answer within its timeout", retry_after=True),
+                    "503": _error(503, "The database cannot be read, or did not answer within its timeout", retry_after=True),
                 },
             },
         },
@@ -406,7 +414,7 @@ def _message_paths() -> dict[str, Any]:
             " same key from the same caller (API key, or signed-in user) within 24 hours answers the first"
             " message (200) instead of accepting a second one; another caller's key of the same name is"
             " another message. Empty is the same as not sent.",
-            "schema": {"type": "string", "pattern": _IDEMPOTENCY_KEY_PATTERN},
+            "schema": {"type": "string", "pattern": _IDEMPOTENCY_KEY_PATTERN, "examples": ["welcome-ann-2026-12-07"]},
         }
     ]
     listing = _described(
@@ -435,7 +443,7 @@ def _message_paths() -> dict[str, Any]:
             "schema": {
                 "anyOf": [
                     {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-                    {"type": "string", "pattern": _COUNT_PATTERN},
+                    {"type": "string", "pattern": _COUNT_PATTERN, "examples": ["20"]},
                 ]
             },
         },
@@ -447,7 +455,7 @@ def _message_paths() -> dict[str, Any]:
             "schema": {
                 "anyOf": [
                     {"type": "integer", "minimum": 0, "maximum": 10**9},
-                    {"type": "string", "pattern": _START_INDEX_PATTERN},
+                    {"type": "string", "pattern": _START_INDEX_PATTERN, "examples": ["0"]},
                 ]
             },
         },
@@ -520,11 +528,16 @@ def _schemas() -> dict[str, Any]:
                     "The SMTP host: a host name (mail.example.com, or an international name), an IPv4 address or an"
                     " IPv6 address, bare or in brackets. Not a URL, and without a port (that is the port field).",
                     pattern=HOST_PATTERN,
+                    examples=["smtp.example.com"],
                 ),
                 "port": {"type": ["integer", "null"], "format": "int32", "minimum": 1, "maximum": 65535, "description": "The SMTP port (default 25)."},
-                "senderAddress": _string("The sender address.", format="email"),
-                "senderDisplayName": _string("The sender display name.", pattern=NO_CONTROL_PATTERN),
-                "credentialsUserName": _string("The credentials username.", pattern=NO_CONTROL_PATTERN),
+                "senderAddress": _string("The sender address.", format="email", examples=["docspace@example.com"]),
+                "senderDisplayName": _string(
+                    "The sender display name.", pattern=NO_CONTROL_PATTERN, examples=["Example DocSpace"]
+                ),
+                "credentialsUserName": _string(
+                    "The credentials username.", pattern=NO_CONTROL_PATTERN, examples=["docspace@example.com"]
+                ),
                 "credentialsUserPassword": _string(
                     "The credentials user password. Write-only: responses carry an empty string.", limited=False
                 ),
@@ -804,11 +817,13 @@ def _schemas() -> dict[str, Any]:
         },
     }
     schemas["SmtpSettingsAnswerDto"] = _settings_answer(schemas["SmtpSettingsDto"])
+    for name, examples in SCHEMA_EXAMPLES.items():
+        schemas[name]["examples"] = examples
     return schemas
 
 
 def _address(description: str) -> dict[str, Any]:
-    return {"type": "string", "pattern": ADDRESS_PATTERN, "description": description}
+    return {"type": "string", "pattern": ADDRESS_PATTERN, "description": description, "examples": ["ann@example.com"]}
 
 
 def _address_list(description: str) -> dict[str, Any]:
@@ -840,6 +855,7 @@ def _message_schemas() -> dict[str, Any]:
                     "type": ["string", "null"],
                     "pattern": f"^$|{ADDRESS_PATTERN}",
                     "description": "The Reply-To address; empty or null: none.",
+                    "examples": ["support@example.com"],
                 },
                 "subject": {
                     "type": "string",
@@ -847,6 +863,7 @@ def _message_schemas() -> dict[str, Any]:
                     "pattern": NO_CONTROL_PATTERN,
                     "description": "Required, may be empty. No control characters (line breaks and tabs included),"
                     " not even inside an encoded word (=?...?=).",
+                    "examples": ["Your room was shared with you"],
                 },
                 "text": {"type": ["string", "null"], "description": "The plain-text body."},
                 "html": {"type": ["string", "null"], "description": "The HTML body."},
@@ -861,17 +878,6 @@ def _message_schemas() -> dict[str, Any]:
                     "description": "A body: text, html or both, not empty.",
                     "anyOf": [{"required": [name], "properties": {name: {"type": "string", "minLength": 1}}} for name in ("text", "html")],
                 },
-            ],
-            "examples": [
-                {
-                    "to": ["ann@example.com"],
-                    "cc": [],
-                    "bcc": ["archive@example.com"],
-                    "replyTo": "support@example.com",
-                    "subject": "Your room was shared with you",
-                    "text": "Open it at https://docs.example.com/rooms/42",
-                    "html": "<p>Open it <a href=\"https://docs.example.com/rooms/42\">here</a></p>",
-                }
             ],
         },
         "OutgoingMessageDto": {
