@@ -98,8 +98,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed for the client address, and whose
     ``X-Forwarded-Proto`` / ``Forwarded: proto=`` for the scheme (the cookie's Secure, links)."""
     login_max_failures_per_account: Count = 5
+    """Failed HTTP sign-ins to one account per window before 429."""
     login_max_failures_per_address: Count = 20
+    """Failed HTTP sign-ins from one client address (IPv6: its /64) per window before 429."""
     login_failure_window_seconds: Count = 15 * 60
+    """The window of every failed-sign-in limit, HTTP and SMTP."""
+    submission_max_failures_per_address: Count = 20
+    """Failed SMTP AUTH attempts from one client address (IPv6: its /64) per window before 454."""
+    submission_max_failures_per_key: Count = 5
+    """Failed SMTP AUTH attempts with one API key's id (a stale or mistyped key) per window before 454."""
     owner_email: str = "owner@localhost"
     """Email of the owner account created on the first start."""
     default_smtp: DefaultSmtp = msgspec.field(default_factory=DefaultSmtp)
