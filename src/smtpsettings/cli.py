@@ -604,3 +604,63 @@ def messages_retry(ctx: Context, message_id: str) -> None:
                 )
             raise Conflict(f"message {message_id} is {record.status}: only a failed message can be retried")
         click.echo(f"requeued {message_id}")
+
+
+@main.group()
+@config_option
+def lockout() -> None:
+    """Failed sign-in counters: HTTP sign-ins (per account, per address) and SMTP AUTH (per address, per key)."""
+
+
+_LOCKOUT_HEADER = "kind\tsubject\tfailures\tseconds_left\tlocked"
+_NO_HEADER_HELP = "Print the rows only, without the header line."
+
+
+def _echo_lockouts(lockouts: list[Any], header: bool) -> None:
+    """One TSV row per counter, after a header line; "no lockouts" on stderr when there is none."""
+    if not lockouts:
+        click.echo("no lockouts", err=True)
+        return
+    if header:
+        click.echo(_LOCKOUT_HEADER)
+    for item in lockouts:
+        click.echo(f"{item.kind}\t{item.subject}\t{item.failures}\t{item.seconds_left}\t{'yes' if item.locked else 'no'}")
+
+
+@lockout.command("list")
+@config_option
+@click.option("--no-header", is_flag=True, help=_NO_HEADER_HELP)
+@click.pass_obj
+def lockout_list(ctx: Context, no_header: bool) -> None:
+    """Show the running counters of failed sign-ins and whether each locks something out now.
+
+    \b
+    kind: http-account (portal/email), http-address, smtp-address (an IPv6
+    client: its /64) or smtp-key (the API key's id, never the key).
+    """
+    from smtpsettings.services.lockouts import LockoutService
+
+    with _one_line_errors():
+        _echo_lockouts(LockoutService(ctx.db, ctx.settings).list(), not no_header)
+
+
+@lockout.command("clear")
+@config_option
+@click.option("--address", help="A client address: its HTTP and SMTP counters (IPv6: its /64's).")
+@click.option("--key", "key_id", help="An API key's id (key_…): its SMTP counter.")
+@click.option("--portal", "hostname", help="With --email: that account's HTTP sign-in counter.")
+@click.option("--email", help="With --portal: that account's HTTP sign-in counter.")
+@click.option("--no-header", is_flag=True, help=_NO_HEADER_HELP)
+@click.pass_obj
+def lockout_clear(
+    ctx: Context, address: str | None, key_id: str | None, hostname: str | None, email: str | None, no_header: bool
+) -> None:
+    """Lift lockouts at once: the counters named, or every running one when none is named; prints what it cleared."""
+    from smtpsettings.services.lockouts import LockoutService
+
+    with _one_line_errors():
+        if (hostname is None) != (email is None):
+            raise BadArgument("--portal and --email go together: they name one account")
+        account = (hostname, email) if hostname is not None and email is not None else None
+        cleared = LockoutService(ctx.db, ctx.settings).clear(address=address, key_id=key_id, account=account)
+        _echo_lockouts(cleared, not no_header)
