@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from smtpsettings.config import ConfigError, Settings, load_settings
 from smtpsettings.crypto import KeyRing, import_keys
-from smtpsettings.domain.accounts import API_KEY_SCOPES, Role
+from smtpsettings.domain.accounts import API_KEY_SCOPES, PLACEHOLDER_OWNER_EMAIL, Role, normalize_email, valid_email
 from smtpsettings.domain.errors import BadArgument, Conflict, DomainError, NotFound
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.services.keys import open_key_ring, rotate_keys
@@ -201,8 +201,9 @@ copies both, consistently, while the server runs.
 
 \b
 The first start on an empty database creates the portal localhost and its
-owner (SMTPSETTINGS_OWNER_EMAIL, default {Settings().owner_email}) and prints the
-owner's password once; `smtpsettings user set-password` sets a new one.
+owner (SMTPSETTINGS_OWNER_EMAIL; unset: asked for in a terminal, else
+{PLACEHOLDER_OWNER_EMAIL}, which mail servers refuse) and prints the owner's
+password once; `smtpsettings user set-password` sets a new one.
 """
 
 
@@ -249,7 +250,8 @@ def serve(
         db = ctx.open_db(create=True)
         # Checked (and created, on a fresh database) here, once, before workers race for it.
         open_key_ring(db, settings.key_file)
-        first = ctx.accounts.first_start(settings.owner_email)
+        owner_email = settings.owner_email or _ask_owner_email(ctx)
+        first = ctx.accounts.first_start(owner_email)
         # Emptied and exported before granian forks: every worker writes its counters there, a scrape adds them up.
         use_multiprocess_dir(settings.data_dir / "metrics")
         shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
@@ -259,6 +261,13 @@ def serve(
             click.echo(f"  Email:      {first.owner.email}")
             click.echo(f"  Password:   {first.password}")
             click.echo("  (The password is shown only this once.)")
+            if first.owner.email == PLACEHOLDER_OWNER_EMAIL:
+                click.echo(
+                    f"warning: the owner's email is {PLACEHOLDER_OWNER_EMAIL}, which mail servers refuse (need fully-qualified "
+                    "address), so test mail to the owner will fail; give the owner a real address with "
+                    "`smtpsettings user set-email`, and set SMTPSETTINGS_OWNER_EMAIL before a first start",
+                    err=True,
+                )
         listen(listener)
     if limit_warning:
         click.echo(f"warning: {limit_warning}", err=True)
@@ -270,6 +279,24 @@ def serve(
         click.echo(f"SMTP submission on {address}:{bound_port} ({'implicit TLS' if implicit else 'STARTTLS'})")
     sys.stdout.flush()
     create_server(settings, listener, per_worker).serve()
+
+
+def _ask_owner_email(ctx: Context) -> str:
+    """The owner's email for a first start without SMTPSETTINGS_OWNER_EMAIL: asked for when someone can answer.
+
+    Without a terminal (systemd, a container) nobody can: the placeholder keeps the start working as it
+    always did, and the first-start output warns about it.
+    """
+    if not sys.stdin.isatty() or ctx.accounts.list_portals():
+        return PLACEHOLDER_OWNER_EMAIL
+    return str(click.prompt("Owner's email (sign-in name; test mail goes there)", value_proc=_email_answer))
+
+
+def _email_answer(value: str) -> str:
+    email = normalize_email(value)
+    if not valid_email(email):
+        raise click.BadParameter(f"{value.strip()!r} is not an email address (name@example.com)")
+    return email
 
 
 @main.command()
