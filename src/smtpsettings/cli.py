@@ -24,7 +24,13 @@ from sqlalchemy.engine import Connection
 
 from smtpsettings.config import ConfigError, Settings, load_settings
 from smtpsettings.crypto import KeyRing, import_keys
-from smtpsettings.domain.accounts import API_KEY_SCOPES, PLACEHOLDER_OWNER_EMAIL, Role, normalize_email, valid_email
+from smtpsettings.domain.accounts import (
+    API_KEY_SCOPES,
+    PLACEHOLDER_OWNER_EMAIL,
+    Role,
+    normalize_email,
+    valid_email,
+)
 from smtpsettings.domain.errors import BadArgument, Conflict, DomainError, NotFound
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.services.keys import open_key_ring, rotate_keys
@@ -263,9 +269,10 @@ def serve(
             click.echo("  (The password is shown only this once.)")
             if first.owner.email == PLACEHOLDER_OWNER_EMAIL:
                 click.echo(
-                    f"warning: the owner's email is {PLACEHOLDER_OWNER_EMAIL}, which mail servers refuse (need fully-qualified "
-                    "address), so test mail to the owner will fail; give the owner a real address with "
-                    "`smtpsettings user set-email`, and set SMTPSETTINGS_OWNER_EMAIL before a first start",
+                    f"warning: the owner's email is {PLACEHOLDER_OWNER_EMAIL}, which mail servers refuse "
+                    "(need fully-qualified address), so test mail to the owner will fail; give the owner "
+                    "a real address with `smtpsettings user set-email`, and set SMTPSETTINGS_OWNER_EMAIL "
+                    "before a first start",
                     err=True,
                 )
         listen(listener)
@@ -282,7 +289,7 @@ def serve(
 
 
 def _ask_owner_email(ctx: Context) -> str:
-    """The owner's email for a first start without SMTPSETTINGS_OWNER_EMAIL: asked for when someone can answer.
+    """The owner's email for a first start without SMTPSETTINGS_OWNER_EMAIL, asked for if someone can answer.
 
     Without a terminal (systemd, a container) nobody can: the placeholder keeps the start working as it
     always did, and the first-start output warns about it.
@@ -636,7 +643,7 @@ def messages_retry(ctx: Context, message_id: str) -> None:
 @main.group()
 @config_option
 def lockout() -> None:
-    """Failed sign-in counters: HTTP sign-ins (per account, per address) and SMTP AUTH (per address, per key)."""
+    """Failed sign-in counters: HTTP sign-in (per account, per address), SMTP AUTH (per address, per key)."""
 
 
 _LOCKOUT_HEADER = "kind\tsubject\tfailures\tseconds_left\tlocked"
@@ -651,7 +658,8 @@ def _echo_lockouts(lockouts: list[Any], header: bool) -> None:
     if header:
         click.echo(_LOCKOUT_HEADER)
     for item in lockouts:
-        click.echo(f"{item.kind}\t{item.subject}\t{item.failures}\t{item.seconds_left}\t{'yes' if item.locked else 'no'}")
+        locked = "yes" if item.locked else "no"
+        click.echo(f"{item.kind}\t{item.subject}\t{item.failures}\t{item.seconds_left}\t{locked}")
 
 
 @lockout.command("list")
@@ -680,9 +688,14 @@ def lockout_list(ctx: Context, no_header: bool) -> None:
 @click.option("--no-header", is_flag=True, help=_NO_HEADER_HELP)
 @click.pass_obj
 def lockout_clear(
-    ctx: Context, address: str | None, key_id: str | None, hostname: str | None, email: str | None, no_header: bool
+    ctx: Context,
+    address: str | None,
+    key_id: str | None,
+    hostname: str | None,
+    email: str | None,
+    no_header: bool,
 ) -> None:
-    """Lift lockouts at once: the counters named, or every running one when none is named; prints what it cleared."""
+    """Lift lockouts now: the counters named, or every running one if none is named; prints what it cleared."""
     from smtpsettings.services.lockouts import LockoutService
 
     with _one_line_errors():

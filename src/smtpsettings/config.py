@@ -110,7 +110,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     submission_max_failures_per_key: Count = 5
     """Failed SMTP AUTH attempts with one API key's id (a stale or mistyped key) per window before 454."""
     owner_email: str = ""
-    """Email of the owner account created on the first start; empty: asked for in a terminal, else a placeholder."""
+    """Email of the owner made on the first start; empty: asked for in a terminal, else a placeholder."""
     default_smtp: DefaultSmtp = msgspec.field(default_factory=DefaultSmtp)
     smtp_ca_file: str = ""
     smtp_allow_plaintext_auth: bool = False

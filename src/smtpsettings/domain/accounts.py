@@ -91,7 +91,7 @@ def normalize_hostname(value: str) -> str | None:
 
 
 PLACEHOLDER_OWNER_EMAIL = "owner@localhost"
-"""The owner's email when a first start had no one to ask: sign-in works, but mail servers refuse test mail to it."""
+"""The owner's email when a first start had no one to ask: sign-in works; mail servers refuse test mail to it."""
 
 
 def valid_email(value: str) -> bool:

@@ -3,9 +3,9 @@
 Failed sign-ins are counted in the database (so every instance shares the counts), separately per
 channel (see :mod:`smtpsettings.domain.lockouts`): HTTP sign-ins per account and per client address, SMTP
 AUTH per client address and per API key. Once a count reaches its limit, further attempts are refused
-(429, SMTP 454) *before* the secret is checked, so a correct guess during a lockout reveals nothing. A sign-in proves itself
-with the password or with DocSpace's client-side hash of it (``passwordHash``); failures of either
-count alike.
+(429, SMTP 454) *before* the secret is checked, so a correct guess during a lockout reveals nothing. A
+sign-in proves itself with the password or with DocSpace's client-side hash of it (``passwordHash``);
+failures of either count alike.
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ class AuthService:
             def fail(conn):  # type: ignore[no-untyped-def]
                 ratelimit.hit(conn, address_bucket, window)
                 # Only a live key's id is counted: made-up ids would otherwise each get a counter row.
-                if key_bucket and portal_host and key_id and accounts.is_live_api_key(conn, portal_host, key_id):
+                if key_bucket and key_id and portal_host and accounts.is_live_api_key(conn, portal_host, key_id):
                     ratelimit.hit(conn, key_bucket, window)
 
             await self._db.write(fail)

@@ -1,4 +1,4 @@
-"""The operator's view of failed-sign-in counters: which are running, which lock something out, and lifting them.
+"""The operator's view of failed-sign-in counters: which run, which lock something out, and lifting them.
 
 A lockout ends by itself when its window does; this is for the time in between, e.g. after fixing the
 application that kept offering a stale key, or for an administrator locked out by someone else's guesses.
@@ -69,7 +69,8 @@ class LockoutService:
         return [lockout for _, lockout in running]
 
     def _account_bucket(self, hostname: str, email: str) -> str:
-        portal = self._db.read_sync(lambda c: accounts.get_portal_by_hostname(c, normalize_hostname(hostname) or ""))
+        name = normalize_hostname(hostname) or ""
+        portal = self._db.read_sync(lambda c: accounts.get_portal_by_hostname(c, name))
         portal_id = portal.id if portal is not None else -1  # no such portal: nothing to clear
         return bucket("http-account", f"{portal_id}:{normalize_email(email)}")
 
