@@ -676,7 +676,7 @@ def lockout_list(ctx: Context, no_header: bool) -> None:
     from smtpsettings.services.lockouts import LockoutService
 
     with _one_line_errors():
-        _echo_lockouts(LockoutService(ctx.db, ctx.settings).list(), not no_header)
+        _echo_lockouts(LockoutService(ctx.db, ctx.settings).current(), not no_header)
 
 
 @lockout.command("clear")

@@ -39,7 +39,7 @@ class LockoutService:
             "smtp-key": s.submission_max_failures_per_key,
         }
 
-    def list(self) -> list[Lockout]:
+    def current(self) -> list[Lockout]:
         """Every running counter, HTTP first, each kind sorted by its bucket name."""
         return [lockout for _, lockout in self._running()]
 
