@@ -136,6 +136,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, *, wor
     process = subprocess.Popen(
         [*smtpsettings_command(), "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
+        stdin=subprocess.DEVNULL,  # no terminal: a first start never waits for an answer
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # granian's workers are children: signal the whole group

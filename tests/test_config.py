@@ -33,7 +33,8 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings.trusted_proxies == ()
     assert settings.smtp_deny_networks == ("169.254.0.0/16", "fe80::/10")
     assert (settings.smtp_test_limit, settings.smtp_test_window_seconds) == (5, 900)
-    assert settings.owner_email == "owner@localhost"
+    assert settings.owner_email == ""  # none: a first start in a terminal asks
+    assert (settings.submission_max_failures_per_address, settings.submission_max_failures_per_key) == (20, 5)
     assert settings.outbox_connections_per_host == 20  # Postfix's destination concurrency limit, below its client limit of 50
 
 
@@ -85,6 +86,9 @@ def test_an_explicit_database_url_is_used_as_is() -> None:
         ("SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ADDRESS", "100000", "login_max_failures_per_address", 100000),
         ("SMTPSETTINGS_LOGIN_FAILURE_WINDOW_SECONDS", "60", "login_failure_window_seconds", 60),
         ("SMTPSETTINGS_OWNER_EMAIL", "boss@example.com", "owner_email", "boss@example.com"),
+        ("SMTPSETTINGS_OWNER_EMAIL", " Boss@Example.com ", "owner_email", " Boss@Example.com "),  # normalised when used
+        ("SMTPSETTINGS_SUBMISSION_MAX_FAILURES_PER_ADDRESS", "7", "submission_max_failures_per_address", 7),
+        ("SMTPSETTINGS_SUBMISSION_MAX_FAILURES_PER_KEY", "2", "submission_max_failures_per_key", 2),
         ("SMTPSETTINGS_SMTP_CA_FILE", "/etc/ssl/ca.pem", "smtp_ca_file", "/etc/ssl/ca.pem"),
         ("SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH", "true", "smtp_allow_plaintext_auth", True),
         ("SMTPSETTINGS_SMTP_ALLOW_PLAINTEXT_AUTH", "false", "smtp_allow_plaintext_auth", False),
@@ -313,6 +317,9 @@ def test_an_unknown_variable_is_a_config_error_naming_it(variable: str) -> None:
         ("SMTPSETTINGS_LOG_LEVEL", "loud", "SMTPSETTINGS_LOG_LEVEL: expected one of 'critical', 'debug', 'error', 'info', 'warning', got 'loud'"),
         ("SMTPSETTINGS_DEFAULT_SMTP_PORT", "smtp", "SMTPSETTINGS_DEFAULT_SMTP_PORT: expected an integer from 1 to 65535, got 'smtp'"),
         ("SMTPSETTINGS_PROT", "1", "unknown setting SMTPSETTINGS_PROT"),
+        ("SMTPSETTINGS_OWNER_EMAIL", "owner", "SMTPSETTINGS_OWNER_EMAIL: expected an email address (name@example.com), got 'owner'"),
+        ("SMTPSETTINGS_OWNER_EMAIL", "a b@x.test", "SMTPSETTINGS_OWNER_EMAIL: expected an email address (name@example.com), got 'a b@x.test'"),
+        ("SMTPSETTINGS_OWNER_EMAIL", "x@-bad-.test", "SMTPSETTINGS_OWNER_EMAIL: expected an email address (name@example.com), got 'x@-bad-.test'"),
     ],
 )
 def test_a_bad_variable_says_what_is_expected_in_one_line(variable: str, value: str, message: str) -> None:

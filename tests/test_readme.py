@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from serverkit import start_server
 
-from smtpsettings.config import Settings
+from smtpsettings.domain.accounts import PLACEHOLDER_OWNER_EMAIL
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 README_URL = "http://127.0.0.1:8080"
@@ -58,7 +58,7 @@ def logging_wrappers(directory: Path, log: Path) -> None:
 def test_the_readme_api_example_works_after_the_first_start_without_a_password_on_a_command_line(tmp_path: Path) -> None:
     block = api_block()
     assert block.count(README_URL) >= 7
-    assert Settings().owner_email == "owner@localhost"  # what the example signs in as
+    assert PLACEHOLDER_OWNER_EMAIL == "owner@localhost"  # what the example signs in as
     server = start_server(tmp_path / "data", {"SMTPSETTINGS_OWNER_EMAIL": "owner@localhost"})
     try:
         assert re.search(r"Email:\s+owner@localhost\b", server.stdout), server.stdout

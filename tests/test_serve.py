@@ -27,6 +27,7 @@ def serve_on(port: int, data_dir: Path) -> subprocess.CompletedProcess[str]:
     process = subprocess.Popen(
         [*smtpsettings_command(), "serve", "--port", str(port)],
         env=env,
+        stdin=subprocess.DEVNULL,  # no terminal: a first start never waits for an answer
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

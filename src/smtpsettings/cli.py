@@ -24,7 +24,13 @@ from sqlalchemy.engine import Connection
 
 from smtpsettings.config import ConfigError, Settings, load_settings
 from smtpsettings.crypto import KeyRing, import_keys
-from smtpsettings.domain.accounts import API_KEY_SCOPES, Role
+from smtpsettings.domain.accounts import (
+    API_KEY_SCOPES,
+    PLACEHOLDER_OWNER_EMAIL,
+    Role,
+    normalize_email,
+    valid_email,
+)
 from smtpsettings.domain.errors import BadArgument, Conflict, DomainError, NotFound
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.services.keys import open_key_ring, rotate_keys
@@ -201,8 +207,9 @@ copies both, consistently, while the server runs.
 
 \b
 The first start on an empty database creates the portal localhost and its
-owner (SMTPSETTINGS_OWNER_EMAIL, default {Settings().owner_email}) and prints the
-owner's password once; `smtpsettings user set-password` sets a new one.
+owner (SMTPSETTINGS_OWNER_EMAIL; unset: asked for in a terminal, else
+{PLACEHOLDER_OWNER_EMAIL}, which mail servers refuse) and prints the owner's
+password once; `smtpsettings user set-password` sets a new one.
 """
 
 
@@ -249,7 +256,8 @@ def serve(
         db = ctx.open_db(create=True)
         # Checked (and created, on a fresh database) here, once, before workers race for it.
         open_key_ring(db, settings.key_file)
-        first = ctx.accounts.first_start(settings.owner_email)
+        owner_email = settings.owner_email or _ask_owner_email(ctx)
+        first = ctx.accounts.first_start(owner_email)
         # Emptied and exported before granian forks: every worker writes its counters there, a scrape adds them up.
         use_multiprocess_dir(settings.data_dir / "metrics")
         shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
@@ -259,6 +267,14 @@ def serve(
             click.echo(f"  Email:      {first.owner.email}")
             click.echo(f"  Password:   {first.password}")
             click.echo("  (The password is shown only this once.)")
+            if first.owner.email == PLACEHOLDER_OWNER_EMAIL:
+                click.echo(
+                    f"warning: the owner's email is {PLACEHOLDER_OWNER_EMAIL}, which mail servers refuse "
+                    "(need fully-qualified address), so test mail to the owner will fail; give the owner "
+                    "a real address with `smtpsettings user set-email`, and set SMTPSETTINGS_OWNER_EMAIL "
+                    "before a first start",
+                    err=True,
+                )
         listen(listener)
     if limit_warning:
         click.echo(f"warning: {limit_warning}", err=True)
@@ -270,6 +286,24 @@ def serve(
         click.echo(f"SMTP submission on {address}:{bound_port} ({'implicit TLS' if implicit else 'STARTTLS'})")
     sys.stdout.flush()
     create_server(settings, listener, per_worker).serve()
+
+
+def _ask_owner_email(ctx: Context) -> str:
+    """The owner's email for a first start without SMTPSETTINGS_OWNER_EMAIL, asked for if someone can answer.
+
+    Without a terminal (systemd, a container) nobody can: the placeholder keeps the start working as it
+    always did, and the first-start output warns about it.
+    """
+    if not sys.stdin.isatty() or ctx.accounts.list_portals():
+        return PLACEHOLDER_OWNER_EMAIL
+    return str(click.prompt("Owner's email (sign-in name; test mail goes there)", value_proc=_email_answer))
+
+
+def _email_answer(value: str) -> str:
+    email = normalize_email(value)
+    if not valid_email(email):
+        raise click.BadParameter(f"{value.strip()!r} is not an email address (name@example.com)")
+    return email
 
 
 @main.command()
@@ -604,3 +638,69 @@ def messages_retry(ctx: Context, message_id: str) -> None:
                 )
             raise Conflict(f"message {message_id} is {record.status}: only a failed message can be retried")
         click.echo(f"requeued {message_id}")
+
+
+@main.group()
+@config_option
+def lockout() -> None:
+    """Failed sign-in counters: HTTP sign-in (per account, per address), SMTP AUTH (per address, per key)."""
+
+
+_LOCKOUT_HEADER = "kind\tsubject\tfailures\tseconds_left\tlocked"
+_NO_HEADER_HELP = "Print the rows only, without the header line."
+
+
+def _echo_lockouts(lockouts: list[Any], header: bool) -> None:
+    """One TSV row per counter, after a header line; "no lockouts" on stderr when there is none."""
+    if not lockouts:
+        click.echo("no lockouts", err=True)
+        return
+    if header:
+        click.echo(_LOCKOUT_HEADER)
+    for item in lockouts:
+        locked = "yes" if item.locked else "no"
+        click.echo(f"{item.kind}\t{item.subject}\t{item.failures}\t{item.seconds_left}\t{locked}")
+
+
+@lockout.command("list")
+@config_option
+@click.option("--no-header", is_flag=True, help=_NO_HEADER_HELP)
+@click.pass_obj
+def lockout_list(ctx: Context, no_header: bool) -> None:
+    """Show the running counters of failed sign-ins and whether each locks something out now.
+
+    \b
+    kind: http-account (portal/email), http-address, smtp-address (an IPv6
+    client: its /64) or smtp-key (the API key's id, never the key).
+    """
+    from smtpsettings.services.lockouts import LockoutService
+
+    with _one_line_errors():
+        _echo_lockouts(LockoutService(ctx.db, ctx.settings).current(), not no_header)
+
+
+@lockout.command("clear")
+@config_option
+@click.option("--address", help="A client address: its HTTP and SMTP counters (IPv6: its /64's).")
+@click.option("--key", "key_id", help="An API key's id (key_…): its SMTP counter.")
+@click.option("--portal", "hostname", help="With --email: that account's HTTP sign-in counter.")
+@click.option("--email", help="With --portal: that account's HTTP sign-in counter.")
+@click.option("--no-header", is_flag=True, help=_NO_HEADER_HELP)
+@click.pass_obj
+def lockout_clear(
+    ctx: Context,
+    address: str | None,
+    key_id: str | None,
+    hostname: str | None,
+    email: str | None,
+    no_header: bool,
+) -> None:
+    """Lift lockouts now: the counters named, or every running one if none is named; prints what it cleared."""
+    from smtpsettings.services.lockouts import LockoutService
+
+    with _one_line_errors():
+        if (hostname is None) != (email is None):
+            raise BadArgument("--portal and --email go together: they name one account")
+        account = (hostname, email) if hostname is not None and email is not None else None
+        cleared = LockoutService(ctx.db, ctx.settings).clear(address=address, key_id=key_id, account=account)
+        _echo_lockouts(cleared, not no_header)

@@ -23,6 +23,8 @@ import msgspec
 import msgspec.inspect
 import sqlalchemy as sa
 
+from smtpsettings.domain.accounts import normalize_email, valid_email
+
 __all__ = ("ConfigError", "DefaultSmtp", "Settings", "load_settings")
 
 StructT = typing.TypeVar("StructT", bound=msgspec.Struct)
@@ -98,10 +100,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Peers (IPs or CIDRs) whose ``X-Forwarded-For`` is believed for the client address, and whose
     ``X-Forwarded-Proto`` / ``Forwarded: proto=`` for the scheme (the cookie's Secure, links)."""
     login_max_failures_per_account: Count = 5
+    """Failed HTTP sign-ins to one account per window before 429."""
     login_max_failures_per_address: Count = 20
+    """Failed HTTP sign-ins from one client address (IPv6: its /64) per window before 429."""
     login_failure_window_seconds: Count = 15 * 60
-    owner_email: str = "owner@localhost"
-    """Email of the owner account created on the first start."""
+    """The window of every failed-sign-in limit, HTTP and SMTP."""
+    submission_max_failures_per_address: Count = 20
+    """Failed SMTP AUTH attempts from one client address (IPv6: its /64) per window before 454."""
+    submission_max_failures_per_key: Count = 5
+    """Failed SMTP AUTH attempts with one API key's id (a stale or mistyped key) per window before 454."""
+    owner_email: str = ""
+    """Email of the owner made on the first start; empty: asked for in a terminal, else a placeholder."""
     default_smtp: DefaultSmtp = msgspec.field(default_factory=DefaultSmtp)
     smtp_ca_file: str = ""
     smtp_allow_plaintext_auth: bool = False
@@ -373,6 +382,12 @@ def _database_url(url: str) -> None:
         raise _Invalid(f"a sqlite:/// or postgresql:// URL, not {backend!r}", None)
 
 
+def _email(value: str) -> None:
+    # The rules of `user create --email`: an address the owner's test mail can be sent to.
+    if value and not valid_email(normalize_email(value)):
+        raise _Invalid("an email address (name@example.com)", value)
+
+
 def _networks(items: tuple[str, ...]) -> None:
     for item in items:
         try:
@@ -383,6 +398,7 @@ def _networks(items: tuple[str, ...]) -> None:
 
 _CHECKS: dict[str, Callable[[Any], None]] = {
     "database_url": _database_url,
+    "owner_email": _email,
     "trusted_proxies": _networks,
     "smtp_deny_networks": _networks,
     "submission_plaintext_auth_networks": _networks,

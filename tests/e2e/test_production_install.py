@@ -102,7 +102,7 @@ class Host:
         (serve,) = self.unit("ExecStart")
         with self.journal.open("ab") as journal:
             self.service = subprocess.Popen(
-                serve.split(), stdout=journal, stderr=subprocess.STDOUT, start_new_session=True, **self.as_service()
+                serve.split(), stdin=subprocess.DEVNULL, stdout=journal, stderr=subprocess.STDOUT, start_new_session=True, **self.as_service()
             )
         deadline = time.monotonic() + 60
         while True:

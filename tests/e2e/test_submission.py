@@ -32,6 +32,7 @@ import trustme
 from smtp_peers import Inbox, closed_port, smtp_peer
 
 from serverkit import (
+    PASSWORD,
     Portal,
     Server,
     backdate_settings_changes,
@@ -51,6 +52,7 @@ SENDER = "noreply@example.com"
 MAX_BYTES = 20_000
 """The server's SMTPSETTINGS_OUTBOX_MAX_MESSAGE_BYTES: small, so an oversize message is cheap to send."""
 FAILURES_PER_ADDRESS = 3
+FAILURES_PER_KEY = 2
 QUEUED_AS = re.compile(r"Queued as ([0-9a-f]{32})")
 
 BOTH = pytest.mark.parametrize("submission_server", ["sqlite", "postgresql"], indirect=True)
@@ -141,6 +143,8 @@ def submission_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
         SMTPSETTINGS_SUBMISSION_TLS_PORT=str(free_port()),
         SMTPSETTINGS_OUTBOX_MAX_MESSAGE_BYTES=str(MAX_BYTES),
         SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ADDRESS=str(FAILURES_PER_ADDRESS),
+        SMTPSETTINGS_SUBMISSION_MAX_FAILURES_PER_ADDRESS=str(FAILURES_PER_ADDRESS),
+        SMTPSETTINGS_SUBMISSION_MAX_FAILURES_PER_KEY=str(FAILURES_PER_KEY),
         # Delivery is under test, not the per-portal pace (600 a minute would take 20 s for 200 messages).
         SMTPSETTINGS_OUTBOX_MESSAGES_PER_MINUTE="1000000",
         SMTPSETTINGS_OUTBOX_FIRST_RETRY_SECONDS="0.5",
@@ -470,6 +474,70 @@ def test_failed_auth_uses_up_the_addresss_limit_then_454(submission_server: Subm
                     assert re.search(rb"Retry in \d+ s\.", refused.value.smtp_error)
         with sub.signed_in(source(), portal, key) as client:  # another address is not affected
             assert client.noop()[0] == 250
+
+
+def _auth_code(sub: Submission, source_address: str, portal: Portal, key: str) -> int:
+    """The reply code of one AUTH PLAIN (smtplib's login() would try PLAIN, then LOGIN: two attempts)."""
+    with sub.smtp(source_address) as client:
+        client.starttls(context=sub.tls())
+        client.ehlo()
+        client.user, client.password = portal.hostname, key
+        try:
+            return client.auth("PLAIN", client.auth_plain)[0]
+        except smtplib.SMTPAuthenticationError as refused:
+            return refused.smtp_code
+
+
+def _http_sign_in(sub: Submission, source_address: str, portal: Portal, password: str) -> int:
+    """The status of one HTTP sign-in to the portal's owner, sent from ``source_address``."""
+    transport = httpx.HTTPTransport(local_address=source_address)
+    with portal.client(transport=transport) as c:
+        body = {"userName": portal.emails[Role.OWNER], "password": password}
+        return c.post("/api/2.0/authentication", json=body).status_code
+
+
+@SQLITE
+def test_wrong_smtp_auth_past_its_limit_never_stops_an_http_sign_in_from_that_host(submission_server: Submission) -> None:
+    sub = submission_server
+    with smtp_peer() as (sink_port, _):
+        portal = sub.portal(sink_port)
+        _, key = sub.key(portal)
+        host = source()
+        codes = [_auth_code(sub, host, portal, f"sk-guess{n}") for n in range(FAILURES_PER_ADDRESS + 1)]
+        assert codes == [535] * FAILURES_PER_ADDRESS + [454]
+        assert _auth_code(sub, host, portal, key) == 454  # the host's SMTP clients are locked out...
+        assert _http_sign_in(sub, host, portal, PASSWORD) == 200  # ...its administrator's browser is not
+
+
+@SQLITE
+def test_wrong_http_sign_ins_past_their_limit_never_stop_smtp_auth_from_that_host(submission_server: Submission) -> None:
+    sub = submission_server
+    with smtp_peer() as (sink_port, _):
+        portal = sub.portal(sink_port)
+        _, key = sub.key(portal)
+        host = source()
+        statuses = [_http_sign_in(sub, host, portal, f"wrong {n}") for n in range(FAILURES_PER_ADDRESS + 1)]
+        assert statuses == [401] * FAILURES_PER_ADDRESS + [429]
+        assert _auth_code(sub, host, portal, key) == 235
+
+
+@SQLITE
+def test_a_stale_key_locks_out_itself_while_other_keys_work_until_the_addresss_limit(submission_server: Submission) -> None:
+    sub = submission_server
+    with smtp_peer() as (sink_port, _):
+        portal = sub.portal(sink_port)
+        _, stale = sub.key(portal)
+        _, other = sub.key(portal)
+        host = source()
+        mistyped = stale[:-4] + ("AAAA" if not stale.endswith("AAAA") else "BBBB")  # its id, a wrong secret
+        codes = [_auth_code(sub, host, portal, mistyped) for _ in range(FAILURES_PER_KEY + 1)]
+        assert codes == [535] * FAILURES_PER_KEY + [454]  # the last one refused before it was looked at
+        assert _auth_code(sub, host, portal, stale) == 454  # the key itself is locked, from anywhere
+        assert _auth_code(sub, source(), portal, stale) == 454
+        assert _auth_code(sub, host, portal, other) == 235  # the host is not
+        for n in range(FAILURES_PER_ADDRESS - FAILURES_PER_KEY):
+            assert _auth_code(sub, host, portal, f"sk-guess{n}") == 535
+        assert _auth_code(sub, host, portal, other) == 454  # now the host's limit is used up
 
 
 @SQLITE

@@ -54,6 +54,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         {
             "SMTPSETTINGS_DATA_DIR": str(tmp_path),
             "SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ADDRESS": str(LIMIT),
+            "SMTPSETTINGS_SUBMISSION_MAX_FAILURES_PER_ADDRESS": str(LIMIT),
             "SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ACCOUNT": "1000",
         }
     )

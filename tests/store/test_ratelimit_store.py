@@ -108,3 +108,26 @@ def test_a_hit_rolled_back_with_its_transaction_is_not_counted(db: Database) -> 
     with pytest.raises(Abort):
         db.write_sync(hit_then_fail)
     assert count(db)[0] == 1
+
+
+def test_current_lists_the_running_counters_of_a_prefix_only(db: Database) -> None:
+    for name in ("smtp:address:192.0.2.1", "smtp:address:192.0.2.1", "smtp:key:key_1", "smtp_address_x", "login:x"):
+        hit(db, name, 60)
+    rows = db.read_sync(lambda c: ratelimit.current(c, "smtp:address:", 60))
+    assert [(name, hits) for name, hits, _ in rows] == [("smtp:address:192.0.2.1", 2)]
+    assert 59 < rows[0][2] <= 60
+    # "_" is a LIKE wildcard: the prefix is matched as written, not as a pattern.
+    assert [r[0] for r in db.read_sync(lambda c: ratelimit.current(c, "smtp_", 60))] == ["smtp_address_x"]
+
+
+def test_current_leaves_out_counters_whose_window_has_ended(db: Database) -> None:
+    hit(db, "smtp:key:old", 0.2)
+    time.sleep(0.3)
+    assert db.read_sync(lambda c: ratelimit.current(c, "smtp:key:", 0.2)) == []
+
+
+def test_delete_drops_the_named_counters_only(db: Database) -> None:
+    for name in ("a", "b", "c"):
+        hit(db, name)
+    db.write_sync(lambda c: ratelimit.delete(c, ["a", "c", "never-hit"]))
+    assert [count(db, name)[0] for name in ("a", "b", "c")] == [0, 1, 0]

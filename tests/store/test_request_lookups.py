@@ -89,6 +89,23 @@ async def test_an_api_key_is_found_until_revoked(db: Database) -> None:
     assert (await accounts.principal_by_api_key(db, "a.example.com", hash_secret("sk-secret"))) is None
 
 
+def test_a_key_id_is_live_on_its_own_portal_until_revoked(db: Database) -> None:
+    user = make_user(db, "a.example.com")
+    make_user(db, "b.example.com")
+    db.write_sync(lambda c: accounts.create_api_key(c, user, "key_live", hash_secret("sk-live")))
+
+    def live(host: str, key_id: str) -> bool:
+        return db.read_sync(lambda c: accounts.is_live_api_key(c, host, key_id))
+
+    assert (live("a.example.com", "key_live"), live("b.example.com", "key_live"), live("a.example.com", "key_x")) == (
+        True,
+        False,
+        False,
+    )
+    db.write_sync(lambda c: accounts.revoke_api_key(c, "key_live"))
+    assert live("a.example.com", "key_live") is False
+
+
 async def test_stored_settings_read_back_with_their_types(db: Database) -> None:
     user = make_user(db, "a.example.com")
     assert (await smtp.find_settings(db, user.portal_id)) is None

@@ -10,6 +10,7 @@ import msgspec
 
 __all__ = (
     "API_KEY_SCOPES",
+    "PLACEHOLDER_OWNER_EMAIL",
     "SCOPE_MAIL_SEND",
     "Portal",
     "Principal",
@@ -87,6 +88,10 @@ def normalize_hostname(value: str) -> str | None:
         host = host.split(":", 1)[0]
     host = host.rstrip(".")
     return host if _HOSTNAME.fullmatch(host) else None
+
+
+PLACEHOLDER_OWNER_EMAIL = "owner@localhost"
+"""The owner's email when a first start had no one to ask: sign-in works; mail servers refuse test mail to it."""
 
 
 def valid_email(value: str) -> bool:

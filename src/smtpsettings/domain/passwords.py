@@ -21,6 +21,7 @@ __all__ = (
     "CLIENT_HASH_ITERATIONS",
     "CLIENT_HASH_SIZE",
     "SignInSecret",
+    "api_key_id_of",
     "client_password_hash",
     "hash_password",
     "hash_secret",
@@ -103,5 +104,23 @@ def new_token() -> str:
 
 
 def new_api_key() -> tuple[str, str]:
-    """A fresh API key and its public id: ``(key_id, "sk-…")``."""
-    return "key_" + secrets.token_hex(6), "sk-" + secrets.token_urlsafe(32)
+    """A fresh API key and its public id: ``(key_id, "sk-<id>.<secret>")``.
+
+    The key starts with its own public id, so a wrong key for a known id can be counted against that key
+    (a noisy application locks itself out, not its whole host); the secret part alone carries 256 bits.
+    """
+    public = secrets.token_hex(6)
+    return "key_" + public, f"sk-{public}.{secrets.token_urlsafe(32)}"
+
+
+def api_key_id_of(key: str) -> str | None:
+    """The public id a key names in its prefix, or None (not a key, or one from before keys had one).
+
+    Says nothing about whether the key is valid: only the hash of the whole key proves that.
+    """
+    if not key.startswith("sk-"):
+        return None
+    public, dot, _ = key[3:].partition(".")
+    if not dot or len(public) != 12 or any(c not in "0123456789abcdef" for c in public):
+        return None
+    return "key_" + public

@@ -1,17 +1,17 @@
 """Sign-in, sessions, API keys and request authentication, with brute-force limits.
 
-Failed sign-ins are counted per account and per client address in the database (so every instance
-shares the counts). Once either count reaches its limit, further attempts are refused with 429 *before*
-the password is checked, so a correct guess during a lockout reveals nothing. A sign-in proves itself
-with the password or with DocSpace's client-side hash of it (``passwordHash``); failures of either
-count alike.
+Failed sign-ins are counted in the database (so every instance shares the counts), separately per
+channel (see :mod:`smtpsettings.domain.lockouts`): HTTP sign-ins per account and per client address, SMTP
+AUTH per client address and per API key. Once a count reaches its limit, further attempts are refused
+(429, SMTP 454) *before* the secret is checked, so a correct guess during a lockout reveals nothing. A
+sign-in proves itself with the password or with DocSpace's client-side hash of it (``passwordHash``);
+failures of either count alike.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Generic, Literal, NamedTuple, TypeVar
@@ -21,8 +21,10 @@ import anyio.to_thread
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal, User, normalize_email, normalize_hostname
 from smtpsettings.domain.errors import AccessDenied, NotAuthenticated, NotFound, TooManyRequests
+from smtpsettings.domain.lockouts import bucket
 from smtpsettings.domain.passwords import (
     SignInSecret,
+    api_key_id_of,
     client_password_hash,
     hash_password,
     hash_secret,
@@ -36,6 +38,7 @@ from smtpsettings.store.database import Database, utcnow
 __all__ = ("Alongside", "AuthService", "Authenticated", "Credentials", "Verified", "login_account_bucket", "login_address_bucket")
 
 AUTH_FAILED = "User authentication failed"
+_TOO_MANY_SIGN_INS = "Too many failed sign-in attempts. Try again later."
 NO_PORTAL = "No portal answers this host name."
 
 T = TypeVar("T")
@@ -56,25 +59,20 @@ class Credentials:
 
 
 def login_account_bucket(portal_id: int, email: str) -> str:
-    """The rate-limit bucket of one account's failed sign-ins (``email`` normalised)."""
-    return f"login:account:{portal_id}:{email}"
+    """The rate-limit bucket of one account's failed HTTP sign-ins (``email`` normalised)."""
+    return bucket("http-account", f"{portal_id}:{email}")
 
 
 def login_address_bucket(client_address: str) -> str:
-    """The rate-limit bucket of one client's failed sign-ins, HTTP and SMTP alike.
+    """The rate-limit bucket of one client's failed HTTP sign-ins (an IPv6 client: its /64)."""
+    return bucket("http-address", client_address)
 
-    An IPv6 client is counted by its /64: one host commonly holds a whole /64 and could otherwise take a
-    fresh address for each guess. An IPv4-mapped address counts as the IPv4 address it carries.
-    """
-    try:
-        ip = ipaddress.ip_address(client_address.split("%", 1)[0])
-    except ValueError:
-        return f"login:address:{client_address}"
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is None:
-            return f"login:address:{ipaddress.IPv6Network((ip, 64), strict=False)}"
-        ip = ip.ipv4_mapped
-    return f"login:address:{ip}"
+
+def _refuse_while_locked(message: str, *counts: tuple[int, float, int]) -> None:
+    """Raise 429 if any ``(failures, seconds left, limit)`` is used up, saying when the last one ends."""
+    waits = [wait for fails, wait, limit in counts if fails >= limit]
+    if waits:
+        raise TooManyRequests(message, int(max(waits)) + 1)
 
 
 class Authenticated(NamedTuple, Generic[T]):
@@ -169,12 +167,11 @@ class AuthService:
 
         loaded = await self._db.read(load)
         user, password_hash, client_verifier, salt, (account_fails, account_wait), (address_fails, address_wait) = loaded
-        if account_fails >= s.login_max_failures_per_account or address_fails >= s.login_max_failures_per_address:
-            wait = max(
-                account_wait if account_fails >= s.login_max_failures_per_account else 0,
-                address_wait if address_fails >= s.login_max_failures_per_address else 0,
-            )
-            raise TooManyRequests("Too many failed sign-in attempts. Try again later.", int(wait) + 1)
+        _refuse_while_locked(
+            _TOO_MANY_SIGN_INS,
+            (account_fails, account_wait, s.login_max_failures_per_account),
+            (address_fails, address_wait, s.login_max_failures_per_address),
+        )
         verifier = client_verifier if secret.is_client_hash else password_hash
         # argon2 costs tens of milliseconds of CPU: keep it off the event loop. A missing user or verifier
         # is checked against a dummy hash, so it takes as long as a wrong secret.
@@ -264,27 +261,48 @@ class AuthService:
     async def authenticate_api_key(self, hostname: str, key: str, client_address: str) -> tuple[Portal, Principal]:
         """The submission port's sign-in: a portal's host name and an API key of it with mail rights.
 
-        Failures count toward the client address's sign-in limit, as HTTP sign-ins do; while it is used up
-        every attempt is refused before the key is looked at.
+        Failures count toward the client address's SMTP limit and, when the key names a live key of the
+        portal in its prefix, toward that key's limit, which is lower: an application retrying a stale key
+        locks out that key before it uses up its host's limit. HTTP sign-ins have counters of their own.
+        While a count is used up every attempt it covers is refused before the key is looked at.
 
         Raises:
-            TooManyRequests: too many recent failures from this address.
+            TooManyRequests: too many recent failures from this address, or with this key's id.
             NotAuthenticated: no such portal, or the key is not one of its unrevoked keys.
             AccessDenied: the key's user may not send the portal's mail.
         """
         s = self._settings
         window = s.login_failure_window_seconds
-        address_bucket = login_address_bucket(client_address)
-        fails, wait = await self._db.read(lambda c: ratelimit.count(c, address_bucket, window))
-        if fails >= s.login_max_failures_per_address:
-            raise TooManyRequests("Too many failed sign-in attempts. Try again later.", int(wait) + 1)
+        address_bucket = bucket("smtp-address", client_address)
+        key_id = api_key_id_of(key)
+        key_bucket = bucket("smtp-key", key_id) if key_id else None
+
+        def load(conn):  # type: ignore[no-untyped-def]
+            key_count = ratelimit.count(conn, key_bucket, window) if key_bucket else (0, 0.0)
+            return ratelimit.count(conn, address_bucket, window), key_count
+
+        (address_fails, address_wait), (key_fails, key_wait) = await self._db.read(load)
+        _refuse_while_locked(
+            _TOO_MANY_SIGN_INS,
+            (address_fails, address_wait, s.submission_max_failures_per_address),
+            (key_fails, key_wait, s.submission_max_failures_per_key),
+        )
         portal_host = normalize_hostname(hostname) if hostname else None
         found = None
         if portal_host and key.startswith("sk-"):
             found = await accounts.principal_by_api_key(self._db, portal_host, hash_secret(key))
         if found is None:
-            await self._db.write(lambda c: ratelimit.hit(c, address_bucket, window))
+
+            def fail(conn):  # type: ignore[no-untyped-def]
+                ratelimit.hit(conn, address_bucket, window)
+                # Only a live key's id is counted: made-up ids would otherwise each get a counter row.
+                if key_bucket and key_id and portal_host and accounts.is_live_api_key(conn, portal_host, key_id):
+                    ratelimit.hit(conn, key_bucket, window)
+
+            await self._db.write(fail)
             raise NotAuthenticated(AUTH_FAILED)
+        if key_fails and key_bucket:
+            await self._db.write(lambda c: ratelimit.reset(c, key_bucket))
         principal = Principal(user=found.user, via="apikey", api_key_id=found.api_key_id, scope=found.scope)
         self.require_sender(principal)
         return found.portal, principal

@@ -29,6 +29,7 @@ __all__ = (
     "find_portal_for_host",
     "get_portal_by_hostname",
     "get_user_by_email",
+    "is_live_api_key",
     "list_api_keys",
     "list_portals",
     "list_users",
@@ -320,6 +321,17 @@ async def principal_by_api_key(
         return None
     portal, user = _portal_and_user(row)
     return Found(portal, user, row[7], row[8], alongside.value(row[9:]) if alongside else None)
+
+
+def is_live_api_key(conn: Connection, hostname: str, key_id: str) -> bool:
+    """Whether ``key_id`` names an unrevoked API key of the portal named ``hostname``."""
+    joined = api_keys.join(portals, portals.c.id == api_keys.c.portal_id)
+    found = conn.execute(
+        sa.select(api_keys.c.id)
+        .select_from(joined)
+        .where(portals.c.hostname == hostname, api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+    ).first()
+    return found is not None
 
 
 def delete_session(conn: Connection, token_hash: str) -> None:

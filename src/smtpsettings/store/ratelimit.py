@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from smtpsettings.store.database import Prepared, insert_for
 from smtpsettings.store.tables import rate_counters
 
-__all__ = ("count", "hit", "prune", "reset")
+__all__ = ("count", "current", "delete", "hit", "prune", "reset")
 
 _CURRENT = Prepared(
     sa.select(rate_counters.c.count, rate_counters.c.window_start).where(rate_counters.c.bucket == sa.bindparam("bucket"))
@@ -59,6 +59,21 @@ def hit(conn: Connection, bucket: str, window: float, n: int = 1) -> tuple[int, 
     assert row is not None  # an upsert with RETURNING always answers one row
     hits, window_start = row
     return hits, window_start + window - now
+
+
+def current(conn: Connection, prefix: str, window: float) -> list[tuple[str, int, float]]:
+    """``(bucket, hits, seconds until its window ends)`` of each counter named ``prefix…`` whose window still runs."""
+    now = time.time()
+    rows = conn.execute(
+        sa.select(rate_counters.c.bucket, rate_counters.c.count, rate_counters.c.window_start)
+        .where(rate_counters.c.bucket.startswith(prefix, autoescape=True), rate_counters.c.window_start > now - window)
+        .order_by(rate_counters.c.bucket)
+    )
+    return [(bucket, hits, start + window - now) for bucket, hits, start in rows]
+
+
+def delete(conn: Connection, buckets: list[str]) -> None:
+    conn.execute(rate_counters.delete().where(rate_counters.c.bucket.in_(buckets)))
 
 
 def reset(conn: Connection, bucket: str) -> None:
