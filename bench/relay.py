@@ -44,6 +44,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import ssl
 import statistics
 import subprocess
@@ -60,7 +61,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiosmtplib
 import trustme
-from common import LOAD_CPU, SERVER_CPU, Backend, Server, Workdir, environment, free_port, log, summary, write_json
+from common import (
+    LOAD_CPU,
+    SERVER_CPU,
+    Backend,
+    Server,
+    Workdir,
+    environment,
+    free_port,
+    log,
+    summary,
+    write_json,
+)
 
 BENCH = Path(__file__).resolve().parent
 POSTFIX = "/usr/sbin/postfix"
@@ -188,8 +200,8 @@ def memory_mb(pids: list[int]) -> dict[str, float]:
             text = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
             continue
-        rss += int(re.search(r"^Rss:\s+(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
-        pss += int(re.search(r"^Pss:\s+(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
+        rss += int(re.search(r"^Rss:\s+(\d+)", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+        pss += int(re.search(r"^Pss:\s+(\d+)", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
     return {"rss_mb": rss / 1024, "pss_mb": pss / 1024}
 
 
@@ -268,7 +280,7 @@ class Postfix:
 
     def control(self, *command: str) -> None:
         result = subprocess.run(["taskset", "-c", SERVER_CPU, POSTFIX, "-c", str(self.dir), *command],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, check=False)
         if result.returncode:
             raise RuntimeError(f"postfix {' '.join(command)}: {result.stderr.strip()}")
 
@@ -277,7 +289,7 @@ class Postfix:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                with __import__("socket").create_connection(("127.0.0.1", self.port), timeout=1):
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return self
             except OSError:
                 time.sleep(0.1)
@@ -295,12 +307,12 @@ class Postfix:
             pid = self.master_pid()
         except OSError:
             return
-        subprocess.run([POSTFIX, "-c", str(self.dir), "stop"], capture_output=True)
+        subprocess.run([POSTFIX, "-c", str(self.dir), "stop"], capture_output=True, check=False)
         deadline = time.monotonic() + 20
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         if Path(f"/proc/{pid}").exists():
-            subprocess.run([POSTFIX, "-c", str(self.dir), "abort"], capture_output=True)
+            subprocess.run([POSTFIX, "-c", str(self.dir), "abort"], capture_output=True, check=False)
 
 
 def _uid(user: str) -> int:
@@ -345,14 +357,14 @@ async def smtp_session(t: Target, context: ssl.SSLContext) -> aiosmtplib.SMTP:
 async def http_post(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], t: Target, i: int, close: bool) -> str:
     body = json.dumps({"to": [f"user{i}@example.test"], "subject": f"Notification {i}", "text": TEXT, "html": HTML}).encode()
     reader, writer = conn
-    writer.write(f"POST {MESSAGES_PATH} HTTP/1.1\r\nHost: {PORTAL}\r\nAuthorization: Bearer {t.key}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                 f"{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n".encode() + body)
-    head = (await reader.readuntil(b"\r\n\r\n")).decode()
-    length = int(re.search(r"(?im)^content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+    head = [f"POST {MESSAGES_PATH} HTTP/1.1", f"Host: {PORTAL}", f"Authorization: Bearer {t.key}",
+            "Content-Type: application/json", f"Content-Length: {len(body)}", *(["Connection: close"] if close else [])]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    answer_head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    length = int(re.search(r"(?im)^content-length:\s*(\d+)", answer_head).group(1))  # type: ignore[union-attr]
     answer = json.loads(await reader.readexactly(length))
-    if not head.startswith("HTTP/1.1 202"):
-        raise RuntimeError(f"POST /messages: {head.splitlines()[0]} {answer}")
+    if not answer_head.startswith("HTTP/1.1 202"):
+        raise RuntimeError(f"POST /messages: {answer_head.splitlines()[0]} {answer}")
     return str(answer["response"]["messageId"])
 
 
@@ -408,7 +420,8 @@ def workload(t: Target, name: str, n: int, sink: SinkProcess, context: ssl.SSLCo
     syncs = tracer.stop() if tracer else None
     seen = Counter(got["ids"])
     lost = sum(1 for i in ids if i not in seen)
-    twice = sum(c - 1 for c in seen.values() if c > 1) + sum(1 for i in seen if i not in set(ids))
+    sent = set(ids)
+    twice = sum(c - 1 for c in seen.values() if c > 1) + sum(1 for i in seen if i not in sent)  # or never sent
     latencies.sort()
     m = len(ids)
     return {"messages": m, "accept_per_s": m / (accepted - start), "deliver_per_s": m / (max(got["last"], accepted) - start),
@@ -466,7 +479,9 @@ def relay(args: argparse.Namespace, work: Path, backend: Backend) -> dict[str, A
                         f" p99 {r['p99_ms']:.1f} ms, CPU {r['cpu_ms_per_msg']:.2f} ms/msg, lost {r['lost']}, twice {r['duplicates']}")
             runs.append(one)
         syncs: dict[str, Any] = {}
-        if not args.no_strace and shutil.which("strace"):
+        if not args.no_strace and not shutil.which("strace"):
+            log("strace not installed: apt-get install strace; no syncs per message")
+        elif not args.no_strace:
             for t in targets:
                 r = workload(t, "8-clients", args.messages, sink, context, strace_to=work / f"strace-{t.name}.txt")
                 syncs[t.name] = r["syncs_per_msg"]
@@ -483,10 +498,10 @@ def relay(args: argparse.Namespace, work: Path, backend: Backend) -> dict[str, A
 
 def relay_table(res: dict[str, Any]) -> str:
     keys = ("accept_per_s", "deliver_per_s", "p50_ms", "p99_ms", "cpu_ms_per_msg", "rss_mb", "pss_mb")
-    rows = [f"The relay against Postfix: {res['messages']:,} messages a workload, median of {res['repeat']} run(s);"
-            f" rate limit raised ({res['rate_env']})", "",
-            "| workload | system | accepted msg/s | delivered msg/s | p50 ms | p99 ms | CPU ms/msg | RSS MB | PSS MB |"
-            " lost | duplicates | accepted ÷ Postfix | delivered ÷ Postfix |",
+    rows = [(f"The relay against Postfix: {res['messages']:,} messages a workload, median of {res['repeat']} run(s);"
+            f" rate limit raised ({res['rate_env']})"), "",
+            ("| workload | system | accepted msg/s | delivered msg/s | p50 ms | p99 ms | CPU ms/msg | RSS MB | PSS MB |"
+            " lost | duplicates | accepted ÷ Postfix | delivered ÷ Postfix |"),
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     verdicts: list[str] = []
     for w in WORKLOADS:
@@ -577,8 +592,8 @@ def scale(args: argparse.Namespace, work: Path, backend: Backend) -> dict[str, A
 
 
 def scale_table(res: dict[str, Any]) -> str:
-    rows = [f"Many tenants: {res['portals']:,} portals × {res['per_portal']} messages against 1 portal × "
-            f"{res['portals'] * res['per_portal']:,} (+1 wake-up), one uncapped sink, median of {len(res['runs'])} run(s)", "",
+    rows = [(f"Many tenants: {res['portals']:,} portals × {res['per_portal']} messages against 1 portal × "
+            f"{res['portals'] * res['per_portal']:,} (+1 wake-up), one uncapped sink, median of {len(res['runs'])} run(s)"), "",
             "| side | delivered msg/s | connections opened at the sink | lost | duplicates |", "|---|---|---|---|---|"]
     for name, said in (("many", f"{res['portals']:,} portals"), ("one", "1 portal")):
         rows.append(f"| {said} | {statistics.median(r[name]['per_s'] for r in res['runs']):,.0f} |"
@@ -586,8 +601,8 @@ def scale_table(res: dict[str, Any]) -> str:
                     f" {sum(r[name]['lost'] for r in res['runs'])} | {sum(r[name]['duplicates'] for r in res['runs'])} |")
     ratio = res["ratio"]["median"]
     rows += ["", f"many ÷ one: {ratio:.2f} (target ≥ 0.8: {'PASS' if ratio >= 0.8 else 'FAIL'})",
-             f"worker RSS after 1 portal {res['rss_one_mb']:.1f} MB, after {res['portals']:,} portals {res['rss_many_mb']:.1f} MB:"
-             f" {res['kb_per_portal']:.1f} kB per portal"]
+             (f"worker RSS after 1 portal {res['rss_one_mb']:.1f} MB, after {res['portals']:,} portals {res['rss_many_mb']:.1f} MB:"
+             f" {res['kb_per_portal']:.1f} kB per portal")]
     return "\n".join(rows)
 
 
