@@ -29,9 +29,12 @@ from email.utils import format_datetime, make_msgid
 
 import idna
 
+from smtpsettings.mail.plain_message import plain_message
+
 __all__ = [
     "TEST_SUBJECT",
     "HeaderInjection",
+    "build_flat",
     "build_message",
     "build_test_message",
     "check_header_lines",
@@ -295,6 +298,37 @@ def build_message(
     except HeaderInjection as exc:
         raise HeaderInjection(f"Refusing to build the message: {exc}") from None
     return message
+
+
+def build_flat(
+    *,
+    sender_address: str,
+    sender_display_name: str,
+    to: Sequence[str],
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    reply_to: str | None = None,
+    subject: str,
+    text: str | None = None,
+    html: str | None = None,
+    message_id: str,
+) -> tuple[bytes, bool]:
+    """``flatten(build_message(...))``: the same bytes and SMTPUTF8 flag, the same errors.
+
+    A plain message (see :mod:`smtpsettings.mail.plain_message`) is written directly; any other takes
+    the full way through the email package, which also raises the errors.
+    """
+    if _MESSAGE_ID.fullmatch(message_id) is not None:
+        plain = plain_message(
+            sender_address=sender_address, sender_display_name=sender_display_name or "", to=to, cc=cc, bcc=bcc,
+            reply_to=reply_to, subject=subject, text=text, html=html, message_id=message_id,
+        )
+        if plain is not None:
+            return plain, False
+    return flatten(build_message(
+        sender_address=sender_address, sender_display_name=sender_display_name, to=to, cc=cc, bcc=bcc,
+        reply_to=reply_to, subject=subject, text=text, html=html, message_id=message_id,
+    ))
 
 
 _ADDRESS_FIELDS = ("From", "Sender", "To", "Cc", "Bcc", "Reply-To")

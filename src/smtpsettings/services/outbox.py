@@ -21,7 +21,7 @@ from smtpsettings.domain.outbox import OutgoingMessage, parse_message
 from smtpsettings.domain.queue import QueueLimits
 from smtpsettings.domain.smtp import SmtpSettings
 from smtpsettings.domain.submission import Received, Trace, read_submitted
-from smtpsettings.mail.message import HeaderInjection, build_message, flatten, new_message_id
+from smtpsettings.mail.message import HeaderInjection, build_flat, new_message_id
 from smtpsettings.services.admission import Admission
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store import outbox
@@ -239,7 +239,7 @@ def _require_manager(principal: Principal) -> None:
 
 def _flattened(message: OutgoingMessage, sender: str, display_name: str, message_id: str) -> tuple[bytes, bool]:
     try:
-        built = build_message(
+        return build_flat(
             sender_address=sender,
             sender_display_name=display_name,
             to=message.to,
@@ -255,4 +255,3 @@ def _flattened(message: OutgoingMessage, sender: str, display_name: str, message
         raise ValidationFailed({"Subject": [str(exc)]}) from None
     except ValueError as exc:  # parse_message checked the same rules; a difference is reported, not a 500
         raise BadArgument(f"The message cannot be built: {exc}") from None
-    return flatten(built)
