@@ -122,7 +122,7 @@ def threads(pid: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            name = (task / "comm").read_text().strip()
+            name = "loop" if task.name == str(pid) else (task / "comm").read_text().strip()
             fields = (task / "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
@@ -175,7 +175,7 @@ def main() -> None:
             results: dict[str, dict[str, list[float]]] = {s[0]: {"submission": [], "http": []} for s in servers}
             spy = None
             if args.py_spy:
-                spy = subprocess.Popen(["py-spy", "record", "-r", "250", "-f", "raw", "-o", str(args.py_spy), "-p", str(servers[0][1].worker_pid())],
+                spy = subprocess.Popen(["py-spy", *os.environ.get("BENCH_PYSPY", "record -r 250 -f raw").split(), "-o", str(args.py_spy), "-p", str(servers[0][1].worker_pid())],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for r in range(args.runs):
                 ways = ("submission", "http") if r % 2 == 0 else ("http", "submission")

@@ -13,6 +13,7 @@ session needs SMTPUTF8; :func:`envelope_of` reads the envelope from the headers 
 from __future__ import annotations
 
 import copy
+import functools
 import email.header
 import email.policy
 import email.utils
@@ -132,6 +133,7 @@ def _utf8_address(addr_spec: str, display_name: str) -> Address:
     return Address(display_name=display_name, username=username, domain=domain)
 
 
+@functools.lru_cache(maxsize=1024)  # a portal sends from one or two domains: IDNA once each, not per message
 def _msgid_domain(domain: str) -> str:
     # Message-ID must be ASCII; internationalised domains go out as A-labels (IDNA 2008, as hosts do).
     try:
