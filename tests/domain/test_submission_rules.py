@@ -3,9 +3,13 @@ Received), with header field names read as RFC 5322's obsolete syntax allows."""
 
 from __future__ import annotations
 
+import email.errors
+import email.header
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from smtpsettings.domain.errors import BadArgument, MailLoop
 from smtpsettings.domain.submission import MAX_RECEIVED, Received, Trace, allowed_sender, read_submitted, sender_refusal
 
@@ -245,3 +249,18 @@ def test_more_than_25_received_fields_is_a_loop() -> None:
     assert traced(hop * MAX_RECEIVED + tail)
     with pytest.raises(MailLoop, match="more than 25 mail servers"):
         traced(hop * (MAX_RECEIVED + 1) + tail)
+
+
+_subject_text = st.lists(st.sampled_from(list("aZ é\t;=?_") + ["=?utf-8?q?x_y?=", "=?iso-8859-1?b?6Q==?=", "  "]), max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(subject=st.lists(_subject_text, max_size=4).map("".join))
+def test_the_subject_is_read_as_the_email_package_decodes_it(subject: str) -> None:
+    # Unfolded to one line, encoded words decoded; plain text (no encoded word) is not run through the decoder.
+    content = f"From: a@example.com\r\nSubject: {subject}\r\n\r\nbody\r\n".encode()
+    try:
+        expected = str(email.header.make_header(email.header.decode_header(subject.strip())))
+    except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
+        expected = subject.strip()
+    assert read_submitted(content, allowed_senders=("a@example.com",), new_message_id=NEW_ID).subject == " ".join(expected.split())

@@ -211,6 +211,8 @@ def _addresses(values: Iterable[str]) -> list[str]:
 def _decoded(value: str | None) -> str:
     if value is None:
         return ""
+    if "=?" not in value:  # no encoded word: decoding would give the text back as it is
+        return " ".join(value.split())
     try:
         text = str(email.header.make_header(email.header.decode_header(value)))
     except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
