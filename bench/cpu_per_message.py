@@ -29,8 +29,8 @@ import os
 import signal
 import sqlite3
 import ssl
-import subprocess
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
