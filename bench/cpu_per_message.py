@@ -200,6 +200,10 @@ def main() -> None:
         cells = [f"{statistics.median(v):.2f} ({min(v):.2f}–{max(v):.2f})" for v in ways.values()]
         print(f"| {name} | {' | '.join(cells)} |")
         report[name] = ways
+    first = next(iter(results))
+    for name, ways in list(results.items())[1:]:  # ratios within each run (the machine drifts between runs)
+        ratios = {w: statistics.median(a / b for a, b in zip(v, results[first][w], strict=True)) for w, v in ways.items()}
+        print(f"| {name} ÷ {first}, median of per-run ratios | {ratios['submission']:.2f} | {ratios['http']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 
