@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.errors
 import email.header
+import email.utils
 from datetime import UTC, datetime
 
 import pytest
@@ -264,3 +265,24 @@ def test_the_subject_is_read_as_the_email_package_decodes_it(subject: str) -> No
     except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
         expected = subject.strip()
     assert read_submitted(content, allowed_senders=("a@example.com",), new_message_id=NEW_ID).subject == " ".join(expected.split())
+
+
+_atom = st.text(alphabet=st.sampled_from(list("aZ09!#$%&'*+/=?^_`{|}~-")), min_size=1, max_size=4)
+_plain_address = st.tuples(st.lists(_atom, min_size=1, max_size=2).map(".".join), st.lists(_atom, min_size=1, max_size=2).map(".".join)).map("@".join)
+_plain_value = st.one_of(
+    _plain_address,
+    st.tuples(st.lists(_atom, min_size=1, max_size=3).map(" ".join), _plain_address).map(lambda p: f"{p[0]} <{p[1]}>"),
+).flatmap(lambda v: st.sampled_from([v, f" {v}", f"{v} ", f"\t{v}"]))
+_tricky_value = st.lists(
+    st.sampled_from(["a", "b.c", "@", "x@y.z", "<", ">", " ", '"', ",", "(c)", "é", "Ann", "=?x?=", "..", "\\", ":", ";"]),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(values=st.lists(st.one_of(_plain_value, _plain_value, _tricky_value), min_size=1, max_size=3))
+def test_recipient_fields_are_read_as_the_email_package_reads_them(values: list[str]) -> None:
+    head = "".join(f"To:{v}\r\n" for v in values)
+    content = f"From: a@example.com\r\n{head}\r\nbody\r\n".encode()
+    expected = tuple(a for _, a in email.utils.getaddresses(values) if a)
+    assert read_submitted(content, allowed_senders=("a@example.com",), new_message_id=NEW_ID).to == expected
