@@ -3,9 +3,14 @@ Received), with header field names read as RFC 5322's obsolete syntax allows."""
 
 from __future__ import annotations
 
+import email.errors
+import email.header
+import email.utils
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smtpsettings.domain.errors import BadArgument, MailLoop, SenderInFlux
 from smtpsettings.domain.submission import (
@@ -288,3 +293,39 @@ def test_an_envelope_sender_is_refused_for_now_only_within_the_grace_after_a_cha
         assert refused.value.message.startswith(f"The sender {address} is not allowed here: send as noreply@example.com")
     else:
         assert refused.value.message == NULL_SENDER_REFUSAL
+
+
+_subject_text = st.lists(st.sampled_from(list("aZ é\t;=?_") + ["=?utf-8?q?x_y?=", "=?iso-8859-1?b?6Q==?=", "  "]), max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(subject=st.lists(_subject_text, max_size=4).map("".join))
+def test_the_subject_is_read_as_the_email_package_decodes_it(subject: str) -> None:
+    # Unfolded to one line, encoded words decoded; plain text (no encoded word) is not run through the decoder.
+    content = f"From: a@example.com\r\nSubject: {subject}\r\n\r\nbody\r\n".encode()
+    try:
+        expected = str(email.header.make_header(email.header.decode_header(subject.strip())))
+    except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
+        expected = subject.strip()
+    assert read_submitted(content, allowed_senders=("a@example.com",), new_message_id=NEW_ID).subject == " ".join(expected.split())
+
+
+_atom = st.text(alphabet=st.sampled_from(list("aZ09!#$%&'*+/=?^_`{|}~-")), min_size=1, max_size=4)
+_plain_address = st.tuples(st.lists(_atom, min_size=1, max_size=2).map(".".join), st.lists(_atom, min_size=1, max_size=2).map(".".join)).map("@".join)
+_plain_value = st.one_of(
+    _plain_address,
+    st.tuples(st.lists(_atom, min_size=1, max_size=3).map(" ".join), _plain_address).map(lambda p: f"{p[0]} <{p[1]}>"),
+).flatmap(lambda v: st.sampled_from([v, f" {v}", f"{v} ", f"\t{v}"]))
+_tricky_value = st.lists(
+    st.sampled_from(["a", "b.c", "@", "x@y.z", "<", ">", " ", '"', ",", "(c)", "é", "Ann", "=?x?=", "..", "\\", ":", ";"]),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(values=st.lists(st.one_of(_plain_value, _plain_value, _tricky_value), min_size=1, max_size=3))
+def test_recipient_fields_are_read_as_the_email_package_reads_them(values: list[str]) -> None:
+    head = "".join(f"To:{v}\r\n" for v in values)
+    content = f"From: a@example.com\r\n{head}\r\nbody\r\n".encode()
+    expected = tuple(a for _, a in email.utils.getaddresses(values) if a)
+    assert read_submitted(content, allowed_senders=("a@example.com",), new_message_id=NEW_ID).to == expected

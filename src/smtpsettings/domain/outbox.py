@@ -305,6 +305,8 @@ def _is_control_or_space(char: str) -> bool:
 
 
 def _is_ip_address(value: str) -> bool:
+    if ":" not in value and not value.replace(".", "").isdigit():  # a name: spare the two failed parses
+        return False
     try:
         ipaddress.ip_address(value)
     except ValueError:

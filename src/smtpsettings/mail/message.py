@@ -13,6 +13,7 @@ session needs SMTPUTF8; :func:`envelope_of` reads the envelope from the headers 
 from __future__ import annotations
 
 import copy
+import functools
 import email.header
 import email.policy
 import email.utils
@@ -29,9 +30,12 @@ from email.utils import format_datetime, make_msgid
 
 import idna
 
+from smtpsettings.mail.plain_message import plain_message
+
 __all__ = [
     "TEST_SUBJECT",
     "HeaderInjection",
+    "build_flat",
     "build_message",
     "build_test_message",
     "check_header_lines",
@@ -129,6 +133,7 @@ def _utf8_address(addr_spec: str, display_name: str) -> Address:
     return Address(display_name=display_name, username=username, domain=domain)
 
 
+@functools.lru_cache(maxsize=1024)  # a portal sends from one or two domains: IDNA once each, not per message
 def _msgid_domain(domain: str) -> str:
     # Message-ID must be ASCII; internationalised domains go out as A-labels (IDNA 2008, as hosts do).
     try:
@@ -295,6 +300,37 @@ def build_message(
     except HeaderInjection as exc:
         raise HeaderInjection(f"Refusing to build the message: {exc}") from None
     return message
+
+
+def build_flat(
+    *,
+    sender_address: str,
+    sender_display_name: str,
+    to: Sequence[str],
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    reply_to: str | None = None,
+    subject: str,
+    text: str | None = None,
+    html: str | None = None,
+    message_id: str,
+) -> tuple[bytes, bool]:
+    """``flatten(build_message(...))``: the same bytes and SMTPUTF8 flag, the same errors.
+
+    A plain message (see :mod:`smtpsettings.mail.plain_message`) is written directly; any other takes
+    the full way through the email package, which also raises the errors.
+    """
+    if _MESSAGE_ID.fullmatch(message_id) is not None:
+        plain = plain_message(
+            sender_address=sender_address, sender_display_name=sender_display_name or "", to=to, cc=cc, bcc=bcc,
+            reply_to=reply_to, subject=subject, text=text, html=html, message_id=message_id,
+        )
+        if plain is not None:
+            return plain, False
+    return flatten(build_message(
+        sender_address=sender_address, sender_display_name=sender_display_name, to=to, cc=cc, bcc=bcc,
+        reply_to=reply_to, subject=subject, text=text, html=html, message_id=message_id,
+    ))
 
 
 _ADDRESS_FIELDS = ("From", "Sender", "To", "Cc", "Bcc", "Reply-To")

@@ -40,14 +40,16 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str | bytes] = ()) -> None:
         self._secrets: set[str] = set()
+        self._longest_first: tuple[str, ...] = ()  # scrub runs on every transcript line: sorted once per add
         for secret in secrets:
             self.add(secret)
 
     def add(self, secret: str | bytes) -> None:
         """Register ``secret`` (and, for passwords, nothing implicit: callers add forms)."""
         text = secret.decode("utf-8", "replace") if isinstance(secret, bytes) else secret
-        if len(text) >= MIN_SECRET_LEN:
+        if len(text) >= MIN_SECRET_LEN and text not in self._secrets:
             self._secrets.add(text)
+            self._longest_first = tuple(sorted(self._secrets, key=len, reverse=True))
 
     def add_password(self, username: str, password: str) -> None:
         """Register a password with the encodings PLAIN/LOGIN would put on the wire."""
@@ -67,7 +69,7 @@ class Redactor:
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with every registered secret masked (longest first)."""
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in self._longest_first:
             if secret in text:
                 text = text.replace(secret, MASK)
         return text

@@ -35,7 +35,7 @@ from smtpsettings.domain.submission import (
     check_envelope_sender,
     read_submitted,
 )
-from smtpsettings.mail.message import HeaderInjection, build_message, flatten, new_message_id
+from smtpsettings.mail.message import HeaderInjection, build_flat, new_message_id
 from smtpsettings.services.admission import Admission
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.store import outbox
@@ -271,7 +271,7 @@ def _require_manager(principal: Principal) -> None:
 
 def _flattened(message: OutgoingMessage, sender: str, display_name: str, message_id: str) -> tuple[bytes, bool]:
     try:
-        built = build_message(
+        return build_flat(
             sender_address=sender,
             sender_display_name=display_name,
             to=message.to,
@@ -287,4 +287,3 @@ def _flattened(message: OutgoingMessage, sender: str, display_name: str, message
         raise ValidationFailed({"Subject": [str(exc)]}) from None
     except ValueError as exc:  # parse_message checked the same rules; a difference is reported, not a 500
         raise BadArgument(f"The message cannot be built: {exc}") from None
-    return flatten(built)

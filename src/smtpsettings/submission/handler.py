@@ -35,10 +35,12 @@ _NEEDS_SMTPUTF8 = "553 5.6.7 The address is not ASCII: the MAIL command must car
 class SubmissionSession:
     """Who signed in on a connection (aiosmtpd keeps it as the session's ``auth_data``)."""
 
-    __slots__ = ("portal", "principal")
+    __slots__ = ("client_address", "portal", "principal")
 
-    def __init__(self, portal: Portal, principal: Principal) -> None:
+    def __init__(self, portal: Portal, principal: Principal, client_address: str) -> None:
         self.portal, self.principal = portal, principal
+        self.client_address = client_address
+        """The peer's IP address as the trace field writes it, read once for the connection."""
 
     def __repr__(self) -> str:  # aiosmtpd may log it; it holds nothing secret, but say little
         return f"SubmissionSession(portal={self.portal.hostname!r})"
@@ -87,7 +89,7 @@ class SubmissionHandler:
             log.info("submission_auth_refused", client=peer, reason=type(exc).__name__)
             return AuthResult(success=False, handled=False, message=reply_for(exc))
         log.info("submission_signed_in", client=peer, portal=portal.hostname, api_key_id=principal.api_key_id)
-        return AuthResult(success=True, auth_data=SubmissionSession(portal, principal))
+        return AuthResult(success=True, auth_data=SubmissionSession(portal, principal, peer))
 
     # -- the envelope ---------------------------------------------------------------------------------
 
@@ -134,7 +136,7 @@ class SubmissionHandler:
                 recipients=list(envelope.rcpt_tos),
                 content=content,
                 smtputf8=bool(envelope.smtp_utf8),
-                trace=_trace(server, session, bool(envelope.smtp_utf8)),
+                trace=_trace(server, session, signed_in.client_address, bool(envelope.smtp_utf8)),
             )
         except Exception as exc:
             if not isinstance(exc, BadArgument):
@@ -166,13 +168,13 @@ def handshake_failure(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _trace(server: SMTP, session: Session, smtputf8: bool) -> Trace:
+def _trace(server: SMTP, session: Session, client_address: str, smtputf8: bool) -> Trace:
     """What the Received field says of this connection (RFC 3848's and RFC 6531's protocol names)."""
     secure = server.transport is not None and server.transport.get_extra_info("ssl_object") is not None
     return Trace(
         by=server.hostname,
         client_name=session.host_name or "",
-        client_address=_peer_address(session),
+        client_address=client_address,
         protocol=("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if secure else "") + "A",
     )
 
