@@ -21,7 +21,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import msgspec.inspect
-import sqlalchemy as sa
 
 __all__ = ("ConfigError", "DefaultSmtp", "Settings", "load_settings")
 
@@ -365,6 +364,8 @@ def _describe(kind: str, info: msgspec.inspect.IntType | msgspec.inspect.FloatTy
 def _database_url(url: str) -> None:
     if not url:
         return  # SQLite in the data directory
+    import sqlalchemy as sa  # here: a command's --help must not pay for importing it
+
     try:
         backend = sa.make_url(url).get_backend_name()
     except sa.exc.ArgumentError:
