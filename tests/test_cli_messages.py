@@ -251,3 +251,47 @@ def test_the_messages_commands_are_listed_in_the_help(tmp_path: Path) -> None:
     result = run(tmp_path / "data", "messages", "--help")
     assert result.returncode == 0
     assert "list" in result.stdout and "retry" in result.stdout
+
+
+# --- show, flush, bulk retry -----------------------------------------------------------------------------
+
+
+def test_show_prints_headers_parsed_from_the_message_and_the_body_only_when_asked(box: Outbox) -> None:
+    message = box.enqueue()
+    shown = box.ok("messages", "show", message)
+    assert shown[:3] == ["Subject: hello", "Status: queued", "Attempts: 0"]
+    assert BODY_SECRET not in "\n".join(shown) and BCC not in "\n".join(shown)
+
+    code, out, err = box.cli("messages", "show", message, "--body")
+    assert (code, err) == (0, "")
+    assert out == f"Subject: hello\r\nBcc-was: {BCC}\r\n\r\n{BODY_SECRET}\r\n".replace("\r\n", "\n")
+
+
+def test_flush_makes_the_portals_waiting_messages_due_now_and_keeps_their_attempts(box: Outbox) -> None:
+    deferred = box.enqueue()
+    [claim] = box.claim_all()
+    later = utcnow() + timedelta(hours=1)
+    assert box.db.write_sync(lambda c: outbox.mark_deferred(c, claim.id, "w1", later, "421 busy", "421 busy"))
+    elsewhere = box.enqueue(portal_id=box.other_id)
+    box.claim_all()  # the other portal's message is being sent: not touched
+    assert box.claim_all() == []
+
+    assert box.ok("messages", "flush", "--portal", "mail.test") == ["1 message(s) of mail.test due now"]
+
+    [again] = box.claim_all()
+    assert again.id == deferred and again.attempts == 2  # the first attempt still counts
+    assert box.status(elsewhere) == "sending"
+
+
+def test_retry_of_a_portals_failed_messages_requeues_those_with_bodies_and_counts_the_rest(box: Outbox) -> None:
+    kept, purged = box.enqueue(), box.enqueue()
+    box.enqueue(portal_id=box.other_id)
+    box.fail_all()
+    box.db.write_sync(lambda c: c.execute(outbox_messages.update().where(outbox_messages.c.id == purged).values(content=None)))
+
+    out = box.ok("messages", "retry", "--portal", "mail.test", "--status", "failed")
+
+    assert out == ["requeued 1 message(s); skipped 1 whose body is gone"]
+    assert (box.status(kept), box.status(purged)) == ("queued", "failed")
+    assert [m for m in box.db.read_sync(lambda c: outbox.count_by_status(c)).items() if m[1]] == [("queued", 1), ("failed", 2)]
+    assert_one_line_error(run(box.data_dir, "messages", "retry", SMTPSETTINGS_DATABASE_URL=box.url), "--portal")
