@@ -325,7 +325,7 @@ def test_config_works_before_and_after_the_subcommand(tmp_path: Path, where: str
     ok(data, *args)
     assert database.is_file()
     assert not (data / "smtpsettings.db").exists()
-    assert ok(data, "portal", "list", "--config", str(config)).strip() == "filed.test"
+    assert ok(data, "portal", "list", "--no-header", "--config", str(config)).strip() == "filed.test\t-"
     assert_one_line_error(run(data, "portal", "list"), str(data.resolve() / "smtpsettings.db"))
 
 
@@ -394,21 +394,22 @@ def test_portal_create_and_list_show_the_portals_and_which_is_default(tmp_path: 
     data = migrated(tmp_path)
     assert ok(data, "portal", "create", "main.test", "--default").strip() == "created portal main.test (default)"
     assert ok(data, "portal", "create", "second.test").strip() == "created portal second.test"
-    lines = ok(data, "portal", "list").strip().splitlines()
-    assert sorted(lines) == ["main.test\tdefault", "second.test"]
+    header, *lines = ok(data, "portal", "list").strip().splitlines()
+    assert header == "hostname\tdefault"
+    assert sorted(lines) == ["main.test\tdefault", "second.test\t-"]
 
 
 def test_portal_create_normalizes_case(tmp_path: Path) -> None:
     data = migrated(tmp_path)
     ok(data, "portal", "create", "Mixed.Example.TEST")
-    assert ok(data, "portal", "list").strip() == "mixed.example.test"
+    assert ok(data, "portal", "list", "--no-header").strip() == "mixed.example.test\t-"
 
 
 def test_duplicate_portal_is_a_one_line_error(tmp_path: Path) -> None:
     data = migrated(tmp_path)
     ok(data, "portal", "create", "dup.test")
     assert_one_line_error(run(data, "portal", "create", "dup.test"), "dup.test")
-    assert ok(data, "portal", "list").strip() == "dup.test"
+    assert ok(data, "portal", "list", "--no-header").strip() == "dup.test\t-"
 
 
 def test_duplicate_portal_differing_only_in_case_is_a_one_line_error(tmp_path: Path) -> None:
@@ -433,7 +434,7 @@ def test_user_create_with_each_role_and_user_list_shows_them(tmp_path: Path) -> 
     for role in ("owner", "admin", "user", "guest"):
         out = ok(data, "user", "create", "--portal", "team.test", "--email", f"{role}@team.test", "--password", PASSWORD, "--role", role)
         assert out.strip() == f"created {role} {role}@team.test in team.test"
-    rows = {tuple(line.split("\t")[:2]) for line in ok(data, "user", "list", "--portal", "team.test").strip().splitlines()}
+    rows = {tuple(line.split("\t")[:2]) for line in ok(data, "user", "list", "--portal", "team.test", "--no-header").strip().splitlines()}
     assert rows == {(f"{r}@team.test", r) for r in ("owner", "admin", "user", "guest")}
 
 
@@ -770,7 +771,7 @@ def test_audit_shows_each_save_and_reset_with_who_from_where_and_which_fields(se
         changed = {**VALID_SETTINGS, "port": 465, "credentialsUserPassword": "second-Secret-2"}
         assert admin.post(SMTP, json=changed).status_code == 200
         assert owner.delete(SMTP).status_code == 200
-    out = server.cli("audit", "--portal", portal.hostname).stdout
+    out = server.cli("audit", "--portal", portal.hostname, "--no-header").stdout
     lines = out.strip().splitlines()
     assert len(lines) == 3, out
     newest, second, first = (line.split("\t") for line in lines)
@@ -787,7 +788,7 @@ def test_audit_shows_each_save_and_reset_with_who_from_where_and_which_fields(se
 def test_audit_records_the_peer_address_not_an_untrusted_forwarded_for(server: Server, portal: Portal) -> None:
     with portal.client("admin", headers={"X-Forwarded-For": "203.0.113.7"}) as admin:  # type: ignore[arg-type]
         assert admin.post(SMTP, json=VALID_SETTINGS).status_code == 200
-    out = server.cli("audit", "--portal", portal.hostname).stdout
+    out = server.cli("audit", "--portal", portal.hostname, "--no-header").stdout
     assert out.strip().split("\t")[3] == "127.0.0.1"
     assert "203.0.113.7" not in out
 
@@ -804,14 +805,14 @@ def test_audit_shows_only_the_named_portal(server: Server, portal_factory: Calla
     with busy.client("admin") as admin:  # type: ignore[arg-type]
         assert admin.post(SMTP, json=VALID_SETTINGS).status_code == 200
     assert server.cli("audit", "--portal", quiet.hostname).stdout.strip() == ""
-    assert len(server.cli("audit", "--portal", busy.hostname).stdout.strip().splitlines()) == 1
+    assert len(server.cli("audit", "--portal", busy.hostname, "--no-header").stdout.strip().splitlines()) == 1
 
 
 def test_audit_limit_shows_the_newest_entries(server: Server, portal: Portal) -> None:
     with portal.client("admin") as admin:  # type: ignore[arg-type]
         for port in (2501, 2502, 2503):
             assert admin.post(SMTP, json={**VALID_SETTINGS, "port": port}).status_code == 200
-    lines = server.cli("audit", "--portal", portal.hostname, "--limit", "2").stdout.strip().splitlines()
+    lines = server.cli("audit", "--portal", portal.hostname, "--limit", "2", "--no-header").stdout.strip().splitlines()
     assert len(lines) == 2
     assert all(line.split("\t")[1] == "save" for line in lines)
 
@@ -855,8 +856,8 @@ def test_serve_creates_a_private_key_ring_and_database(tmp_path: Path) -> None:
 def test_first_start_owner_is_the_one_portal_and_user(tmp_path: Path) -> None:
     server = start_server(tmp_path / "data")
     try:
-        assert server.cli("portal", "list").stdout.strip() == "localhost\tdefault"
-        users = server.cli("user", "list", "--portal", "localhost").stdout.strip().splitlines()
+        assert server.cli("portal", "list", "--no-header").stdout.strip() == "localhost\tdefault"
+        users = server.cli("user", "list", "--portal", "localhost", "--no-header").stdout.strip().splitlines()
         assert [line.split("\t")[:2] for line in users] == [["owner@example.com", "owner"]]
     finally:
         server.stop()

@@ -109,7 +109,7 @@ def test_list_prints_one_tab_separated_line_per_message_newest_first_without_bcc
     queued = box.enqueue(subject="Привет", created=at(2))
     box.enqueue(portal_id=box.other_id, subject="another portal's", created=at(3))
 
-    lines = box.ok("messages", "list", "--portal", "mail.test")
+    lines = box.ok("messages", "list", "--portal", "mail.test", "--no-header")
 
     assert [line.split("\t") for line in lines] == [
         [queued, "queued", "2030-01-02T03:02:05+00:00", "0", "a@x.test,b@x.test", "Привет", "-"],
@@ -133,14 +133,14 @@ def test_list_filters_by_status_and_limits_to_the_newest(box: Outbox) -> None:
     queued = [box.enqueue(created=at(3)), box.enqueue(created=at(4))]
 
     def ids(*args: str) -> list[str]:
-        return [line.split("\t")[0] for line in box.ok("messages", "list", "--portal", "mail.test", *args)]
+        return [line.split("\t")[0] for line in box.ok("messages", "list", "--portal", "mail.test", "--no-header", *args)]
 
     assert ids("--status", "failed") == failed[::-1]
     assert ids("--status", "queued") == queued[::-1]
-    assert ids("--status", "sent") == []
+    assert box.cli("messages", "list", "--portal", "mail.test", "--status", "sent") == (0, "", "no messages\n")
     assert ids("--limit", "3") == [queued[1], queued[0], failed[1]]
     assert ids("--status", "failed", "--limit", "1") == [failed[1]]
-    assert box.ok("messages", "list", "--portal", "other.test") == []
+    assert box.cli("messages", "list", "--portal", "other.test") == (0, "", "no messages\n")
 
 
 @pytest.mark.parametrize(
@@ -172,13 +172,16 @@ def test_list_and_show_tell_a_message_delivered_in_part_recipient_by_recipient(b
     )
     assert settled is not None and settled.status == "partial"
 
-    [line] = box.ok("messages", "list", "--portal", "mail.test", "--status", "partial")
+    [header, line] = box.ok("messages", "list", "--portal", "mail.test", "--status", "partial")
+    assert header.split("\t") == ["id", "status", "created", "attempts", "to", "subject", "last_error"]
     assert line.split("\t")[:2] == [message, "partial"]
     assert line.split("\t")[-1] == "Delivered to 2 of 3 recipients; not to the others: 550 5.1.1 <b@x.test>: no such  user"
 
     shown = box.ok("messages", "show", message)
-    assert shown[0] == line
-    assert [row.split("\t") for row in shown[1:]] == [
+    blank = shown.index("")
+    assert shown[:blank] == ["Subject: hello", "Status: partial", "Attempts: 1", f"Last-Error: {line.split(chr(9))[-1]}"]
+    assert [row.split("\t") for row in shown[blank + 1 :]] == [
+        ["recipient", "status", "reply"],
         ["a@x.test", "accepted", "250 2.0.0 queued"],
         ["b@x.test", "refused", "550 5.1.1 <b@x.test>: no such  user"],
     ]
@@ -248,3 +251,47 @@ def test_the_messages_commands_are_listed_in_the_help(tmp_path: Path) -> None:
     result = run(tmp_path / "data", "messages", "--help")
     assert result.returncode == 0
     assert "list" in result.stdout and "retry" in result.stdout
+
+
+# --- show, flush, bulk retry -----------------------------------------------------------------------------
+
+
+def test_show_prints_headers_parsed_from_the_message_and_the_body_only_when_asked(box: Outbox) -> None:
+    message = box.enqueue()
+    shown = box.ok("messages", "show", message)
+    assert shown[:3] == ["Subject: hello", "Status: queued", "Attempts: 0"]
+    assert BODY_SECRET not in "\n".join(shown) and BCC not in "\n".join(shown)
+
+    code, out, err = box.cli("messages", "show", message, "--body")
+    assert (code, err) == (0, "")
+    assert out == f"Subject: hello\r\nBcc-was: {BCC}\r\n\r\n{BODY_SECRET}\r\n".replace("\r\n", "\n")
+
+
+def test_flush_makes_the_portals_waiting_messages_due_now_and_keeps_their_attempts(box: Outbox) -> None:
+    deferred = box.enqueue()
+    [claim] = box.claim_all()
+    later = utcnow() + timedelta(hours=1)
+    assert box.db.write_sync(lambda c: outbox.mark_deferred(c, claim.id, "w1", later, "421 busy", "421 busy"))
+    elsewhere = box.enqueue(portal_id=box.other_id)
+    box.claim_all()  # the other portal's message is being sent: not touched
+    assert box.claim_all() == []
+
+    assert box.ok("messages", "flush", "--portal", "mail.test") == ["1 message(s) of mail.test due now"]
+
+    [again] = box.claim_all()
+    assert again.id == deferred and again.attempts == 2  # the first attempt still counts
+    assert box.status(elsewhere) == "sending"
+
+
+def test_retry_of_a_portals_failed_messages_requeues_those_with_bodies_and_counts_the_rest(box: Outbox) -> None:
+    kept, purged = box.enqueue(), box.enqueue()
+    box.enqueue(portal_id=box.other_id)
+    box.fail_all()
+    box.db.write_sync(lambda c: c.execute(outbox_messages.update().where(outbox_messages.c.id == purged).values(content=None)))
+
+    out = box.ok("messages", "retry", "--portal", "mail.test", "--status", "failed")
+
+    assert out == ["requeued 1 message(s); skipped 1 whose body is gone"]
+    assert (box.status(kept), box.status(purged)) == ("queued", "failed")
+    assert [m for m in box.db.read_sync(lambda c: outbox.count_by_status(c)).items() if m[1]] == [("queued", 1), ("failed", 2)]
+    assert_one_line_error(run(box.data_dir, "messages", "retry", SMTPSETTINGS_DATABASE_URL=box.url), "--portal")

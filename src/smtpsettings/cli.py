@@ -1,9 +1,17 @@
 """The ``smtpsettings`` command: run the server and administer portals, users, keys, the audit log and the outbox.
 
-Every subcommand reads the same configuration as the server and migrates the database first. Only
+Every subcommand reads the same configuration as the server and migrates the database first (a check of one
+row when it is up to date already). Only
 ``serve`` and ``migrate`` create a data directory and a database; every other command refuses a missing
 one, naming the database it looked for. Errors end with a one-line message and exit code 1. ``--config``
 is accepted before the subcommand and after it alike, since operators write it in either place.
+
+Listings are tab-separated with a header line (``--no-header`` leaves it out, for scripts); an empty one
+prints nothing on standard output and says so on standard error. Reading only the first lines (``| head``)
+ends the command quietly.
+
+The module imports only click and the configuration at the top: ``--help`` and ``--version`` answer at
+once, and each command imports the database, the services and the crypto it uses in its body.
 """
 
 from __future__ import annotations
@@ -16,14 +24,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from sqlalchemy.engine import Connection
 
 from smtpsettings.config import ConfigError, Settings, load_settings
-from smtpsettings.crypto import KeyRing, import_keys
 from smtpsettings.domain.accounts import (
     API_KEY_SCOPES,
     PLACEHOLDER_OWNER_EMAIL,
@@ -32,12 +39,15 @@ from smtpsettings.domain.accounts import (
     valid_email,
 )
 from smtpsettings.domain.errors import BadArgument, Conflict, DomainError, NotFound
-from smtpsettings.services.accounts import AccountsService
-from smtpsettings.services.keys import open_key_ring, rotate_keys
-from smtpsettings.store import keys as keys_store
-from smtpsettings.store import outbox as outbox_store
-from smtpsettings.store import smtp as smtp_store
-from smtpsettings.store.database import Database, StoreUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from sqlalchemy.engine import Connection
+
+    from smtpsettings.services.accounts import AccountsService
+    from smtpsettings.store import outbox as outbox_store
+    from smtpsettings.store.database import Database
 
 __all__ = ("main",)
 
@@ -76,6 +86,8 @@ class Context:
         instead, naming the database it looked for.
         """
         if self._db is None:
+            from smtpsettings.store.database import Database
+
             s = self.settings
             if create:
                 s.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -101,14 +113,26 @@ class Context:
 
     @property
     def accounts(self) -> AccountsService:
+        from smtpsettings.services.accounts import AccountsService
+
         return AccountsService(self.db)
+
+
+def _is_store_unavailable(exc: BaseException) -> bool:
+    # Looked up, not imported: before the database module is loaded, nothing can have raised its error.
+    database = sys.modules.get("smtpsettings.store.database")
+    return database is not None and isinstance(exc, database.StoreUnavailable)
 
 
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
     try:
         yield
-    except (ConfigError, DomainError, StoreUnavailable, ValueError, RuntimeError, OSError) as exc:
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): click ends quietly
+    except Exception as exc:
+        if not (isinstance(exc, ConfigError | DomainError | ValueError | RuntimeError | OSError) or _is_store_unavailable(exc)):
+            raise
         message = exc.message if isinstance(exc, DomainError) else str(exc)
         click.echo(f"error: {message}", err=True)
         sys.exit(1)
@@ -144,6 +168,24 @@ def _read_password(from_stdin: bool, command_line: str | None = None) -> str:
     if not sys.stdin.isatty():
         raise ValueError("standard input is not a terminal: use --password-stdin to read the password from it")
     return str(click.prompt("New password", hide_input=True, confirmation_prompt="Repeat it", err=True))
+
+
+_no_header_option = click.option("--no-header", is_flag=True, help="Leave out the header line (for scripts).")
+
+
+def _print_rows(header: Sequence[str], rows: Iterable[Sequence[str]], *, no_header: bool, empty: str) -> None:
+    """Rows as tab-separated lines under a header line; for no rows, ``empty`` on standard error.
+
+    Standard output stays empty then (a script reading it sees no rows), and the exit code is 0.
+    """
+    lines = ["\t".join(_one_line(field) for field in row) for row in rows]
+    if not lines:
+        click.echo(empty, err=True)
+        return
+    if not no_header:
+        click.echo("\t".join(header))
+    for line in lines:
+        click.echo(line)
 
 
 _password_stdin_option = click.option(
@@ -234,8 +276,14 @@ def serve(
     submission_host: str | None,
 ) -> None:
     """Run the HTTP server (granian), and the SMTP submission port when one is set."""
-    from smtpsettings.httpserver import bind_listener, connection_budget, create_server, listen  # granian: only here
+    from smtpsettings.httpserver import (  # granian: only here
+        bind_listener,
+        connection_budget,
+        create_server,
+        listen,
+    )
     from smtpsettings.metrics import use_multiprocess_dir
+    from smtpsettings.services.keys import open_key_ring
     from smtpsettings.submission.server import bind_submission, export
 
     with _one_line_errors():
@@ -336,12 +384,50 @@ def portal_create(ctx: Context, hostname: str, is_default: bool) -> None:
 
 @portal.command("list")
 @config_option
+@_no_header_option
 @click.pass_obj
-def portal_list(ctx: Context) -> None:
-    """List portals."""
+def portal_list(ctx: Context, no_header: bool) -> None:
+    """List portals: host name, and "default" for the one answering unknown Hosts."""
     with _one_line_errors():
-        for p in ctx.accounts.list_portals():
-            click.echo(f"{p.hostname}\t{'default' if p.is_default else ''}".rstrip())
+        rows = [(p.hostname, "default" if p.is_default else "-") for p in ctx.accounts.list_portals()]
+        _print_rows(("hostname", "default"), rows, no_header=no_header, empty="no portals")
+
+
+_PORTAL_TABLES = {
+    "users": "user(s)",
+    "sessions": "session(s)",
+    "api_keys": "API key(s)",
+    "outbox_messages": "message(s)",
+    "audit_log": "audit row(s)",
+    "smtp_settings": "SMTP settings",
+    "test_jobs": "test mail job(s)",
+}
+
+
+@portal.command("delete")
+@config_option
+@click.argument("hostname")
+@click.option("--yes", is_flag=True, help="Do not ask (for scripts).")
+@click.pass_obj
+def portal_delete(ctx: Context, hostname: str, yes: bool) -> None:
+    """Delete the portal HOSTNAME with its users, API keys, settings, messages and audit rows.
+
+    Shows what goes, then asks twice: yes or no, and the host name typed again (--yes skips both). All of
+    it goes in one transaction. The only portal is never deleted: a server needs one to answer.
+    """
+    with _one_line_errors():
+        contents = ctx.accounts.deletion_preview(hostname)
+        summary = ", ".join(f"{contents[t]} {label}" for t, label in _PORTAL_TABLES.items() if contents.get(t))
+        click.echo(f"portal {hostname} holds {summary or 'nothing else'}")
+        if not yes:
+            if not sys.stdin.isatty():
+                raise ValueError("standard input is not a terminal: give --yes to delete without asking")
+            if not click.confirm(f"Delete portal {hostname} and all of the above?", default=False, err=True):
+                raise ValueError("nothing deleted")
+            if click.prompt("Type the host name to confirm", err=True) != hostname:
+                raise ValueError("the host name does not match: nothing deleted")
+        ctx.accounts.delete_portal(hostname)
+        click.echo(f"deleted portal {hostname}")
 
 
 @main.group()
@@ -397,12 +483,57 @@ def user_set_password(ctx: Context, hostname: str, email: str, password_stdin: b
 @user.command("list")
 @config_option
 @click.option("--portal", "hostname", required=True)
+@_no_header_option
 @click.pass_obj
-def user_list(ctx: Context, hostname: str) -> None:
-    """List the users of a portal."""
+def user_list(ctx: Context, hostname: str, no_header: bool) -> None:
+    """List the users of a portal: email, role, display name."""
     with _one_line_errors():
-        for u in ctx.accounts.list_users(hostname):
-            click.echo(f"{u.email}\t{u.role.value}\t{u.display_name}")
+        rows = [(u.email, u.role.value, u.display_name) for u in ctx.accounts.list_users(hostname)]
+        _print_rows(("email", "role", "name"), rows, no_header=no_header, empty="no users")
+
+
+@user.command("set-email")
+@config_option
+@click.option("--portal", "hostname", required=True)
+@click.option("--email", required=True, help="The user's email now.")
+@click.option("--new-email", required=True, help="The email to sign in with from now on.")
+@click.pass_obj
+def user_set_email(ctx: Context, hostname: str, email: str, new_email: str) -> None:
+    """Change the email a user signs in with; the password, sessions and API keys stay."""
+    with _one_line_errors():
+        ctx.accounts.set_email(hostname, email, new_email)
+        click.echo(f"{email} in {hostname} is now {new_email.strip().lower()}")
+
+
+@user.command("set-role")
+@config_option
+@click.option("--portal", "hostname", required=True)
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.pass_obj
+def user_set_role(ctx: Context, hostname: str, email: str, role: str) -> None:
+    """Change a user's role; the portal always keeps one owner or admin.
+
+    Sessions and API keys act with the new role at once.
+    """
+    with _one_line_errors():
+        u = ctx.accounts.set_role(hostname, email, Role(role))
+        click.echo(f"{u.email} in {hostname} is now {role}")
+
+
+@user.command("delete")
+@config_option
+@click.option("--portal", "hostname", required=True)
+@click.option("--email", required=True)
+@click.pass_obj
+def user_delete(ctx: Context, hostname: str, email: str) -> None:
+    """Delete a user with its sessions and API keys; never the portal's last owner or admin.
+
+    Messages the user sent stay in the outbox.
+    """
+    with _one_line_errors():
+        u = ctx.accounts.delete_user(hostname, email)
+        click.echo(f"deleted {u.role.value} {u.email} from {hostname}")
 
 
 @main.group()
@@ -430,6 +561,26 @@ def apikey_create(ctx: Context, hostname: str, email: str, scope: str | None) ->
         click.echo(key)
 
 
+@apikey.command("list")
+@config_option
+@click.option("--portal", "hostname", required=True)
+@_no_header_option
+@click.pass_obj
+def apikey_list(ctx: Context, hostname: str, no_header: bool) -> None:
+    """List a portal's API keys: id, owner's email, scope, created and revoked (UTC). Never the key itself."""
+    with _one_line_errors():
+        rows = [
+            (str(k["id"]), str(k["email"]), str(k["scope"] or "all"), _when(k["created_at"]), _when(k["revoked_at"]))
+            for k in ctx.accounts.list_api_keys(hostname)
+        ]
+        _print_rows(("id", "email", "scope", "created", "revoked"), rows, no_header=no_header, empty="no API keys")
+
+
+def _when(value: object) -> str:
+    """A stored time as seconds-precise ISO 8601, or "-" for none."""
+    return value.isoformat(timespec="seconds") if isinstance(value, datetime) else "-"
+
+
 @apikey.command("revoke")
 @config_option
 @click.argument("key_id")
@@ -452,6 +603,8 @@ def keys() -> None:
 @click.pass_obj
 def keys_rotate(ctx: Context) -> None:
     """Add a new key and re-encrypt every stored secret with it (safe while servers run)."""
+    from smtpsettings.services.keys import open_key_ring, rotate_keys
+
     with _one_line_errors():
         db = ctx.db  # before the ring: a missing database must not leave a key ring behind
         key_id, count = rotate_keys(db, open_key_ring(db, ctx.settings.key_file))
@@ -467,6 +620,8 @@ def keys_export(ctx: Context, file: Path) -> None:
 
     FILE holds every key: move it as you would move a password, and delete it once imported.
     """
+    from smtpsettings.crypto import KeyRing
+
     with _one_line_errors():
         ring = ctx.settings.key_file
         if not ring.is_file():
@@ -486,6 +641,8 @@ def keys_import(ctx: Context, file: Path) -> None:
     secrets are encrypted with. Without a ring yet, FILE's keys become the ring. Servers running on this data
     directory pick the change up without a restart.
     """
+    from smtpsettings.crypto import import_keys
+
     with _one_line_errors():
         added = import_keys(ctx.settings.key_file, file)
         if added:
@@ -505,6 +662,9 @@ def backup(ctx: Context, directory: Path) -> None:
     `serve` can start on. It holds message bodies and the keys to every stored secret: keep it as private as
     the data directory. On PostgreSQL, back the database up with pg_dump and the key ring with `keys export`.
     """
+    from smtpsettings.crypto import KeyRing
+    from smtpsettings.store import keys as keys_store
+
     with _one_line_errors():
         db = ctx.db
         if not db.is_sqlite:
@@ -540,14 +700,20 @@ def backup(ctx: Context, directory: Path) -> None:
 @config_option
 @click.option("--portal", "hostname", required=True)
 @click.option("--limit", default=100, type=click.IntRange(1, 10_000))
+@_no_header_option
 @click.pass_obj
-def audit(ctx: Context, hostname: str, limit: int) -> None:
+def audit(ctx: Context, hostname: str, limit: int, no_header: bool) -> None:
     """Show who changed a portal's SMTP settings, when, from where, and which fields."""
+    from smtpsettings.store import smtp as smtp_store
+
     with _one_line_errors():
         p = ctx.accounts.portal(hostname)
-        for e in ctx.db.read_sync(lambda c: smtp_store.list_audit(c, p.id, limit)):
-            fields = ",".join(e.changed_fields) or "-"
-            click.echo(f"{e.created_at}\t{e.action}\t{e.user_email}\t{e.client_address}\t{fields}")
+        rows = [
+            (str(e.created_at), e.action, e.user_email, e.client_address, ",".join(e.changed_fields) or "-")
+            for e in ctx.db.read_sync(lambda c: smtp_store.list_audit(c, p.id, limit))
+        ]
+        header = ("created", "action", "email", "address", "fields")
+        _print_rows(header, rows, no_header=no_header, empty="no audit entries")
 
 
 # C0 and C1 controls (tab and newline among them) and the Unicode line and paragraph separators.
@@ -565,61 +731,117 @@ def messages() -> None:
     """The outbox: the portals' mail, sent through the API or the submission port."""
 
 
+_MESSAGE_HEADER = ("id", "status", "created", "attempts", "to", "subject", "last_error")
+_STATUS_HELP = "queued, sending, sent, partial, deferred, failed, cancelled"
+
+
 @messages.command("list")
 @config_option
 @click.option("--portal", "hostname", required=True)
-@click.option("--status", help=f"Only messages in this status: {', '.join(outbox_store.STATUSES)}.")
+@click.option("--status", help=f"Only messages in this status: {_STATUS_HELP}.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@_no_header_option
 @click.pass_obj
-def messages_list(ctx: Context, hostname: str, status: str | None, limit: int) -> None:
+def messages_list(ctx: Context, hostname: str, status: str | None, limit: int, no_header: bool) -> None:
     """List a portal's messages, newest first, one per line.
 
     Tab-separated: id, status, created (UTC), attempts, To, subject, last error. Bcc and bodies are never shown.
     """
+    from smtpsettings.store import outbox as outbox_store
+
     with _one_line_errors():
         if status is not None and status not in outbox_store.STATUSES:
             raise BadArgument(f"unknown status {status!r}: expected one of {', '.join(outbox_store.STATUSES)}")
         p = ctx.accounts.portal(hostname)
         found, _total = ctx.db.read_sync(lambda c: outbox_store.list_messages(c, p.id, status=status, count=limit))
-        for m in found:
-            _echo_message(m)
+        _print_rows(_MESSAGE_HEADER, map(_message_row, found), no_header=no_header, empty="no messages")
+
+
+# The headers `messages show` prints from the stored message; Bcc is never among them.
+_SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID")
 
 
 @messages.command("show")
 @config_option
 @click.argument("message_id")
+@click.option("--body", is_flag=True, help="Print the whole stored message (headers and body) instead.")
+@_no_header_option
 @click.pass_obj
-def messages_show(ctx: Context, message_id: str) -> None:
+def messages_show(ctx: Context, message_id: str, body: bool, no_header: bool) -> None:
     """One message, by its id alone (ids are unique across portals), and how it went for each recipient.
 
-    The first line is the listing's; then one tab-separated line per To and Cc recipient: address, its status
-    (pending, accepted, refused, deferred, failed, cancelled) and the reply that decided it. Bcc recipients and
-    bodies are never shown.
+    First its headers (From, To, Cc, Subject, Date, Message-ID; never Bcc) as "Name: value" lines, then its
+    status, attempts and last error, a blank line, and one tab-separated line per To and Cc recipient:
+    address, its status (pending, accepted, refused, deferred, failed, cancelled) and the reply that decided
+    it. The body is printed only with --body, which prints the stored message as it goes to the mail server.
     """
+    from smtpsettings.store import outbox as outbox_store
+
     with _one_line_errors():
-        m = ctx.db.read_sync(lambda c: outbox_store.find_any(c, message_id))
+        m, content = ctx.db.read_sync(lambda c: (outbox_store.find_any(c, message_id), outbox_store.content_of(c, message_id)))
         if m is None:
             raise NotFound(f"no message {message_id!r}")
-        _echo_message(m)
-        for r in m.recipients:
-            _echo_fields(r.address, r.status, r.reply or "-")
+        if body:
+            if content is None:
+                raise Conflict(f"message {message_id} has no body any more: it was deleted after the retention period")
+            click.echo(content, nl=False)
+            return
+        for name, value in _headers(m, content):
+            click.echo(f"{name}: {_one_line(value)}")
+        click.echo(f"Status: {m.status}")
+        click.echo(f"Attempts: {m.attempts}")
+        click.echo(f"Last-Error: {_one_line(m.last_error or '-')}")
+        click.echo("")
+        rows = [(r.address, r.status, r.reply or "-") for r in m.recipients]
+        _print_rows(("recipient", "status", "reply"), rows, no_header=no_header, empty="no To or Cc recipients")
 
 
-def _echo_message(m: outbox_store.MessageRecord) -> None:
+def _headers(m: outbox_store.MessageRecord, content: bytes | None) -> list[tuple[str, str]]:
+    """The shown headers, parsed from the stored message; from its recorded fields once the body is gone."""
+    if content is None:
+        recorded = {"To": ", ".join(m.to), "Cc": ", ".join(m.cc), "Subject": m.subject, "Message-ID": m.message_id}
+        return [(name, value) for name, value in recorded.items() if value]
+    from email import policy
+    from email.parser import BytesHeaderParser
+
+    parsed = BytesHeaderParser(policy=policy.default).parsebytes(content)
+    return [(name, str(value)) for name in _SHOWN_HEADERS for value in parsed.get_all(name, [])]
+
+
+def _message_row(m: outbox_store.MessageRecord) -> tuple[str, ...]:
     created = m.created_at.isoformat(timespec="seconds")
-    _echo_fields(m.id, m.status, created, str(m.attempts), ",".join(m.to) or "-", m.subject, m.last_error or "-")
-
-
-def _echo_fields(*fields: str) -> None:
-    click.echo("\t".join(_one_line(f) for f in fields))
+    return (m.id, m.status, created, str(m.attempts), ",".join(m.to) or "-", m.subject, m.last_error or "-")
 
 
 @messages.command("retry")
 @config_option
-@click.argument("message_id")
+@click.argument("message_id", required=False)
+@click.option("--portal", "hostname", help="With --status failed: every failed message of this portal.")
+@click.option("--status", type=click.Choice(["failed"]), help="Which messages of --portal: failed ones.")
 @click.pass_obj
-def messages_retry(ctx: Context, message_id: str) -> None:
-    """Queue a failed message again, due now, with a fresh retry horizon (the id is unique across portals)."""
+def messages_retry(ctx: Context, message_id: str | None, hostname: str | None, status: str | None) -> None:
+    """Queue a failed message again, due now, with a fresh retry horizon (the id is unique across portals).
+
+    With --portal P --status failed instead of an id: every failed message of the portal, and how many were
+    requeued and how many skipped because their bodies are gone.
+    """
+    from smtpsettings.store import outbox as outbox_store
+
+    with _one_line_errors():
+        if message_id is None:
+            if hostname is None or status is None:
+                raise BadArgument("give a message id, or --portal P --status failed for all of a portal's failed messages")
+            p = ctx.accounts.portal(hostname)
+            requeued, skipped = ctx.db.write_sync(lambda c: outbox_store.requeue_all_failed(c, p.id))
+            click.echo(f"requeued {requeued} message(s); skipped {skipped} whose body is gone")
+            return
+        if hostname is not None or status is not None:
+            raise BadArgument("give either a message id or --portal and --status, not both")
+        _retry_one(ctx, message_id)
+
+
+def _retry_one(ctx: Context, message_id: str) -> None:
+    from smtpsettings.store import outbox as outbox_store
 
     def requeue(conn: Connection) -> tuple[outbox_store.MessageRecord | None, bool]:
         record = outbox_store.find_any(conn, message_id)
@@ -627,17 +849,32 @@ def messages_retry(ctx: Context, message_id: str) -> None:
             return None, False
         return record, outbox_store.requeue_failed(conn, record.portal_id, message_id)
 
+    record, requeued = ctx.db.write_sync(requeue)
+    if record is None:
+        raise NotFound(f"no message {message_id!r}")
+    if not requeued:
+        if record.status == "failed":  # failed, but its body is gone
+            raise Conflict(f"message {message_id} can no longer be sent: its body was deleted after the retention period")
+        raise Conflict(f"message {message_id} is {record.status}: only a failed message can be retried")
+    click.echo(f"requeued {message_id}")
+
+
+@messages.command("flush")
+@config_option
+@click.option("--portal", "hostname", required=True)
+@click.pass_obj
+def messages_flush(ctx: Context, hostname: str) -> None:
+    """Make every waiting (queued or deferred) message of the portal due now, as Postfix's `postqueue -f`.
+
+    Attempts are unchanged. A running server sends them at its next poll of the outbox; a destination it
+    has found unavailable is still waited for (that back-off is held in the server's memory).
+    """
+    from smtpsettings.store import outbox as outbox_store
+
     with _one_line_errors():
-        record, requeued = ctx.db.write_sync(requeue)
-        if record is None:
-            raise NotFound(f"no message {message_id!r}")
-        if not requeued:
-            if record.status == "failed":  # failed, but its body is gone
-                raise Conflict(
-                    f"message {message_id} can no longer be sent: its body was deleted after the retention period"
-                )
-            raise Conflict(f"message {message_id} is {record.status}: only a failed message can be retried")
-        click.echo(f"requeued {message_id}")
+        p = ctx.accounts.portal(hostname)
+        flushed = ctx.db.write_sync(lambda c: outbox_store.flush_portal(c, p.id))
+        click.echo(f"{flushed} message(s) of {hostname} due now")
 
 
 @main.group()
@@ -646,20 +883,17 @@ def lockout() -> None:
     """Failed sign-in counters: HTTP sign-in (per account, per address), SMTP AUTH (per address, per key)."""
 
 
-_LOCKOUT_HEADER = "kind\tsubject\tfailures\tseconds_left\tlocked"
+_LOCKOUT_HEADER = ("kind", "subject", "failures", "seconds_left", "locked")
 _NO_HEADER_HELP = "Print the rows only, without the header line."
 
 
 def _echo_lockouts(lockouts: list[Any], header: bool) -> None:
     """One TSV row per counter, after a header line; "no lockouts" on stderr when there is none."""
-    if not lockouts:
-        click.echo("no lockouts", err=True)
-        return
-    if header:
-        click.echo(_LOCKOUT_HEADER)
-    for item in lockouts:
-        locked = "yes" if item.locked else "no"
-        click.echo(f"{item.kind}\t{item.subject}\t{item.failures}\t{item.seconds_left}\t{locked}")
+    rows = (
+        (item.kind, item.subject, str(item.failures), str(item.seconds_left), "yes" if item.locked else "no")
+        for item in lockouts
+    )
+    _print_rows(_LOCKOUT_HEADER, rows, no_header=not header, empty="no lockouts")
 
 
 @lockout.command("list")

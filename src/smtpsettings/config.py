@@ -21,7 +21,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import msgspec.inspect
-import sqlalchemy as sa
 
 from smtpsettings.domain.accounts import normalize_email, valid_email
 
@@ -374,6 +373,8 @@ def _describe(kind: str, info: msgspec.inspect.IntType | msgspec.inspect.FloatTy
 def _database_url(url: str) -> None:
     if not url:
         return  # SQLite in the data directory
+    import sqlalchemy as sa  # here: a command's --help must not pay for importing it
+
     try:
         backend = sa.make_url(url).get_backend_name()
     except sa.exc.ArgumentError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 from smtpsettings.domain.accounts import (
     API_KEY_SCOPES,
@@ -19,6 +20,9 @@ from smtpsettings.domain.passwords import hash_secret, new_api_key, new_client_h
 from smtpsettings.services.auth import login_account_bucket
 from smtpsettings.store import accounts, ratelimit
 from smtpsettings.store.database import Database
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 __all__ = ("AccountsService", "FirstStart")
 
@@ -158,3 +162,74 @@ class AccountsService:
         salt = new_client_hash_salt()
         password_hash, client_verifier = password_verifiers(password, salt)
         return self._db.write_sync(create)
+
+    # -- changes the operator makes from the command line ------------------------------------------------
+
+    def list_api_keys(self, hostname: str) -> list[dict[str, object]]:
+        """The portal's API keys: id, owner's email, scope, created, revoked; never a secret or its hash."""
+        portal = self.portal(hostname)
+        return self._db.read_sync(lambda c: accounts.list_api_keys(c, portal.id))
+
+    def set_email(self, hostname: str, email: str, new_email: str) -> User:
+        """Give a user another sign-in email, checked as ``create_user`` checks one."""
+        portal = self.portal(hostname)
+        user = self._user(portal, email)
+        new = normalize_email(new_email)
+        if not valid_email(new):
+            raise BadArgument(f"{new_email!r} is not an email address")
+        try:
+            self._db.write_sync(lambda c: accounts.set_user_email(c, user.id, new))
+        except accounts.DuplicateError as exc:
+            raise BadArgument(str(exc)) from None
+        return user
+
+    def set_role(self, hostname: str, email: str, role: Role) -> User:
+        """Change a user's role; the portal keeps at least one owner or admin."""
+        portal = self.portal(hostname)
+        user = self._user(portal, email)
+
+        def change(conn):  # type: ignore[no-untyped-def]
+            accounts.set_user_role(conn, user.id, role)
+            if accounts.count_managers(conn, portal.id) == 0:
+                raise BadArgument(f"{user.email} is the last owner or admin of {portal.hostname}: the portal keeps one")
+
+        self._db.write_sync(change)
+        return user
+
+    def delete_user(self, hostname: str, email: str) -> User:
+        """Delete a user with its sessions and API keys; never the portal's last owner or admin."""
+        portal = self.portal(hostname)
+        user = self._user(portal, email)
+
+        def delete(conn):  # type: ignore[no-untyped-def]
+            accounts.delete_user(conn, user.id)
+            if user.role.manages_settings and accounts.count_managers(conn, portal.id) == 0:
+                raise BadArgument(f"{user.email} is the last owner or admin of {portal.hostname}: the portal keeps one")
+
+        self._db.write_sync(delete)
+        return user
+
+    def deletion_preview(self, hostname: str) -> dict[str, int]:
+        """What deleting the portal would delete, rows by table name; refused at once for the only portal."""
+        portal = self.portal(hostname)
+
+        def preview(conn):  # type: ignore[no-untyped-def]
+            _refuse_the_only_portal(conn, portal)
+            return accounts.portal_contents(conn, portal.id)
+
+        return self._db.read_sync(preview)
+
+    def delete_portal(self, hostname: str) -> None:
+        """Delete a portal and everything of it, in one transaction; never the last portal."""
+        portal = self.portal(hostname)
+
+        def delete(conn):  # type: ignore[no-untyped-def]
+            _refuse_the_only_portal(conn, portal)
+            accounts.delete_portal(conn, portal.id)
+
+        self._db.write_sync(delete)
+
+
+def _refuse_the_only_portal(conn: Connection, portal: Portal) -> None:
+    if len(accounts.list_portals(conn)) == 1:
+        raise BadArgument(f"{portal.hostname} is the only portal: a server without one answers nobody")

@@ -12,20 +12,32 @@ from sqlalchemy.engine import Connection
 from smtpsettings.domain.accounts import Portal, Role, User
 from smtpsettings.domain.passwords import new_client_hash_salt
 from smtpsettings.store.database import Database, Prepared, utcnow
-from smtpsettings.store.tables import api_keys, portals, sessions, users
+from smtpsettings.store.tables import (
+    api_keys,
+    audit_log,
+    outbox_messages,
+    portals,
+    sessions,
+    smtp_settings,
+    test_jobs,
+    users,
+)
 
 __all__ = (
     "Alongside",
     "DuplicateError",
     "Found",
+    "count_managers",
     "create_api_key",
     "create_portal",
     "create_session",
     "create_session_if_verified",
     "create_user",
     "delete_expired_sessions",
+    "delete_portal",
     "delete_session",
     "delete_sessions_of_user",
+    "delete_user",
     "find_portal_for_host",
     "get_portal_by_hostname",
     "get_user_by_email",
@@ -36,11 +48,14 @@ __all__ = (
     "password_hash_of",
     "password_hash_salt_of",
     "password_verifiers_of",
+    "portal_contents",
     "principal_by_api_key",
     "principal_by_session",
     "revoke_api_key",
     "set_client_hash_verifier",
     "set_password_hash",
+    "set_user_email",
+    "set_user_role",
 )
 
 
@@ -370,3 +385,52 @@ def list_api_keys(conn: Connection, portal_id: int) -> list[dict[str, object]]:
         .order_by(api_keys.c.created_at)
     )
     return [dict(r._mapping) for r in rows]
+
+
+# -- the operator's changes to users and portals (the command line) ---------------------------------------
+
+
+def set_user_email(conn: Connection, user_id: int, email: str) -> None:
+    try:
+        with conn.begin_nested():
+            conn.execute(users.update().where(users.c.id == user_id).values(email=email))
+    except sa.exc.IntegrityError as exc:
+        raise DuplicateError(f"a user {email} already exists in this portal") from exc
+
+
+def set_user_role(conn: Connection, user_id: int, role: Role) -> None:
+    conn.execute(users.update().where(users.c.id == user_id).values(role=role.value))
+
+
+def count_managers(conn: Connection, portal_id: int) -> int:
+    """How many of the portal's users may manage its settings (owners and admins)."""
+    managing = [r.value for r in Role if r.manages_settings]
+    query = sa.select(sa.func.count()).select_from(users).where(users.c.portal_id == portal_id, users.c.role.in_(managing))
+    return int(conn.execute(query).scalar_one())
+
+
+def delete_user(conn: Connection, user_id: int) -> None:
+    """The user, its sessions and its API keys (named here too: SQLite enforces the cascade only when asked)."""
+    conn.execute(sessions.delete().where(sessions.c.user_id == user_id))
+    conn.execute(api_keys.delete().where(api_keys.c.user_id == user_id))
+    conn.execute(users.delete().where(users.c.id == user_id))
+
+
+def _portal_tables() -> tuple[sa.Table, ...]:
+    # Children first, so the deletion holds without relying on cascades.
+    return (sessions, api_keys, outbox_messages, audit_log, test_jobs, smtp_settings, users)
+
+
+def portal_contents(conn: Connection, portal_id: int) -> dict[str, int]:
+    """How many rows of each table belong to the portal, by table name."""
+    return {
+        t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.portal_id == portal_id)).scalar_one())
+        for t in _portal_tables()
+    }
+
+
+def delete_portal(conn: Connection, portal_id: int) -> None:
+    """The portal and everything of it: users, sessions, keys, settings, messages, audit rows."""
+    for table in _portal_tables():
+        conn.execute(table.delete().where(table.c.portal_id == portal_id))
+    conn.execute(portals.delete().where(portals.c.id == portal_id))

@@ -55,6 +55,8 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number works, as long as every instance uses the same one.
 _MIGRATION_LOCK_ID = 0x5E77_1265
+_REVISION = re.compile(r"^revision(?:: str)? = [\"']([^\"']+)[\"']", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision(?:: [^=]+)? = [\"']([^\"']+)[\"']", re.MULTILINE)
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 # The size the write-ahead log file is cut back to when the log starts over: room for the usual traffic
 # between checkpoints, so that starting over does not mean growing the file again at once.
@@ -357,6 +359,8 @@ class Database:
         if self.is_sqlite and self.url.database and not Path(self.url.database).parent.is_dir():
             directory = Path(self.url.database).parent
             raise StoreUnavailable(f"cannot use the {self.describe()}: the directory {directory} does not exist")
+        if revision == "head" and self._at_head():
+            return  # the usual case for a CLI command: Alembic's machinery costs more than the command
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self._explained(), _translate_failures(), self.engine.connect() as conn:
@@ -376,6 +380,28 @@ class Database:
                 path = Path(self.url.database + suffix)
                 if path.exists():
                     path.chmod(0o600)
+
+    def _at_head(self) -> bool:
+        """Whether the stored schema revision is the newest one, read cheaply from the migration files.
+
+        A file holding the revision that no other file names as its ``down_revision`` is the head; anything
+        unusual (several heads, no table yet, an unreadable database) answers False and Alembic decides.
+        """
+        revisions: set[str] = set()
+        parents: set[str] = set()
+        for path in (MIGRATIONS / "versions").glob("*.py"):
+            text = path.read_text()
+            revisions.update(_REVISION.findall(text))
+            parents.update(_DOWN_REVISION.findall(text))
+        heads = revisions - parents
+        if len(heads) != 1 or (self.is_sqlite and not Path(self.url.database or "").is_file()):
+            return False
+        try:
+            with self.engine.connect() as conn:
+                stored = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+        except sa.exc.DBAPIError:
+            return False
+        return stored == list(heads)
 
     def backup_to(self, destination: Path) -> None:
         """SQLite: a consistent copy of the whole database in the new file ``destination`` (0600), taken online.

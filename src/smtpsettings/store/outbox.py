@@ -769,3 +769,42 @@ def delete_finished(conn: Connection, *, before: datetime, limit: int) -> int:
     Bounded, so that each call is a short transaction: the caller repeats it until fewer come back.
     """
     return _DELETE_FINISHED.execute(conn, before=before, n=limit)
+
+
+# -- the operator's bulk actions (the command line) -------------------------------------------------------
+
+
+def flush_portal(conn: Connection, portal_id: int) -> int:
+    """Every waiting (queued or deferred) message of the portal that is not due yet: due now; the number.
+
+    Attempts are unchanged. A running dispatcher sends them at its next poll; a destination it holds as
+    unavailable in memory is not reset by this.
+    """
+    now = utcnow()
+    result = conn.execute(
+        o.update()
+        .where(o.c.portal_id == portal_id, o.c.status.in_(("queued", "deferred")), o.c.next_attempt_at > now)
+        .values(next_attempt_at=now)
+    )
+    return int(result.rowcount)
+
+
+def requeue_all_failed(conn: Connection, portal_id: int) -> tuple[int, int]:
+    """Queue every failed message of the portal again, as :func:`requeue_failed` does one.
+
+    Returns:
+        ``(requeued, skipped)``: skipped ones failed too long ago and their bodies are gone.
+    """
+    now = utcnow()
+    failed = sa.and_(o.c.portal_id == portal_id, o.c.status == "failed")
+    requeued = conn.execute(
+        o.update().where(failed, o.c.content.is_not(None)).values(status="queued", next_attempt_at=now, queued_at=now, finished_at=None)
+    ).rowcount
+    skipped = conn.execute(sa.select(sa.func.count()).select_from(o).where(failed)).scalar_one()
+    return int(requeued), int(skipped)
+
+
+def content_of(conn: Connection, message_id: str) -> bytes | None:
+    """The stored message as it goes to the mail server, or None once its body is gone."""
+    content = conn.execute(sa.select(o.c.content).where(o.c.id == message_id)).scalar_one_or_none()
+    return None if content is None else bytes(content)

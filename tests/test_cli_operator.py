@@ -1,0 +1,164 @@
+"""The operator's commands on users, keys and portals, the listings' shape, and what ``--help`` imports.
+
+Each runs as a subprocess on a real SQLite data directory, as an operator runs it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serverkit import PASSWORD, smtpsettings_command
+from test_cli import assert_one_line_error, migrated, ok, operator_env, run
+
+HEAVY = ("sqlalchemy", "alembic", "granian", "litestar", "cryptography", "aiosmtpd", "psycopg", "argon2")
+
+
+def rows(db: Path, query: str, *params: object) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+@pytest.fixture
+def team(tmp_path: Path) -> Path:
+    """A data directory with the portal team.test: an owner, an admin with an API key, a user."""
+    data = migrated(tmp_path)
+    ok(data, "portal", "create", "team.test")
+    for role in ("owner", "admin", "user"):
+        ok(data, "user", "create", "--portal", "team.test", "--email", f"{role}@team.test", "--role", role, "--password", PASSWORD)
+    ok(data, "apikey", "create", "--portal", "team.test", "--email", "admin@team.test", "--scope", "mail.send")
+    return data
+
+
+# --- import graph, listings, pipes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args", [("--help",), ("--version",), ("messages", "list", "--help"), ("serve", "--help")], ids=" ".join
+)
+def test_help_and_version_import_no_database_server_or_crypto_modules(tmp_path: Path, args: tuple[str, ...]) -> None:
+    code = "import sys; from smtpsettings.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    code += "print('\\n'.join(sorted(sys.modules)), file=sys.stderr)"
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], env=operator_env(tmp_path), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = {name.split(".")[0] for name in result.stderr.split()}
+    assert "click" in loaded
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_listings_have_a_header_unless_asked_and_say_so_on_stderr_when_empty(team: Path) -> None:
+    listed = run(team, "user", "list", "--portal", "team.test")
+    assert listed.stdout.splitlines()[0] == "email\trole\tname"
+    assert len(listed.stdout.splitlines()) == 4
+    bare = run(team, "user", "list", "--portal", "team.test", "--no-header")
+    assert bare.stdout.splitlines() == listed.stdout.splitlines()[1:]
+
+    empty = run(team, "messages", "list", "--portal", "team.test")
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, "", "no messages\n")
+
+
+def test_a_listing_read_only_in_part_through_a_closed_pipe_ends_quietly(team: Path) -> None:
+    # Many more rows than a pipe's buffer holds, so the command is still writing when head has gone.
+    with sqlite3.connect(team / "smtpsettings.db") as conn:
+        salt = conn.execute("SELECT password_hash_salt FROM portals LIMIT 1").fetchone()[0]
+        conn.executemany(
+            "INSERT INTO portals (hostname, is_default, created_at, password_hash_salt) VALUES (?, 0, '2030-01-01', ?)",
+            [(f"bulk{n:05d}.test", salt) for n in range(20_000)],
+        )
+    command = " ".join(f"'{part}'" for part in smtpsettings_command())
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command} portal list | head -1"],
+        env=operator_env(team),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout == "hostname\tdefault\n"
+    assert "Traceback" not in result.stderr and "Broken pipe" not in result.stderr and "Exception" not in result.stderr
+
+
+# --- API keys and users ------------------------------------------------------------------------------
+
+
+def test_apikey_list_shows_ids_owners_scopes_and_revocations_never_the_key(team: Path) -> None:
+    created = ok(team, "apikey", "create", "--portal", "team.test", "--email", "owner@team.test").splitlines()
+    key_id, secret = created[0].split()[3], created[-1]
+    ok(team, "apikey", "revoke", key_id)
+
+    header, *lines = ok(team, "apikey", "list", "--portal", "team.test").splitlines()
+    assert header == "id\temail\tscope\tcreated\trevoked"
+    listed = [line.split("\t") for line in lines]
+    assert [(r[1], r[2]) for r in listed] == [("admin@team.test", "mail.send"), ("owner@team.test", "all")]
+    assert listed[0][4] == "-" and listed[1][0] == key_id and listed[1][4].startswith("20")
+    text = "\n".join(lines)
+    assert secret not in text and secret.removeprefix("sk-") not in text
+
+
+def test_user_set_email_and_set_role_change_the_stored_user(team: Path) -> None:
+    db = team / "smtpsettings.db"
+    assert ok(team, "user", "set-email", "--portal", "team.test", "--email", "user@team.test", "--new-email", "New@Team.test")
+    assert ok(team, "user", "set-role", "--portal", "team.test", "--email", "new@team.test", "--role", "admin")
+    assert rows(db, "SELECT role FROM users WHERE email = 'new@team.test'") == [("admin",)]
+    assert rows(db, "SELECT count(*) FROM users WHERE email = 'user@team.test'") == [(0,)]
+
+    assert_one_line_error(
+        run(team, "user", "set-email", "--portal", "team.test", "--email", "new@team.test", "--new-email", "not an email"),
+        "not an email",
+    )
+    assert_one_line_error(
+        run(team, "user", "set-email", "--portal", "team.test", "--email", "new@team.test", "--new-email", "owner@team.test"),
+        "already exists",
+    )
+
+
+def test_the_last_owner_or_admin_keeps_the_role_and_cannot_be_deleted(tmp_path: Path) -> None:
+    data = migrated(tmp_path)
+    ok(data, "portal", "create", "solo.test")
+    ok(data, "user", "create", "--portal", "solo.test", "--email", "boss@solo.test", "--role", "owner", "--password", PASSWORD)
+    demote = run(data, "user", "set-role", "--portal", "solo.test", "--email", "boss@solo.test", "--role", "user")
+    assert_one_line_error(demote, "last owner or admin")
+    assert_one_line_error(run(data, "user", "delete", "--portal", "solo.test", "--email", "boss@solo.test"), "last owner or admin")
+    assert rows(data / "smtpsettings.db", "SELECT role FROM users WHERE email = 'boss@solo.test'") == [("owner",)]
+
+
+def test_user_delete_takes_its_sessions_and_api_keys_along(team: Path) -> None:
+    db = team / "smtpsettings.db"
+    admin_id = rows(db, "SELECT id FROM users WHERE email = 'admin@team.test'")[0][0]
+    assert rows(db, "SELECT count(*) FROM api_keys WHERE user_id = ?", admin_id) == [(1,)]
+    out = ok(team, "user", "delete", "--portal", "team.test", "--email", "admin@team.test")
+    assert out.strip() == "deleted admin admin@team.test from team.test"
+    assert rows(db, "SELECT count(*) FROM api_keys WHERE user_id = ?", admin_id) == [(0,)]
+    assert rows(db, "SELECT count(*) FROM users WHERE id = ?", admin_id) == [(0,)]
+
+
+# --- portal delete -----------------------------------------------------------------------------------
+
+
+def test_portal_delete_without_a_terminal_needs_yes_and_then_deletes_everything_of_it(team: Path) -> None:
+    db = team / "smtpsettings.db"
+    ok(team, "portal", "create", "other.test")
+    # Not a terminal: without --yes it refuses rather than read answers from a pipe.
+    refused = run(team, "portal", "delete", "team.test")
+    assert_one_line_error(refused, "--yes")
+    assert "3 user(s)" in refused.stdout and "1 API key(s)" in refused.stdout
+    assert rows(db, "SELECT count(*) FROM portals WHERE hostname = 'team.test'") == [(1,)]
+
+    assert ok(team, "portal", "delete", "team.test", "--yes").splitlines()[-1] == "deleted portal team.test"
+    assert rows(db, "SELECT hostname FROM portals") == [("other.test",)]
+    assert rows(db, "SELECT count(*) FROM users") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM api_keys") == [(0,)]
+
+
+def test_the_only_portal_is_not_deleted(tmp_path: Path) -> None:
+    data = migrated(tmp_path)
+    ok(data, "portal", "create", "only.test")
+    refused = run(data, "portal", "delete", "only.test")  # before any question
+    assert_one_line_error(refused, "only portal")
+    assert refused.stdout == ""
+    assert ok(data, "portal", "list", "--no-header").strip() == "only.test\t-"
