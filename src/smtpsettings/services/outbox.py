@@ -1,7 +1,9 @@
 """Accepting a portal's mail for delivery, and what its sender and admins may do with it afterwards.
 
 Acceptance means committed: the message is built (From the portal's sender, a Message-ID fixed now) and
-written to the outbox in one transaction before the caller hears 202; the dispatcher sends it later. The
+written to the outbox before the caller hears 202 (on SQLite in a transaction shared with the acceptances
+that arrived at the same moment, each in a savepoint of its own: :mod:`smtpsettings.store.groupcommit`);
+the dispatcher sends it later. The
 same transaction holds the portal's unsent mail to its queue limits (:mod:`smtpsettings.services.admission`).
 """
 
@@ -104,7 +106,7 @@ class OutboxService:
             message_id=message_id,
             idempotency_key=idempotency_key,
         )
-        record, is_new = await self._db.write(lambda c: outbox.enqueue(c, new, self._admit(new)))
+        record, is_new = await self._enqueue(new)
         if is_new:
             self._admission.accepted(portal.id, len(new.content))
             self._on_enqueued()
@@ -169,7 +171,7 @@ class OutboxService:
             message_id=submitted.message_id,
             idempotency_key=None,
         )
-        record, _ = await self._db.write(lambda c: outbox.enqueue(c, new, self._admit(new)))
+        record, _ = await self._enqueue(new)
         self._admission.accepted(portal.id, len(new.content))
         self._on_enqueued()
         return record
@@ -220,6 +222,11 @@ class OutboxService:
         if not settings.host or not settings.sender_address:
             raise BadArgument("The portal has no SMTP settings to send with: save them first.")
         return settings
+
+    async def _enqueue(self, new: NewMessage) -> tuple[MessageRecord, bool]:
+        # Grouped with the other acceptances (and the dispatcher's bookkeeping) of this moment: one
+        # commit, one sync, off the event loop; the caller hears back once it is durable.
+        return await self._db.write_grouped(lambda c: outbox.enqueue(c, new, self._admit(new)), len(new.content))
 
     def _admit(self, new: NewMessage) -> Callable[[Connection], None]:
         return lambda conn: self._admission.check(conn, new.portal_id, len(new.content))
