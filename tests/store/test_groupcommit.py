@@ -176,3 +176,19 @@ async def test_dispose_writes_what_is_queued_first(path: Path) -> None:
     db.dispose()
     assert len(await asyncio.gather(*futures)) == 30
     assert len(names(path)) == 30
+
+
+async def test_handles_on_one_file_take_turns_and_lose_nothing(db: Database, path: Path) -> None:
+    other = Database(f"sqlite:///{path}", timeout=5)  # as a second worker process would open it
+    try:
+        writes = [
+            asyncio.ensure_future(handle.write_grouped(insert(f"{tag}{i:03}")))
+            for i in range(200)
+            for tag, handle in (("a", db), ("b", other))
+        ]
+        assert len(await asyncio.gather(*writes)) == 400
+    finally:
+        other.dispose()
+    assert len(names(path)) == 400
+    turn = path.with_name(path.name + "-writer")
+    assert turn.exists() and turn.stat().st_mode & 0o777 == 0o600

@@ -277,7 +277,7 @@ class Database:
         if not self.is_sqlite:
             return await self._in_thread(self.write_sync, fn)
         if self._committer is None:
-            self._committer = GroupCommitter(self)
+            self._committer = GroupCommitter(self, _turn_path(self.url.database))
         future = self._committer.submit(fn, size)
         try:
             with _translate_failures():
@@ -953,3 +953,8 @@ class _Compiled:
         for i, p in self.conversions:
             values[i] = p(values[i])
         return tuple(values)
+
+
+def _turn_path(database: str | None) -> str | None:
+    """The file beside an SQLite database whose lock its group-commit writers take turns on (none in memory)."""
+    return f"{database}-writer" if database and database != ":memory:" else None
