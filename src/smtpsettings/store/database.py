@@ -6,6 +6,9 @@ each in one transaction. How depends on the backend:
 - SQLite runs them right on the caller's thread. A one-row query takes microseconds, far less than a hop
   to a thread pool, and writes take SQLite's write lock up front (``BEGIN IMMEDIATE``) so concurrent
   writers queue instead of failing half-way.
+  Acceptances and background writes instead go to the process's group-commit thread
+  (:meth:`Database.write_grouped`): many callers' functions, one transaction, one sync, none of it on the
+  event loop.
 - PostgreSQL runs them on a pooled psycopg connection in a worker thread, so the event loop never blocks
   on the network. One hop to the thread per transaction costs less than SQLAlchemy's asyncio layer,
   which pays a greenlet switch and an event-loop round per statement.
