@@ -108,7 +108,6 @@ class OutboxService:
         )
         record, is_new = await self._enqueue(new)
         if is_new:
-            self._admission.accepted(portal.id, len(new.content))
             self._on_enqueued()
         return record, is_new
 
@@ -172,7 +171,6 @@ class OutboxService:
             idempotency_key=None,
         )
         record, _ = await self._enqueue(new)
-        self._admission.accepted(portal.id, len(new.content))
         self._on_enqueued()
         return record
 
@@ -226,7 +224,15 @@ class OutboxService:
     async def _enqueue(self, new: NewMessage) -> tuple[MessageRecord, bool]:
         # Grouped with the other acceptances (and the dispatcher's bookkeeping) of this moment: one
         # commit, one sync, off the event loop; the caller hears back once it is durable.
-        return await self._db.write_grouped(lambda c: outbox.enqueue(c, new, self._admit(new)), len(new.content))
+        def write(conn: Connection) -> tuple[MessageRecord, bool]:
+            record, is_new = outbox.enqueue(conn, new, self._admit(new))
+            if is_new:
+                # Counted at once, not after the commit: the next message of the same group transaction
+                # is checked with this one in. Should the commit fail, the count is high for under a second.
+                self._admission.accepted(new.portal_id, len(new.content))
+            return record, is_new
+
+        return await self._db.write_grouped(write, len(new.content))
 
     def _admit(self, new: NewMessage) -> Callable[[Connection], None]:
         return lambda conn: self._admission.check(conn, new.portal_id, len(new.content))
