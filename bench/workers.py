@@ -26,10 +26,12 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import trustme
 from common import Backend, Server, Workdir, log
+
 from submission import MESSAGE, PORTAL, SENDER, our_server
 
 
@@ -68,7 +70,7 @@ def syncs_per_message(server: Server, port: int, ca: trustme.CA, login: tuple[st
     asyncio.run(_window(port, ca, login, args, counted))
     strace.send_signal(2)
     _, report = strace.communicate(timeout=30)
-    calls = sum(int(m.group(1)) for m in re.finditer(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?f(?:data)?sync$", report, re.M))
+    calls = sum(int(m.group(1)) for m in re.finditer(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?f(?:data)?sync$", report, re.MULTILINE))
     if not calls:
         log(f"no syncs counted; strace said:\n{report}")
     return calls / max(counted[0], 1)
@@ -111,7 +113,7 @@ def main() -> None:
                     name = f"{code}-w{workers}"
                     original = Server.start
 
-                    def start(self: Server, workers: int = workers) -> Server:
+                    def start(self: Server, workers: int = workers, original: Any = original) -> Server:
                         self.workers, self.cpus = workers, args.cpus
                         return original(self)
 

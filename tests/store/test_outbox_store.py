@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-
 import threading
-from collections import Counter
 import uuid
-from pathlib import Path
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from smtpsettings.domain.errors import QueueFull
+from smtpsettings.domain.outbox import RecipientOutcome
 from smtpsettings.domain.queue import Backlog, QueueLimits
 from smtpsettings.services.admission import NEAR_REFRESH_SECONDS, Admission
-from smtpsettings.domain.outbox import RecipientOutcome
 from smtpsettings.store import outbox
 from smtpsettings.store.database import Database, utcnow
 from smtpsettings.store.tables import outbox_messages, portals
