@@ -124,6 +124,8 @@ class Server:
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    workers: int = 1
+    cpus: str = SERVER_CPU
 
     def start(self) -> Server:
         self.port = free_port()
@@ -140,7 +142,7 @@ class Server:
         self.log_path = self.data_dir / f"server-{self.port}.log"
         logfile = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, smtpsettings_exe(), "serve", "--port", str(self.port), "--workers", "1"],
+            ["taskset", "-c", self.cpus, smtpsettings_exe(), "serve", "--port", str(self.port), "--workers", str(self.workers)],
             env=env,
             stdout=logfile,
             stderr=logfile,

@@ -1,13 +1,14 @@
 """Admission to the outbox: each portal's unsent mail held to the queue limits without a count per message.
 
 Counting a portal's unsent mail reads its whole backlog from an index: at 10,000 unsent messages that
-measured 1 to 5 ms on SQLite, where writes run on the event loop and hold the write lock, and over 10 ms
-on PostgreSQL. So a worker keeps the count it last read for each portal and adds what it accepts after each
-commit; it counts again, in the acceptance transaction, when that count is older than a second, or older
-than 50 ms and the message would bring the portal within a tenth of a limit. Mail sent meanwhile only makes
-the kept count too high, and a refusal is never based on a count older than a second. What other workers or
-instances accepted since the count is what a limit can be passed by: near a limit, 50 ms of their
-acceptances, besides this worker's own still in flight.
+measured 1 to 5 ms on SQLite, inside the write transaction that holds the write lock, and over 10 ms on
+PostgreSQL. So a worker keeps the count it last read for each portal and adds each message as it writes it
+(in the acceptance transaction: the next message of the same group commit is checked with it in); it counts
+again, in the acceptance transaction, when that count is older than a second, or older than 50 ms and the
+message would bring the portal within a tenth of a limit. Mail sent meanwhile only makes the kept count too
+high, and a refusal is never based on a count older than a second. What other workers or instances accepted
+since the count is what a limit can be passed by: near a limit, 50 ms of their acceptances, besides (on
+PostgreSQL) this worker's own still in flight.
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ class Admission:
         self._limits.admit(backlog, size)
 
     def accepted(self, portal_id: int, size: int) -> None:
-        """After the commit: the message is part of the portal's backlog."""
+        """In the acceptance transaction, once the message is written: it is part of the portal's backlog.
+
+        Runs on the group-commit thread while the event loop may read or forget the same portal's count:
+        a lost update only makes one count inexact until it is read again, within a second.
+        """
         counted = self._counted.get(portal_id)
         if counted is not None:
             backlog = Backlog(messages=counted.backlog.messages + 1, bytes=counted.backlog.bytes + size)

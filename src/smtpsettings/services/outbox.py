@@ -1,7 +1,9 @@
 """Accepting a portal's mail for delivery, and what its sender and admins may do with it afterwards.
 
 Acceptance means committed: the message is built (From the portal's sender, a Message-ID fixed now) and
-written to the outbox in one transaction before the caller hears 202; the dispatcher sends it later. The
+written to the outbox before the caller hears 202 (on SQLite in a transaction shared with the acceptances
+that arrived at the same moment, each in a savepoint of its own: :mod:`smtpsettings.store.groupcommit`);
+the dispatcher sends it later. The
 same transaction holds the portal's unsent mail to its queue limits (:mod:`smtpsettings.services.admission`).
 """
 
@@ -120,9 +122,8 @@ class OutboxService:
             message_id=message_id,
             idempotency_key=idempotency_key,
         )
-        record, is_new = await self._db.write(lambda c: outbox.enqueue(c, new, self._admit(new)))
+        record, is_new = await self._enqueue(new)
         if is_new:
-            self._admission.accepted(portal.id, len(new.content))
             self._on_enqueued()
         return record, is_new
 
@@ -201,8 +202,7 @@ class OutboxService:
             message_id=submitted.message_id,
             idempotency_key=None,
         )
-        record, _ = await self._db.write(lambda c: outbox.enqueue(c, new, self._admit(new)))
-        self._admission.accepted(portal.id, len(new.content))
+        record, _ = await self._enqueue(new)
         self._on_enqueued()
         return record
 
@@ -252,6 +252,19 @@ class OutboxService:
         if not settings.host or not settings.sender_address:
             raise NotConfigured("The portal has no SMTP settings to send with: save them first.")
         return settings
+
+    async def _enqueue(self, new: NewMessage) -> tuple[MessageRecord, bool]:
+        # Grouped with the other acceptances (and the dispatcher's bookkeeping) of this moment: one
+        # commit, one sync, off the event loop; the caller hears back once it is durable.
+        def write(conn: Connection) -> tuple[MessageRecord, bool]:
+            record, is_new = outbox.enqueue(conn, new, self._admit(new))
+            if is_new:
+                # Counted at once, not after the commit: the next message of the same group transaction
+                # is checked with this one in. Should the commit fail, the count is high for under a second.
+                self._admission.accepted(new.portal_id, len(new.content))
+            return record, is_new
+
+        return await self._db.write_grouped(write, len(new.content))
 
     def _admit(self, new: NewMessage) -> Callable[[Connection], None]:
         return lambda conn: self._admission.check(conn, new.portal_id, len(new.content))

@@ -6,6 +6,9 @@ each in one transaction. How depends on the backend:
 - SQLite runs them right on the caller's thread. A one-row query takes microseconds, far less than a hop
   to a thread pool, and writes take SQLite's write lock up front (``BEGIN IMMEDIATE``) so concurrent
   writers queue instead of failing half-way.
+  Acceptances and background writes instead go to the process's group-commit thread
+  (:meth:`Database.write_grouped`): many callers' functions, one transaction, one sync, none of it on the
+  event loop.
 - PostgreSQL runs them on a pooled psycopg connection in a worker thread, so the event loop never blocks
   on the network. One hop to the thread per transaction costs less than SQLAlchemy's asyncio layer,
   which pays a greenlet switch and an event-loop round per statement.
@@ -47,6 +50,8 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+
+from smtpsettings.store.groupcommit import BatchFailed, GroupCommitter
 
 __all__ = ("WAL_SIZE_LIMIT", "Database", "Prepared", "StoreUnavailable", "insert_for", "utc", "utcnow")
 
@@ -112,6 +117,7 @@ class Database:
         self.sqlite_synchronous = _SYNCHRONOUS[sqlite_synchronous]
         self._checkpointer: _Checkpointer | None = None
         self._lookup_pool: _LookupPool | None = None
+        self._committer: GroupCommitter | None = None
         if backend == "sqlite":
             self.is_sqlite = True
             self.engine: Engine = sa.create_engine(parsed, connect_args={"timeout": timeout})
@@ -253,13 +259,57 @@ class Database:
         return await self._in_thread(self.write_sync, fn)
 
     async def write_off_loop(self, fn: Callable[[Connection], T]) -> T:
-        """As :meth:`write`, but on a worker thread with SQLite too.
+        """As :meth:`write`, but never on the event loop; on SQLite grouped (:meth:`write_grouped`).
 
         For background work (the outbox dispatcher): its transactions claim and record messages by the
         hundred and each ends with a sync to disk, which on the event loop would hold up every request
         meanwhile. On a thread only requests that write wait, for SQLite's write lock.
         """
+        if self.is_sqlite:
+            return await self.write_grouped(fn)
         return await self._in_thread(self.write_sync, fn)
+
+    async def write_grouped(self, fn: Callable[[Connection], T], size: int = 0) -> T:
+        """Run ``fn`` in a write transaction shared with the other writes queued meanwhile; return its
+        result once that transaction is durable.
+
+        SQLite: on the process's group-commit thread (:mod:`smtpsettings.store.groupcommit`): one
+        ``COMMIT`` and one sync for everything that arrived together, none on the event loop. ``fn`` is
+        still all or nothing: what it raises undoes its own writes only. ``size`` is about how many bytes
+        it writes (a message's body), to keep batches bounded. PostgreSQL: :meth:`write` (its commits
+        already overlap, one per connection, off the event loop).
+        """
+        if not self.is_sqlite:
+            return await self._in_thread(self.write_sync, fn)
+        if self._committer is None:
+            self._committer = GroupCommitter(self, _turn_path(self.url.database))
+        future = self._committer.submit(fn, size)
+        try:
+            with _translate_failures():
+                async with asyncio.timeout(self.timeout * 2):
+                    # Shielded: a caller that stops waiting does not take back a write already queued.
+                    return await asyncio.shield(future)
+        except BatchFailed as exc:
+            cause = exc.__cause__
+            if isinstance(cause, sa.exc.OperationalError | sqlite3.OperationalError | sa.exc.InterfaceError):
+                with _translate_failures():
+                    raise cause from None
+            raise StoreUnavailable("The database could not save this; try again.", _reason(str(exc))) from cause
+
+    def writer_connection(self) -> Connection:
+        """The calling thread's SQLite connection, for the group-commit thread."""
+        with _translate_failures():
+            return self._thread_connection()
+
+    def drop_thread_connection(self) -> None:
+        """Forget the calling thread's SQLite connection after a driver error; the next call opens one."""
+        self._drop_thread_connection()
+
+    def close_thread_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = self._local.raw = None
 
     async def _in_thread(self, run: Callable[[Callable[[Connection], T]], T], fn: Callable[[Connection], T]) -> T:
         # The pool, statement, lock and keepalive timeouts bound each wait inside; this bounds the whole,
@@ -425,6 +475,9 @@ class Database:
                 source.close()
 
     def dispose(self) -> None:
+        if self._committer is not None:
+            self._committer.stop()  # what is queued is written first
+            self._committer = None
         self.stop_background_checkpoints()
         if self._lookup_pool is not None:
             self._lookup_pool.discard()
@@ -929,3 +982,8 @@ class _Compiled:
         for i, p in self.conversions:
             values[i] = p(values[i])
         return tuple(values)
+
+
+def _turn_path(database: str | None) -> str | None:
+    """The file beside an SQLite database whose lock its group-commit writers take turns on (none in memory)."""
+    return f"{database}-writer" if database and database != ":memory:" else None

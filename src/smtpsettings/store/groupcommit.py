@@ -1,0 +1,236 @@
+"""Group commit: the writes that arrive together, in one SQLite transaction with one sync, off the event loop.
+
+Each accepted message is a small write whose cost is almost all the ``fsync`` of its commit. Written one
+transaction each, on the event loop, every session and every delivery stood still while one message
+synced. Here callers hand in their transaction function and await a future; one writer thread per process
+takes everything queued meanwhile (up to :data:`MAX_BATCH` functions or :data:`MAX_BATCH_BYTES` of declared
+size), runs each in a ``SAVEPOINT`` of one ``BEGIN IMMEDIATE`` transaction, commits once, and only then
+resolves the futures. So "accepted" still means "on disk" (with ``synchronous=full``), a function that
+raises (a queue limit, a constraint) fails only its own caller, and a failed ``COMMIT`` fails every caller
+of that batch with nothing written.
+
+While a batch syncs the next one gathers: the busier the process, the more each sync carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from smtpsettings.store.database import Database
+
+__all__ = ("MAX_BATCH", "MAX_BATCH_BYTES", "BatchFailed", "GroupCommitter")
+
+T = TypeVar("T")
+
+MAX_BATCH = 256
+"""Transaction functions per commit: bounds how long one batch holds SQLite's write lock."""
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+"""Declared bytes per commit (message bodies): a batch of large messages commits sooner."""
+
+
+class BatchFailed(Exception):
+    """The group transaction could not be committed: nothing of it was written (the cause is chained)."""
+
+
+class _Job:
+    __slots__ = ("fn", "future", "loop", "size")
+
+    def __init__(self, fn: Callable[[Connection], Any], size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.fn = fn
+        self.size = size
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+
+class GroupCommitter:
+    """One writer thread that commits the queued transaction functions of a process in batches (SQLite).
+
+    Args:
+        db: The database (SQLite); the writer uses its own thread connection, with the same pragmas.
+        turn_path: A file beside the database whose ``flock`` the writers of all processes take turns on.
+    """
+
+    def __init__(self, db: Database, turn_path: str | None = None) -> None:
+        self._db = db
+        self._turn_path = turn_path
+        self._turn_fd: int | None = None
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._carried: _Job | None = None  # taken from the queue but over the batch's size: the next batch's first
+        self.batches = 0
+        """Commits so far (for tests and benches): fewer than the functions run when they grouped."""
+
+    def submit(self, fn: Callable[[Connection], T], size: int = 0) -> asyncio.Future[T]:
+        """Queue ``fn`` for the next group transaction (``size``: the bytes it writes, roughly).
+
+        The future resolves with ``fn``'s result once that transaction is committed, or with what ``fn``
+        raised (only ``fn``'s own writes were undone), or with the error that failed the commit (nothing
+        of the batch was written). It must be awaited on the running loop that submitted it.
+        """
+        self._start()
+        job = _Job(fn, size, asyncio.get_running_loop())
+        # A caller that stopped waiting (a timeout) leaves the outcome unread; that is not an error.
+        job.future.add_done_callback(_read)
+        self._queue.put(job)
+        return job.future
+
+    def stop(self) -> None:
+        """Let the writer finish what is queued, then end it; idempotent."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="smtpsettings-group-commit", daemon=True)
+                    self._thread.start()
+
+    # -- the writer thread -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._carried or self._queue.get()
+            self._carried = None
+            if first is None:
+                break
+            with self._turn():  # what queues while another process writes joins this batch
+                batch, stopping = self._gather(first)
+                self._commit(batch)
+            if stopping:
+                break
+        self._db.close_thread_connection()
+        if self._turn_fd is not None:
+            os.close(self._turn_fd)
+            self._turn_fd = None
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's turn to write, among all processes on the database (workers, the CLI's …).
+
+        SQLite's own lock makes a writer that finds it taken sleep and poll, for 1 to 100 ms a time: two
+        workers committing in turn then spent most of their time asleep. A ``flock`` on a file beside the
+        database wakes the waiting writer the moment the other is done.
+        """
+        if self._turn_fd is None and self._turn_path is not None:
+            try:
+                self._turn_fd = os.open(self._turn_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                self._turn_path = None  # a read-only directory: SQLite's own lock alone then
+        if self._turn_fd is None:
+            yield
+            return
+        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
+
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
+        """``first`` and whatever else is queued, within the batch's bounds; and whether to stop after."""
+        batch, size = [first], first.size
+        while len(batch) < MAX_BATCH:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, True
+            if size + job.size > MAX_BATCH_BYTES:
+                self._carried = job
+                break
+            batch.append(job)
+            size += job.size
+        return batch, False
+
+    def _commit(self, batch: list[_Job]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn = self._db.writer_connection()
+            raw: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                for job in batch:
+                    outcomes.append(_in_savepoint(raw, conn, job.fn))
+                if conn.in_transaction():
+                    conn.commit()  # SQLAlchemy began its own view of the transaction: end it there
+                else:
+                    raw.execute("COMMIT")
+            except BaseException:
+                _roll_back(conn, raw)
+                raise
+        except BaseException as exc:  # noqa: BLE001 - every caller hears of it; nothing was written
+            if isinstance(exc, sa.exc.DBAPIError | sqlite3.Error):
+                self._db.drop_thread_connection()
+            self.batches += 1
+            failed = BatchFailed(str(exc))
+            failed.__cause__ = exc
+            for job in batch:
+                _settle(job, False, failed)
+            return
+        self.batches += 1
+        for job, (ok, value) in zip(batch, outcomes, strict=True):
+            _settle(job, ok, value)
+
+
+def _in_savepoint(raw: sqlite3.Connection, conn: Connection, fn: Callable[[Connection], Any]) -> tuple[bool, Any]:
+    """Run ``fn`` so that its failure undoes only its own writes: ``(True, result)`` or ``(False, error)``.
+
+    A failure to roll back to the savepoint (the disk, not the function) is raised: the batch is then lost.
+    """
+    raw.execute("SAVEPOINT group_commit")
+    try:
+        result = fn(conn)
+    except Exception as exc:  # noqa: BLE001 - handed to this function's caller
+        raw.execute("ROLLBACK TO group_commit")
+        raw.execute("RELEASE group_commit")
+        return False, exc
+    raw.execute("RELEASE group_commit")
+    return True, result
+
+
+def _roll_back(conn: Connection, raw: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        elif raw.in_transaction:
+            raw.execute("ROLLBACK")
+    except (sa.exc.DBAPIError, sqlite3.Error):
+        pass  # the connection is dropped by the caller; SQLite rolls back what a closed one left
+
+
+def _read(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _settle(job: _Job, ok: bool, value: Any) -> None:
+    def resolve() -> None:
+        if job.future.done():
+            return
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
+
+    try:
+        job.loop.call_soon_threadsafe(resolve)
+    except RuntimeError:  # the caller's loop is closed: nobody is waiting
+        pass
