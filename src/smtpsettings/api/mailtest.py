@@ -28,6 +28,7 @@ def status_dto(job: JobRecord) -> dict[str, Any]:
         "error": job.error,
         "details": job.details,
         "transcript": job.transcript,
+        "startedAt": job.started_at,
     }
 
 

@@ -633,6 +633,7 @@ def _schemas() -> dict[str, Any]:
                     "items": {"type": "string"},
                     "description": "(ours) The SMTP dialogue, AUTH payloads and passwords replaced by ***.",
                 },
+                "startedAt": {"type": "string", "format": "date-time", "description": "(ours) When the test began."},
             },
             "required": ["id", "completed", "percents", "status", "error"],
         },

@@ -14,6 +14,18 @@
 
   const $ = (id) => document.getElementById(id);
 
+  /** An address that may wrap only after its "@" and before its dots, never inside a word. */
+  function addressText(address) {
+    const span = document.createElement("span");
+    span.className = "address";
+    const parts = address.split(/(?<=@)|(?=\.)/);
+    parts.forEach((part, i) => {
+      if (i) span.append(document.createElement("wbr"));
+      span.append(part);
+    });
+    return span;
+  }
+
   // ---------------------------------------------------------------- API ----------------------------------------
 
   /** One JSON request. Resolves to {status, body, headers}; status 0 when the server could not be reached. */
@@ -63,7 +75,8 @@
     const signedIn = view === "settings" || view === "denied";
     $("account").hidden = !signedIn;
     const who = sessionStorage.getItem(SESSION_KEY) || "";
-    $("account-email").textContent = who;
+    $("account-email").replaceChildren(addressText(who));
+    $("test-to").placeholder = who || "your own email address";
     $("denied-who").textContent = who ? ` as ${who}` : "";
     if (view !== "settings") {
       stopPolling();
@@ -287,7 +300,11 @@
     "oauth2.serviceAccountKey": "Service account key",
     "oauth2.tokenUrl": "Token URL",
     "oauth2.scope": "Scope",
+    isDefaultSettings: "Use server default",
   };
+  /** A field's name as the form says it; one the page does not know yet, in words ("someField" → "Some field"). */
+  const fieldLabel = (name) => FIELD_LABELS[name] ||
+    name.replace(/([a-z0-9])([A-Z])/g, "$1 $2").toLowerCase().replace(/^./, (c) => c.toUpperCase());
   const SECRET_NOUNS = {
     clientSecret: "client secret",
     certificate: "certificate",
@@ -714,7 +731,13 @@
     for (const key of Object.keys(serverErrors)) delete serverErrors[key];
 
     const badge = $("source-badge");
-    if (settings.isDefaultSettings) {
+    if (settings.isDefaultSettings && !settings.host) {
+      badge.textContent = "Not set up";
+      badge.dataset.kind = "missing";
+      $("source-text").textContent =
+        "No mail can be sent: this portal has no SMTP settings of its own and the server has no default " +
+        "settings to inherit. Enter the mail server's details below and save.";
+    } else if (settings.isDefaultSettings) {
       badge.textContent = "Server default";
       badge.dataset.kind = "default";
       $("source-text").textContent =
@@ -932,6 +955,7 @@
   let testStarting = false; // the start request is in flight
   let testRunning = false; // a job we follow has not completed
   let watching = false; // we saw this job running (or started it): announce its end
+  let sentTo = { id: "", to: "" }; // the recipient typed for the test this page started
 
   function stopPolling() {
     if (pollTimer !== null) clearTimeout(pollTimer);
@@ -949,22 +973,54 @@
 
   async function onTestClick() {
     clearFormMessages();
+    const recipient = $("test-to");
+    const to = recipient.value.trim();
+    // A plain shape check; the server applies the full rules (international domains included).
+    if (to && !/^[^\s@<>]+@[^\s@<>]+$/.test(to)) {
+      setTestToError("Enter a valid email address, like ann@example.com, or leave the field empty.");
+      recipient.focus();
+      return;
+    }
+    setTestToError("");
     testStarting = true;
     refresh();
-    const res = await api("GET", `${SMTP}/test`);
+    const res = await api("GET", to ? `${SMTP}/test?${new URLSearchParams({ to })}` : `${SMTP}/test`);
     testStarting = false;
     if (handledAuthProblem(res)) return;
     if (res.status === 200 && res.body && res.body.response) {
+      sentTo = { id: res.body.response.id, to };
       renderTest(res.body.response, { fresh: true });
       return;
     }
     refresh();
+    const errors = res.status === 400 && res.body && res.body.response && res.body.response.errors;
+    if (errors && Array.isArray(errors.to)) {
+      setTestToError(errors.to.join(" "));
+      recipient.focus();
+      return;
+    }
     let text;
     if (res.status === 429) {
       text = `${errorMessage(res, "Too many test messages.")} You can send the next one in ${describeWait(retryAfter(res))}.`;
     } else if (res.status === 0) text = unreachable;
     else text = errorMessage(res, `The test could not be started (HTTP ${res.status}).`);
     setNotice($("form-alert"), text);
+  }
+
+  function setTestToError(text) {
+    const input = $("test-to");
+    $("test-to-error").textContent = text;
+    if (text) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+
+  const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+  /** "5 minutes ago", "yesterday": how long ago, in the largest unit that fits. */
+  function ago(date) {
+    const seconds = Math.round((date.getTime() - Date.now()) / 1000);
+    const units = [["day", 86400], ["hour", 3600], ["minute", 60]];
+    for (const [unit, size] of units) if (Math.abs(seconds) >= size) return relative.format(Math.round(seconds / size), unit);
+    return "just now";
   }
 
   /** On page load: follow a test that is still running, or show the last result. */
@@ -1000,6 +1056,13 @@
     panel.hidden = false;
     if (fresh || !job.completed) watching = true;
     $("test-title").textContent = watching ? "Test mail" : "Last test mail";
+    const started = new Date(job.startedAt);
+    const when = $("test-when");
+    when.hidden = Number.isNaN(started.getTime());
+    if (!when.hidden) {
+      when.dateTime = job.startedAt;
+      when.textContent = `${dateFormat.format(started)} (${ago(started)})`;
+    }
     testRunning = !job.completed;
     progress.value = percents;
     progress.setAttribute("aria-valuenow", String(percents));
@@ -1023,7 +1086,8 @@
     panel.classList.toggle("is-success", ok);
     panel.classList.toggle("is-error", !ok);
     $("test-step").textContent = ok ? "Completed" : `Stopped at: ${job.status || "unknown step"}`;
-    const who = sessionStorage.getItem(SESSION_KEY);
+    // The status does not say where the mail went: the page remembers it for the test it started.
+    const who = (sentTo.id === job.id && sentTo.to) || sessionStorage.getItem(SESSION_KEY);
     if (ok) {
       result.dataset.kind = "success";
       result.textContent = `The test mail was sent${who ? ` to ${who}` : " to your email address"}. Check the inbox.`;
@@ -1105,7 +1169,7 @@
       const fieldsText = document.createElement("span");
       fieldsText.className = "history__fields";
       fieldsText.textContent = changed.length
-        ? changed.map((f) => FIELD_LABELS[f] || f).join(", ")
+        ? changed.map(fieldLabel).join(", ")
         : "no field changed";
       what.append(fieldsText);
 
@@ -1116,7 +1180,7 @@
       const date = new Date(row.createdAt);
       when.textContent = Number.isNaN(date.getTime()) ? row.createdAt || "" : dateFormat.format(date);
       const by = document.createElement("span");
-      by.textContent = `${row.userEmail || "unknown user"}${row.clientAddress ? ` · ${row.clientAddress}` : ""}`;
+      by.append(row.userEmail ? addressText(row.userEmail) : "unknown user", row.clientAddress ? ` · ${row.clientAddress}` : "");
       meta.append(when, by);
       li.append(what, meta);
       list.append(li);
@@ -1272,7 +1336,7 @@
     const to = Array.isArray(m.to) ? m.to : [];
     const cc = Array.isArray(m.cc) ? m.cc : [];
     const everyone = [...to, ...cc];
-    toCell.append(document.createTextNode(everyone[0] || ""));
+    toCell.append(addressText(everyone[0] || ""));
     if (everyone.length > 1) {
       const more = document.createElement("span");
       more.className = "outbox__more";
@@ -1309,8 +1373,10 @@
       result.append(p);
       return p;
     };
-    const error = typeof m.lastError === "string" ? m.lastError : "";
-    const reply = typeof m.smtpReply === "string" ? m.smtpReply : "";
+    // Once queued again (a retry) or on its way, an earlier attempt's error no longer describes the message.
+    const pending = m.status === "queued" || m.status === "sending";
+    const error = !pending && typeof m.lastError === "string" ? m.lastError : "";
+    const reply = !pending && typeof m.smtpReply === "string" ? m.smtpReply : "";
     if (error) line(error, m.status === "sent" ? "outbox__reply" : "outbox__error");
     // The server's reply, unless the error sentence already quotes it.
     if (reply && !error.includes(reply)) line(reply, "outbox__reply");
@@ -1405,7 +1471,7 @@
     delete serverErrors[name];
     // A changed host, port, login or client can make a secret's error moot or current.
     if (SECRET_IDENTITY.includes(name)) forgetSecretErrors();
-    setNotice($("form-status"), "");
+    clearFormMessages();
     refresh();
   }
 
@@ -1430,7 +1496,7 @@
       box.addEventListener("change", () => {
         if (box !== enableSSL) forgetSecretErrors();
         delete serverErrors.authMethod;
-        setNotice($("form-status"), "");
+        clearFormMessages();
         refresh();
       });
     }
@@ -1452,6 +1518,13 @@
     $("reset-button").addEventListener("click", onResetClick);
     $("reset-dialog").addEventListener("close", onResetDialogClose);
     $("test-button").addEventListener("click", onTestClick);
+    $("test-to").addEventListener("input", () => setTestToError(""));
+    // Enter in the recipient's field sends the test mail; it does not save the form around it.
+    $("test-to").addEventListener("keydown", (e) => {
+      if (e.key !== "Enter") return;
+      e.preventDefault();
+      if (!$("test-button").disabled) onTestClick();
+    });
     $("outbox-status").addEventListener("change", () => {
       setNotice($("outbox-alert"), "");
       loadOutbox();
