@@ -19,8 +19,11 @@ from serverkit import PASSWORD, Portal, Server, make_portal, start_server
 from smtp_peers import closed_port, smtp_peer, tarpit
 
 from smtpsettings.domain.accounts import Role
+from smtpsettings.web import STATIC_DIR
 
 SETTINGS = "/api/2.0/smtpsettings/smtp"
+# The page's script: ES modules loaded by the browser as they are, no build step.
+SCRIPTS = sorted(f"/static/{p.name}" for p in STATIC_DIR.glob("*.js"))
 SMTP_PASSWORD = "smtp-Pass-7c1e"
 # Every input of the SMTP form, by its visible label.
 SMTP_LABELS = [
@@ -683,7 +686,7 @@ def test_no_request_leaves_the_origin(page: Page, portal: Portal) -> None:
     assert urls and {urlsplit(u).netloc for u in urls if not u.startswith("data:")} == {origin}, sorted(set(urls))
     assert all(u.startswith(f"http://{origin}/") for u in urls if not u.startswith("data:"))
     paths = {urlsplit(u).path for u in urls}
-    assert {"/", "/static/app.js", "/static/app.css", SETTINGS, SETTINGS + "/test", SETTINGS + "/test/status", SETTINGS + "/audit"} <= paths
+    assert {"/", *SCRIPTS, "/static/app.css", SETTINGS, SETTINGS + "/test", SETTINGS + "/test/status", SETTINGS + "/audit"} <= paths
 
 
 def test_the_page_is_served_with_a_strict_csp_and_no_inline_code(portal: Portal) -> None:
@@ -692,10 +695,14 @@ def test_the_page_is_served_with_a_strict_csp_and_no_inline_code(portal: Portal)
         r = c.get("/")
         assert "script-src 'self'" in r.headers["content-security-policy"]
         html = r.text
-        for asset in ("/static/app.js", "/static/app.css", "/static/favicon.svg"):
+        for asset in (*SCRIPTS, "/static/app.css", "/static/favicon.svg"):
             assert c.get(asset).status_code == 200, asset
+        # A module script is run only when served as JavaScript.
+        for script in SCRIPTS:
+            assert c.get(script).headers["content-type"].split(";")[0] in ("text/javascript", "application/javascript")
     assert "style=" not in html and "onclick" not in html.lower()
-    assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/app.js" defer>']
+    assert len(SCRIPTS) > 5  # the page's parts, each a module of its own
+    assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="/static/main.js">']
     assert "<style" not in html and "http://" not in html and "https://" not in html
 
 
