@@ -192,6 +192,46 @@ def test_unsaved_test_uses_the_stored_password_only_for_the_same_target(portal: 
     assert parseaddr(inbox.messages[0]["From"])[0] == "Trying a name"
 
 
+def test_a_test_mail_goes_to_the_address_given_in_to(portal: Portal) -> None:
+    with smtp_peer() as (port, inbox), portal.client(Role.ADMIN) as c:
+        c.post(SETTINGS, json=settings_for(port))
+        started = c.get(TEST, params={"to": " Ops@Example.org "})
+        assert started.status_code == 200, started.text
+        assert wait_for_result(c)["error"] == ""
+    assert inbox.envelopes[0].rcpt_tos == ["Ops@Example.org"]
+    assert inbox.messages[0]["To"] == "Ops@Example.org"
+
+
+def test_an_unsaved_test_goes_to_the_address_given_in_to_with_an_international_domain(portal: Portal) -> None:
+    with smtp_peer() as (port, inbox), portal.client(Role.ADMIN) as c:
+        r = c.post(TEST, params={"to": "ops@B\u00fccher.example"}, json=settings_for(port))
+        assert r.status_code == 200, r.text
+        assert wait_for_result(c)["error"] == ""
+    # The domain mapped as the outbox maps it (case folded, IDNA 2008 rules).
+    assert inbox.envelopes[0].rcpt_tos[0] in ("ops@b\u00fccher.example", "ops@xn--bcher-kva.example")
+
+
+@pytest.mark.parametrize("to", ["not-an-address", "a@b@c.example", "Ann <ann@example.com>", "ann@[127.0.0.1]"])
+def test_a_bad_to_is_a_400_naming_the_field_and_sends_nothing(portal: Portal, to: str) -> None:
+    with smtp_peer() as (port, inbox), portal.client(Role.ADMIN) as c:
+        c.post(SETTINGS, json=settings_for(port))
+        for answer in (c.get(TEST, params={"to": to}), c.post(TEST, params={"to": to}, json=settings_for(port))):
+            assert answer.status_code == 400, answer.text
+            body = answer.json()
+            assert list(body["response"]["errors"]) == ["to"], body
+        assert "response" not in c.get(STATUS).json()
+    assert not inbox.messages
+
+
+def test_an_empty_to_is_the_callers_own_address(portal: Portal) -> None:
+    with smtp_peer() as (port, inbox):
+        with portal.client(Role.ADMIN) as c:
+            c.post(SETTINGS, json=settings_for(port))
+            assert c.get(TEST + "?to=").status_code == 200
+            assert wait_for_result(c)["error"] == ""
+    assert inbox.envelopes[0].rcpt_tos == [portal.emails[Role.ADMIN]]
+
+
 def test_two_portals_test_at_the_same_time(server: Server) -> None:
     portals = [make_portal(server), make_portal(server)]
     with smtp_peer() as (port, inbox):

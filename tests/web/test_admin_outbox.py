@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Dialog, Locator, Page, expect
-from smtp_peers import closed_port, smtp_peer
+from smtp_peers import closed_port, smtp_peer, tarpit
 from test_admin_page import sign_in
 
 from serverkit import Portal, Server, make_portal, start_server
@@ -277,3 +277,52 @@ def test_subjects_and_server_replies_are_shown_as_text(page: Page, portal: Porta
     page.wait_for_timeout(300)  # an image error handler would have run by now
     assert dialogs == []
     assert not any(re.search(r"/(x|y)$", url) for url in requests), requests
+
+
+# ------------------------------------------------------------------------------------------- details
+
+
+def test_after_retry_the_old_error_is_not_shown_beside_queued(page: Page, portal: Portal) -> None:
+    with portal.client(Role.ADMIN) as c:
+        with smtp_peer(refuse_rcpt="550 5.1.1 no such user") as (port, _inbox):
+            point_at(c, port)
+            failed_id = send(c, "Retried later")
+            wait_status(c, failed_id, {"failed"})
+        sign_in(page, portal)
+        listed = row(page, "Retried later")
+        expect(listed.locator(".outbox__error")).to_contain_text("550 5.1.1")
+        with tarpit() as port:  # the retry waits at the greeting: the row stays queued or sending
+            point_at(c, port)
+            listed.get_by_role("button", name="Retry").click()
+            expect(status_of(listed)).to_have_text(re.compile("^(Queued|Sending)$"))
+            expect(listed).not_to_contain_text("550 5.1.1")
+            expect(listed.locator(".outbox__error")).to_have_count(0)
+
+
+def test_a_long_address_wraps_only_after_the_at_sign_or_before_a_dot(page: Page, portal: Portal) -> None:
+    address = "quarterly-financial-statements@accounts-payable.subsidiary-international.example"
+    page.set_viewport_size({"width": 360, "height": 740})
+    with portal.client(Role.ADMIN) as c:
+        with smtp_peer() as (port, _inbox):
+            point_at(c, port)
+            wait_status(c, send(c, "Long address", to=[address]), {"sent"})
+        sign_in(page, portal)
+    # On a phone the rows are laid out as blocks, without the table's roles: found by text here.
+    shown = page.locator("#outbox-rows tr", has_text="Long address").locator(".outbox__to .address")
+    expect(shown).to_have_text(address)
+    # Where a line ends: only after "@" or a hyphen, or before a dot; never inside a word.
+    breaks = shown.evaluate(
+        """el => {
+             const chars = [];
+             for (const n of el.childNodes) {
+               if (n.nodeType !== Node.TEXT_NODE) continue;
+               for (let i = 0; i < n.length; i++) {
+                 const range = document.createRange(); range.setStart(n, i); range.setEnd(n, i + 1);
+                 chars.push([n.data[i], Math.round(range.getBoundingClientRect().top)]);
+               }
+             }
+             return chars.flatMap(([c, top], i) => (i && top > chars[i - 1][1] ? [chars[i - 1][0] + c] : []));
+           }"""
+    )
+    assert breaks, "the address fits on one line: the test shows nothing"
+    assert all(pair[0] in "@-" or pair[1] == "." for pair in breaks), breaks

@@ -19,8 +19,11 @@ from serverkit import PASSWORD, Portal, Server, make_portal, start_server
 from smtp_peers import closed_port, smtp_peer, tarpit
 
 from smtpsettings.domain.accounts import Role
+from smtpsettings.web import STATIC_DIR
 
 SETTINGS = "/api/2.0/smtpsettings/smtp"
+# The page's script: ES modules loaded by the browser as they are, no build step.
+SCRIPTS = sorted(f"/static/{p.name}" for p in STATIC_DIR.glob("*.js"))
 SMTP_PASSWORD = "smtp-Pass-7c1e"
 # Every input of the SMTP form, by its visible label.
 SMTP_LABELS = [
@@ -683,7 +686,7 @@ def test_no_request_leaves_the_origin(page: Page, portal: Portal) -> None:
     assert urls and {urlsplit(u).netloc for u in urls if not u.startswith("data:")} == {origin}, sorted(set(urls))
     assert all(u.startswith(f"http://{origin}/") for u in urls if not u.startswith("data:"))
     paths = {urlsplit(u).path for u in urls}
-    assert {"/", "/static/app.js", "/static/app.css", SETTINGS, SETTINGS + "/test", SETTINGS + "/test/status", SETTINGS + "/audit"} <= paths
+    assert {"/", *SCRIPTS, "/static/app.css", SETTINGS, SETTINGS + "/test", SETTINGS + "/test/status", SETTINGS + "/audit"} <= paths
 
 
 def test_the_page_is_served_with_a_strict_csp_and_no_inline_code(portal: Portal) -> None:
@@ -692,8 +695,89 @@ def test_the_page_is_served_with_a_strict_csp_and_no_inline_code(portal: Portal)
         r = c.get("/")
         assert "script-src 'self'" in r.headers["content-security-policy"]
         html = r.text
-        for asset in ("/static/app.js", "/static/app.css", "/static/favicon.svg"):
+        for asset in (*SCRIPTS, "/static/app.css", "/static/favicon.svg"):
             assert c.get(asset).status_code == 200, asset
+        # A module script is run only when served as JavaScript.
+        for script in SCRIPTS:
+            assert c.get(script).headers["content-type"].split(";")[0] in ("text/javascript", "application/javascript")
     assert "style=" not in html and "onclick" not in html.lower()
-    assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/app.js" defer>']
+    assert len(SCRIPTS) > 5  # the page's parts, each a module of its own
+    assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="/static/main.js">']
     assert "<style" not in html and "http://" not in html and "https://" not in html
+
+
+# ------------------------------------------------------------------------------------------- test mail details
+
+
+@pytest.fixture(scope="module")
+def bare_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server without default SMTP settings: a portal that saved none can send no mail at all."""
+    srv = start_server(tmp_path_factory.mktemp("bare") / "data")
+    yield srv
+    srv.stop()
+
+
+def test_without_a_server_default_the_page_says_no_mail_can_be_sent_and_the_test_error_clears_on_edit(
+    page: Page, bare_server: Server
+) -> None:
+    portal = make_portal(bare_server)
+    sign_in(page, portal)
+    expect(page.locator("#source-badge")).to_have_text("Not set up")
+    expect(page.locator("#source-text")).to_contain_text("No mail can be sent")
+    expect(page.locator("#source-text")).to_contain_text("the server has no default")
+    expect(page.locator("#source-text")).not_to_contain_text("uses the server's default")
+    page.get_by_role("button", name="Send test mail").click()
+    alert = page.locator("#form-alert")
+    expect(alert).to_contain_text("There are no SMTP settings to test")
+    field(page, "Host").fill("smtp.example.com")
+    expect(alert).to_have_text("")
+
+
+def test_the_test_mail_goes_to_the_address_typed_in_send_test_mail_to(page: Page, portal: Portal) -> None:
+    with smtp_peer() as (port, inbox):
+        save_via_api(portal, host="127.0.0.1", port=port, enableSSL=False, enableAuth=False, credentialsUserName="")
+        sign_in(page, portal)
+        recipient = field(page, "Send test mail to")
+        expect(recipient).to_have_attribute("placeholder", portal.emails[Role.OWNER])
+        recipient.fill("not an address")
+        page.get_by_role("button", name="Send test mail").click()
+        expect(page.locator("#test-to-error")).to_contain_text("valid email address")
+        expect(recipient).to_have_attribute("aria-invalid", "true")
+        recipient.fill("ops@example.org")
+        expect(page.locator("#test-to-error")).to_have_text("")
+        recipient.press("Enter")  # sends the test, does not save the form
+        expect(page.locator("#test-result")).to_have_text("The test mail was sent to ops@example.org. Check the inbox.")
+        assert inbox.received.wait(5)
+    assert inbox.envelopes[0].rcpt_tos == ["ops@example.org"]
+    # When it was sent: date and time, and how long ago.
+    when = page.locator("#test-when")
+    expect(when).to_be_visible()
+    expect(when).to_have_attribute("datetime", re.compile(r"^\d{4}-\d\d-\d\dT"))
+    expect(when).to_contain_text(re.compile(r"\d{1,2}:\d\d (AM|PM) \((just now|1 minute ago)\)"))
+    page.reload()
+    expect(page.get_by_role("heading", name="Last test mail")).to_be_visible()
+    expect(page.locator("#test-when")).to_contain_text(re.compile(r"\d{4}, \d{1,2}:\d\d"))
+
+
+def test_a_recipient_the_server_refuses_is_shown_at_the_field(page: Page, portal: Portal) -> None:
+    save_via_api(portal, host="127.0.0.1", port=closed_port(), enableSSL=False, enableAuth=False, credentialsUserName="")
+    sign_in(page, portal)
+    field(page, "Send test mail to").fill("ann@[127.0.0.1]")  # the page's shape check lets it by
+    page.get_by_role("button", name="Send test mail").click()
+    expect(page.locator("#test-to-error")).to_contain_text("address literals are not accepted")
+    expect(page.locator("#test-panel")).to_be_hidden()
+
+
+def test_the_history_names_fields_as_the_form_does(page: Page, portal: Portal) -> None:
+    save_via_api(portal, host="smtp.history.test")
+    with portal.client(Role.ADMIN) as c:
+        assert c.delete(SETTINGS).status_code == 200
+        audit = c.get(SETTINGS + "/audit").json()["response"]
+    raw = {name for row in audit for name in row["changedFields"]}
+    assert "isDefaultSettings" in raw, raw  # the field this test is about is in the log
+    sign_in(page, portal)
+    history = page.locator("#history-list")
+    expect(history).to_contain_text("Use server default")
+    expect(history).not_to_contain_text("isDefaultSettings")
+    named = page.locator(".history__fields").all_text_contents()
+    assert named and not any(re.search(r"\b[a-z]+[A-Z]\w*", text) for text in named), named  # no raw camelCase name

@@ -8,6 +8,8 @@ from litestar import Request, Response, get, post
 
 from smtpsettings.api.context import read_json, services, settings_manager
 from smtpsettings.api.envelope import success_response
+from smtpsettings.domain.errors import ValidationFailed
+from smtpsettings.domain.outbox import check_address
 from smtpsettings.domain.smtp import parse_settings
 from smtpsettings.store.jobs import JobRecord
 
@@ -26,21 +28,42 @@ def status_dto(job: JobRecord) -> dict[str, Any]:
         "error": job.error,
         "details": job.details,
         "transcript": job.transcript,
+        "startedAt": job.started_at,
     }
+
+
+def recipient(request: Request) -> str | None:
+    """``?to=ADDRESS`` (ours): where the test mail goes instead of the caller's own address.
+
+    Checked by the outbox's address rules (international domains included); absent or empty, the
+    caller's address is used, as in DocSpace.
+
+    Raises:
+        ValidationFailed: ``to`` is not one valid address (400 naming the field).
+    """
+    raw = request.query_params.get("to", "").strip()
+    if not raw:
+        return None
+    problem, address = check_address(raw)
+    if problem:
+        raise ValidationFailed({"to": [f"The test mail's recipient is not a valid email address: {problem}."]})
+    return address
 
 
 @get(PATH)
 async def start_test(request: Request) -> Response[bytes]:
     portal, user = await settings_manager(request)
-    return success_response(request, status_dto(await services(request).mailtest.start(portal, user)))
+    to = recipient(request)
+    return success_response(request, status_dto(await services(request).mailtest.start(portal, user, recipient=to)))
 
 
 @post(PATH, status_code=200)
 async def start_test_of_unsaved(request: Request) -> Response[bytes]:
     portal, user = await settings_manager(request)
+    to = recipient(request)
     candidate = parse_settings(await read_json(request))
     # A running test is not joined here: its outcome would be taken for that of these settings (409).
-    job = await services(request).mailtest.start(portal, user, candidate, join_running=False)
+    job = await services(request).mailtest.start(portal, user, candidate, join_running=False, recipient=to)
     return success_response(request, status_dto(job))
 
 

@@ -190,6 +190,16 @@ def _op(
     return operation
 
 
+_TEST_RECIPIENT: dict[str, Any] = {
+    "name": "to",
+    "in": "query",
+    "required": False,
+    "description": "(ours) Send the test mail to this address instead of the caller's own; one bare address"
+    " (an international domain is accepted), else 400 naming `to`. Absent or empty: the caller's address.",
+    "schema": {"type": "string", "format": "email"},
+}
+
+
 _SCHEMES: list[dict[str, list[str]]] = [{"asc_auth_key": []}, {"Bearer": []}, {"ApiKeyBearer": []}, {"Basic": []}]
 
 
@@ -271,7 +281,8 @@ def _paths() -> dict[str, Any]:
                 "SmtpOperationStatusRequestsWrapper",
                 ("400", *_MANAGER),
                 too_many=_TEST_LIMIT,
-            ),
+            )
+            | {"parameters": [_TEST_RECIPIENT]},
             "post": _op(
                 "testUnsavedSmtpSettings",
                 "(ours) Send a test mail with the settings in the body, without saving them",
@@ -279,7 +290,8 @@ def _paths() -> dict[str, Any]:
                 ("409", *_BODY, *_MANAGER),
                 body="SmtpSettingsDto",
                 too_many=_TEST_LIMIT,
-            ),
+            )
+            | {"parameters": [_TEST_RECIPIENT]},
         },
         "/api/2.0/smtpsettings/smtp/test/status": {
             "get": _op(
@@ -634,6 +646,7 @@ def _schemas() -> dict[str, Any]:
                     "items": {"type": "string"},
                     "description": "(ours) The SMTP dialogue, AUTH payloads and passwords replaced by ***.",
                 },
+                "startedAt": {"type": "string", "format": "date-time", "description": "(ours) When the test began."},
             },
             "required": ["id", "completed", "percents", "status", "error"],
         },

@@ -103,9 +103,17 @@ class TestMailService:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(
-        self, portal: Portal, user: User, candidate: SmtpSettingsInput | None = None, *, join_running: bool = True
+        self,
+        portal: Portal,
+        user: User,
+        candidate: SmtpSettingsInput | None = None,
+        *,
+        join_running: bool = True,
+        recipient: str | None = None,
     ) -> JobRecord:
         """Start a test of the stored settings (or of ``candidate``, unsaved) unless one is running.
+
+        The mail goes to ``recipient`` (an address already checked) or else to the user's own address.
 
         While the portal's job runs, ``join_running`` returns that job (DocSpace's GET does so); without
         it the call is refused, for a caller who asked for particular settings to be tested and would
@@ -150,7 +158,8 @@ class TestMailService:
             raise TooManyRequests(f"Too many test messages: at most {limit} in {_duration(window)}. Try again later.", int(wait) + 1)
         job, is_new = claimed
         if is_new:
-            task = asyncio.get_running_loop().create_task(self._run(portal, user, job.id, settings, credentials))
+            to = recipient or user.email
+            task = asyncio.get_running_loop().create_task(self._run(portal, to, job.id, settings, credentials))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return job
@@ -179,7 +188,7 @@ class TestMailService:
         return await self._smtp.candidate_for_sending(portal, candidate)
 
     async def _run(
-        self, portal: Portal, user: User, job_id: str, settings: SmtpSettings, credentials: MailCredentials
+        self, portal: Portal, recipient: str, job_id: str, settings: SmtpSettings, credentials: MailCredentials
     ) -> None:
         steps = StepWriter(self._db, portal.id, job_id)
 
@@ -205,7 +214,7 @@ class TestMailService:
             await steps.reached(STEP_CREATE_MESSAGE)
             try:
                 message = build_test_message(
-                    sender_address=settings.sender_address, sender_display_name=settings.sender_display_name, recipient=user.email
+                    sender_address=settings.sender_address, sender_display_name=settings.sender_display_name, recipient=recipient
                 )
             except ValueError as exc:
                 await finish(f"Cannot build the test message: {exc}", [], [])
