@@ -100,9 +100,6 @@ def inherited() -> list[Listener]:
     return listeners
 
 
-_ADDRESSES_REMEMBERED = 64
-
-
 class _SubmissionSMTP(SMTP):
     """aiosmtpd's protocol with our rule for AUTH before TLS, decided per client when it connects.
 
@@ -130,23 +127,9 @@ class _SubmissionSMTP(SMTP):
         self._raw: asyncio.BaseTransport | None = None
         self._handshake: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
         self._lost = False
-        self._addresses: dict[str, tuple[str | None, str | None]] = {}
         self.refused = False
         """Set by the server when this connection is one too many: it is answered 421 and closed (on the
         implicit-TLS port closed at once, before any handshake)."""
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's parse of a MAIL or RCPT argument, remembered for the connection.
-
-        Its parse defines a class on every call, a tenth of the port's CPU per message; an application
-        sends the same MAIL FROM, and often the same RCPT TO, again and again on one connection.
-        """
-        known = self._addresses.get(arg)
-        if known is None:
-            if len(self._addresses) >= _ADDRESSES_REMEMBERED:
-                self._addresses.clear()
-            known = self._addresses[arg] = super()._getaddr(arg)
-        return known
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self._original_transport is None and self.transport is None
