@@ -244,9 +244,9 @@ def take(out: Path, chromium: str) -> None:
             browser = pw.chromium.launch(executable_path=chromium, args=ARGS)
             try:
                 # One portal each: the shots do not depend on what the others saved or sent.
-                test_mail_shots(browser, make_portal(server), shots)
-                outbox_shot(browser, make_portal(server), shots)
-                oauth2_shot(browser, make_portal(server), shots)
+                test_mail_shots(browser, make_portal(server, hostname="acme.test"), shots)
+                outbox_shot(browser, make_portal(server, hostname="globex.test"), shots)
+                oauth2_shot(browser, make_portal(server, hostname="contoso.test"), shots)
             finally:
                 browser.close()
         taken = sorted(p.name for p in shots.iterdir())

@@ -187,8 +187,8 @@ def _password_hash() -> str:
     return hash_password(PASSWORD)
 
 
-def make_portal(server: Server, *, is_default: bool = False) -> Portal:
-    hostname = f"p{uuid.uuid4().hex[:10]}.test"
+def make_portal(server: Server, *, is_default: bool = False, hostname: str | None = None) -> Portal:
+    hostname = hostname or f"p{uuid.uuid4().hex[:10]}.test"
     portal = Portal(server, hostname)
 
     def create(conn):  # type: ignore[no-untyped-def]
