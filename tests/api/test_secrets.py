@@ -164,5 +164,5 @@ def test_keys_rotate_re_encrypts_oauth2_secrets_and_the_server_still_reads_them(
         assert _stored(portal, "oauth2_client_secret_ciphertext") == after
         r = c.post(PATH, json=settings)  # the same secret again: decrypted and found unchanged
         assert r.status_code == 200, r.text
-    audit = portal.server.cli("audit", "--portal", portal.hostname).stdout.splitlines()
+    audit = portal.server.cli("audit", "--portal", portal.hostname, "--no-header").stdout.splitlines()
     assert "oauth2.clientSecret" not in audit[0]

@@ -162,7 +162,7 @@ def test_audit_records_who_changed_which_fields_from_where(portal: Portal) -> No
         c.post(PATH, json=VALID_SETTINGS)
         c.post(PATH, json={**VALID_SETTINGS, "port": 465, "credentialsUserPassword": "another-Secret-2"})
         c.delete(PATH)
-    lines = portal.server.cli("audit", "--portal", portal.hostname).stdout.strip().splitlines()
+    lines = portal.server.cli("audit", "--portal", portal.hostname, "--no-header").stdout.strip().splitlines()
     assert len(lines) == 3
     newest, middle, first = (line.split("\t") for line in lines)
     assert newest[1] == "reset" and "isDefaultSettings" in newest[4]
@@ -314,7 +314,7 @@ def test_the_audit_names_the_oauth2_fields_that_changed_and_never_their_values(p
         assert c.post(PATH, json=OAUTH2_SETTINGS).status_code == 200
         assert c.post(PATH, json=oauth2_settings(clientSecret="another-Secret~2", scope="a.b")).status_code == 200
         c.delete(PATH)
-    lines = portal.server.cli("audit", "--portal", portal.hostname).stdout.strip().splitlines()
+    lines = portal.server.cli("audit", "--portal", portal.hostname, "--no-header").stdout.strip().splitlines()
     reset, second, first = (line.split("\t")[4].split(",") for line in lines[:3])
     assert set(first) == {
         "credentialsUserName",
