@@ -11,6 +11,7 @@ so it is kept like the password: only as an argon2id verifier of its own, next t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 
@@ -33,8 +34,15 @@ __all__ = (
 )
 
 _hasher = PasswordHasher()
-# Verified against when the account does not exist, so a miss costs as much time as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so a miss costs as much time as a wrong password.
+
+    Made on first use, not at import: hashing takes a quarter of a second, which every CLI command paid.
+    """
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 # DocSpace's defaults (core:password:size, core.password.iterations), which its sign-in page is used to.
 # Changing either makes every stored client-hash verifier useless: those users would need a password
@@ -50,7 +58,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

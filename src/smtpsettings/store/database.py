@@ -403,14 +403,15 @@ class Database:
                 SQLite file in a directory that does not exist (which is never created here: a misspelt
                 path would otherwise become an empty database).
         """
-        from alembic import command
-        from alembic.config import Config
-
         if self.is_sqlite and self.url.database and not Path(self.url.database).parent.is_dir():
             directory = Path(self.url.database).parent
             raise StoreUnavailable(f"cannot use the {self.describe()}: the directory {directory} does not exist")
         if revision == "head" and self._at_head():
-            return  # the usual case for a CLI command: Alembic's machinery costs more than the command
+            return  # the usual case for a CLI command: importing Alembic alone costs more than the command
+
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self._explained(), _translate_failures(), self.engine.connect() as conn:
