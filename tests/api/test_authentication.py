@@ -272,7 +272,7 @@ def test_forwarded_for_is_ignored_from_untrusted_peers(portal: Portal) -> None:
 
     with portal.client(Role.ADMIN, headers={"X-Forwarded-For": "198.51.100.200"}) as c:
         c.post(SMTP, json=VALID_SETTINGS)
-    line = portal.server.cli("audit", "--portal", portal.hostname).stdout.splitlines()[0]
+    line = portal.server.cli("audit", "--portal", portal.hostname, "--no-header").stdout.splitlines()[0]
     assert line.split("\t")[3] == "127.0.0.1"
 
 
