@@ -185,6 +185,8 @@ def test_a_disabled_user_cannot_sign_in_loses_its_sessions_and_keys_until_enable
         out = ok(data, "user", "disable", "--portal", "team.test", "--email", "admin@team.test")
         assert out.strip() == "disabled admin@team.test in team.test; ended 1 session(s)"
         assert by_session.get(SETTINGS).status_code == 401
+        with http(server) as by_cookie:
+            assert by_cookie.get(SETTINGS, headers={"Cookie": f"asc_auth_key={token}"}).status_code == 401
         assert by_key.get(SETTINGS).status_code == 401
         # The right password is refused exactly as a wrong one is, and counted the same way.
         right, wrong = sign_in(server, "admin@team.test", PASSWORD), sign_in(server, "admin@team.test", "wrong password")

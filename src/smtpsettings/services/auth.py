@@ -4,8 +4,8 @@ Failed sign-ins are counted in the database (so every instance shares the counts
 channel (see :mod:`smtpsettings.domain.lockouts`): HTTP sign-ins per account and per client address, wrong
 HTTP Bearer keys per key, SMTP AUTH per client address and per API key. Once a count of sign-ins reaches its
 limit, further attempts are refused (429, SMTP 454) *before* the secret is checked, so a correct guess during a
-lockout reveals nothing. A disabled user's sign-in fails as a wrong password does. A sign-in proves itself with the password or with DocSpace's client-side hash of it (``passwordHash``);
-failures of either count alike.
+lockout reveals nothing. A disabled user's sign-in fails as a wrong password does. A sign-in proves itself
+with the password or with DocSpace's client-side hash of it (``passwordHash``); failures of either count alike.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Generic, Literal, NamedTuple, TypeVar
 
 import anyio.to_thread
+import structlog
 
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal, User, normalize_email, normalize_hostname
@@ -33,7 +34,7 @@ from smtpsettings.domain.passwords import (
 )
 from smtpsettings.store import accounts, ratelimit
 from smtpsettings.store.accounts import Alongside
-from smtpsettings.store.database import Database, utcnow
+from smtpsettings.store.database import Database, StoreUnavailable, utcnow
 
 __all__ = ("Alongside", "AuthService", "Authenticated", "Credentials", "Verified", "login_account_bucket", "login_address_bucket")
 
@@ -44,6 +45,7 @@ _KEY_USE_INTERVAL = 60.0
 """Seconds between two records of an API key's last use."""
 
 T = TypeVar("T")
+log = structlog.get_logger("smtpsettings.auth")
 
 
 class Credentials:
@@ -304,7 +306,11 @@ class AuthService:
         if len(self._key_use_written) > 10_000:  # bounded by the number of keys in use; forget all at worst
             self._key_use_written.clear()
         self._key_use_written[key_id] = now
-        await self._db.write(lambda c: accounts.touch_api_key(c, key_id, now, _KEY_USE_INTERVAL))
+        try:
+            await self._db.write(lambda c: accounts.touch_api_key(c, key_id, now, _KEY_USE_INTERVAL))
+        except StoreUnavailable as exc:
+            # A statistic: the request the key authenticated goes on; the next minute's use writes it.
+            log.warning("api_key_last_use_not_recorded", api_key_id=key_id, error=str(exc))
 
     async def authenticate_api_key(self, hostname: str, key: str, client_address: str) -> tuple[Portal, Principal]:
         """The submission port's sign-in: a portal's host name and an API key of it with mail rights.
@@ -351,9 +357,9 @@ class AuthService:
             raise NotAuthenticated(AUTH_FAILED)
         if key_fails and key_bucket:
             await self._db.write(lambda c: ratelimit.reset(c, key_bucket))
-        await self._note_key_use(found.api_key_id)
         principal = Principal(user=found.user, via="apikey", api_key_id=found.api_key_id, scope=found.scope)
         self.require_sender(principal)
+        await self._note_key_use(found.api_key_id)
         return found.portal, principal
 
     async def sign_out(self, principal: Principal) -> None:
