@@ -8,11 +8,14 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
-from serverkit import PASSWORD, smtpsettings_command
+from serverkit import PASSWORD, Server, smtpsettings_command, start_server
 from test_cli import assert_one_line_error, migrated, ok, operator_env, run
 
 HEAVY = ("sqlalchemy", "alembic", "granian", "litestar", "cryptography", "aiosmtpd", "psycopg", "argon2")
@@ -54,7 +57,7 @@ def test_help_and_version_import_no_database_server_or_crypto_modules(tmp_path: 
 
 def test_listings_have_a_header_unless_asked_and_say_so_on_stderr_when_empty(team: Path) -> None:
     listed = run(team, "user", "list", "--portal", "team.test")
-    assert listed.stdout.splitlines()[0] == "email\trole\tname"
+    assert listed.stdout.splitlines()[0] == "email\trole\tname\tdisabled"
     assert len(listed.stdout.splitlines()) == 4
     bare = run(team, "user", "list", "--portal", "team.test", "--no-header")
     assert bare.stdout.splitlines() == listed.stdout.splitlines()[1:]
@@ -92,10 +95,11 @@ def test_apikey_list_shows_ids_owners_scopes_and_revocations_never_the_key(team:
     ok(team, "apikey", "revoke", key_id)
 
     header, *lines = ok(team, "apikey", "list", "--portal", "team.test").splitlines()
-    assert header == "id\temail\tscope\tcreated\trevoked"
+    assert header == "id\temail\tscope\tcreated\tlast_used\trevoked"
     listed = [line.split("\t") for line in lines]
     assert [(r[1], r[2]) for r in listed] == [("admin@team.test", "mail.send"), ("owner@team.test", "all")]
-    assert listed[0][4] == "-" and listed[1][0] == key_id and listed[1][4].startswith("20")
+    assert listed[0][5] == "-" and listed[1][0] == key_id and listed[1][5].startswith("20")
+    assert [r[4] for r in listed] == ["-", "-"]  # never used
     text = "\n".join(lines)
     assert secret not in text and secret.removeprefix("sk-") not in text
 
@@ -135,6 +139,116 @@ def test_user_delete_takes_its_sessions_and_api_keys_along(team: Path) -> None:
     assert out.strip() == "deleted admin admin@team.test from team.test"
     assert rows(db, "SELECT count(*) FROM api_keys WHERE user_id = ?", admin_id) == [(0,)]
     assert rows(db, "SELECT count(*) FROM users WHERE id = ?", admin_id) == [(0,)]
+
+
+# --- disabled users, keys' last use, wrong keys over HTTP (against a running server) -------------------
+
+SIGN_IN = "/api/2.0/authentication"
+SETTINGS = "/api/2.0/smtpsettings/smtp"
+
+
+@pytest.fixture
+def serving(team: Path) -> Iterator[tuple[Server, str, str]]:
+    """The team directory served over HTTP, with an unscoped key of the admin's: ``(server, key_id, key)``."""
+    created = ok(team, "apikey", "create", "--portal", "team.test", "--email", "admin@team.test").splitlines()
+    server = start_server(team, {"SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ACCOUNT": "3"})
+    try:
+        yield server, created[0].split()[3], created[-1]
+    finally:
+        server.stop()
+
+
+def http(server: Server, secret: str | None = None) -> httpx.Client:
+    headers = {"Host": "team.test", **({"Authorization": f"Bearer {secret}"} if secret else {})}
+    return httpx.Client(base_url=server.base_url, headers=headers, timeout=30)
+
+
+def sign_in(server: Server, email: str, password: str) -> httpx.Response:
+    with http(server) as client:
+        return client.post(SIGN_IN, json={"userName": email, "password": password})
+
+
+def keys_listed(data: Path) -> dict[str, list[str]]:
+    return {line.split("\t")[0]: line.split("\t") for line in ok(data, "apikey", "list", "--portal", "team.test", "--no-header").splitlines()}
+
+
+def test_a_disabled_user_cannot_sign_in_loses_its_sessions_and_keys_until_enabled(serving: tuple[Server, str, str]) -> None:
+    server, _, key = serving
+    data = server.data_dir
+    signed_in = sign_in(server, "admin@team.test", PASSWORD)
+    assert signed_in.status_code == 200, signed_in.text
+    token = signed_in.json()["response"]["token"]
+    with http(server, token) as by_session, http(server, key) as by_key:
+        assert by_session.get(SETTINGS).status_code == 200
+        assert by_key.get(SETTINGS).status_code == 200
+
+        out = ok(data, "user", "disable", "--portal", "team.test", "--email", "admin@team.test")
+        assert out.strip() == "disabled admin@team.test in team.test; ended 1 session(s)"
+        assert by_session.get(SETTINGS).status_code == 401
+        with http(server) as by_cookie:
+            assert by_cookie.get(SETTINGS, headers={"Cookie": f"asc_auth_key={token}"}).status_code == 401
+        assert by_key.get(SETTINGS).status_code == 401
+        # The right password is refused exactly as a wrong one is, and counted the same way.
+        right, wrong = sign_in(server, "admin@team.test", PASSWORD), sign_in(server, "admin@team.test", "wrong password")
+        assert (right.status_code, right.json()) == (wrong.status_code, wrong.json()) == (401, right.json())
+        assert rows(data / "smtpsettings.db", "SELECT count FROM rate_counters WHERE bucket LIKE 'login:account:%admin@team.test'") == [(2,)]
+        listed = ok(data, "user", "list", "--portal", "team.test", "--no-header").splitlines()
+        assert {line.split("\t")[0]: line.split("\t")[3] for line in listed} == {
+            "owner@team.test": "no", "admin@team.test": "yes", "user@team.test": "no",
+        }  # fmt: skip
+
+        assert ok(data, "user", "enable", "--portal", "team.test", "--email", "admin@team.test").strip() == (
+            "enabled admin@team.test in team.test"
+        )
+        assert by_key.get(SETTINGS).status_code == 200
+        assert by_session.get(SETTINGS).status_code == 401  # ended for good
+    assert sign_in(server, "admin@team.test", PASSWORD).status_code == 200
+
+
+def test_the_last_enabled_owner_is_not_disabled(team: Path) -> None:
+    refused = run(team, "user", "disable", "--portal", "team.test", "--email", "owner@team.test")
+    assert_one_line_error(refused, "last enabled owner")
+    assert rows(team / "smtpsettings.db", "SELECT disabled FROM users WHERE email = 'owner@team.test'") == [(0,)]
+    # With a second owner enabled, the first may be disabled; then the second is the last.
+    ok(team, "user", "create", "--portal", "team.test", "--email", "owner2@team.test", "--role", "owner", "--password", PASSWORD)
+    ok(team, "user", "disable", "--portal", "team.test", "--email", "owner@team.test")
+    assert_one_line_error(run(team, "user", "disable", "--portal", "team.test", "--email", "owner2@team.test"), "last enabled owner")
+    assert_one_line_error(run(team, "user", "disable", "--portal", "team.test", "--email", "nobody@team.test"), "no user")
+
+
+def test_apikey_list_shows_when_a_key_last_authenticated_over_http(serving: tuple[Server, str, str]) -> None:
+    server, key_id, key = serving
+    before = keys_listed(server.data_dir)
+    assert before[key_id][4] == "-"
+    with http(server, key) as client:
+        for _ in range(3):
+            assert client.get(SETTINGS).status_code == 200
+    after = keys_listed(server.data_dir)
+    used = datetime.fromisoformat(after[key_id][4])
+    assert abs((datetime.now(UTC) - used.replace(tzinfo=used.tzinfo or UTC)).total_seconds()) < 60
+    assert {k: v[4] for k, v in after.items() if k != key_id} == {k: "-" for k in after if k != key_id}
+    # Written once for the three requests (at most once a minute per key), not once per request.
+    first = rows(server.db_path, "SELECT last_used_at FROM api_keys WHERE id = ?", key_id)
+    with http(server, key) as client:
+        assert client.get(SETTINGS).status_code == 200
+    assert rows(server.db_path, "SELECT last_used_at FROM api_keys WHERE id = ?", key_id) == first
+
+
+def test_a_wrong_bearer_key_counts_against_its_key_id_and_shows_in_lockout_list(serving: tuple[Server, str, str]) -> None:
+    server, key_id, key = serving
+    wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
+    with http(server, wrong) as client:
+        statuses = [client.get(SETTINGS).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]  # the limit (3 here) used up: refused as too many
+    with http(server, "sk-000000000000.made-up") as client:
+        assert client.get(SETTINGS).status_code == 401  # no such key: not counted
+    listed = run(server.data_dir, "lockout", "list", "--no-header", SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ACCOUNT="3").stdout
+    assert [line.split("\t")[:3] + line.split("\t")[4:] for line in listed.splitlines()] == [["http-key", key_id, "4", "yes"]]
+    assert wrong.split(".")[1] not in listed
+    with http(server, key) as client:
+        assert client.get(SETTINGS).status_code == 200  # the right key still works
+    cleared = ok(server.data_dir, "lockout", "clear", "--key", key_id, "--no-header")
+    assert cleared.split("\t")[:2] == ["http-key", key_id]
 
 
 # --- portal delete -----------------------------------------------------------------------------------

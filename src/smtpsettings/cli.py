@@ -486,10 +486,11 @@ def user_set_password(ctx: Context, hostname: str, email: str, password_stdin: b
 @_no_header_option
 @click.pass_obj
 def user_list(ctx: Context, hostname: str, no_header: bool) -> None:
-    """List the users of a portal: email, role, display name."""
+    """List the users of a portal: email, role, display name, disabled (yes/no)."""
     with _one_line_errors():
-        rows = [(u.email, u.role.value, u.display_name) for u in ctx.accounts.list_users(hostname)]
-        _print_rows(("email", "role", "name"), rows, no_header=no_header, empty="no users")
+        users = ctx.accounts.list_users(hostname)
+        rows = [(u.email, u.role.value, u.display_name, "yes" if u.disabled else "no") for u in users]
+        _print_rows(("email", "role", "name", "disabled"), rows, no_header=no_header, empty="no users")
 
 
 @user.command("set-email")
@@ -519,6 +520,34 @@ def user_set_role(ctx: Context, hostname: str, email: str, role: str) -> None:
     with _one_line_errors():
         u = ctx.accounts.set_role(hostname, email, Role(role))
         click.echo(f"{u.email} in {hostname} is now {role}")
+
+
+@user.command("disable")
+@config_option
+@click.option("--portal", "hostname", required=True)
+@click.option("--email", required=True)
+@click.pass_obj
+def user_disable(ctx: Context, hostname: str, email: str) -> None:
+    """Stop a user from signing in, end its sessions now and stop its API keys; never the last enabled owner.
+
+    Its sign-in fails as a wrong password does. Messages it already queued are still delivered.
+    `smtpsettings user enable` undoes it.
+    """
+    with _one_line_errors():
+        ended = ctx.accounts.disable_user(hostname, email)
+        click.echo(f"disabled {email} in {hostname}; ended {ended} session(s)")
+
+
+@user.command("enable")
+@config_option
+@click.option("--portal", "hostname", required=True)
+@click.option("--email", required=True)
+@click.pass_obj
+def user_enable(ctx: Context, hostname: str, email: str) -> None:
+    """Let a disabled user sign in again; its unrevoked API keys work again."""
+    with _one_line_errors():
+        u = ctx.accounts.enable_user(hostname, email)
+        click.echo(f"enabled {u.email} in {hostname}")
 
 
 @user.command("delete")
@@ -567,13 +596,24 @@ def apikey_create(ctx: Context, hostname: str, email: str, scope: str | None) ->
 @_no_header_option
 @click.pass_obj
 def apikey_list(ctx: Context, hostname: str, no_header: bool) -> None:
-    """List a portal's API keys: id, owner's email, scope, created and revoked (UTC). Never the key itself."""
+    """List a portal's API keys: id, owner's email, scope, created, last used and revoked (UTC).
+
+    Never the key itself. The last use is recorded at most once a minute per key.
+    """
     with _one_line_errors():
         rows = [
-            (str(k["id"]), str(k["email"]), str(k["scope"] or "all"), _when(k["created_at"]), _when(k["revoked_at"]))
+            (
+                str(k["id"]),
+                str(k["email"]),
+                str(k["scope"] or "all"),
+                _when(k["created_at"]),
+                _when(k["last_used_at"]),
+                _when(k["revoked_at"]),
+            )
             for k in ctx.accounts.list_api_keys(hostname)
         ]
-        _print_rows(("id", "email", "scope", "created", "revoked"), rows, no_header=no_header, empty="no API keys")
+        header = ("id", "email", "scope", "created", "last_used", "revoked")
+        _print_rows(header, rows, no_header=no_header, empty="no API keys")
 
 
 def _when(value: object) -> str:
@@ -880,7 +920,7 @@ def messages_flush(ctx: Context, hostname: str) -> None:
 @main.group()
 @config_option
 def lockout() -> None:
-    """Failed sign-in counters: HTTP sign-in (per account, per address), SMTP AUTH (per address, per key)."""
+    """Failed sign-in counters: HTTP (per account, per address, per API key), SMTP AUTH (per address, per key)."""
 
 
 _LOCKOUT_HEADER = ("kind", "subject", "failures", "seconds_left", "locked")
@@ -904,8 +944,9 @@ def lockout_list(ctx: Context, no_header: bool) -> None:
     """Show the running counters of failed sign-ins and whether each locks something out now.
 
     \b
-    kind: http-account (portal/email), http-address, smtp-address (an IPv6
-    client: its /64) or smtp-key (the API key's id, never the key).
+    kind: http-account (portal/email), http-address, http-key, smtp-address
+    (an IPv6 client: its /64) or smtp-key (keys: the API key's id, never
+    the key).
     """
     from smtpsettings.services.lockouts import LockoutService
 
@@ -916,7 +957,7 @@ def lockout_list(ctx: Context, no_header: bool) -> None:
 @lockout.command("clear")
 @config_option
 @click.option("--address", help="A client address: its HTTP and SMTP counters (IPv6: its /64's).")
-@click.option("--key", "key_id", help="An API key's id (key_…): its SMTP counter.")
+@click.option("--key", "key_id", help="An API key's id (key_…): its HTTP and SMTP counters.")
 @click.option("--portal", "hostname", help="With --email: that account's HTTP sign-in counter.")
 @click.option("--email", help="With --portal: that account's HTTP sign-in counter.")
 @click.option("--no-header", is_flag=True, help=_NO_HEADER_HELP)

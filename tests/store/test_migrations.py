@@ -171,6 +171,26 @@ def test_migration_0009_records_the_keys_of_the_secrets_already_stored(database_
         db.dispose()
 
 
+def test_migration_0010_leaves_users_enabled_and_keys_unused_and_goes_back(database_url: str) -> None:
+    ids = _old_database(database_url)
+    db = Database(database_url)
+    try:
+        db.migrate("0009")
+        db.migrate()
+        kept = db.read_sync(lambda c: accounts.list_users(c, ids["kept.example.com"]))
+        assert [(u.email, u.disabled) for u in kept] == [("a@example.com", False)]
+        db.write_sync(lambda c: accounts.create_api_key(c, kept[0], "key_000000000001", "h" * 64))
+        assert [k["last_used_at"] for k in db.read_sync(lambda c: accounts.list_api_keys(c, ids["kept.example.com"]))] == [None]
+        _downgrade(db, "0009")
+        columns = db.read_sync(
+            lambda c: {t: {col["name"] for col in sa.inspect(c).get_columns(t)} for t in ("users", "api_keys")}
+        )
+        assert "disabled" not in columns["users"] and "last_used_at" not in columns["api_keys"]
+        assert db.read_sync(lambda c: c.execute(sa.text("SELECT count(*) FROM api_keys")).scalar()) == 1
+    finally:
+        db.dispose()
+
+
 def _outbox_row(conn, portal_id: int, *, key: str, api_key_id: str | None, user_id: int | None) -> str:  # type: ignore[no-untyped-def]
     """A keyed message as revision 0005 wrote it (no caller column); its id."""
     now = datetime.now(UTC)

@@ -40,7 +40,7 @@ from smtpsettings.services.accounts import AccountsService
 from smtpsettings.store import ratelimit
 from smtpsettings.store import smtp as smtp_store
 from smtpsettings.store.database import StoreUnavailable
-from smtpsettings.store.tables import audit_log, outbox_messages, portals
+from smtpsettings.store.tables import api_keys, audit_log, outbox_messages, portals
 from smtpsettings.submission.replies import reply_for
 from smtpsettings.submission.server import SubmissionServer
 from smtpsettings.wiring import Services
@@ -190,6 +190,24 @@ async def test_a_wrong_key_is_535_and_counts_as_a_failed_smtp_sign_in_only(port:
     smtp_counted = port.services.db.read_sync(lambda c: ratelimit.count(c, "smtp:address:127.0.0.1", 900)[0])
     http_counted = port.services.db.read_sync(lambda c: ratelimit.count(c, "login:address:127.0.0.1", 900)[0])
     assert (smtp_counted, http_counted) == (1, 0)
+
+
+async def test_a_disabled_users_key_is_refused_until_the_user_is_enabled_and_its_use_is_recorded(port: Port) -> None:
+    accounts = AccountsService(port.services.db)
+    last_used = sa.select(api_keys.c.last_used_at)
+    assert port.services.db.read_sync(lambda c: c.execute(last_used).scalar()) is None
+    accounts.disable_user(port.hostname, "app@one.test")
+    async with port.client() as client:
+        await client.ehlo()
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
+            await client.login(port.hostname, port.key)
+        assert refused.value.code == 535
+    assert port.services.db.read_sync(lambda c: c.execute(last_used).scalar()) is None
+    accounts.enable_user(port.hostname, "app@one.test")
+    async with port.client() as client:
+        await client.ehlo()
+        await client.login(port.hostname, port.key)
+    assert port.services.db.read_sync(lambda c: c.execute(last_used).scalar()) is not None
 
 
 async def test_mail_before_auth_is_refused(port: Port) -> None:

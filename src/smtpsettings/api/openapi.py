@@ -151,12 +151,12 @@ _ERRORS: dict[str, dict[str, Any]] = {
 }
 
 _TOO_MANY_SIGN_INS = "Too many failed sign-ins for the account or the client address"
-_BASIC_LIMIT = "Too many failed sign-ins (Basic credentials are checked like a sign-in)"
-_TEST_LIMIT = "The user's test-mail limit (5 per 15 minutes by default) is used up, or too many failed Basic sign-ins"
+_BASIC_LIMIT = "Too many failed sign-ins (Basic credentials are checked like a sign-in), or wrong keys with this API key's id"
+_TEST_LIMIT = "The user's test-mail limit (5 per 15 minutes by default) is used up, or too many failed sign-ins"
 _QUEUE_FULL = (
     "The portal's outbox is full: its unsent (queued, deferred or sending) messages are at the limit (10,000"
     " by default), or this message would take their size past it (1 GiB by default); nothing was accepted."
-    " Or too many failed Basic sign-ins"
+    " Or too many failed sign-ins"
 )
 
 # What every authenticated call of the JSON API can answer besides its own errors.

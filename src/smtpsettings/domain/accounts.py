@@ -46,6 +46,7 @@ class User(msgspec.Struct, frozen=True):
     email: str
     display_name: str
     role: Role
+    disabled: bool = False
 
 
 SCOPE_MAIL_SEND = "mail.send"

@@ -1,6 +1,6 @@
 """Names of the failed-sign-in counters, one family per channel, so one channel never locks the other.
 
-HTTP sign-ins count per account and per client address; SMTP AUTH on the submission port counts per client
+HTTP sign-ins count per account and per client address, wrong HTTP Bearer keys per key; SMTP AUTH on the submission port counts per client
 address and per API key (named by the public id at the front of the key). A misconfigured application
 retrying a wrong key locks out that key, then at most its own host's SMTP clients, never the administrator's
 HTTP sign-in.
@@ -13,13 +13,14 @@ from typing import Literal
 
 __all__ = ("KINDS", "Kind", "address_group", "bucket", "parse_bucket")
 
-Kind = Literal["http-account", "http-address", "smtp-address", "smtp-key"]
+Kind = Literal["http-account", "http-address", "http-key", "smtp-address", "smtp-key"]
 
 # The kind of each counter and the prefix of its bucket name in the rate-counter table. The HTTP names are
 # the ones used before SMTP AUTH had counters of its own, so counts in flight at an upgrade carry on.
 KINDS: dict[Kind, str] = {
     "http-account": "login:account:",
     "http-address": "login:address:",
+    "http-key": "login:key:",
     "smtp-address": "smtp:address:",
     "smtp-key": "smtp:key:",
 }

@@ -166,7 +166,7 @@ class AccountsService:
     # -- changes the operator makes from the command line ------------------------------------------------
 
     def list_api_keys(self, hostname: str) -> list[dict[str, object]]:
-        """The portal's API keys: id, owner's email, scope, created, revoked; never a secret or its hash."""
+        """The portal's API keys: id, owner's email, scope, created, last used, revoked; never a secret or its hash."""
         portal = self.portal(hostname)
         return self._db.read_sync(lambda c: accounts.list_api_keys(c, portal.id))
 
@@ -194,6 +194,31 @@ class AccountsService:
                 raise BadArgument(f"{user.email} is the last owner or admin of {portal.hostname}: the portal keeps one")
 
         self._db.write_sync(change)
+        return user
+
+    def disable_user(self, hostname: str, email: str) -> int:
+        """Disable a user and end its sessions at once; the number of sessions ended.
+
+        A disabled user's sign-in fails as a wrong password does, and its API keys stop authenticating
+        (HTTP and the submission port); its messages already in the outbox are still delivered. Never the
+        portal's last enabled owner: someone must be able to sign in and manage it.
+        """
+        portal = self.portal(hostname)
+        user = self._user(portal, email)
+
+        def disable(conn):  # type: ignore[no-untyped-def]
+            accounts.set_user_disabled(conn, user.id, True)
+            if user.role is Role.OWNER and accounts.count_enabled_owners(conn, portal.id) == 0:
+                raise BadArgument(f"{user.email} is the last enabled owner of {portal.hostname}: the portal keeps one")
+            return accounts.delete_sessions_of_user(conn, user.id)
+
+        return self._db.write_sync(disable)
+
+    def enable_user(self, hostname: str, email: str) -> User:
+        """Let a disabled user sign in again; its API keys work again too (unless revoked)."""
+        portal = self.portal(hostname)
+        user = self._user(portal, email)
+        self._db.write_sync(lambda c: accounts.set_user_disabled(c, user.id, False))
         return user
 
     def delete_user(self, hostname: str, email: str) -> User:

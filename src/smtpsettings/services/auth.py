@@ -1,11 +1,11 @@
 """Sign-in, sessions, API keys and request authentication, with brute-force limits.
 
 Failed sign-ins are counted in the database (so every instance shares the counts), separately per
-channel (see :mod:`smtpsettings.domain.lockouts`): HTTP sign-ins per account and per client address, SMTP
-AUTH per client address and per API key. Once a count reaches its limit, further attempts are refused
-(429, SMTP 454) *before* the secret is checked, so a correct guess during a lockout reveals nothing. A
-sign-in proves itself with the password or with DocSpace's client-side hash of it (``passwordHash``);
-failures of either count alike.
+channel (see :mod:`smtpsettings.domain.lockouts`): HTTP sign-ins per account and per client address, wrong
+HTTP Bearer keys per key, SMTP AUTH per client address and per API key. Once a count of sign-ins reaches its
+limit, further attempts are refused (429, SMTP 454) *before* the secret is checked, so a correct guess during a
+lockout reveals nothing. A disabled user's sign-in fails as a wrong password does. A sign-in proves itself
+with the password or with DocSpace's client-side hash of it (``passwordHash``); failures of either count alike.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Generic, Literal, NamedTuple, TypeVar
 
 import anyio.to_thread
+import structlog
 
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal, User, normalize_email, normalize_hostname
@@ -33,15 +34,18 @@ from smtpsettings.domain.passwords import (
 )
 from smtpsettings.store import accounts, ratelimit
 from smtpsettings.store.accounts import Alongside
-from smtpsettings.store.database import Database, utcnow
+from smtpsettings.store.database import Database, StoreUnavailable, utcnow
 
 __all__ = ("Alongside", "AuthService", "Authenticated", "Credentials", "Verified", "login_account_bucket", "login_address_bucket")
 
 AUTH_FAILED = "User authentication failed"
 _TOO_MANY_SIGN_INS = "Too many failed sign-in attempts. Try again later."
 NO_PORTAL = "No portal answers this host name."
+_KEY_USE_INTERVAL = 60.0
+"""Seconds between two records of an API key's last use."""
 
 T = TypeVar("T")
+log = structlog.get_logger("smtpsettings.auth")
 
 
 class Credentials:
@@ -95,6 +99,8 @@ class AuthService:
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
+        self._key_use_written: dict[str, datetime] = {}
+        """When this process last recorded each key's use (see :meth:`_note_key_use`)."""
 
     async def sign_in(self, portal: Portal, email: str, secret: SignInSecret, client_address: str) -> tuple[str, datetime]:
         """Check a password (or its client hash) and open a session; returns the token and its expiry.
@@ -154,6 +160,8 @@ class AuthService:
 
         def load(conn):  # type: ignore[no-untyped-def]
             user = accounts.get_user_by_email(conn, portal.id, email)
+            if user is not None and user.disabled:
+                user = None  # answered, timed and counted exactly as a wrong password: nothing tells it apart
             password_hash, client_verifier = accounts.password_verifiers_of(conn, user.id) if user else (None, None)
             derive = user is not None and client_verifier is None and not secret.is_client_hash
             return (
@@ -251,12 +259,58 @@ class AuthService:
             if portal.hostname != hostname:
                 found = await lookup(self._db, portal.hostname, secret_hash, alongside)
             if found is None:
+                if kind == "apikey":
+                    await self._count_wrong_http_key(portal.hostname, secret)
                 raise NotAuthenticated("Not authenticated")
         if kind == "apikey":
+            await self._note_key_use(found.api_key_id)
             principal = Principal(user=found.user, via="apikey", api_key_id=found.api_key_id, scope=found.scope)
         else:
             principal = Principal(user=found.user, via="session", session_token_hash=secret_hash)
         return Authenticated(found.portal, principal, found.alongside)
+
+    async def _count_wrong_http_key(self, hostname: str, key: str) -> None:
+        """Count a wrong Bearer key against the live key of the portal its prefix names (as SMTP AUTH does).
+
+        Only the failure path pays for this, so a right key costs nothing more. Once the count is used up,
+        further wrong attempts are answered 429 rather than 401; a right key still works, since guessing a
+        key's random secret is hopeless: the count shows the operator which key an application keeps
+        getting wrong (``smtpsettings lockout list``).
+
+        Raises:
+            TooManyRequests: this key's id has had too many wrong attempts in the window.
+        """
+        key_id = api_key_id_of(key)
+        if key_id is None:
+            return
+        window = self._settings.login_failure_window_seconds
+        key_bucket = bucket("http-key", key_id)
+
+        def fail(conn):  # type: ignore[no-untyped-def]
+            # Only a live key's id is counted: made-up ids would otherwise each get a counter row.
+            return ratelimit.hit(conn, key_bucket, window) if accounts.is_live_api_key(conn, hostname, key_id) else None
+
+        counted = await self._db.write(fail)
+        if counted is not None:
+            _refuse_while_locked(_TOO_MANY_SIGN_INS, (counted[0], counted[1], self._settings.login_max_failures_per_account + 1))
+
+    async def _note_key_use(self, key_id: str | None) -> None:
+        """Record a key's use at most once a minute per key and worker (the UPDATE is conditional too, so
+        several workers or instances still write about once a minute)."""
+        if key_id is None:
+            return
+        now = utcnow()
+        last = self._key_use_written.get(key_id)
+        if last is not None and (now - last).total_seconds() < _KEY_USE_INTERVAL:
+            return
+        if len(self._key_use_written) > 10_000:  # bounded by the number of keys in use; forget all at worst
+            self._key_use_written.clear()
+        self._key_use_written[key_id] = now
+        try:
+            await self._db.write(lambda c: accounts.touch_api_key(c, key_id, now, _KEY_USE_INTERVAL))
+        except StoreUnavailable as exc:
+            # A statistic: the request the key authenticated goes on; the next minute's use writes it.
+            log.warning("api_key_last_use_not_recorded", api_key_id=key_id, error=str(exc))
 
     async def authenticate_api_key(self, hostname: str, key: str, client_address: str) -> tuple[Portal, Principal]:
         """The submission port's sign-in: a portal's host name and an API key of it with mail rights.
@@ -305,6 +359,7 @@ class AuthService:
             await self._db.write(lambda c: ratelimit.reset(c, key_bucket))
         principal = Principal(user=found.user, via="apikey", api_key_id=found.api_key_id, scope=found.scope)
         self.require_sender(principal)
+        await self._note_key_use(found.api_key_id)
         return found.portal, principal
 
     async def sign_out(self, principal: Principal) -> None:

@@ -35,6 +35,8 @@ class LockoutService:
         self._limits: dict[Kind, int] = {
             "http-account": s.login_max_failures_per_account,
             "http-address": s.login_max_failures_per_address,
+            # A wrong Bearer key is counted like a wrong password for an account (see AuthService).
+            "http-key": s.login_max_failures_per_account,
             "smtp-address": s.submission_max_failures_per_address,
             "smtp-key": s.submission_max_failures_per_key,
         }
@@ -50,7 +52,7 @@ class LockoutService:
 
         Args:
             address: a client address: its HTTP and SMTP counters (an IPv6 address: its /64's).
-            key_id: an API key's id (``key_…``): its SMTP counter.
+            key_id: an API key's id (``key_…``): its HTTP and SMTP counters.
             account: ``(portal host name, email)``: the account's HTTP sign-in counter.
         """
         wanted: set[str] | None = None
@@ -59,7 +61,7 @@ class LockoutService:
             if address is not None:
                 wanted |= {bucket("http-address", address), bucket("smtp-address", address)}
             if key_id is not None:
-                wanted.add(bucket("smtp-key", key_id))
+                wanted |= {bucket("http-key", key_id), bucket("smtp-key", key_id)}
             if account is not None:
                 wanted.add(self._account_bucket(*account))
         running = [(name, lockout) for name, lockout in self._running() if wanted is None or name in wanted]

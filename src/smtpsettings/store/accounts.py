@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import sqlalchemy as sa
@@ -27,6 +27,7 @@ __all__ = (
     "Alongside",
     "DuplicateError",
     "Found",
+    "count_enabled_owners",
     "count_managers",
     "create_api_key",
     "create_portal",
@@ -54,8 +55,10 @@ __all__ = (
     "revoke_api_key",
     "set_client_hash_verifier",
     "set_password_hash",
+    "set_user_disabled",
     "set_user_email",
     "set_user_role",
+    "touch_api_key",
 )
 
 
@@ -72,7 +75,9 @@ def _portal(row: tuple[Any, ...]) -> Portal:
 
 
 def _user(row: Any) -> User:
-    return User(id=row.id, portal_id=row.portal_id, email=row.email, display_name=row.display_name, role=Role(row.role))
+    return User(
+        id=row.id, portal_id=row.portal_id, email=row.email, display_name=row.display_name, role=Role(row.role), disabled=row.disabled
+    )
 
 
 def create_portal(conn: Connection, hostname: str, *, is_default: bool, password_hash_salt: str | None = None) -> Portal:
@@ -206,7 +211,8 @@ def create_session_if_verified(
     column: Literal["password_hash", "client_hash_verifier"],
     verified: str,
 ) -> bool:
-    """Open a session only if the verifier a sign-in checked (``users.<column>``) is still the user's.
+    """Open a session only if the verifier a sign-in checked (``users.<column>``) is still the user's
+    (and the user has not been disabled meanwhile).
 
     The check and the insert are one statement, and on PostgreSQL it share-locks the user's row: a
     password set by a transaction still running makes it wait, then see the new hash and insert nothing;
@@ -222,7 +228,7 @@ def create_session_if_verified(
             sa.literal(utcnow(), sessions.c.created_at.type),
             sa.literal(expires_at, sessions.c.expires_at.type),
         )
-        .where(users.c.id == user.id, verifier == verified)
+        .where(users.c.id == user.id, verifier == verified, users.c.disabled.is_(False))
         .with_for_update(read=True)
     )
     columns = [sessions.c.token_hash, sessions.c.portal_id, sessions.c.user_id, sessions.c.created_at, sessions.c.expires_at]
@@ -283,9 +289,10 @@ class Found(NamedTuple):
 
 
 def _principal_of_host(credential: sa.Table, *conditions: Any, extra: tuple[Any, ...] = ()) -> sa.Select[Any]:
-    """Portal by hostname ⋈ a credential row of that portal ⋈ its user: one indexed statement."""
+    """Portal by hostname ⋈ a credential row of that portal ⋈ its enabled user: one indexed statement."""
     joined = portals.join(credential, credential.c.portal_id == portals.c.id).join(users, users.c.id == credential.c.user_id)
-    return sa.select(*_PRINCIPAL_COLUMNS, *extra).select_from(joined).where(portals.c.hostname == sa.bindparam("hostname"), *conditions)
+    where = (portals.c.hostname == sa.bindparam("hostname"), users.c.disabled.is_(False), *conditions)
+    return sa.select(*_PRINCIPAL_COLUMNS, *extra).select_from(joined).where(*where)
 
 
 _SESSION_SELECT = _principal_of_host(
@@ -377,9 +384,18 @@ def revoke_api_key(conn: Connection, key_id: str) -> bool:
     return result.rowcount == 1
 
 
+def touch_api_key(conn: Connection, key_id: str, now: datetime, every_seconds: float) -> bool:
+    """Record that a key authenticated at ``now``, unless that was already recorded less than
+    ``every_seconds`` ago: a busy key costs one row update per interval, not one per request."""
+    stale = sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < now - timedelta(seconds=every_seconds))
+    return conn.execute(api_keys.update().where(api_keys.c.id == key_id, stale).values(last_used_at=now)).rowcount == 1
+
+
 def list_api_keys(conn: Connection, portal_id: int) -> list[dict[str, object]]:
     rows = conn.execute(
-        sa.select(api_keys.c.id, users.c.email, api_keys.c.scope, api_keys.c.created_at, api_keys.c.revoked_at)
+        sa.select(
+            api_keys.c.id, users.c.email, api_keys.c.scope, api_keys.c.created_at, api_keys.c.last_used_at, api_keys.c.revoked_at
+        )
         .join(users, users.c.id == api_keys.c.user_id)
         .where(api_keys.c.portal_id == portal_id)
         .order_by(api_keys.c.created_at)
@@ -400,6 +416,20 @@ def set_user_email(conn: Connection, user_id: int, email: str) -> None:
 
 def set_user_role(conn: Connection, user_id: int, role: Role) -> None:
     conn.execute(users.update().where(users.c.id == user_id).values(role=role.value))
+
+
+def set_user_disabled(conn: Connection, user_id: int, disabled: bool) -> None:
+    conn.execute(users.update().where(users.c.id == user_id).values(disabled=disabled))
+
+
+def count_enabled_owners(conn: Connection, portal_id: int) -> int:
+    """How many of the portal's owners are not disabled."""
+    query = (
+        sa.select(sa.func.count())
+        .select_from(users)
+        .where(users.c.portal_id == portal_id, users.c.role == Role.OWNER.value, users.c.disabled.is_(False))
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def count_managers(conn: Connection, portal_id: int) -> int:

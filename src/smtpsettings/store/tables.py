@@ -45,6 +45,8 @@ users = sa.Table(
     # argon2id of the client-side hash of the password (passwordHash sign-ins). NULL until derived: users
     # from before it existed get it at their next password sign-in.
     sa.Column("client_hash_verifier", sa.String(255), nullable=True),
+    # A disabled user cannot sign in and its keys do not authenticate; its queued mail is still delivered.
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("portal_id", "email", name="uq_users_portal_email"),
 )
 
@@ -69,6 +71,8 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     # NULL: the rights of the key's user. "mail.send": send mail and read what the key sent, nothing else.
     sa.Column("scope", sa.String(32), nullable=True),
+    # When the key last authenticated, written at most once a minute per key (see store.accounts.touch_api_key).
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 smtp_settings = sa.Table(
