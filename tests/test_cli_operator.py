@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from serverkit import PASSWORD, Server, smtpsettings_command, start_server
-from test_cli import assert_one_line_error, migrated, ok, operator_env, run
+from test_cli import Terminal, assert_one_line_error, migrated, ok, operator_env, run
 
 HEAVY = ("sqlalchemy", "alembic", "granian", "litestar", "cryptography", "aiosmtpd", "psycopg", "argon2")
 
@@ -267,6 +267,27 @@ def test_portal_delete_without_a_terminal_needs_yes_and_then_deletes_everything_
     assert rows(db, "SELECT hostname FROM portals") == [("other.test",)]
     assert rows(db, "SELECT count(*) FROM users") == [(0,)]
     assert rows(db, "SELECT count(*) FROM api_keys") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("answer", "typed", "deleted"),
+    [("y", "team.test", True), ("n", None, False), ("y", "team.tes", False)],
+    ids=["both-answered", "no", "host-mistyped"],
+)
+def test_portal_delete_on_a_terminal_asks_twice(team: Path, answer: str, typed: str | None, deleted: bool) -> None:
+    db = team / "smtpsettings.db"
+    ok(team, "portal", "create", "other.test")
+    terminal = Terminal([*smtpsettings_command(), "portal", "delete", "team.test"], operator_env(team))
+    terminal.expect("3 user(s)")
+    terminal.expect("Delete portal team.test and all of the above? [y/N]")
+    terminal.type(answer)
+    if typed is not None:
+        terminal.expect("Type the host name to confirm")
+        terminal.type(typed)
+    assert terminal.finish() == (0 if deleted else 1)
+    left = rows(db, "SELECT hostname FROM portals ORDER BY hostname")
+    assert left == ([("other.test",)] if deleted else [("other.test",), ("team.test",)])
+    assert (b"deleted portal team.test" in terminal.transcript) is deleted
 
 
 def test_the_only_portal_is_not_deleted(tmp_path: Path) -> None:
