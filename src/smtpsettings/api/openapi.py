@@ -196,7 +196,8 @@ _TEST_RECIPIENT: dict[str, Any] = {
     "required": False,
     "description": "(ours) Send the test mail to this address instead of the caller's own; one bare address"
     " (an international domain is accepted), else 400 naming `to`. Absent or empty: the caller's address.",
-    "schema": {"type": "string", "format": "email"},
+    # Empty is allowed and means absent (an HTML form sends its empty field so).
+    "schema": {"anyOf": [{"type": "string", "format": "email"}, {"type": "string", "maxLength": 0}]},
 }
 
 
