@@ -193,3 +193,43 @@ async def test_handles_on_one_file_take_turns_and_lose_nothing(db: Database, pat
     assert len(names(path)) == 400
     turn = path.with_name(path.name + "-writer")
     assert turn.exists() and turn.stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_write_not_started_by_its_deadline_is_withdrawn_and_never_happens(path: Path) -> None:
+    import fcntl
+    import os
+
+    db = Database(f"sqlite:///{path}", timeout=0.2)
+    db.write_sync(lambda c: [c.execute(sa.text(s)) for s in SCHEMA])
+    await db.write_grouped(insert("before"))
+    # Another process's writer holds the turn: this one cannot begin its batch.
+    turn = os.open(str(path) + "-writer", os.O_RDWR)
+    fcntl.flock(turn, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await db.write_grouped(insert("late"))
+    finally:
+        fcntl.flock(turn, fcntl.LOCK_UN)
+        os.close(turn)
+    try:
+        # The writer gets its turn now: the withdrawn write must not happen behind the caller's back
+        # (the caller answered "not saved", and its client will send it again).
+        assert await db.write_grouped(insert("after")) == "after"
+        assert names(path) == ["after", "before"]
+    finally:
+        db.dispose()
+
+
+async def test_a_write_started_before_its_deadline_is_answered_by_its_outcome(path: Path) -> None:
+    db = Database(f"sqlite:///{path}", timeout=0.2)
+    db.write_sync(lambda c: [c.execute(sa.text(s)) for s in SCHEMA])
+
+    def slow(conn: Connection) -> str:
+        threading.Event().wait(1.0)  # past the 0.4 s deadline, but already running
+        return insert("slow")(conn)
+
+    try:
+        assert await db.write_grouped(slow) == "slow"
+        assert names(path) == ["slow"]
+    finally:
+        db.dispose()

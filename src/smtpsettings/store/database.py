@@ -283,12 +283,18 @@ class Database:
             return await self._in_thread(self.write_sync, fn)
         if self._committer is None:
             self._committer = GroupCommitter(self, _turn_path(self.url.database))
-        future = self._committer.submit(fn, size)
+        committer = self._committer
+        future = committer.submit(fn, size)
         try:
             with _translate_failures():
-                async with asyncio.timeout(self.timeout * 2):
-                    # Shielded: a caller that stops waiting does not take back a write already queued.
-                    return await asyncio.shield(future)
+                try:
+                    async with asyncio.timeout(self.timeout * 2):
+                        return await asyncio.shield(future)  # a cancelled caller must not orphan a started write
+                except TimeoutError:
+                    if committer.withdraw(future):
+                        raise  # never started: nothing was written, and "try again" is the truth
+                # Started meanwhile: its outcome is moments away, and only it may be answered.
+                return await asyncio.shield(future)
         except BatchFailed as exc:
             cause = exc.__cause__
             if isinstance(cause, sa.exc.OperationalError | sqlite3.OperationalError | sa.exc.InterfaceError):

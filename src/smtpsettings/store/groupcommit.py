@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from smtpsettings.store.database import Database
 
-__all__ = ("MAX_BATCH", "MAX_BATCH_BYTES", "BatchFailed", "GroupCommitter")
+__all__ = ("MAX_BATCH", "MAX_BATCH_BYTES", "BatchFailed", "GroupCommitter", "Withdrawn")
 
 T = TypeVar("T")
 
@@ -43,6 +43,10 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 class BatchFailed(Exception):
     """The group transaction could not be committed: nothing of it was written (the cause is chained)."""
+
+
+class Withdrawn(Exception):
+    """The caller withdrew the function before the writer started it: it never ran."""
 
 
 class _Job:
@@ -71,6 +75,9 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._carried: _Job | None = None  # taken from the queue but over the batch's size: the next batch's first
+        self._claims = threading.Lock()
+        self._waiting: dict[asyncio.Future[Any], _Job] = {}
+        """Submitted and not yet started: what :meth:`withdraw` may still take back (under ``_claims``)."""
         self.batches = 0
         """Commits so far (for tests and benches): fewer than the functions run when they grouped."""
 
@@ -85,8 +92,25 @@ class GroupCommitter:
         job = _Job(fn, size, asyncio.get_running_loop())
         # A caller that stopped waiting (a timeout) leaves the outcome unread; that is not an error.
         job.future.add_done_callback(_read)
+        with self._claims:
+            self._waiting[job.future] = job
         self._queue.put(job)
         return job.future
+
+    def withdraw(self, future: asyncio.Future[Any]) -> bool:
+        """Take back a submitted function the writer has not started; False once it has (then its outcome
+        decides, and is near: only its batch's own statements and commit are left).
+
+        A caller that gives up waiting must know whether its write can still happen: answering "not
+        saved" for a write that commits later would have the client send the same message again.
+        """
+        with self._claims:
+            return self._waiting.pop(future, None) is not None
+
+    def _claim(self, job: _Job) -> bool:
+        """The writer's side of :meth:`withdraw`: whether ``job`` is still wanted (and now started)."""
+        with self._claims:
+            return self._waiting.pop(job.future, None) is not None
 
     def stop(self) -> None:
         """Let the writer finish what is queued, then end it; idempotent."""
@@ -168,7 +192,8 @@ class GroupCommitter:
             raw.execute("BEGIN IMMEDIATE")
             try:
                 for job in batch:
-                    outcomes.append(_in_savepoint(raw, conn, job.fn))
+                    started = self._claim(job)
+                    outcomes.append(_in_savepoint(raw, conn, job.fn) if started else (False, Withdrawn()))
                 if conn.in_transaction():
                     conn.commit()  # SQLAlchemy began its own view of the transaction: end it there
                 else:
