@@ -126,8 +126,8 @@ def test_current_leaves_out_counters_whose_window_has_ended(db: Database) -> Non
     assert db.read_sync(lambda c: ratelimit.current(c, "smtp:key:", 0.2)) == []
 
 
-def test_delete_drops_the_named_counters_only(db: Database) -> None:
+def test_reset_drops_the_named_counters_only(db: Database) -> None:
     for name in ("a", "b", "c"):
         hit(db, name)
-    db.write_sync(lambda c: ratelimit.delete(c, ["a", "c", "never-hit"]))
+    db.write_sync(lambda c: ratelimit.reset(c, "a", "c", "never-hit"))
     assert [count(db, name)[0] for name in ("a", "b", "c")] == [0, 1, 0]

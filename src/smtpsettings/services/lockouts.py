@@ -67,7 +67,7 @@ class LockoutService:
         running = [(name, lockout) for name, lockout in self._running() if wanted is None or name in wanted]
         if running:
             names = [name for name, _ in running]
-            self._db.write_sync(lambda c: ratelimit.delete(c, names))
+            self._db.write_sync(lambda c: ratelimit.reset(c, *names))
         return [lockout for _, lockout in running]
 
     def _account_bucket(self, hostname: str, email: str) -> str:

@@ -380,13 +380,15 @@ def cancel(conn: Connection, portal_id: int, message_id: str) -> bool:
 
 def requeue_failed(conn: Connection, portal_id: int, message_id: str) -> bool:
     """Queue a failed message again, due now, with a fresh retry horizon; False unless failed with its body."""
+    return _requeue(conn, o.c.portal_id == portal_id, o.c.id == message_id) == 1
+
+
+def _requeue(conn: Connection, *which: Any) -> int:
+    """Failed messages (of ``which``) that still have their body: queued again, due now; how many."""
     now = utcnow()
-    result = conn.execute(
-        o.update()
-        .where(o.c.portal_id == portal_id, o.c.id == message_id, o.c.status == "failed", o.c.content.is_not(None))
-        .values(status="queued", next_attempt_at=now, queued_at=now, finished_at=None)
-    )
-    return result.rowcount == 1
+    retryable = (o.c.status == "failed", o.c.content.is_not(None))
+    requeued = o.update().where(*which, *retryable).values(status="queued", next_attempt_at=now, queued_at=now, finished_at=None)
+    return int(conn.execute(requeued).rowcount)
 
 
 # -- the dispatcher's transitions ------------------------------------------------------------------------
@@ -795,13 +797,9 @@ def requeue_all_failed(conn: Connection, portal_id: int) -> tuple[int, int]:
     Returns:
         ``(requeued, skipped)``: skipped ones failed too long ago and their bodies are gone.
     """
-    now = utcnow()
-    failed = sa.and_(o.c.portal_id == portal_id, o.c.status == "failed")
-    requeued = conn.execute(
-        o.update().where(failed, o.c.content.is_not(None)).values(status="queued", next_attempt_at=now, queued_at=now, finished_at=None)
-    ).rowcount
-    skipped = conn.execute(sa.select(sa.func.count()).select_from(o).where(failed)).scalar_one()
-    return int(requeued), int(skipped)
+    requeued = _requeue(conn, o.c.portal_id == portal_id)
+    skipped = conn.execute(sa.select(sa.func.count()).select_from(o).where(o.c.portal_id == portal_id, o.c.status == "failed"))
+    return requeued, int(skipped.scalar_one())
 
 
 def content_of(conn: Connection, message_id: str) -> bytes | None:

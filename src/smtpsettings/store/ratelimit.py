@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from smtpsettings.store.database import Prepared, insert_for
 from smtpsettings.store.tables import rate_counters
 
-__all__ = ("count", "current", "delete", "hit", "prune", "reset")
+__all__ = ("count", "current", "hit", "prune", "reset")
 
 _CURRENT = Prepared(
     sa.select(rate_counters.c.count, rate_counters.c.window_start).where(rate_counters.c.bucket == sa.bindparam("bucket"))
@@ -72,12 +72,9 @@ def current(conn: Connection, prefix: str, window: float) -> list[tuple[str, int
     return [(bucket, hits, start + window - now) for bucket, hits, start in rows]
 
 
-def delete(conn: Connection, buckets: list[str]) -> None:
+def reset(conn: Connection, *buckets: str) -> None:
+    """Drop the named counters (a success forgets failures; an operator lifts lockouts)."""
     conn.execute(rate_counters.delete().where(rate_counters.c.bucket.in_(buckets)))
-
-
-def reset(conn: Connection, bucket: str) -> None:
-    conn.execute(rate_counters.delete().where(rate_counters.c.bucket == bucket))
 
 
 def prune(conn: Connection, older_than: float) -> None:
