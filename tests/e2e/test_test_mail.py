@@ -223,6 +223,16 @@ def test_a_bad_to_is_a_400_naming_the_field_and_sends_nothing(portal: Portal, to
     assert not inbox.messages
 
 
+def test_several_to_are_a_400_not_one_of_them_chosen(portal: Portal) -> None:
+    with smtp_peer() as (port, inbox), portal.client(Role.ADMIN) as c:
+        c.post(SETTINGS, json=settings_for(port))
+        answer = c.get(TEST, params=[("to", "ops@example.org"), ("to", "other@example.org")])
+        assert answer.status_code == 400, answer.text
+        assert list(answer.json()["response"]["errors"]) == ["to"]
+        assert "response" not in c.get(STATUS).json()
+    assert not inbox.messages
+
+
 def test_an_empty_to_is_the_callers_own_address(portal: Portal) -> None:
     with smtp_peer() as (port, inbox):
         with portal.client(Role.ADMIN) as c:

@@ -41,7 +41,10 @@ def recipient(request: Request) -> str | None:
     Raises:
         ValidationFailed: ``to`` is not one valid address (400 naming the field).
     """
-    raw = request.query_params.get("to", "").strip()
+    given = request.query_params.getall("to", [])
+    if len(given) > 1:  # silently taking one of them would send the test somewhere the caller may not expect
+        raise ValidationFailed({"to": ["Give one recipient for the test mail, not several."]})
+    raw = given[0].strip() if given else ""
     if not raw:
         return None
     problem, address = check_address(raw)
