@@ -6,7 +6,8 @@ import base64
 import hashlib
 import re
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 from pathlib import Path
 
@@ -456,3 +457,51 @@ def test_logout_with_an_api_key_leaves_the_key_valid(portal: Portal, server: Ser
         assert c.post(AUTH + "/logout").status_code == 200
         assert c.get(SMTP).status_code == 200
 
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two worker processes sharing one database: a lock one of them counts must reach the other."""
+    srv = start_server(tmp_path_factory.mktemp("keylock") / "data", {"SMTPSETTINGS_LOGIN_MAX_FAILURES_PER_ACCOUNT": "3"}, workers=2)
+    yield srv
+    srv.stop()
+
+
+def _answers_on_fresh_connections(portal: Portal, key: str, n: int = 8) -> list[httpx.Response]:
+    """``n`` requests with ``key``, each on its own connection, so both workers answer some of them."""
+    answers = []
+    for _ in range(n):
+        with portal.client(headers={"Authorization": f"Bearer {key}"}) as c:
+            answers.append(c.get(SMTP))
+    return answers
+
+
+def _within(seconds: float, condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def test_a_key_locked_by_wrong_attempts_is_refused_over_http_until_cleared(two_workers: Server) -> None:
+    portal = make_portal(two_workers)
+    key_id, key = two_workers.accounts().create_api_key(portal.hostname, portal.emails[Role.ADMIN])
+    assert {r.status_code for r in _answers_on_fresh_connections(portal, key)} == {200}
+    wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
+    with portal.client(headers={"Authorization": f"Bearer {wrong}"}) as c:
+        assert [c.get(SMTP).status_code for _ in range(4)] == [401, 401, 401, 429]
+    # The right key is refused as its wrong attempts are, by the worker that counted them at once and by the
+    # other one within its refresh interval (2 s).
+    assert _within(4, lambda: {r.status_code for r in _answers_on_fresh_connections(portal, key)} == {429})
+    refused = _answers_on_fresh_connections(portal, key, 1)[0]
+    assert 0 < int(refused.headers["retry-after"]) <= 15 * 60
+    assert refused.json()["statusCode"] == 429 and refused.json()["error"]["message"] == "Too many failed sign-in attempts. Try again later."
+    # Another key of the same user is unaffected.
+    _, other = two_workers.accounts().create_api_key(portal.hostname, portal.emails[Role.ADMIN])
+    assert {r.status_code for r in _answers_on_fresh_connections(portal, other)} == {200}
+    # An operator lifts it: every worker lets the key in again within a few seconds.
+    cleared = two_workers.cli("lockout", "clear", "--key", key_id, "--no-header").stdout
+    assert cleared.split("\t")[:2] == ["http-key", key_id], cleared
+    assert _within(4, lambda: {r.status_code for r in _answers_on_fresh_connections(portal, key)} == {200})

@@ -26,7 +26,7 @@ async def claimed(tmp_path: Path) -> AsyncIterator[tuple[Database, int]]:
         portal = accounts.create_portal(conn, "a.example.com", is_default=False)
         user = accounts.create_user(conn, portal.id, email="a@a.example.com", display_name="A", role=Role.ADMIN, password_hash="x")
         jobs.claim_job(
-            conn, portal.id, job_id="job1", user_id=user.id, status=STEP_SETUP_TENANT, percents=5, deadline_at=utcnow() + timedelta(minutes=1)
+            conn, portal.id, job_id="job1", user_id=user.id, recipient="a@a.example.com", status=STEP_SETUP_TENANT, percents=5, deadline_at=utcnow() + timedelta(minutes=1)
         )
         return portal.id
 

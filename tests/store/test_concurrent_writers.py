@@ -92,6 +92,7 @@ def test_only_one_of_racing_claims_starts_a_job(handles: list[Database]) -> None
                 portal.id,
                 job_id=f"job-{id(db)}",
                 user_id=user.id,
+                recipient="a@example.com",
                 status="Setup tenant",
                 percents=5,
                 deadline_at=utcnow() + timedelta(seconds=60),

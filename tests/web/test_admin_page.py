@@ -757,6 +757,8 @@ def test_the_test_mail_goes_to_the_address_typed_in_send_test_mail_to(page: Page
     page.reload()
     expect(page.get_by_role("heading", name="Last test mail")).to_be_visible()
     expect(page.locator("#test-when")).to_contain_text(re.compile(r"\d{4}, \d{1,2}:\d\d"))
+    # After a reload the page still names the typed address, as the server's status does, not the user's own.
+    expect(page.locator("#test-result")).to_have_text("The test mail was sent to ops@example.org. Check the inbox.")
 
 
 def test_a_recipient_the_server_refuses_is_shown_at_the_field(page: Page, portal: Portal) -> None:

@@ -132,6 +132,7 @@ SCHEMA_EXAMPLES: dict[str, list[Any]] = {
             "error": "",
             "details": _DETAILS,
             "transcript": _TRANSCRIPT,
+            "recipient": "it-team@example.com",
         },
         {
             "id": "c9f0f895-fb98-4b91-9a0e-2d1c5b7e3a40",
@@ -141,6 +142,7 @@ SCHEMA_EXAMPLES: dict[str, list[Any]] = {
             "error": "Authentication failed: 535 5.7.8 bad credentials",
             "details": [],
             "transcript": [],
+            "recipient": "admin@example.com",
         },
     ],
     "SmtpAuditEntry": [

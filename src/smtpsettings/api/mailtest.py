@@ -19,7 +19,8 @@ PATH = "/api/2.0/smtpsettings/smtp/test"
 
 
 def status_dto(job: JobRecord) -> dict[str, Any]:
-    """DocSpace's fields first; ``details`` and ``transcript`` are ours, extra fields old clients ignore."""
+    """DocSpace's fields first; ``details``, ``transcript``, ``startedAt`` and ``recipient`` are ours, extra fields
+    old clients ignore."""
     return {
         "id": job.id,
         "completed": job.completed,
@@ -29,6 +30,7 @@ def status_dto(job: JobRecord) -> dict[str, Any]:
         "details": job.details,
         "transcript": job.transcript,
         "startedAt": job.started_at,
+        "recipient": job.recipient,
     }
 
 

@@ -648,6 +648,11 @@ def _schemas() -> dict[str, Any]:
                     "description": "(ours) The SMTP dialogue, AUTH payloads and passwords replaced by ***.",
                 },
                 "startedAt": {"type": "string", "format": "date-time", "description": "(ours) When the test began."},
+                "recipient": {
+                    "type": "string",
+                    "description": "(ours) Where the test mail goes: the address given as `to`, else the caller's own. "
+                    "Empty for a test started before this was recorded.",
+                },
             },
             "required": ["id", "completed", "percents", "status", "error"],
         },

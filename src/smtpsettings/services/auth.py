@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Generic, Literal, NamedTuple, TypeVar
@@ -22,7 +23,7 @@ import structlog
 from smtpsettings.config import Settings
 from smtpsettings.domain.accounts import Portal, Principal, User, normalize_email, normalize_hostname
 from smtpsettings.domain.errors import AccessDenied, NotAuthenticated, NotFound, TooManyRequests
-from smtpsettings.domain.lockouts import bucket
+from smtpsettings.domain.lockouts import KINDS, bucket
 from smtpsettings.domain.passwords import (
     SignInSecret,
     api_key_id_of,
@@ -36,13 +37,15 @@ from smtpsettings.store import accounts, ratelimit
 from smtpsettings.store.accounts import Alongside
 from smtpsettings.store.database import Database, StoreUnavailable, utcnow
 
-__all__ = ("Alongside", "AuthService", "Authenticated", "Credentials", "Verified", "login_account_bucket", "login_address_bucket")
+__all__ = ("Alongside", "AuthService", "Authenticated", "Credentials", "LockedKeys", "Verified", "login_account_bucket", "login_address_bucket")
 
 AUTH_FAILED = "User authentication failed"
 _TOO_MANY_SIGN_INS = "Too many failed sign-in attempts. Try again later."
 NO_PORTAL = "No portal answers this host name."
 _KEY_USE_INTERVAL = 60.0
 """Seconds between two records of an API key's last use."""
+KEY_LOCKS_REFRESH = 2.0
+"""Seconds a process trusts its list of locked API keys before reading it again (see :class:`LockedKeys`)."""
 
 T = TypeVar("T")
 log = structlog.get_logger("smtpsettings.auth")
@@ -79,6 +82,47 @@ def _refuse_while_locked(message: str, *counts: tuple[int, float, int]) -> None:
         raise TooManyRequests(message, int(max(waits)) + 1)
 
 
+class LockedKeys:
+    """The API keys whose HTTP counter (``http-key``) is used up, as this process last read them.
+
+    A locked key is refused over HTTP even when it is right, as on the submission port. Reading its counter on
+    every Bearer request would add a database read to the hot path; instead a process reads the list of used-up
+    counters (few rows, usually none) at most every :data:`KEY_LOCKS_REFRESH` seconds, and only while it is
+    answering API keys. A lock set by another worker or instance, and an operator's ``lockout clear``, so take
+    effect within that time; a lock this process sets takes effect at once.
+    """
+
+    def __init__(self, db: Database, window: int, limit: int, refresh: float = KEY_LOCKS_REFRESH) -> None:
+        self._db = db
+        self._window = window
+        self._limit = limit
+        self._refresh = refresh
+        self._ends: dict[str, float] = {}
+        """Key id → when its lock ends (``time.monotonic()``)."""
+        self._read_at = -refresh
+
+    def note(self, key_id: str, failures: int, seconds_left: float) -> None:
+        """Take in a count this process just made, so its own lock needs no wait."""
+        if failures >= self._limit:
+            self._ends[key_id] = time.monotonic() + seconds_left
+
+    async def seconds_left(self, key_id: str) -> float:
+        """How long ``key_id`` stays locked over HTTP (0: not locked), reading the list again when it is stale."""
+        now = time.monotonic()
+        if now - self._read_at >= self._refresh:
+            self._read_at = now  # before the read: concurrent requests meanwhile use the list they have
+            prefix = KINDS["http-key"]
+            try:
+                rows = await self._db.read(lambda c: ratelimit.current(c, prefix, self._window))
+            except StoreUnavailable as exc:
+                # The request's own lookup has just answered; keep the last list rather than fail it.
+                log.warning("api_key_locks_not_read", error=str(exc))
+            else:
+                self._ends = {name[len(prefix) :]: now + left for name, failures, left in rows if failures >= self._limit}
+        end = self._ends.get(key_id)
+        return max(end - time.monotonic(), 0.0) if end is not None else 0.0
+
+
 class Authenticated(NamedTuple, Generic[T]):
     """A request's portal and caller, and the portal's data asked for alongside (None when not asked)."""
 
@@ -101,6 +145,7 @@ class AuthService:
         self._settings = settings
         self._key_use_written: dict[str, datetime] = {}
         """When this process last recorded each key's use (see :meth:`_note_key_use`)."""
+        self.locked_keys = LockedKeys(db, settings.login_failure_window_seconds, settings.login_max_failures_per_account)
 
     async def sign_in(self, portal: Portal, email: str, secret: SignInSecret, client_address: str) -> tuple[str, datetime]:
         """Check a password (or its client hash) and open a session; returns the token and its expiry.
@@ -263,19 +308,27 @@ class AuthService:
                     await self._count_wrong_http_key(portal.hostname, secret)
                 raise NotAuthenticated("Not authenticated")
         if kind == "apikey":
+            if found.api_key_id is not None:
+                await self._refuse_locked_key(found.api_key_id)
             await self._note_key_use(found.api_key_id)
             principal = Principal(user=found.user, via="apikey", api_key_id=found.api_key_id, scope=found.scope)
         else:
             principal = Principal(user=found.user, via="session", session_token_hash=secret_hash)
         return Authenticated(found.portal, principal, found.alongside)
 
+    async def _refuse_locked_key(self, key_id: str) -> None:
+        """429 for a right key whose HTTP counter is used up, as its wrong attempts get (see :class:`LockedKeys`)."""
+        left = await self.locked_keys.seconds_left(key_id)
+        if left > 0:
+            raise TooManyRequests(_TOO_MANY_SIGN_INS, int(left) + 1)
+
     async def _count_wrong_http_key(self, hostname: str, key: str) -> None:
         """Count a wrong Bearer key against the live key of the portal its prefix names (as SMTP AUTH does).
 
-        Only the failure path pays for this, so a right key costs nothing more. Once the count is used up,
-        further wrong attempts are answered 429 rather than 401; a right key still works, since guessing a
-        key's random secret is hopeless: the count shows the operator which key an application keeps
-        getting wrong (``smtpsettings lockout list``).
+        Once the count is used up, further attempts with that key's id are answered 429, the right key's too
+        (within :data:`KEY_LOCKS_REFRESH` seconds on other workers), until the window ends or an operator
+        clears it: the application that keeps getting the key wrong is stopped, and ``smtpsettings lockout
+        list`` shows which key it is.
 
         Raises:
             TooManyRequests: this key's id has had too many wrong attempts in the window.
@@ -292,6 +345,7 @@ class AuthService:
 
         counted = await self._db.write(fail)
         if counted is not None:
+            self.locked_keys.note(key_id, *counted)
             _refuse_while_locked(_TOO_MANY_SIGN_INS, (counted[0], counted[1], self._settings.login_max_failures_per_account + 1))
 
     async def _note_key_use(self, key_id: str | None) -> None:

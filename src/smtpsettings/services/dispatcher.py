@@ -64,6 +64,7 @@ _DELETE_BATCH = 500
 _RATE_WINDOW = 60
 _LEASE_MARGIN = timedelta(seconds=30)
 _SETTINGS_FRESH = 1.0
+_CANCELLED_LANES_WAIT = 1.0  # at a stop past its grace: time for cancelled lanes and the recorder to write
 _PREFETCH = 8  # claimed beyond a portal's lanes, so its lanes find the next message without a claim between
 
 
@@ -119,8 +120,15 @@ class Dispatcher:
 
         Claims not yet started go back at once. The pool closes, and the lock goes, only once every lane has
         ended: a lane never meets a closed pool, and no other worker takes over while a send may still be on
-        the wire.
+        the wire. ``grace`` bounds all the waiting here together (the last write, leaving, has the database's
+        own timeout): each wait taking it in full made a stop on a slow database take three times as long.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+
+        def left() -> float:
+            return max(deadline - loop.time(), 0.0)
+
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -133,13 +141,13 @@ class Dispatcher:
         self._lanes.clear()  # each lane ends after the message it is sending
         lanes = [t for tasks in self._lane_tasks.values() for t in tasks]
         if lanes:
-            _, pending = await asyncio.wait(lanes, timeout=grace)
+            _, pending = await asyncio.wait(lanes, timeout=left())
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.wait(pending, timeout=grace)
+                await asyncio.wait(pending, timeout=max(left(), _CANCELLED_LANES_WAIT))
         if self._recorder is not None:
-            await asyncio.wait([self._recorder], timeout=grace)
+            await asyncio.wait([self._recorder], timeout=max(left(), _CANCELLED_LANES_WAIT))
             self._recorder.cancel()  # the database is away: the leases bring what it holds back
         if self._beating is not None:
             self._beating.cancel()

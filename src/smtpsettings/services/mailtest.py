@@ -131,6 +131,7 @@ class TestMailService:
         job_id = uuid.uuid4().hex
         deadline = utcnow() + timedelta(seconds=self._settings.smtp_job_timeout) + _DEADLINE_MARGIN
         limit, window = self._settings.smtp_test_limit, self._settings.smtp_test_window_seconds
+        to = recipient or user.email
 
         def count_and_claim(conn):  # type: ignore[no-untyped-def]
             calls, wait = ratelimit.hit(conn, f"smtptest:user:{user.id}", window)
@@ -141,6 +142,7 @@ class TestMailService:
                 portal.id,
                 job_id=job_id,
                 user_id=user.id,
+                recipient=to,
                 status=STEP_SETUP_TENANT,
                 percents=PERCENTS[STEP_SETUP_TENANT],
                 deadline_at=deadline,
@@ -158,7 +160,6 @@ class TestMailService:
             raise TooManyRequests(f"Too many test messages: at most {limit} in {_duration(window)}. Try again later.", int(wait) + 1)
         job, is_new = claimed
         if is_new:
-            to = recipient or user.email
             task = asyncio.get_running_loop().create_task(self._run(portal, to, job.id, settings, credentials))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -169,7 +170,12 @@ class TestMailService:
         if job is not None and not job.completed and job.deadline_at <= utcnow():
             seconds = int((job.deadline_at - job.started_at).total_seconds())
             error = f"The test did not finish within {seconds} s: the server running it stopped or lost the database."
-            await self._db.write(lambda c: jobs.finish_job(c, portal.id, job.id, error=error, details=job.details, transcript=job.transcript))
+            kept = job
+            await self._db.write(
+                lambda c: jobs.finish_job(
+                    c, portal.id, kept.id, error=error, recipient=kept.recipient, details=kept.details, transcript=kept.transcript
+                )
+            )
             job = await jobs.find_job(self._db, portal.id)
         return job
 
@@ -201,6 +207,7 @@ class TestMailService:
                     portal.id,
                     job_id,
                     error=error,
+                    recipient=recipient,
                     details=details,
                     transcript=transcript,
                     percents=PERCENTS[step],

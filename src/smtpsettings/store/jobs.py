@@ -27,15 +27,18 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     transcript: list[str]
     started_at: datetime
     deadline_at: datetime
+    recipient: str = ""
+    """Where the test mail goes; "" for a job started before the recipient was recorded."""
 
 
 _BY_PORTAL = test_jobs.c.portal_id == sa.bindparam("portal_id")
 _LIVE_JOB = sa.and_(_BY_PORTAL, test_jobs.c.id == sa.bindparam("job_id"), test_jobs.c.completed.is_(False))
-# Every column but the "transcript" field's: both diagnostics lists are kept in one JSON column, "details".
-_JOB_COLUMNS = [test_jobs.c[name] for name in JobRecord.__struct_fields__ if name != "transcript"]
+# Every column but the "transcript" and "recipient" fields': both diagnostics lists and the recipient are kept in
+# one JSON column, "details".
+_JOB_COLUMNS = [test_jobs.c[name] for name in JobRecord.__struct_fields__ if name not in ("transcript", "recipient")]
 _GET = Prepared(sa.select(*_JOB_COLUMNS).where(_BY_PORTAL))
 _GET_FOR_UPDATE = Prepared(sa.select(*_JOB_COLUMNS).where(_BY_PORTAL).with_for_update())
-_diagnostics = msgspec.json.Decoder(dict[str, list[Any]])
+_diagnostics = msgspec.json.Decoder(dict[str, Any])
 
 
 def _record(row: tuple[Any, ...] | None) -> JobRecord | None:
@@ -54,6 +57,7 @@ def _record(row: tuple[Any, ...] | None) -> JobRecord | None:
         transcript=diagnostics.get("transcript", []),
         started_at=utc(started_at),
         deadline_at=utc(deadline_at),
+        recipient=diagnostics.get("recipient", ""),
     )
 _PLACEHOLDER = Prepared.per_dialect(
     lambda dialect: insert_for(dialect, test_jobs)
@@ -91,8 +95,20 @@ async def find_job(db: Database, portal_id: int) -> JobRecord | None:
     return _record(await db.fetch_one(_GET, portal_id=portal_id))
 
 
+def _details(recipient: str, details: list[dict[str, object]], transcript: list[str]) -> str:
+    return json.dumps({"recipient": recipient, "details": details, "transcript": transcript})
+
+
 def claim_job(
-    conn: Connection, portal_id: int, *, job_id: str, user_id: int, status: str, percents: int, deadline_at: datetime
+    conn: Connection,
+    portal_id: int,
+    *,
+    job_id: str,
+    user_id: int,
+    recipient: str,
+    status: str,
+    percents: int,
+    deadline_at: datetime,
 ) -> tuple[JobRecord, bool]:
     """Start a job unless one is live for the portal; returns the live job and whether it is the new one.
 
@@ -124,7 +140,7 @@ def claim_job(
         "percents": percents,
         "status": status,
         "error": "",
-        "details": "{}",
+        "details": _details(recipient, [], []),
         "started_at": now,
         "deadline_at": deadline_at,
         "finished_at": None,
@@ -141,6 +157,7 @@ def claim_job(
         transcript=[],
         started_at=now,
         deadline_at=deadline_at,
+        recipient=recipient,
     ), True
 
 
@@ -154,6 +171,7 @@ def finish_job(
     job_id: str,
     *,
     error: str,
+    recipient: str,
     details: list[dict[str, object]],
     transcript: list[str],
     percents: int | None = None,
@@ -165,7 +183,7 @@ def finish_job(
         portal_id=portal_id,
         job_id=job_id,
         new_error=error,
-        new_details=json.dumps({"details": details, "transcript": transcript}),
+        new_details=_details(recipient, details, transcript),
         new_finished_at=utcnow(),
         new_percents=percents,
         new_status=status,

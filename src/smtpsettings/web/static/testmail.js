@@ -13,7 +13,6 @@ let pollTimer = null;
 export let testStarting = false; // the start request is in flight
 export let testRunning = false; // a job we follow has not completed
 let watching = false; // we saw this job running (or started it): announce its end
-let sentTo = { id: "", to: "" }; // the recipient typed for the test this page started
 
 export function stopPolling() {
   if (pollTimer !== null) clearTimeout(pollTimer);
@@ -46,7 +45,6 @@ export async function onTestClick() {
   testStarting = false;
   if (handledAuthProblem(res)) return;
   if (res.status === 200 && res.body && res.body.response) {
-    sentTo = { id: res.body.response.id, to };
     renderTest(res.body.response, { fresh: true });
     return;
   }
@@ -144,11 +142,11 @@ function renderTest(job, { fresh }) {
   panel.classList.toggle("is-success", ok);
   panel.classList.toggle("is-error", !ok);
   $("test-step").textContent = ok ? "Completed" : `Stopped at: ${job.status || "unknown step"}`;
-  // The status does not say where the mail went: the page remembers it for the test it started.
-  const who = (sentTo.id === job.id && sentTo.to) || sessionStorage.getItem(SESSION_KEY);
+  // The server says where the mail went, also after a reload; a test from before it did names nobody.
+  const who = typeof job.recipient === "string" ? job.recipient : "";
   if (ok) {
     result.dataset.kind = "success";
-    result.textContent = `The test mail was sent${who ? ` to ${who}` : " to your email address"}. Check the inbox.`;
+    result.textContent = `The test mail was sent${who ? ` to ${who}` : ""}. Check the inbox.`;
   } else {
     result.dataset.kind = "error";
     result.textContent = `The test mail could not be sent: ${job.error}`;
