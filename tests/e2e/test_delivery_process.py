@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 
 import httpx
-from serverkit import Server
 from smtp_peers import smtp_peer
 from test_outbox_delivery import (
     UNLIMITED,
@@ -26,6 +25,8 @@ from test_outbox_delivery import (
     submit_all,
     wait_all_sent,
 )
+
+from serverkit import Server
 
 __all__ = ("servers",)  # a fixture, imported to be found here
 
