@@ -101,6 +101,22 @@ class Server:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def delivery_pids(self) -> list[int]:
+        """The server's delivery processes (``smtpsettings deliver``, children of ``serve``): one while it runs."""
+        pids = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            parent = int(stat.rpartition(")")[2].split()[1])
+            if parent == self.process.pid and b"deliver" in cmdline:
+                pids.append(int(name))
+        return pids
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the server and its workers, as a crash or an operator would."""
         try:

@@ -41,7 +41,8 @@ def team(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "args", [("--help",), ("--version",), ("messages", "list", "--help"), ("serve", "--help")], ids=" ".join
+    "args", [("--help",), ("--version",), ("messages", "list", "--help"), ("serve", "--help"), ("deliver", "--help")],
+    ids=" ".join,
 )
 def test_help_and_version_import_no_database_server_or_crypto_modules(tmp_path: Path, args: tuple[str, ...]) -> None:
     code = "import sys; from smtpsettings.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"

@@ -193,15 +193,16 @@ _password_stdin_option = click.option(
 )
 
 
-def _hold_serve_lock(data_dir: Path) -> None:
+def _hold_serve_lock(data_dir: Path) -> int:
     """Hold ``DATA_DIR/serve.lock`` for as long as this process lives, or refuse to start.
 
     Two servers on one data directory would share its metrics directory (the second one empties it at
     start) and its outbox lock. The lock is the kernel's (flock): it goes with the process, however that
     ends, so a crash never leaves a stale one; the forked workers share it, so a server whose workers still
     run holds it too. A holder gets a moment to finish exiting (a restart right after a kill) before the
-    refusal. The descriptor is deliberately never closed. (The dispatcher's ``outbox.lock`` is another
-    lock, taken per worker.)
+    refusal. The descriptor is deliberately never closed, and it is returned: the delivery process inherits
+    it too, so an orphan one keeps the next serve out just as an orphan worker would. (The dispatcher's
+    ``outbox.lock`` is another lock, taken by the process that delivers.)
     """
     path = data_dir / "serve.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -222,6 +223,7 @@ def _hold_serve_lock(data_dir: Path) -> None:
             ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 @click.group()
@@ -275,16 +277,23 @@ def serve(
     submission_port: int | None,
     submission_host: str | None,
 ) -> None:
-    """Run the HTTP server (granian), and the SMTP submission port when one is set."""
+    """Run the HTTP server (granian), the SMTP submission port when one is set, and the delivery process.
+
+    The workers accept mail; one process of their own, `smtpsettings deliver`, sends the outbox. It is
+    restarted when it dies and stopped after the workers.
+    """
+    from smtpsettings.deliverer import DeliverySupervisor
     from smtpsettings.httpserver import (  # granian: only here
         bind_listener,
         connection_budget,
         create_server,
         listen,
     )
+    from smtpsettings.logs import configure_logging
     from smtpsettings.metrics import use_multiprocess_dir
     from smtpsettings.services.keys import open_key_ring
     from smtpsettings.submission.server import bind_submission, export
+    from smtpsettings.wiring import SEPARATE_DELIVERY_ENV
 
     with _one_line_errors():
         settings = load_settings(
@@ -292,7 +301,7 @@ def serve(
         )
         ctx._settings = settings
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _hold_serve_lock(settings.data_dir)
+        serve_lock = _hold_serve_lock(settings.data_dir)
         # Bound first: on a taken port nothing else happens (no owner made, no password shown).
         listener = bind_listener(settings.host, settings.port)
         try:
@@ -328,12 +337,40 @@ def serve(
         click.echo(f"warning: {limit_warning}", err=True)
     os.environ.setdefault("SMTPSETTINGS_DATA_DIR", str(settings.data_dir))
     export(submission)  # the workers serve these sockets too
+    os.environ[SEPARATE_DELIVERY_ENV] = str(os.getpid())  # the workers accept; the delivery process sends
     click.echo(f"smtpsettings listening on http://{settings.host}:{settings.port} (data in {settings.data_dir.resolve()})")
     for sock, implicit in submission:
         address, bound_port = sock.getsockname()[:2]
         click.echo(f"SMTP submission on {address}:{bound_port} ({'implicit TLS' if implicit else 'STARTTLS'})")
     sys.stdout.flush()
-    create_server(settings, listener, per_worker).serve()
+    configure_logging(settings.log_format, settings.log_level)  # the supervisor's lines
+    delivery = DeliverySupervisor(pass_fds=[serve_lock])
+    server = create_server(settings, listener, per_worker, on_interrupt=delivery.request_stop)
+    delivery.start()
+    try:
+        server.serve()
+    finally:
+        delivery.stop()  # after the workers: what they accepted last is on disk, and is sent at the next start
+
+
+@main.command()
+@config_option
+@click.pass_obj
+def deliver(ctx: Context) -> None:
+    """Send the outbox: only the delivery process, until SIGTERM or SIGINT.
+
+    `smtpsettings serve` starts and supervises one itself; run this only to
+    deliver from a process (or unit) of your own. Of all processes on one data
+    directory, the one holding its outbox.lock sends; any other waits for it.
+    """
+    from smtpsettings.deliverer import run
+    from smtpsettings.logs import configure_logging
+
+    with _one_line_errors():
+        settings = ctx.settings
+        ctx.db.dispose()  # checked and migrated; the dispatcher opens its own
+    configure_logging(settings.log_format, settings.log_level)
+    run(settings)
 
 
 def _ask_owner_email(ctx: Context) -> str:

@@ -18,6 +18,7 @@ import math
 import resource
 import socket
 import sys
+from collections.abc import Callable
 
 from granian._granian import SocketHolder
 from granian.constants import HTTPModes, Interfaces
@@ -125,9 +126,15 @@ class _SharedSocketServer(MPServer):
     granian's internals, pinned with its version in pyproject.toml; tests/test_serve.py fails if they change.
     """
 
-    def __init__(self, listener: socket.socket, **kwargs: object) -> None:
+    def __init__(self, listener: socket.socket, on_interrupt: Callable[[], None], **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._listener = listener
+        self._on_interrupt = on_interrupt
+
+    def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
+        # SIGTERM/SIGINT, often sent to the whole process group: say so at once, before the workers stop.
+        self._on_interrupt()
+        super().signal_handler_interrupt(*args, **kwargs)
 
     def _init_shared_socket(self) -> None:
         fd = self._listener.fileno()
@@ -138,10 +145,13 @@ class _SharedSocketServer(MPServer):
         self._sso = self._listener
 
 
-def create_server(settings: Settings, listener: socket.socket, per_worker: int) -> MPServer:
-    """The granian server of ``smtpsettings serve``, ready for ``.serve()``."""
+def create_server(
+    settings: Settings, listener: socket.socket, per_worker: int, on_interrupt: Callable[[], None] = lambda: None
+) -> MPServer:
+    """The granian server of ``smtpsettings serve``, ready for ``.serve()``; ``on_interrupt`` runs when it is told to stop."""
     return _SharedSocketServer(
         listener,
+        on_interrupt,
         target="smtpsettings.app:create_app",
         factory=True,
         interface=Interfaces.ASGI,

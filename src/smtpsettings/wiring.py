@@ -1,5 +1,11 @@
 """The composition root: the services one worker process holds, built once from the settings, started and
-stopped in order.
+stopped in order; and the delivery process's smaller set.
+
+Where the dispatcher runs: an app built in-process (``create_app()``: the tests, an operator's own ASGI
+server) dispatches in its own process, as one program. Under ``smtpsettings serve`` the workers only accept,
+and one process of its own delivers (``smtpsettings deliver``, :class:`Delivery`, started by serve's
+supervisor): serve marks its workers with :data:`SEPARATE_DELIVERY_ENV`, and they wake that process through
+a socket in the data directory (:mod:`smtpsettings.services.wakeups`) instead of an in-process event.
 
 It sits at the top, beside the application that uses it, because it wires every layer together, the SMTP
 submission port (a front door, like the HTTP API) included: nothing below imports it at run time.
@@ -8,6 +14,10 @@ submission port (a front door, like the HTTP API) included: nothing below import
 from __future__ import annotations
 
 import ipaddress
+import os
+from pathlib import Path
+
+import structlog
 
 from smtpsettings.config import Settings
 from smtpsettings.crypto import KeyRing
@@ -17,10 +27,34 @@ from smtpsettings.services.dispatcher import Dispatcher
 from smtpsettings.services.mailtest import TestMailService
 from smtpsettings.services.outbox import OutboxService
 from smtpsettings.services.smtp import SmtpSettingsService
+from smtpsettings.services.wakeups import WakeListener, Waker
 from smtpsettings.store.database import Database
 from smtpsettings.submission.server import SubmissionServer
 
-__all__ = ("Services",)
+__all__ = ("SEPARATE_DELIVERY_ENV", "Delivery", "Services", "wake_path")
+
+log = structlog.get_logger("smtpsettings.outbox")
+
+SEPARATE_DELIVERY_ENV = "_SMTPSETTINGS_SEPARATE_DELIVERY"
+"""Set by ``serve`` for its children (not a setting), to its pid: a delivery process of its own sends the outbox."""
+
+
+def wake_path(settings: Settings) -> Path:
+    """The delivery process's wake-up socket."""
+    return settings.data_dir / "outbox.wake"
+
+
+def _database(settings: Settings) -> Database:
+    return Database(
+        settings.resolved_database_url,
+        timeout=settings.database_timeout,
+        pool_size=settings.database_pool_size,
+        sqlite_synchronous=settings.sqlite_synchronous,
+    )
+
+
+def _dispatcher(db: Database, smtp: SmtpSettingsService, settings: Settings, tokens: TokenCache) -> Dispatcher:
+    return Dispatcher(db, smtp, settings, tokens, lock_path=settings.data_dir / "outbox.lock")
 
 
 class Services:
@@ -28,31 +62,62 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(
-            settings.resolved_database_url,
-            timeout=settings.database_timeout,
-            pool_size=settings.database_pool_size,
-            sqlite_synchronous=settings.sqlite_synchronous,
-        )
+        self.db = _database(settings)
         self.keyring = KeyRing(settings.key_file)
         self.auth = AuthService(self.db, settings)
         self.smtp = SmtpSettingsService(self.db, self.keyring, settings.default_smtp)
         self.tokens = TokenCache()  # OAuth 2.0 access tokens to mail servers, shared by this worker's senders
         self.mailtest = TestMailService(self.db, self.smtp, settings, self.tokens)
-        self.dispatcher = Dispatcher(self.db, self.smtp, settings, self.tokens, lock_path=settings.data_dir / "outbox.lock")
-        self.outbox = OutboxService(self.db, self.smtp, settings, on_enqueued=self.dispatcher.wake)
+        self.dispatcher: Dispatcher | None = None
+        self.waker: Waker | None = None
+        if os.environ.get(SEPARATE_DELIVERY_ENV):
+            self.waker = Waker(wake_path(settings))
+            on_enqueued = self.waker.wake
+        else:
+            self.dispatcher = _dispatcher(self.db, self.smtp, settings, self.tokens)
+            on_enqueued = self.dispatcher.wake
+        self.outbox = OutboxService(self.db, self.smtp, settings, on_enqueued=on_enqueued)
         self.submission = SubmissionServer(settings, self.auth, self.outbox)
         self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies)
 
     async def start(self) -> None:
         """Start the background work and the submission port (on the running event loop)."""
         self.db.start_background_checkpoints()
-        self.dispatcher.start()
+        if self.dispatcher is not None:
+            self.dispatcher.start()
         await self.submission.start()
 
     async def close(self) -> None:
         """Stop in the reverse order: the front door, the senders, then the database they write to."""
         await self.submission.stop()
-        await self.dispatcher.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.waker is not None:
+            self.waker.close()
         await self.mailtest.shutdown()
+        await self.db.dispose_async()
+
+
+class Delivery:
+    """What ``smtpsettings deliver`` holds: the dispatcher and what it needs, nothing that accepts mail."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = _database(settings)
+        self.smtp = SmtpSettingsService(self.db, KeyRing(settings.key_file), settings.default_smtp)
+        self.dispatcher = _dispatcher(self.db, self.smtp, settings, TokenCache())
+        self.wakeups = WakeListener(wake_path(settings), self.dispatcher.wake)
+
+    async def start(self) -> None:
+        """Listen for wake-ups first, so none sent while the dispatcher waits for its lock is missed."""
+        self.db.start_background_checkpoints()
+        try:
+            self.wakeups.open()
+        except OSError as exc:  # accepted mail then waits for the next poll, a second at most
+            log.warning("outbox_wakeups_unavailable", error=str(exc))
+        self.dispatcher.start()
+
+    async def close(self, grace: float = 5.0) -> None:
+        self.wakeups.close()
+        await self.dispatcher.stop(grace)
         await self.db.dispose_async()

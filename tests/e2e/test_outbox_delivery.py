@@ -325,7 +325,8 @@ def clients_on_every_worker(
     The workers share the listening socket and the kernel decides which accepts a connection, so clients are
     opened until every worker has its share; each is tagged with the pid of the worker serving it.
     """
-    workers = len(server_pids(server)) - 1  # granian's main process accepts nothing itself
+    # granian's main process and the delivery process accept nothing
+    workers = len(server_pids(server)) - 1 - len(server.delivery_pids())
     kept: list[tuple[httpx.Client, int]] = []
     spare: list[httpx.Client] = []
     for _ in range(100):
