@@ -350,7 +350,7 @@ def serve(
     try:
         server.serve()
     finally:
-        delivery.stop()  # after the workers: what they accepted last is on disk, and is sent at the next start
+        delivery.stop()  # told to stop with the workers; waited for here, killed if it outlasts its bound
 
 
 @main.command()

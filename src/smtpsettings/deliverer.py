@@ -75,7 +75,8 @@ class DeliverySupervisor:
     A thread of the serve process waits on the child. A death is logged and followed by a restart after a
     back-off that doubles while the process keeps dying young, so a delivery process that cannot start (a
     database away) does not spin. Once :meth:`request_stop` is called (serve was told to stop) nothing is
-    restarted; :meth:`stop` ends the process after the workers, SIGTERM and then SIGKILL after a bound.
+    restarted; :meth:`request_stop` sends it SIGTERM at once, and :meth:`stop` waits for it after the workers, with
+    SIGKILL after a bound.
     """
 
     def __init__(self, command: Sequence[str] | None = None, *, pass_fds: Sequence[int] = ()) -> None:
@@ -90,8 +91,17 @@ class DeliverySupervisor:
         self._thread.start()
 
     def request_stop(self) -> None:
-        """No more restarts: serve is stopping (called from its signal handler, so it only sets a flag)."""
+        """No more restarts, and the delivery process told to stop now: serve is stopping.
+
+        Called from serve's signal handler, so it only sets a flag and signals: the delivery process's
+        graceful stop then runs beside the workers' rather than after them, which keeps the whole stop
+        within a service manager's stop timeout. What the workers accept meanwhile is on disk and goes
+        out at the next start.
+        """
         self._stopping.set()
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
 
     def stop(self, kill_after: float = _KILL_AFTER) -> None:
         """Stop the delivery process: SIGTERM, up to ``kill_after`` seconds for its graceful stop, then SIGKILL."""

@@ -145,6 +145,10 @@ class _SharedSocketServer(MPServer):
         self._sso = self._listener
 
 
+WORKERS_KILL_TIMEOUT = 20
+"""Seconds a worker may take to stop (its half-sent requests, then the services' own bounded stops)."""
+
+
 def create_server(
     settings: Settings, listener: socket.socket, per_worker: int, on_interrupt: Callable[[], None] = lambda: None
 ) -> MPServer:
@@ -164,4 +168,7 @@ def create_server(
         backlog=BACKLOG,
         backpressure=per_worker,
         log_enabled=False,
+        # Granian waits for a stuck worker forever by default; the whole stop must fit a service manager's
+        # stop timeout (systemd's default is 90 s, our unit sets 30 s).
+        workers_kill_timeout=WORKERS_KILL_TIMEOUT,
     )

@@ -13,6 +13,7 @@ submission port (a front door, like the HTTP API) included: nothing below import
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 from pathlib import Path
@@ -88,13 +89,16 @@ class Services:
         await self.submission.start()
 
     async def close(self) -> None:
-        """Stop in the reverse order: the front door, the senders, then the database they write to."""
-        await self.submission.stop()
+        """Stop the front door, the senders and the test mails together, then the database they write to.
+
+        Each has its own bounded stop; run one after another, their bounds would add up.
+        """
+        stops = [self.submission.stop(), self.mailtest.shutdown()]
         if self.dispatcher is not None:
-            await self.dispatcher.stop()
+            stops.append(self.dispatcher.stop())
+        await asyncio.gather(*stops)
         if self.waker is not None:
             self.waker.close()
-        await self.mailtest.shutdown()
         await self.db.dispose_async()
 
 
