@@ -31,6 +31,7 @@ import random
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
@@ -44,7 +45,7 @@ from smtpsettings.config import Settings
 from smtpsettings.domain.destinations import Destination, Destinations, is_connection_failure
 from smtpsettings.domain.outbox import LONGEST_RETRY, Outcome, Settlement, classify, delivery_outcomes, gave_up
 from smtpsettings.domain.peers import PeerWatch
-from smtpsettings.mail import STEP_DELIVER, Delivery, MailError, SendError, SmtpTarget, TokenCache
+from smtpsettings.mail import STEP_DELIVER, Delivery, MailError, SendError, SmtpConnection, SmtpTarget, TokenCache
 from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.services.mailtest import mail_policy, smtp_target
 from smtpsettings.services.smtp import SmtpSettingsService
@@ -65,6 +66,18 @@ _RATE_WINDOW = 60
 _LEASE_MARGIN = timedelta(seconds=30)
 _SETTINGS_FRESH = 1.0
 _PREFETCH = 8  # claimed beyond a portal's lanes, so its lanes find the next message without a claim between
+_IN_A_ROW = 5  # a portal's messages claimed together, and sent over one connection before others waiting for its host
+
+
+@dataclass
+class _Route:
+    """A lane's portal, its settings as last read (at ``read_at``, loop time), and the message being sent."""
+
+    portal_id: int
+    target: SmtpTarget | None = None
+    key: tuple[int, str] = (0, "")  # replaced by the first read
+    read_at: float = -_SETTINGS_FRESH
+    current: Claim | None = None
 
 
 class Dispatcher:
@@ -79,7 +92,11 @@ class Dispatcher:
         self._lock_path = lock_path
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # The test mail's deadlines: each connection's opening and each message get the job timeout.
-        self._pool = ConnectionPool(mail_policy(settings), tokens, per_key=settings.outbox_connections_per_portal, per_host=settings.outbox_connections_per_host)
+        self._pool = ConnectionPool(
+            mail_policy(settings), tokens,
+            per_key=settings.outbox_connections_per_portal, per_host=settings.outbox_connections_per_host,
+            on_open=lambda: metrics.record_connection_opened(len(tokens)),
+        )
         # A send can take the open, the message and the bookkeeping; the heartbeat renews well before.
         self._lease = timedelta(seconds=2 * settings.smtp_job_timeout) + _LEASE_MARGIN
         self._capacity = 2 * settings.outbox_batch_size
@@ -274,7 +291,9 @@ class Dispatcher:
 
         Messages over a portal's rate go back untried, due when its window ends.
         """
-        claims = outbox.claim_due(conn, self._owner, self._lease, limit, per_portal=self._share, busy=busy)
+        claims = outbox.claim_due(
+            conn, self._owner, self._lease, limit, per_portal=self._share, busy=busy, together=_IN_A_ROW
+        )
         by_portal: dict[int, list[Claim]] = defaultdict(list)
         for claim in claims:
             by_portal[claim.portal_id].append(claim)
@@ -297,46 +316,76 @@ class Dispatcher:
             queue = self._lanes[claim.portal_id] = deque()
         queue.append(claim)
         lanes = self._lane_tasks.setdefault(claim.portal_id, set())
-        if len(lanes) < self._settings.outbox_connections_per_portal:
+        if not lanes:  # more come from the lane once it sends (_widen)
             lanes.add(asyncio.get_running_loop().create_task(self._lane(claim.portal_id)))
 
     # -- sending ------------------------------------------------------------------------------------
 
     async def _lane(self, portal_id: int) -> None:
-        """Send a portal's claimed messages one after another over one pooled connection.
+        """Send a portal's claimed messages one after another, over one pooled connection held between them.
 
-        A portal has at most ``outbox_connections_per_portal`` lanes, sharing its queue. A lane leaves the
-        moment it finds the queue empty, with no await in between, so a message assigned meanwhile always
-        finds a lane (or starts one). The settings are read again at most every second, so a save applies
-        to the next messages.
+        A portal has at most ``outbox_connections_per_portal`` lanes, sharing its queue: one to start with,
+        and another only while its next hop has a free slot (:meth:`_widen`). A lane leaves the moment it
+        finds the queue empty, with no await in between, so a message assigned meanwhile always finds a
+        lane (or starts one). The settings are read again at most every second, so a save applies to the
+        next messages.
         """
-        loop = asyncio.get_running_loop()
-        target: SmtpTarget | None = None
-        key: tuple[int, str] = (portal_id, "")
-        read_at = -_SETTINGS_FRESH
+        route = _Route(portal_id)
         try:
-            while queue := self._lanes.get(portal_id):
-                claim = queue.popleft()
-                if not queue:
-                    del self._lanes[portal_id]
+            while claim := self._next_claim(portal_id):
+                route.current = claim
                 try:
-                    if loop.time() - read_at >= _SETTINGS_FRESH:
-                        target, key = await self._target(portal_id)
-                        read_at = loop.time()
-                    await self._deliver(claim, target, key)
+                    await self._refresh(route)
+                    await self._deliver(route)
                 except asyncio.CancelledError:
-                    self._finish(claim, lambda c, i=claim.id: outbox.release(c, i, self._owner, utcnow()))
+                    if route.current is not None:
+                        self._finish(route.current, lambda c, i=route.current.id: outbox.release(c, i, self._owner, utcnow()))
                     raise
                 except Exception:  # never lose the lane to one message: its lease brings it back
-                    log.exception("outbox_send_crashed", message_id=claim.id)
-                    self._in_flight -= 1
+                    log.exception("outbox_send_crashed", message_id=route.current.id if route.current else None)
+                    if route.current is not None:
+                        self._in_flight -= 1
+                route.current = None
         finally:
             lanes = self._lane_tasks[portal_id]
             lanes.discard(asyncio.current_task())  # type: ignore[arg-type]
             if not lanes:
                 del self._lane_tasks[portal_id]
 
+    def _next_claim(self, portal_id: int) -> Claim | None:
+        """The portal's next queued message, if any; the queue goes with its last one."""
+        queue = self._lanes.get(portal_id)
+        if not queue:
+            return None
+        claim = queue.popleft()
+        if not queue:
+            del self._lanes[portal_id]
+        return claim
+
+    def _widen(self, portal_id: int, target: SmtpTarget) -> None:
+        """Another lane for the portal, if more of its messages wait and its next hop has a slot to spare.
+
+        Where other portals wait for that host, a second connection of this one would only take a slot
+        from them (and cost an opening) while its first lane sends the same messages in a row.
+        """
+        lanes = self._lane_tasks.get(portal_id)
+        if (
+            lanes is not None
+            and self._lanes.get(portal_id)
+            and len(lanes) < self._settings.outbox_connections_per_portal
+            and not self._pool.contended(target)
+        ):
+            lanes.add(asyncio.get_running_loop().create_task(self._lane(portal_id)))
+
+    async def _refresh(self, route: _Route) -> None:
+        """Read the route's settings again if the last read is a second old (a save applies that soon)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - route.read_at >= _SETTINGS_FRESH:
+            route.target, route.key = await self._target(route.portal_id)
+            route.read_at = loop.time()
+
     async def _target(self, portal_id: int) -> tuple[SmtpTarget | None, tuple[int, str]]:
+        metrics.record_settings_read()
         settings, credentials = await self._smtp.get_for_sending_by_id(portal_id)
         if not settings.host:
             return None, (portal_id, "")
@@ -346,31 +395,72 @@ class Dispatcher:
         ).hexdigest()
         return smtp_target(settings, credentials), (portal_id, fingerprint)
 
-    async def _deliver(self, claim: Claim, target: SmtpTarget | None, key: tuple[int, str]) -> None:
+    async def _deliver(self, route: _Route) -> None:
+        """Send ``route.current``, then the portal's next queued messages over the same connection.
+
+        The connection (and its slot at the next hop) is held from one message to the next, and given
+        back when the queue is empty, when the settings changed, or after :data:`_IN_A_ROW` messages while
+        other portals wait for that host (the pool then gives the slot to one of them if it has to).
+        ``route.current`` is the message being sent, None once its outcome is queued.
+        """
+        claim, target, key = route.current, route.target, route.key
+        assert claim is not None
         if target is None:
             self._failed_attempt(claim, MailError("The portal has no SMTP settings to send with."))
+            route.current = None
             return
         destination = (claim.portal_id, target.host, target.port)
         unavailable_until = self._destinations.admit(destination, utcnow())
         if unavailable_until is not None:
             self._wait_for(claim, destination, unavailable_until)
+            route.current = None
             return
+        loop = asyncio.get_running_loop()
         deadline = 2 * self._settings.smtp_job_timeout
+        in_a_row = 0
+        yielded = False
         try:
-            # The deadline is the attempt's own: time spent waiting for one of the next hop's connection
+            # The deadline is each message's own: time spent waiting for one of the next hop's connection
             # slots (other portals' mail going out) is not the destination failing, and must not mark it dead.
             async with asyncio.timeout(None) as attempt:
                 async with self._pool.connection(key, target) as connection:
-                    attempt.reschedule(asyncio.get_running_loop().time() + deadline)
-                    delivery = await connection.send(claim.sender, claim.recipients, claim.content, smtputf8=claim.smtputf8)
+                    while claim is not None:
+                        attempt.reschedule(loop.time() + deadline)
+                        delivery = await connection.send(claim.sender, claim.recipients, claim.content, smtputf8=claim.smtputf8)
+                        attempt.reschedule(None)
+                        self._reachable(destination)
+                        self._delivered(claim, delivery)
+                        route.current = None
+                        in_a_row += 1
+                        if in_a_row >= _IN_A_ROW and self._pool.contended(target):
+                            yielded = True
+                            break
+                        claim = route.current = await self._next_in_row(route, key, connection)
         except MailError as exc:
-            self._failed_attempt(claim, exc, destination)
-            return
+            if route.current is not None:
+                self._failed_attempt(route.current, exc, destination)
+                route.current = None
         except TimeoutError:
-            self._failed_attempt(claim, MailError("No result within the deadline; the attempt was stopped."), destination)
-            return
-        self._reachable(destination)
-        self._delivered(claim, delivery)
+            if route.current is not None:
+                error = MailError("No result within the deadline; the attempt was stopped.")
+                self._failed_attempt(route.current, error, destination)
+                route.current = None
+        if yielded:
+            # The pool makes room for the waiters at the loop's next turn: without this pause the lane's next
+            # message would take its idle connection back before they could be given its slot.
+            await asyncio.sleep(0)
+
+    async def _next_in_row(self, route: _Route, key: tuple[int, str], connection: SmtpConnection) -> Claim | None:
+        """The portal's next message to send over ``connection``, or None to give the connection back."""
+        if not self._lanes.get(route.portal_id) or not self._pool.reusable(connection):
+            return None
+        await self._refresh(route)
+        if route.key != key or route.target is None:
+            return None  # a save: the next message takes a connection with the new settings
+        claim = self._next_claim(route.portal_id)
+        if claim is not None:
+            self._widen(route.portal_id, route.target)
+        return claim
 
     def _delivered(self, claim: Claim, delivery: Delivery) -> None:
         """Record who got the message; those refused with a 4xx wait for a retry, as a failed attempt would."""

@@ -443,15 +443,24 @@ _LEASE = Prepared.per_dialect(
 
 
 def claim_due(
-    conn: Connection, owner: str, lease: timedelta, limit: int, *, per_portal: int | None = None, busy: Mapping[int, int] | None = None
+    conn: Connection,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    *,
+    per_portal: int | None = None,
+    busy: Mapping[int, int] | None = None,
+    together: int = 1,
 ) -> list[Claim]:
     """Lease up to ``limit`` due messages to ``owner``: at most ``per_portal`` of a portal, counting ``busy``.
 
     ``busy`` is how many messages of each portal ``owner`` holds already. Portals at their share are left
-    out of the walk; of the rest, each portal's oldest come first, then each one's second and so on (round
-    robin), so a portal's backlog never takes another's turn. The walk looks at ``limit`` times the share
-    in rows, a bound that keeps its cost flat: when one portal's backlog fills it, that portal takes its
-    share and the next claim, leaving it out, reaches the others.
+    out of the walk; of the rest, each portal's oldest ``together`` come first, then each one's next
+    ``together`` and so on (round robin), so a portal's backlog never takes more than ``together`` of
+    another's turn. Taking a few of a portal's messages together lets one connection send them in a row,
+    where one at a time each would wait behind every other portal's and find its connection closed. The
+    walk looks at ``limit`` times the share in rows, a bound that keeps its cost flat: when one portal's
+    backlog fills it, that portal takes its share and the next claim, leaving it out, reaches the others.
     """
     now = utcnow()
     busy = busy or {}
@@ -470,7 +479,7 @@ def claim_due(
         taken[portal_id] += 1
         turn = busy.get(portal_id, 0) + taken[portal_id]
         if turn <= share:
-            ranked.append((turn, position, id_))
+            ranked.append(((turn - 1) // together, position, id_))
     ids = [id_ for _, _, id_ in sorted(ranked)[:limit]]
     if not ids:
         return []
