@@ -299,6 +299,16 @@ def test_round_robin_takes_every_portals_oldest_before_anyones_second(db: Databa
     assert sorted(c.portal_id for c in claims) == [1, 2, 3]
 
 
+def test_a_claim_together_takes_a_run_of_each_portals_messages_before_anyones_next_run(db: Database) -> None:
+    for p in (2, 3):
+        second_portal(db, p)
+    for p in (1, 1, 1, 2, 2, 2, 3, 3, 3):
+        enqueue(db, new(portal_id=p))
+    claims = db.write_sync(lambda c: outbox.claim_due(c, "w1", LEASE, 5, per_portal=3, together=2))
+    # Two of portal 1's and two of portal 2's (one connection can send each pair), then portal 3's first.
+    assert sorted(c.portal_id for c in claims) == [1, 1, 2, 2, 3]
+
+
 def waiting(db: Database) -> dict[str, tuple[str, str | None, int]]:
     rows = db.read_sync(
         lambda c: c.execute(
