@@ -67,6 +67,7 @@ _LEASE_MARGIN = timedelta(seconds=30)
 _SETTINGS_FRESH = 1.0
 _PREFETCH = 8  # claimed beyond a portal's lanes, so its lanes find the next message without a claim between
 _IN_A_ROW = 5  # a portal's messages claimed together, and sent over one connection before others waiting for its host
+_MORE_WAIT = 0.5  # longest a lane holds its connection for the claim of its portal's next messages
 
 
 @dataclass
@@ -78,6 +79,7 @@ class _Route:
     key: tuple[int, str] = (0, "")  # replaced by the first read
     read_at: float = -_SETTINGS_FRESH
     current: Claim | None = None
+    drained: bool = False  # a claim for more of the portal's messages found no more behind them
 
 
 class Dispatcher:
@@ -111,6 +113,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._lanes: dict[int, deque[Claim]] = {}
         self._lane_tasks: dict[int, set[asyncio.Task[None]]] = {}
+        # Portals whose lane holds a connection and has sent its queue: the next claim asks for more of theirs,
+        # and resolves the future with whether the portal may have more still.
+        self._hungry: dict[int, asyncio.Future[bool]] = {}
         self._in_flight = 0
         self._outcomes: list[tuple[Callable[[Connection], bool], Callable[[], None] | None]] = []
         self._recorder: asyncio.Task[None] | None = None
@@ -144,6 +149,7 @@ class Dispatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._fed(self._hungry, {})
         for queue in self._lanes.values():
             for claim in queue:
                 self._finish(claim, lambda c, i=claim.id: outbox.release(c, i, self._owner, utcnow()))
@@ -256,11 +262,15 @@ class Dispatcher:
                 await self._purge()
             room = self._capacity - self._in_flight
             more = False
-            if room > 0:
+            if room > 0 or self._hungry:
                 busy = self._busy()
-                limit = min(room, batch)
+                limit = max(0, min(room, batch))
+                # A portal with a connection open is asked for even when the capacity is taken: its share bounds it.
+                hungry, self._hungry = self._hungry, {}
+                wanted = {p: self._share - busy.get(p, 0) for p in hungry}
+                got: dict[int, int] = {}
                 try:
-                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, limit, busy))
+                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, limit, busy, wanted, got))
                 except StoreUnavailable as exc:
                     log.warning("outbox_claim_failed", error=str(exc))
                 else:
@@ -269,8 +279,10 @@ class Dispatcher:
                     # More may be due at once: the claim was full, or the backlog of a portal it brought to its
                     # share may have filled the walk; the next walk leaves that portal out.
                     now_busy = self._busy()
-                    more = claimed == limit or any(now_busy[c.portal_id] >= self._share for c in claims)
-            if more:
+                    more = limit > 0 and (claimed == limit or any(now_busy[c.portal_id] >= self._share for c in claims))
+                finally:
+                    self._fed(hungry, {p: got.get(p, 0) >= n > 0 for p, n in wanted.items()})
+            if more or self._hungry:  # lanes that asked for more during the claim
                 continue
             # Back-offs also end without an event: the gauge is read again while idle.
             metrics.set_destinations_unavailable(self._destinations.unavailable(utcnow()))
@@ -286,14 +298,26 @@ class Dispatcher:
         """Messages each portal has here, waiting in its lanes or being sent: what its share counts."""
         return {p: len(self._lanes.get(p, ())) + len(self._lane_tasks.get(p, ())) for p in self._lane_tasks}
 
-    def _claim(self, conn: Connection, limit: int, busy: dict[int, int]) -> tuple[int, list[Claim]]:
+    def _claim(
+        self, conn: Connection, limit: int, busy: dict[int, int], wanted: dict[int, int], got: dict[int, int]
+    ) -> tuple[int, list[Claim]]:
         """Lease due messages and count them against their portals' rates, in one transaction.
 
+        First up to ``wanted`` more of the portals whose lanes hold a connection (``got`` says how many
+        each got), then up to ``limit`` by the walk; returns how many the walk took, and the claims.
         Messages over a portal's rate go back untried, due when its window ends.
         """
-        claims = outbox.claim_due(
-            conn, self._owner, self._lease, limit, per_portal=self._share, busy=busy, together=_IN_A_ROW
-        )
+        claims = outbox.claim_more(conn, self._owner, self._lease, wanted) if wanted else []
+        busy = dict(busy)
+        for claim in claims:
+            got[claim.portal_id] = got.get(claim.portal_id, 0) + 1
+            busy[claim.portal_id] = busy.get(claim.portal_id, 0) + 1
+        walked = []
+        if limit > 0:
+            walked = outbox.claim_due(
+                conn, self._owner, self._lease, limit, per_portal=self._share, busy=busy, together=_IN_A_ROW
+            )
+        claims += walked
         by_portal: dict[int, list[Claim]] = defaultdict(list)
         for claim in claims:
             by_portal[claim.portal_id].append(claim)
@@ -307,7 +331,7 @@ class Dispatcher:
                 for claim in group[max(keep, 0) :]:
                     outbox.release(conn, claim.id, self._owner, later)
                 outbox.postpone_portal(conn, portal_id, later)
-        return len(claims), allowed
+        return len(walked), allowed
 
     def _assign(self, claim: Claim) -> None:
         self._in_flight += 1
@@ -351,6 +375,25 @@ class Dispatcher:
             lanes.discard(asyncio.current_task())  # type: ignore[arg-type]
             if not lanes:
                 del self._lane_tasks[portal_id]
+
+    @staticmethod
+    def _fed(hungry: dict[int, asyncio.Future[bool]], full: dict[int, bool]) -> None:
+        """Wake the lanes waiting for a claim of their portals' messages: whether each may have more."""
+        for portal_id, waiter in hungry.items():
+            if not waiter.done():
+                waiter.set_result(full.get(portal_id, False))
+
+    async def _claim_more(self, portal_id: int) -> bool:
+        """Ask the next claim for more of the portal's messages; whether it may have more still after those."""
+        waiter = self._hungry.get(portal_id)
+        if waiter is None:
+            waiter = self._hungry[portal_id] = asyncio.get_running_loop().create_future()
+        self._wake.set()
+        try:
+            async with asyncio.timeout(_MORE_WAIT):
+                return await asyncio.shield(waiter)
+        except TimeoutError:
+            return False
 
     def _next_claim(self, portal_id: int) -> Claim | None:
         """The portal's next queued message, if any; the queue goes with its last one."""
@@ -417,6 +460,7 @@ class Dispatcher:
             return
         loop = asyncio.get_running_loop()
         deadline = 2 * self._settings.smtp_job_timeout
+        route.drained = False
         in_a_row = 0
         yielded = False
         try:
@@ -451,9 +495,20 @@ class Dispatcher:
             await asyncio.sleep(0)
 
     async def _next_in_row(self, route: _Route, key: tuple[int, str], connection: SmtpConnection) -> Claim | None:
-        """The portal's next message to send over ``connection``, or None to give the connection back."""
-        if not self._lanes.get(route.portal_id) or not self._pool.reusable(connection):
+        """The portal's next message to send over ``connection``, or None to give the connection back.
+
+        With the queue empty, the lane asks the next claim for more of its portal's messages (once per
+        connection after the claim found no more), holding the connection meanwhile: a claim's round trip
+        costs less than opening another.
+        """
+        if not self._pool.reusable(connection):
             return None
+        if not self._lanes.get(route.portal_id):
+            if self._stopping or route.drained:
+                return None
+            route.drained = not await self._claim_more(route.portal_id)
+            if not self._lanes.get(route.portal_id):
+                return None
         await self._refresh(route)
         if route.key != key or route.target is None:
             return None  # a save: the next message takes a connection with the new settings
