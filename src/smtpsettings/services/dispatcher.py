@@ -15,9 +15,12 @@ over the limit go back untried, due when the minute ends.
 
 Portals share the dispatcher fairly: a claim takes at most a portal's lanes plus a small prefetch
 (counting what it holds already), round robin over the portals with due mail, so one portal's backlog
-or stuck server never takes the capacity the others need. A portal whose server fails a cohort of
-connections in a row is unavailable for a growing back-off (:mod:`smtpsettings.domain.destinations`): its
-waiting messages are deferred in one statement, and only one probe at a time tries it again.
+or stuck server never takes the capacity the others need. A portal's messages are claimed a few at a time,
+and a lane that holds a connection sends them in a row, then asks the next claim for more of its portal's
+before it gives the connection back: a thousand portals on one mail server open about one connection each,
+not one per message. A portal whose server fails a cohort of connections in a row is unavailable for a
+growing back-off (:mod:`smtpsettings.domain.destinations`): its waiting messages are deferred in one
+statement, and only one probe at a time tries it again.
 """
 
 from __future__ import annotations
