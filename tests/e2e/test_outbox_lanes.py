@@ -128,3 +128,22 @@ def test_a_portal_with_a_backlog_yields_the_hosts_only_connection_to_another_por
         small_at = [i for i, subject in enumerate(inbox.subjects) if "small-" in subject]
         assert len(small_at) == EACH
         assert max(small_at) < 2 * IN_A_ROW, inbox.subjects[: 3 * IN_A_ROW]
+
+
+def test_a_lane_asks_the_claim_for_more_of_its_portals_interleaved_messages(servers: Callable[..., Server]) -> None:
+    # A batch of 1: each claim's walk sees ten rows, a message or two of each portal, never a portal's five.
+    # One connection to the host: the portals queue for it, so none opens a second.
+    with gated_sink() as (port, inbox):
+        env = {**UNLIMITED, "SMTPSETTINGS_OUTBOX_BATCH_SIZE": "1", "SMTPSETTINGS_OUTBOX_CONNECTIONS_PER_HOST": "1"}
+        server = servers("data", env)
+        clients = [client(server, p, t) for p, t in (sending_portal(server, port) for _ in range(4))]
+        for i in range(EACH):
+            for k, c in enumerate(clients):
+                submit(c, f"p{k}-{i}")
+        wait_until(lambda: sending_count(server) >= 2, 30, "the first messages claimed")  # the batch's capacity
+        inbox.gate.set()
+        wait_until(lambda: len(inbox.messages) == 4 * EACH, 60, "every message delivered")
+        # One connection per portal: each lane's claim for more brought the rest of its portal's messages.
+        assert 4 <= inbox.connections <= 5, inbox.connections
+        for c in clients:
+            c.close()
