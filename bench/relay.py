@@ -32,7 +32,8 @@ dedicated 8-clients repetition (not in the throughput figures) runs each system 
 ``--scale``: through the outbox only (accepted in one transaction, as bench/nexthop.py does), ``--portals``
 portals × ``--per-portal`` messages against one portal × the same number, rate limits lifted, the sink
 uncapped: delivery msg/s and their ratio, the connections the sink saw opened, and the worker's RSS growth
-per portal.
+per portal; from the server's ``/metrics``, what each side added to the dispatcher's counts of settings reads
+and connections opened, and the token-cache entries it holds.
 """
 
 from __future__ import annotations
@@ -535,6 +536,30 @@ def relay_table(res: dict[str, Any]) -> str:
 # -- many tenants --------------------------------------------------------------------------------------------
 
 
+SCALE_METRICS = {
+    "reads": "smtpsettings_outbox_settings_reads_total",
+    "opened": "smtpsettings_outbox_connections_opened_total",
+    "tokens": "smtpsettings_outbox_token_cache_entries",
+}
+
+
+def outbox_metrics(server: Server) -> dict[str, float]:
+    """The dispatcher's counts of what grows with portals, scraped from ``/metrics`` (0 where a family is absent)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        values[name] = float(value) if value and not line.startswith("#") else 0.0
+    return {key: values.get(name, 0.0) for key, name in SCALE_METRICS.items()}
+
+
 def scale(args: argparse.Namespace, work: Path, backend: Backend) -> dict[str, Any]:
     from common import populate
     from nexthop import start_sink, stop_sink
@@ -555,6 +580,7 @@ def scale(args: argparse.Namespace, work: Path, backend: Backend) -> dict[str, A
         messages = box.build(n, args)
         report = work / "sink-report.json"
         sink = start_sink(port, None, report)
+        before = outbox_metrics(server)
         try:
             accepted = box.accept(messages)
             wake(server, pop.creds[0], args)
@@ -567,8 +593,10 @@ def scale(args: argparse.Namespace, work: Path, backend: Backend) -> dict[str, A
         lost = sum(1 for m in messages if m.message_id not in got)
         twice = sum(c - 1 for c in got.values() if c > 1)
         seconds = (box.last_sent() - accepted).total_seconds()
+        after = outbox_metrics(server)
         return {"per_s": (n + 1) / seconds, "seconds": seconds, "connections": opened, "lost": lost, "duplicates": twice,
-                "rss_mb": server.rss_mb()}
+                "rss_mb": server.rss_mb(), "settings_reads": after["reads"] - before["reads"],
+                "connections_metric": after["opened"] - before["opened"], "token_cache_entries": after["tokens"]}
 
     runs: list[dict[str, Any]] = []
     try:
@@ -579,8 +607,10 @@ def scale(args: argparse.Namespace, work: Path, backend: Backend) -> dict[str, A
                 r: dict[str, Any] = {}
                 for name in (("many", "one") if rep % 2 == 0 else ("one", "many")):
                     r[name] = side(server, many if name == "many" else one)
-                    log(f"run {rep + 1} {name}: {r[name]['per_s']:.0f} msg/s, {r[name]['connections']} connections,"
-                        f" RSS {r[name]['rss_mb']:.1f} MB, lost {r[name]['lost']}, twice {r[name]['duplicates']}")
+                    log(f"run {rep + 1} {name}: {r[name]['per_s']:.0f} msg/s, {r[name]['connections']} connections"
+                        f" ({r[name]['connections_metric']:.0f} by the metric), {r[name]['settings_reads']:.0f} settings reads,"
+                        f" {r[name]['token_cache_entries']:.0f} cached tokens, RSS {r[name]['rss_mb']:.1f} MB,"
+                        f" lost {r[name]['lost']}, twice {r[name]['duplicates']}")
                 r["ratio"] = r["many"]["per_s"] / r["one"]["per_s"]
                 runs.append(r)
             rss_many = max(r["many"]["rss_mb"] for r in runs)
@@ -594,11 +624,14 @@ def scale(args: argparse.Namespace, work: Path, backend: Backend) -> dict[str, A
 def scale_table(res: dict[str, Any]) -> str:
     rows = [(f"Many tenants: {res['portals']:,} portals × {res['per_portal']} messages against 1 portal × "
             f"{res['portals'] * res['per_portal']:,} (+1 wake-up), one uncapped sink, median of {len(res['runs'])} run(s)"), "",
-            "| side | delivered msg/s | connections opened at the sink | lost | duplicates |", "|---|---|---|---|---|"]
+            ("| side | delivered msg/s | connections opened at the sink | connections opened (metric) | settings reads"
+             " | token-cache entries | lost | duplicates |"), "|---|---|---|---|---|---|---|---|"]
     for name, said in (("many", f"{res['portals']:,} portals"), ("one", "1 portal")):
-        rows.append(f"| {said} | {statistics.median(r[name]['per_s'] for r in res['runs']):,.0f} |"
-                    f" {statistics.median(r[name]['connections'] for r in res['runs']):,.0f} |"
-                    f" {sum(r[name]['lost'] for r in res['runs'])} | {sum(r[name]['duplicates'] for r in res['runs'])} |")
+        runs = res["runs"]
+        rows.append(f"| {said} | {statistics.median(r[name]['per_s'] for r in runs):,.0f} |"
+                    + "".join(f" {statistics.median(r[name][k] for r in runs):,.0f} |"
+                              for k in ("connections", "connections_metric", "settings_reads", "token_cache_entries"))
+                    + f" {sum(r[name]['lost'] for r in runs)} | {sum(r[name]['duplicates'] for r in runs)} |")
     ratio = res["ratio"]["median"]
     rows += ["", f"many ÷ one: {ratio:.2f} (target ≥ 0.8: {'PASS' if ratio >= 0.8 else 'FAIL'})",
              (f"worker RSS after 1 portal {res['rss_one_mb']:.1f} MB, after {res['portals']:,} portals {res['rss_many_mb']:.1f} MB:"

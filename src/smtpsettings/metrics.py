@@ -31,10 +31,12 @@ __all__ = (
     "MULTIPROC_ENV",
     "REPLY_CLASSES",
     "exposition",
+    "record_connection_opened",
     "record_deferred",
     "record_failed",
     "record_reply",
     "record_sent",
+    "record_settings_read",
     "set_destinations_unavailable",
     "use_multiprocess_dir",
 )
@@ -109,6 +111,23 @@ class _Metrics:
             multiprocess_mode="mostrecent",
             registry=registry,
         )
+        # What grows with the number of portals sending: reads and connections per message would show here.
+        self.settings_reads = Counter(
+            "smtpsettings_outbox_settings_reads",
+            "Reads of a portal's SMTP settings for sending (at most one a second per portal sending).",
+            registry=registry,
+        )
+        self.connections_opened = Counter(
+            "smtpsettings_outbox_connections_opened",
+            "SMTP connections the dispatcher opened (a connection reused for further messages counts once).",
+            registry=registry,
+        )
+        self.token_cache = Gauge(
+            "smtpsettings_outbox_token_cache_entries",
+            "OAuth 2.0 access tokens the dispatching worker holds, as of the last connection it opened.",
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
 
 
 @functools.cache
@@ -136,6 +155,18 @@ def record_failed() -> None:
 def set_destinations_unavailable(count: int) -> None:
     """How many destinations the dispatcher holds in back-off now."""
     _metrics().unavailable.set(count)
+
+
+def record_settings_read() -> None:
+    """The dispatcher read a portal's settings to send with them."""
+    _metrics().settings_reads.inc()
+
+
+def record_connection_opened(token_cache_entries: int) -> None:
+    """The dispatcher opened an SMTP connection; its token cache then held ``token_cache_entries`` tokens."""
+    m = _metrics()
+    m.connections_opened.inc()
+    m.token_cache.set(token_cache_entries)
 
 
 def record_reply(code: int | None) -> None:

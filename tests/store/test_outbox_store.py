@@ -299,6 +299,27 @@ def test_round_robin_takes_every_portals_oldest_before_anyones_second(db: Databa
     assert sorted(c.portal_id for c in claims) == [1, 2, 3]
 
 
+def test_a_claim_together_takes_a_run_of_each_portals_messages_before_anyones_next_run(db: Database) -> None:
+    for p in (2, 3):
+        second_portal(db, p)
+    for p in (1, 1, 1, 2, 2, 2, 3, 3, 3):
+        enqueue(db, new(portal_id=p))
+    claims = db.write_sync(lambda c: outbox.claim_due(c, "w1", LEASE, 5, per_portal=3, together=2))
+    # Two of portal 1's and two of portal 2's (one connection can send each pair), then portal 3's first.
+    assert sorted(c.portal_id for c in claims) == [1, 1, 2, 2, 3]
+
+
+def test_claim_more_takes_the_named_portals_oldest_due_messages_up_to_each_count(db: Database) -> None:
+    for p in (2, 3):
+        second_portal(db, p)
+    ids = {p: [enqueue(db, new(portal_id=p))[0].id for _ in range(4)] for p in (1, 2, 3)}
+    claims = db.write_sync(lambda c: outbox.claim_more(c, "w1", LEASE, {1: 2, 3: 10}))
+    assert sorted(c.id for c in claims) == sorted(ids[1][:2] + ids[3])
+    # Leased: the walk does not take them again, and portal 2's are still there for it.
+    rest = db.write_sync(lambda c: outbox.claim_due(c, "w2", LEASE, 20))
+    assert sorted(c.id for c in rest) == sorted(ids[1][2:] + ids[2])
+
+
 def waiting(db: Database) -> dict[str, tuple[str, str | None, int]]:
     rows = db.read_sync(
         lambda c: c.execute(

@@ -637,6 +637,10 @@ class TokenCache:
         self._refusals: dict[str, _Refusal] = {}
         self._inflight: dict[str, asyncio.Task[_Entry]] = {}
 
+    def __len__(self) -> int:
+        """Tokens held: one per grant in use (what a metric of the cache's size reports)."""
+        return len(self._entries)
+
     async def get(self, grant: OAuth2Grant, policy: MailPolicy, *, refresh: bool = False) -> str:
         """An access token for ``grant``; ``refresh=True`` drops a cached one first.
 

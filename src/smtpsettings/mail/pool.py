@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 
 from smtpsettings.mail.connection import SmtpConnection
@@ -84,7 +84,9 @@ class ConnectionPool:
         per_host: int = 20,
         idle_seconds: float = 30.0,
         max_messages: int = 1000,
+        on_open: Callable[[], None] | None = None,
     ) -> None:
+        """``on_open`` is called for each connection opened (not for one reused): the caller's count of them."""
         if per_key < 1 or per_host < 1 or max_messages < 1 or idle_seconds <= 0:
             raise ValueError("per_key, per_host and max_messages must be at least 1, idle_seconds above 0")
         self._policy = policy
@@ -93,6 +95,7 @@ class ConnectionPool:
         self._per_host = per_host
         self._idle_seconds = idle_seconds
         self._max_messages = max_messages
+        self._on_open = on_open
         self._entries: dict[Hashable, _Entry] = {}
         self._hops: dict[_HopName, _Hop] = {}
         self._quitting: set[asyncio.Task[None]] = set()
@@ -102,6 +105,15 @@ class ConnectionPool:
         """The connections the next hop ``host``:``port`` may have open now; ``None`` if the pool has none there."""
         hop = self._hops.get((host.lower(), port))
         return None if hop is None else hop.slots.window
+
+    def contended(self, target: SmtpTarget) -> bool:
+        """Whether requests wait for a slot at ``target``'s next hop: a connection held there holds them up."""
+        hop = self._hops.get((target.host.lower(), target.port))
+        return hop is not None and hop.slots.waiting > 0
+
+    def reusable(self, connection: SmtpConnection) -> bool:
+        """Whether ``connection`` may carry another message before it is given back (it would be kept idle)."""
+        return not self._closed and connection.usable and connection.messages_sent < self._max_messages
 
     @contextlib.asynccontextmanager
     async def connection(self, key: Hashable, target: SmtpTarget) -> AsyncIterator[SmtpConnection]:
@@ -183,6 +195,8 @@ class ConnectionPool:
                 slots.give_back()
                 raise
             slots.opened()
+            if self._on_open is not None:
+                self._on_open()
             return connection
 
     async def _wait_turn(self, key: Hashable, entry: _Entry) -> SmtpConnection | None:
@@ -216,7 +230,7 @@ class ConnectionPool:
         if not connection.usable:
             connection.close()
             hop.slots.give_back()
-        elif self._closed or connection.messages_sent >= self._max_messages:
+        elif not self.reusable(connection):
             self._quit_later(hop, connection)
         elif not hop.slots.hand_over(key, connection):  # when the next turn is this key's, its waiter takes it
             loop = asyncio.get_running_loop()

@@ -15,9 +15,12 @@ over the limit go back untried, due when the minute ends.
 
 Portals share the dispatcher fairly: a claim takes at most a portal's lanes plus a small prefetch
 (counting what it holds already), round robin over the portals with due mail, so one portal's backlog
-or stuck server never takes the capacity the others need. A portal whose server fails a cohort of
-connections in a row is unavailable for a growing back-off (:mod:`smtpsettings.domain.destinations`): its
-waiting messages are deferred in one statement, and only one probe at a time tries it again.
+or stuck server never takes the capacity the others need. A portal's messages are claimed a few at a time,
+and a lane that holds a connection sends them in a row, then asks the next claim for more of its portal's
+before it gives the connection back: a thousand portals on one mail server open about one connection each,
+not one per message. A portal whose server fails a cohort of connections in a row is unavailable for a
+growing back-off (:mod:`smtpsettings.domain.destinations`): its waiting messages are deferred in one
+statement, and only one probe at a time tries it again.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import random
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
@@ -44,7 +48,7 @@ from smtpsettings.config import Settings
 from smtpsettings.domain.destinations import Destination, Destinations, is_connection_failure
 from smtpsettings.domain.outbox import LONGEST_RETRY, Outcome, Settlement, classify, delivery_outcomes, gave_up
 from smtpsettings.domain.peers import PeerWatch
-from smtpsettings.mail import STEP_DELIVER, Delivery, MailError, SendError, SmtpTarget, TokenCache
+from smtpsettings.mail import STEP_DELIVER, Delivery, MailError, SendError, SmtpConnection, SmtpTarget, TokenCache
 from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.services.mailtest import mail_policy, smtp_target
 from smtpsettings.services.smtp import SmtpSettingsService
@@ -66,6 +70,20 @@ _LEASE_MARGIN = timedelta(seconds=30)
 _SETTINGS_FRESH = 1.0
 _CANCELLED_LANES_WAIT = 1.0  # at a stop past its grace: time for cancelled lanes and the recorder to write
 _PREFETCH = 8  # claimed beyond a portal's lanes, so its lanes find the next message without a claim between
+_IN_A_ROW = 5  # a portal's messages claimed together, and sent over one connection before others waiting for its host
+_MORE_WAIT = 0.5  # longest a lane holds its connection for the claim of its portal's next messages
+
+
+@dataclass
+class _Route:
+    """A lane's portal, its settings as last read (at ``read_at``, loop time), and the message being sent."""
+
+    portal_id: int
+    target: SmtpTarget | None = None
+    key: tuple[int, str] = (0, "")  # replaced by the first read
+    read_at: float = -_SETTINGS_FRESH
+    current: Claim | None = None
+    drained: bool = False  # a claim for more of the portal's messages found no more behind them
 
 
 class Dispatcher:
@@ -80,7 +98,11 @@ class Dispatcher:
         self._lock_path = lock_path
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # The test mail's deadlines: each connection's opening and each message get the job timeout.
-        self._pool = ConnectionPool(mail_policy(settings), tokens, per_key=settings.outbox_connections_per_portal, per_host=settings.outbox_connections_per_host)
+        self._pool = ConnectionPool(
+            mail_policy(settings), tokens,
+            per_key=settings.outbox_connections_per_portal, per_host=settings.outbox_connections_per_host,
+            on_open=lambda: metrics.record_connection_opened(len(tokens)),
+        )
         # A send can take the open, the message and the bookkeeping; the heartbeat renews well before.
         self._lease = timedelta(seconds=2 * settings.smtp_job_timeout) + _LEASE_MARGIN
         self._capacity = 2 * settings.outbox_batch_size
@@ -95,6 +117,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._lanes: dict[int, deque[Claim]] = {}
         self._lane_tasks: dict[int, set[asyncio.Task[None]]] = {}
+        # Portals whose lane holds a connection and has sent its queue: the next claim asks for more of theirs,
+        # and resolves the future with whether the portal may have more still.
+        self._hungry: dict[int, asyncio.Future[bool]] = {}
         self._in_flight = 0
         self._outcomes: list[tuple[Callable[[Connection], bool], Callable[[], None] | None]] = []
         self._recorder: asyncio.Task[None] | None = None
@@ -135,6 +160,7 @@ class Dispatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._fed(self._hungry, {})
         for queue in self._lanes.values():
             for claim in queue:
                 self._finish(claim, lambda c, i=claim.id: outbox.release(c, i, self._owner, utcnow()))
@@ -247,11 +273,15 @@ class Dispatcher:
                 await self._purge()
             room = self._capacity - self._in_flight
             more = False
-            if room > 0:
+            if room > 0 or self._hungry:
                 busy = self._busy()
-                limit = min(room, batch)
+                limit = max(0, min(room, batch))
+                # A portal with a connection open is asked for even when the capacity is taken: its share bounds it.
+                hungry, self._hungry = self._hungry, {}
+                wanted = {p: self._share - busy.get(p, 0) for p in hungry}
+                got: dict[int, int] = {}
                 try:
-                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, limit, busy))
+                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, limit, busy, wanted, got))
                 except StoreUnavailable as exc:
                     log.warning("outbox_claim_failed", error=str(exc))
                 else:
@@ -260,8 +290,10 @@ class Dispatcher:
                     # More may be due at once: the claim was full, or the backlog of a portal it brought to its
                     # share may have filled the walk; the next walk leaves that portal out.
                     now_busy = self._busy()
-                    more = claimed == limit or any(now_busy[c.portal_id] >= self._share for c in claims)
-            if more:
+                    more = limit > 0 and (claimed == limit or any(now_busy[c.portal_id] >= self._share for c in claims))
+                finally:
+                    self._fed(hungry, {p: got.get(p, 0) >= n > 0 for p, n in wanted.items()})
+            if more or self._hungry:  # lanes that asked for more during the claim
                 continue
             # Back-offs also end without an event: the gauge is read again while idle.
             metrics.set_destinations_unavailable(self._destinations.unavailable(utcnow()))
@@ -277,12 +309,26 @@ class Dispatcher:
         """Messages each portal has here, waiting in its lanes or being sent: what its share counts."""
         return {p: len(self._lanes.get(p, ())) + len(self._lane_tasks.get(p, ())) for p in self._lane_tasks}
 
-    def _claim(self, conn: Connection, limit: int, busy: dict[int, int]) -> tuple[int, list[Claim]]:
+    def _claim(
+        self, conn: Connection, limit: int, busy: dict[int, int], wanted: dict[int, int], got: dict[int, int]
+    ) -> tuple[int, list[Claim]]:
         """Lease due messages and count them against their portals' rates, in one transaction.
 
+        First up to ``wanted`` more of the portals whose lanes hold a connection (``got`` says how many
+        each got), then up to ``limit`` by the walk; returns how many the walk took, and the claims.
         Messages over a portal's rate go back untried, due when its window ends.
         """
-        claims = outbox.claim_due(conn, self._owner, self._lease, limit, per_portal=self._share, busy=busy)
+        claims = outbox.claim_more(conn, self._owner, self._lease, wanted) if wanted else []
+        busy = dict(busy)
+        for claim in claims:
+            got[claim.portal_id] = got.get(claim.portal_id, 0) + 1
+            busy[claim.portal_id] = busy.get(claim.portal_id, 0) + 1
+        walked = []
+        if limit > 0:
+            walked = outbox.claim_due(
+                conn, self._owner, self._lease, limit, per_portal=self._share, busy=busy, together=_IN_A_ROW
+            )
+        claims += walked
         by_portal: dict[int, list[Claim]] = defaultdict(list)
         for claim in claims:
             by_portal[claim.portal_id].append(claim)
@@ -296,7 +342,7 @@ class Dispatcher:
                 for claim in group[max(keep, 0) :]:
                     outbox.release(conn, claim.id, self._owner, later)
                 outbox.postpone_portal(conn, portal_id, later)
-        return len(claims), allowed
+        return len(walked), allowed
 
     def _assign(self, claim: Claim) -> None:
         self._in_flight += 1
@@ -305,46 +351,95 @@ class Dispatcher:
             queue = self._lanes[claim.portal_id] = deque()
         queue.append(claim)
         lanes = self._lane_tasks.setdefault(claim.portal_id, set())
-        if len(lanes) < self._settings.outbox_connections_per_portal:
+        if not lanes:  # more come from the lane once it sends (_widen)
             lanes.add(asyncio.get_running_loop().create_task(self._lane(claim.portal_id)))
 
     # -- sending ------------------------------------------------------------------------------------
 
     async def _lane(self, portal_id: int) -> None:
-        """Send a portal's claimed messages one after another over one pooled connection.
+        """Send a portal's claimed messages one after another, over one pooled connection held between them.
 
-        A portal has at most ``outbox_connections_per_portal`` lanes, sharing its queue. A lane leaves the
-        moment it finds the queue empty, with no await in between, so a message assigned meanwhile always
-        finds a lane (or starts one). The settings are read again at most every second, so a save applies
-        to the next messages.
+        A portal has at most ``outbox_connections_per_portal`` lanes, sharing its queue: one to start with,
+        and another only while its next hop has a free slot (:meth:`_widen`). A lane leaves the moment it
+        finds the queue empty, with no await in between, so a message assigned meanwhile always finds a
+        lane (or starts one). The settings are read again at most every second, so a save applies to the
+        next messages.
         """
-        loop = asyncio.get_running_loop()
-        target: SmtpTarget | None = None
-        key: tuple[int, str] = (portal_id, "")
-        read_at = -_SETTINGS_FRESH
+        route = _Route(portal_id)
         try:
-            while queue := self._lanes.get(portal_id):
-                claim = queue.popleft()
-                if not queue:
-                    del self._lanes[portal_id]
+            while claim := self._next_claim(portal_id):
+                route.current = claim
                 try:
-                    if loop.time() - read_at >= _SETTINGS_FRESH:
-                        target, key = await self._target(portal_id)
-                        read_at = loop.time()
-                    await self._deliver(claim, target, key)
+                    await self._refresh(route)
+                    await self._deliver(route)
                 except asyncio.CancelledError:
-                    self._finish(claim, lambda c, i=claim.id: outbox.release(c, i, self._owner, utcnow()))
+                    if route.current is not None:
+                        self._finish(route.current, lambda c, i=route.current.id: outbox.release(c, i, self._owner, utcnow()))
                     raise
                 except Exception:  # never lose the lane to one message: its lease brings it back
-                    log.exception("outbox_send_crashed", message_id=claim.id)
-                    self._in_flight -= 1
+                    log.exception("outbox_send_crashed", message_id=route.current.id if route.current else None)
+                    if route.current is not None:
+                        self._in_flight -= 1
+                route.current = None
         finally:
             lanes = self._lane_tasks[portal_id]
             lanes.discard(asyncio.current_task())  # type: ignore[arg-type]
             if not lanes:
                 del self._lane_tasks[portal_id]
 
+    @staticmethod
+    def _fed(hungry: dict[int, asyncio.Future[bool]], full: dict[int, bool]) -> None:
+        """Wake the lanes waiting for a claim of their portals' messages: whether each may have more."""
+        for portal_id, waiter in hungry.items():
+            if not waiter.done():
+                waiter.set_result(full.get(portal_id, False))
+
+    async def _claim_more(self, portal_id: int) -> bool:
+        """Ask the next claim for more of the portal's messages; whether it may have more still after those."""
+        waiter = self._hungry.get(portal_id)
+        if waiter is None:
+            waiter = self._hungry[portal_id] = asyncio.get_running_loop().create_future()
+        self._wake.set()
+        try:
+            async with asyncio.timeout(_MORE_WAIT):
+                return await asyncio.shield(waiter)
+        except TimeoutError:
+            return False
+
+    def _next_claim(self, portal_id: int) -> Claim | None:
+        """The portal's next queued message, if any; the queue goes with its last one."""
+        queue = self._lanes.get(portal_id)
+        if not queue:
+            return None
+        claim = queue.popleft()
+        if not queue:
+            del self._lanes[portal_id]
+        return claim
+
+    def _widen(self, portal_id: int, target: SmtpTarget) -> None:
+        """Another lane for the portal, if more of its messages wait and its next hop has a slot to spare.
+
+        Where other portals wait for that host, a second connection of this one would only take a slot
+        from them (and cost an opening) while its first lane sends the same messages in a row.
+        """
+        lanes = self._lane_tasks.get(portal_id)
+        if (
+            lanes is not None
+            and self._lanes.get(portal_id)
+            and len(lanes) < self._settings.outbox_connections_per_portal
+            and not self._pool.contended(target)
+        ):
+            lanes.add(asyncio.get_running_loop().create_task(self._lane(portal_id)))
+
+    async def _refresh(self, route: _Route) -> None:
+        """Read the route's settings again if the last read is a second old (a save applies that soon)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - route.read_at >= _SETTINGS_FRESH:
+            route.target, route.key = await self._target(route.portal_id)
+            route.read_at = loop.time()
+
     async def _target(self, portal_id: int) -> tuple[SmtpTarget | None, tuple[int, str]]:
+        metrics.record_settings_read()
         settings, credentials = await self._smtp.get_for_sending_by_id(portal_id)
         if not settings.host:
             return None, (portal_id, "")
@@ -354,31 +449,84 @@ class Dispatcher:
         ).hexdigest()
         return smtp_target(settings, credentials), (portal_id, fingerprint)
 
-    async def _deliver(self, claim: Claim, target: SmtpTarget | None, key: tuple[int, str]) -> None:
+    async def _deliver(self, route: _Route) -> None:
+        """Send ``route.current``, then the portal's next queued messages over the same connection.
+
+        The connection (and its slot at the next hop) is held from one message to the next, and given
+        back when the queue is empty, when the settings changed, or after :data:`_IN_A_ROW` messages while
+        other portals wait for that host (the pool then gives the slot to one of them if it has to).
+        ``route.current`` is the message being sent, None once its outcome is queued.
+        """
+        claim, target, key = route.current, route.target, route.key
+        assert claim is not None
         if target is None:
             self._failed_attempt(claim, MailError("The portal has no SMTP settings to send with."))
+            route.current = None
             return
         destination = (claim.portal_id, target.host, target.port)
         unavailable_until = self._destinations.admit(destination, utcnow())
         if unavailable_until is not None:
             self._wait_for(claim, destination, unavailable_until)
+            route.current = None
             return
+        loop = asyncio.get_running_loop()
         deadline = 2 * self._settings.smtp_job_timeout
+        route.drained = False
+        in_a_row = 0
+        yielded = False
         try:
-            # The deadline is the attempt's own: time spent waiting for one of the next hop's connection
+            # The deadline is each message's own: time spent waiting for one of the next hop's connection
             # slots (other portals' mail going out) is not the destination failing, and must not mark it dead.
             async with asyncio.timeout(None) as attempt:
                 async with self._pool.connection(key, target) as connection:
-                    attempt.reschedule(asyncio.get_running_loop().time() + deadline)
-                    delivery = await connection.send(claim.sender, claim.recipients, claim.content, smtputf8=claim.smtputf8)
+                    while claim is not None:
+                        attempt.reschedule(loop.time() + deadline)
+                        delivery = await connection.send(claim.sender, claim.recipients, claim.content, smtputf8=claim.smtputf8)
+                        attempt.reschedule(None)
+                        self._reachable(destination)
+                        self._delivered(claim, delivery)
+                        route.current = None
+                        in_a_row += 1
+                        if in_a_row >= _IN_A_ROW and self._pool.contended(target):
+                            yielded = True
+                            break
+                        claim = route.current = await self._next_in_row(route, key, connection)
         except MailError as exc:
-            self._failed_attempt(claim, exc, destination)
-            return
+            if route.current is not None:
+                self._failed_attempt(route.current, exc, destination)
+                route.current = None
         except TimeoutError:
-            self._failed_attempt(claim, MailError("No result within the deadline; the attempt was stopped."), destination)
-            return
-        self._reachable(destination)
-        self._delivered(claim, delivery)
+            if route.current is not None:
+                error = MailError("No result within the deadline; the attempt was stopped.")
+                self._failed_attempt(route.current, error, destination)
+                route.current = None
+        if yielded:
+            # The pool makes room for the waiters at the loop's next turn: without this pause the lane's next
+            # message would take its idle connection back before they could be given its slot.
+            await asyncio.sleep(0)
+
+    async def _next_in_row(self, route: _Route, key: tuple[int, str], connection: SmtpConnection) -> Claim | None:
+        """The portal's next message to send over ``connection``, or None to give the connection back.
+
+        With the queue empty, the lane asks the next claim for more of its portal's messages (once per
+        connection after the claim found no more), holding the connection meanwhile: a claim's round trip
+        costs less than opening another.
+        """
+        if not self._pool.reusable(connection):
+            return None
+        if not self._lanes.get(route.portal_id):
+            if self._stopping or route.drained:
+                return None
+            route.drained = not await self._claim_more(route.portal_id)
+            if not self._lanes.get(route.portal_id):
+                return None
+        await self._refresh(route)
+        if route.key != key or route.target is None:
+            return None  # a save: the next message takes a connection with the new settings
+        claim = self._next_claim(route.portal_id)
+        if claim is not None:
+            self._widen(route.portal_id, route.target)
+        return claim
 
     def _delivered(self, claim: Claim, delivery: Delivery) -> None:
         """Record who got the message; those refused with a 4xx wait for a retry, as a failed attempt would."""

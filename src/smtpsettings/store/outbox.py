@@ -425,6 +425,21 @@ def _claim(dialect: str) -> Any:
 
 
 _CLAIM = Prepared.per_dialect(_claim)
+
+
+def _portal_due(dialect: str) -> Any:
+    pick = (
+        sa.select(o.c.id)
+        .where(_DUE, o.c.portal_id == sa.bindparam("portal"))
+        .order_by(o.c.next_attempt_at)
+        .limit(sa.bindparam("n"))
+    )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(of=o, skip_locked=True)
+    return pick
+
+
+_PORTAL_DUE = Prepared.per_dialect(_portal_due)
 _LEASE = Prepared.per_dialect(
     lambda dialect: o.update()
     .where(o.c.id.in_(_listed(dialect, "ids", sa.String)))
@@ -443,15 +458,24 @@ _LEASE = Prepared.per_dialect(
 
 
 def claim_due(
-    conn: Connection, owner: str, lease: timedelta, limit: int, *, per_portal: int | None = None, busy: Mapping[int, int] | None = None
+    conn: Connection,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    *,
+    per_portal: int | None = None,
+    busy: Mapping[int, int] | None = None,
+    together: int = 1,
 ) -> list[Claim]:
     """Lease up to ``limit`` due messages to ``owner``: at most ``per_portal`` of a portal, counting ``busy``.
 
     ``busy`` is how many messages of each portal ``owner`` holds already. Portals at their share are left
-    out of the walk; of the rest, each portal's oldest come first, then each one's second and so on (round
-    robin), so a portal's backlog never takes another's turn. The walk looks at ``limit`` times the share
-    in rows, a bound that keeps its cost flat: when one portal's backlog fills it, that portal takes its
-    share and the next claim, leaving it out, reaches the others.
+    out of the walk; of the rest, each portal's oldest ``together`` come first, then each one's next
+    ``together`` and so on (round robin), so a portal's backlog never takes more than ``together`` of
+    another's turn. Taking a few of a portal's messages together lets one connection send them in a row,
+    where one at a time each would wait behind every other portal's and find its connection closed. The
+    walk looks at ``limit`` times the share in rows, a bound that keeps its cost flat: when one portal's
+    backlog fills it, that portal takes its share and the next claim, leaving it out, reaches the others.
     """
     now = utcnow()
     busy = busy or {}
@@ -470,10 +494,34 @@ def claim_due(
         taken[portal_id] += 1
         turn = busy.get(portal_id, 0) + taken[portal_id]
         if turn <= share:
-            ranked.append((turn, position, id_))
-    ids = [id_ for _, _, id_ in sorted(ranked)[:limit]]
+            ranked.append(((turn - 1) // together, position, id_))
+    return _lease(conn, owner, lease, [id_ for _, _, id_ in sorted(ranked)[:limit]], now)
+
+
+def claim_more(conn: Connection, owner: str, lease: timedelta, wanted: Mapping[int, int]) -> list[Claim]:
+    """Lease up to ``wanted[portal]`` more due messages of each of those portals, oldest due first.
+
+    For portals whose messages a connection is open for: the claim's walk, bounded in rows, sees one or two
+    of each portal's messages when many portals' mail is interleaved, and the connection would go for want
+    of the rest. One short query per portal, on its own rows.
+    """
+    now = utcnow()
+    driver = conn.connection.driver_connection
+    compiled = _PORTAL_DUE.compiled(conn.dialect)
+    ids: list[str] = []
+    for portal_id, count in wanted.items():
+        if count > 0:
+            cursor = driver.execute(compiled.sql, compiled.bind({"now": now, "portal": portal_id, "n": count}))  # type: ignore[union-attr]
+            ids += [row[0] for row in cursor.fetchall()]
+            cursor.close()
+    return _lease(conn, owner, lease, ids, now)
+
+
+def _lease(conn: Connection, owner: str, lease: timedelta, ids: list[str], now: datetime) -> list[Claim]:
+    """Lease the messages ``ids`` to ``owner``; those whose body was purged fail instead."""
     if not ids:
         return []
+    driver = conn.connection.driver_connection
     compiled = _LEASE.compiled(conn.dialect)
     cursor = driver.execute(  # type: ignore[union-attr]
         compiled.sql, compiled.bind({"ids": _json.encode(ids).decode(), "owner": owner, "until": now + lease})
