@@ -4,6 +4,7 @@ all-or-nothing per batch, durable first."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from pgcluster import PgCluster
 from smtpsettings.store.database import Database, StoreUnavailable
+from smtpsettings.store.groupcommit import PG_WRITERS
 
 SCHEMA = {
     "sqlite": (
@@ -72,20 +74,27 @@ def insert(name: str) -> Any:
 
 
 class Blocker:
-    """A transaction function that holds the writer until released, so that what follows queues behind it."""
+    """Transaction functions that hold every writer thread until released, so that what follows queues behind."""
 
     def __init__(self) -> None:
-        self.running, self.release = threading.Event(), threading.Event()
+        self.release = threading.Event()
+        self.count = 0
+        """Batches it took: one per writer thread."""
 
-    def __call__(self, conn: Connection) -> None:
-        self.running.set()
-        self.release.wait(5)
+    async def started(self, db: Database) -> asyncio.Future[list[None]]:
+        held = []
+        for _ in range(1 if db.is_sqlite else PG_WRITERS):  # one at a time: each on a writer of its own
+            running = threading.Event()
 
-    async def started(self, db: Database) -> asyncio.Future[None]:
-        future = asyncio.ensure_future(db.write_grouped(self))
-        while not self.running.is_set():
-            await asyncio.sleep(0.001)
-        return future
+            def hold(conn: Connection, running: threading.Event = running) -> None:
+                running.set()
+                self.release.wait(5)
+
+            held.append(asyncio.ensure_future(db.write_grouped(hold)))
+            while not running.is_set():
+                await asyncio.sleep(0.001)
+        self.count = len(held)
+        return asyncio.gather(*held)
 
 
 def batches(db: Database) -> int:
@@ -101,7 +110,8 @@ async def test_writes_that_arrive_together_commit_in_one_transaction(db: Databas
     blocker.release.set()
     await head
     assert await asyncio.gather(*rest) == [f"m{i:03}" for i in range(100)]
-    assert batches(db) == 2
+    assert db._committer is not None
+    assert batches(db) == blocker.count + math.ceil(100 / db._committer.max_batch)
     assert len(names(db)) == 100
 
 
@@ -146,7 +156,7 @@ async def test_a_failing_function_fails_only_its_caller_and_undoes_only_its_writ
     assert results[0] == "a" and results[2] == "b" and results[4] == "c"
     assert isinstance(results[1], sa.exc.IntegrityError)
     assert isinstance(results[3], ValueError) and str(results[3]) == "over the limit"
-    assert batches(db) == 3
+    assert batches(db) == 1 + blocker.count + 1
     assert names(db) == ["a", "b", "c", "taken"]
 
 
@@ -219,7 +229,7 @@ async def test_a_write_queued_past_its_deadline_is_withdrawn_and_never_happens(d
     db = open_db(database_url, timeout=0.2)
     try:
         await db.write_grouped(insert("before"))
-        blocker = Blocker()  # holds the writer past the next write's deadline (0.4 s)
+        blocker = Blocker()  # holds the writers past the next write's deadline (0.4 s)
         head = await blocker.started(db)
         with pytest.raises(StoreUnavailable):
             await db.write_grouped(insert("late"))

@@ -34,12 +34,17 @@ if TYPE_CHECKING:
 
     from smtpsettings.store.database import Database
 
-__all__ = ("MAX_BATCH", "MAX_BATCH_BYTES", "BatchFailed", "GroupCommitter", "Withdrawn")
+__all__ = ("MAX_BATCH", "MAX_BATCH_BYTES", "PG_MAX_BATCH", "PG_WRITERS", "BatchFailed", "GroupCommitter", "Withdrawn")
 
 T = TypeVar("T")
 
 MAX_BATCH = 256
 """Transaction functions per commit: bounds how long one batch holds SQLite's write lock."""
+PG_MAX_BATCH = 64
+"""PostgreSQL: functions per commit. Each runs in a subtransaction; past 64 of them in one transaction
+PostgreSQL's snapshots overflow to disk lookups, for every session."""
+PG_WRITERS = 4
+"""PostgreSQL: writer threads per process, each with a batch (and a pooled connection) of its own."""
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 """Declared bytes per commit (message bodies): a batch of large messages commits sooner."""
 
@@ -77,12 +82,18 @@ class GroupCommitter:
         self._turn_path = turn_path
         self._turn_fd: int | None = None
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._carried: _Job | None = None  # taken from the queue but over the batch's size: the next batch's first
+        # SQLite has one writer at a time anyway. On PostgreSQL a batch waits for the network at each
+        # statement: several overlap, each gathering what queued while it was busy.
+        self.writers = 1 if db.is_sqlite else PG_WRITERS
+        """Writer threads, each committing a batch at a time."""
+        self.max_batch = MAX_BATCH if db.is_sqlite else PG_MAX_BATCH
+        """Transaction functions per commit at most."""
         self._claims = threading.Lock()
         self._waiting: dict[asyncio.Future[Any], _Job] = {}
         """Submitted and not yet started: what :meth:`withdraw` may still take back (under ``_claims``)."""
+        self._counting = threading.Lock()
         self.batches = 0
         """Commits so far (for tests and benches): fewer than the functions run when they grouped."""
 
@@ -118,30 +129,33 @@ class GroupCommitter:
             return self._waiting.pop(job.future, None) is not None
 
     def stop(self) -> None:
-        """Let the writer finish what is queued, then end it; idempotent."""
+        """Let the writers finish what is queued, then end them; idempotent."""
         with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
+            threads, self._threads = self._threads, []
+        for _ in threads:
             self._queue.put(None)
+        for thread in threads:
             thread.join()
 
     def _start(self) -> None:
-        if self._thread is None:
+        if not self._threads:
             with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="smtpsettings-group-commit", daemon=True)
-                    self._thread.start()
+                if not self._threads:
+                    for _ in range(self.writers):
+                        thread = threading.Thread(target=self._run, name="smtpsettings-group-commit", daemon=True)
+                        thread.start()
+                        self._threads.append(thread)
 
     # -- the writer thread -------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        carried: _Job | None = None  # taken from the queue but over the batch's size: the next batch's first
         while True:
-            first = self._carried or self._queue.get()
-            self._carried = None
+            first, carried = carried or self._queue.get(), None
             if first is None:
                 break
             with self._turn():  # what queues while another process writes joins this batch
-                batch, stopping = self._gather(first)
+                batch, stopping, carried = self._gather(first)
                 self._commit(batch)
             if stopping:
                 break
@@ -173,22 +187,26 @@ class GroupCommitter:
         finally:
             fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
 
-    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
-        """``first`` and whatever else is queued, within the batch's bounds; and whether to stop after."""
+    def _count(self) -> None:
+        with self._counting:  # several writers on PostgreSQL
+            self.batches += 1
+
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool, _Job | None]:
+        """``first`` and whatever else is queued, within the batch's bounds; whether to stop after; and the
+        job taken that did not fit (the next batch's first)."""
         batch, size = [first], first.size
-        while len(batch) < MAX_BATCH:
+        while len(batch) < self.max_batch:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is None:
-                return batch, True
+                return batch, True, None
             if size + job.size > MAX_BATCH_BYTES:
-                self._carried = job
-                break
+                return batch, False, job
             batch.append(job)
             size += job.size
-        return batch, False
+        return batch, False, None
 
     def _commit(self, batch: list[_Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
@@ -198,13 +216,13 @@ class GroupCommitter:
                 for job in batch:
                     outcomes.append(run(job.fn) if self._claim(job) else (False, Withdrawn()))
         except BaseException as exc:  # noqa: BLE001 - every caller hears of it; nothing was written
-            self.batches += 1
+            self._count()
             failed = BatchFailed(str(exc))
             failed.__cause__ = exc
             for job in batch:
                 _settle(job, False, failed)
             return
-        self.batches += 1
+        self._count()
         for job, (ok, value) in zip(batch, outcomes, strict=True):
             _settle(job, ok, value)
 
@@ -240,22 +258,23 @@ def _sqlite_transaction(db: Database) -> Iterator[_Run]:
 
 @contextmanager
 def _pg_transaction(db: Database) -> Iterator[_Run]:
-    """One transaction on a pooled connection, each function in a savepoint of its own (SQLAlchemy's).
+    """One transaction on a pooled connection, each function after a savepoint of its own.
 
-    No lock to take turns on: PostgreSQL's writers run side by side, and this one commit per batch is
-    what grouping saves (a round trip and, with ``synchronous_commit``, a WAL flush per message).
+    The savepoints are set on the driver and never released: each costs one round trip (releasing would
+    be a second, and SQLAlchemy's nested transactions add their bookkeeping), and a failed function is
+    rolled back to the newest one, its own. No lock to take turns on: PostgreSQL's writers run side by side.
     """
     with db.engine.connect() as conn, conn.begin():
+        driver = conn.connection.driver_connection
 
         def run(fn: Callable[[Connection], Any]) -> tuple[bool, Any]:
-            savepoint = conn.begin_nested()
+            driver.execute("SAVEPOINT group_commit")  # type: ignore[union-attr]
             try:
-                result = fn(conn)
+                return True, fn(conn)
             except Exception as exc:  # noqa: BLE001 - handed to this function's caller
-                savepoint.rollback()  # a failure here (the connection, not the function) fails the batch
+                # A failure here (the connection, not the function) fails the batch.
+                driver.execute("ROLLBACK TO SAVEPOINT group_commit")  # type: ignore[union-attr]
                 return False, exc
-            savepoint.commit()
-            return True, result
 
         yield run
 
