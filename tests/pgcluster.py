@@ -97,17 +97,26 @@ class PgCluster:
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
-        """Every server process stopped (SIGSTOP): connections stay open and nothing answers on them."""
+        """Every server process stopped (SIGSTOP): connections stay open and nothing answers on them.
+
+        The postmaster is stopped first, so that it forks no process after its children are listed; on the
+        way out, whatever happened inside, the postmaster and every child it has then are continued.
+        """
         postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
-        pids = [postmaster] + [pid for pid in _all_pids() if _parent(pid) == postmaster]
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
         try:
+            os.kill(postmaster, signal.SIGSTOP)
+            for pid in self._children(postmaster):
+                with contextlib.suppress(ProcessLookupError):  # one that just ended
+                    os.kill(pid, signal.SIGSTOP)
             yield
         finally:
-            for pid in pids:
+            for pid in [postmaster, *self._children(postmaster)]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
+
+    @staticmethod
+    def _children(parent: int) -> list[int]:
+        return [pid for pid in _all_pids() if _parent(pid) == parent]
 
     def checkpoint(self) -> None:
         """Push everything to the data files, so a test can search them."""

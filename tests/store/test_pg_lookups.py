@@ -7,7 +7,6 @@ Real clusters throughout: connections are counted in ``pg_stat_activity``, backe
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -138,22 +137,6 @@ async def test_backends_killed_while_idle_are_noticed_before_a_lookup_picks_them
         for victim in killed:
             admin.execute("SELECT pg_terminate_backend(%s)", (victim,))
     await eventually(lambda: not backends(url) & killed)
-    await asyncio.sleep(0.2)  # the loop reads each closed socket meanwhile
-
-    # ... and stops watching it: new sockets, likely given the same numbers, are watched as their own.
-    loop = asyncio.get_running_loop()
-    pairs = [socket.socketpair() for _ in range(3)]
-    try:
-        for ours, theirs in pairs:
-            readable = loop.create_future()
-            loop.add_reader(ours.fileno(), readable.set_result, None)
-            theirs.send(b"x")
-            await asyncio.wait_for(readable, 5)
-            loop.remove_reader(ours.fileno())
-    finally:
-        for pair in pairs:
-            for end in pair:
-                end.close()
     for _ in range(5):  # none of them fails on a dead connection
         assert await pid(db) not in killed
 
@@ -195,19 +178,22 @@ async def test_a_cancelled_lookup_closes_its_connection_and_frees_its_place(
 async def test_a_lookup_cancelled_while_the_server_does_not_answer_ends_at_once(
     url: str, pg_cluster: PgCluster, handles: Handles
 ) -> None:
-    db = handles(url, pool_size=1, timeout=5)
-    await pid(db)
-    with pg_cluster.frozen():
+    # A timeout far beyond the bound below: neither the pool's watchdog nor the statement timeout can be
+    # what ends the lookup, only its cancellation.
+    db = handles(url, pool_size=1, timeout=60)
+    before = await pid(db)
+    with pg_cluster.frozen():  # resumed on the way out, whatever happens inside
         lookup = asyncio.create_task(pid(db))
         await asyncio.sleep(0.1)
         lookup.cancel()
-        started = time.monotonic()
-        with pytest.raises(asyncio.CancelledError):
-            await lookup
-        elapsed = time.monotonic() - started
-    # psycopg itself would ask the server to cancel and wait for the answer: up to 10 s here.
-    assert elapsed < 2, f"cancelling took {elapsed:.1f} s"
-    assert await pid(db) > 0
+        # psycopg's own cancellation asks the server and waits 5 s for an answer that cannot come: the
+        # cancelled lookup must end while the server is still stopped, well before that (it takes
+        # milliseconds; the margin is for a loaded machine).
+        done, _ = await asyncio.wait({lookup}, timeout=4)
+        assert done, "the cancelled lookup waited for the stopped server"
+        assert lookup.cancelled()
+    # Its connection was closed, not reused half-read: the next lookup opens a new one.
+    assert await pid(db) != before
 
 
 def test_each_event_loop_gets_its_own_connections_and_the_last_ones_are_closed(url: str) -> None:

@@ -11,11 +11,13 @@ each in one transaction. How depends on the backend:
   event loop.
 - PostgreSQL runs them on a pooled psycopg connection in a worker thread, so the event loop never blocks
   on the network. One hop to the thread per transaction costs less than SQLAlchemy's asyncio layer,
-  which pays a greenlet switch and an event-loop round per statement.
+  which pays a greenlet switch and an event-loop round per statement. Acceptances go to the
+  group-commit thread here too: one transaction and one commit for all that arrived together.
 
 The request path's lookups are single statements (:meth:`Database.fetch_one`) and skip all of that: on
 SQLite they run on the thread's sqlite3 connection, on PostgreSQL as prepared statements on a pool of
-asyncio psycopg connections of their own, in autocommit.
+asyncio psycopg connections of their own, in autocommit (:mod:`smtpsettings.store.pglookups`, imported
+with the first lookup: psycopg is never loaded for SQLite).
 
 Connection failures, timeouts and an exhausted pool all become :class:`StoreUnavailable` (HTTP 503):
 the caller gets a clear answer within the configured timeout instead of a hang or a 500.
@@ -34,24 +36,24 @@ import asyncio
 import os
 import re
 import sqlite3
+import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
-import psycopg
 import sqlalchemy as sa
-from psycopg import waiting
-from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from smtpsettings.store.groupcommit import BatchFailed, GroupCommitter
+
+if TYPE_CHECKING:
+    from smtpsettings.store.pglookups import LookupPool
 
 __all__ = ("WAL_SIZE_LIMIT", "Database", "Prepared", "StoreUnavailable", "insert_for", "utc", "utcnow")
 
@@ -116,7 +118,7 @@ class Database:
         self.timeout = timeout
         self.sqlite_synchronous = _SYNCHRONOUS[sqlite_synchronous]
         self._checkpointer: _Checkpointer | None = None
-        self._lookup_pool: _LookupPool | None = None
+        self._lookup_pool: LookupPool | None = None
         self._committer: GroupCommitter | None = None
         if backend == "sqlite":
             self.is_sqlite = True
@@ -273,16 +275,13 @@ class Database:
         """Run ``fn`` in a write transaction shared with the other writes queued meanwhile; return its
         result once that transaction is durable.
 
-        SQLite: on the process's group-commit thread (:mod:`smtpsettings.store.groupcommit`): one
-        ``COMMIT`` and one sync for everything that arrived together, none on the event loop. ``fn`` is
-        still all or nothing: what it raises undoes its own writes only. ``size`` is about how many bytes
-        it writes (a message's body), to keep batches bounded. PostgreSQL: :meth:`write` (its commits
-        already overlap, one per connection, off the event loop).
+        Both backends: on the process's group-commit thread (:mod:`smtpsettings.store.groupcommit`): one
+        ``COMMIT`` (on SQLite one sync) for everything that arrived together, none of it on the event
+        loop. ``fn`` is still all or nothing: what it raises undoes its own writes only. ``size`` is about
+        how many bytes it writes (a message's body), to keep batches bounded.
         """
-        if not self.is_sqlite:
-            return await self._in_thread(self.write_sync, fn)
         if self._committer is None:
-            self._committer = GroupCommitter(self, _turn_path(self.url.database))
+            self._committer = GroupCommitter(self, _turn_path(self.url.database) if self.is_sqlite else None)
         committer = self._committer
         future = committer.submit(fn, size)
         try:
@@ -300,7 +299,7 @@ class Database:
             if isinstance(cause, sa.exc.OperationalError | sqlite3.OperationalError | sa.exc.InterfaceError):
                 with _translate_failures():
                     raise cause from None
-            raise StoreUnavailable("The database could not save this; try again.", _reason(str(exc))) from cause
+            raise StoreUnavailable("The database could not save this; try again.", reason(str(exc))) from cause
 
     def writer_connection(self) -> Connection:
         """The calling thread's SQLite connection, for the group-commit thread."""
@@ -354,15 +353,17 @@ class Database:
         with _translate_failures():  # the pool bounds the lookup to twice the timeout
             return await lookups.fetch_one(compiled.sql, compiled.bind(params))
 
-    def _lookups(self) -> _LookupPool:
+    def _lookups(self) -> LookupPool:
         """The lookup pool of the running event loop (its connections belong to that loop).
 
         Tests run one loop after another on the same handle: a pool left by a finished loop is closed
         when the next loop's first lookup replaces it.
         """
+        from smtpsettings.store.pglookups import LookupPool  # psycopg is loaded for PostgreSQL only
+
         if self._lookup_pool is not None:
             self._lookup_pool.discard()
-        self._lookup_pool = _LookupPool(
+        self._lookup_pool = LookupPool(
             self.url.set(drivername="postgresql").render_as_string(hide_password=False),
             {"autocommit": True, **self._connect_args},
             size=self._pool_size,
@@ -561,263 +562,6 @@ class _Checkpointer:
         self._thread.join(timeout=self._timeout + self._interval)
 
 
-_Entry = tuple["_LookupConnection", "psycopg.AsyncCursor[Any]"]  # a pooled connection and its cursor
-
-
-class _LookupPool:
-    """At most ``size`` autocommit connections of one event loop, each with its cursor, for single statements.
-
-    psycopg_pool's checkout and return (locks, checks, statistics) and ``asyncio.timeout``'s timer cost
-    a lookup more than psycopg's cursor does; this is the little a one-statement lookup needs.
-
-    - A connection serves one lookup at a time and goes back only when its statement left it idle. One
-      the server closed while idle is skipped and closed (:attr:`_LookupConnection.gone`); one that
-      failed is closed, and so are the ones idle then (a server that stopped answering would hold each
-      of them up as long); one whose lookup was cancelled is closed alone.
-    - Waiting for a free connection is first come, first served, bounded by ``timeout``: a connection,
-      or the place of a closed one, goes straight to the longest waiter.
-    - Each lookup has ``2 × timeout`` in all. A statement's wait is bounded by a watchdog ticking every
-      ``timeout / 8``, not a timer per lookup: the statement overdue at a tick fails with TimeoutError
-      and its connection is closed. Waiting for a connection and connecting are rare and keep their
-      ``asyncio.timeout``.
-    """
-
-    def __init__(self, conninfo: str, kwargs: dict[str, Any], *, size: int, timeout: float) -> None:
-        self.loop = asyncio.get_running_loop()
-        self._conninfo = conninfo
-        self._kwargs = kwargs
-        self._size = size
-        self._timeout = timeout
-        self._limit = 2 * timeout
-        self._tick = timeout / 8
-        self._idle: list[_Entry] = []  # a stack: the connection used last is used next
-        self._open: set[_LookupConnection] = set()
-        self._count = 0  # connections open, or being opened, for this pool
-        self._waiters: deque[asyncio.Future[_Entry | None]] = deque()
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._closed = False
-
-    async def fetch_one(self, sql: str, params: Any) -> tuple[Any, ...] | None:
-        deadline = self.loop.time() + self._limit
-        if self._idle and not self._idle[-1][0].gone:
-            conn, cursor = self._idle.pop()
-        else:
-            async with asyncio.timeout_at(deadline):
-                conn, cursor = await self._acquire()
-        conn.deadline = deadline
-        try:
-            await cursor.execute(sql, params, prepare=True)
-            row = await cursor.fetchone()
-        except Exception:
-            conn.deadline = 0.0
-            self._release(conn, cursor, failed=True)
-            raise
-        except BaseException:  # cancelled: closed mid-statement (see _LookupConnection.wait)
-            self._close(conn)
-            self._hand_on(None)
-            raise
-        conn.deadline = 0.0
-        if conn.pgconn.transaction_status == _IDLE and not self._waiters and not self._closed:
-            self._idle.append((conn, cursor))
-        else:
-            self._release(conn, cursor, failed=False)
-        return row
-
-    async def _acquire(self) -> _Entry:
-        if self._closed:
-            raise StoreUnavailable("The database handle is closed.")
-        for entry in [entry for entry in self._idle if entry[0].gone]:
-            self._idle.remove(entry)
-            self._close(entry[0])
-            self._hand_on(None)
-        if self._idle:
-            return self._idle.pop()
-        if self._count < self._size:
-            self._count += 1
-            return await self._connect()
-        waiter = self.loop.create_future()
-        self._waiters.append(waiter)
-        try:
-            async with asyncio.timeout(self._timeout):
-                handed = await waiter
-        except TimeoutError as exc:
-            self._pass_on(waiter)
-            raise StoreUnavailable("No database connection became available in time; try again.") from exc
-        except BaseException:
-            self._pass_on(waiter)
-            raise
-        return handed if handed is not None else await self._connect()
-
-    def _pass_on(self, waiter: asyncio.Future[_Entry | None]) -> None:
-        """A waiter gave up: what it was handed meanwhile (a connection or a place) goes to the next one."""
-        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-            self._hand_on(waiter.result())
-
-    async def _connect(self) -> _Entry:
-        """A new connection, in a place already counted in ``_count``; the place is passed on if it fails."""
-        try:
-            conn = await _LookupConnection.connect(self._conninfo, **self._kwargs)
-        except BaseException:
-            self._hand_on(None)
-            raise
-        self._open.add(conn)
-        if self._watchdog is None:
-            self._watchdog = self.loop.call_later(self._tick, self._watch)
-        return conn, conn.cursor()
-
-    def _watch(self) -> None:
-        now = self.loop.time()
-        for conn in self._open:
-            if 0.0 < conn.deadline <= now:
-                conn.expire()
-        # Once discarded, it keeps watching the lookups still running, and stops with the last one.
-        watching = self._open or not self._closed
-        self._watchdog = self.loop.call_at(now + self._tick, self._watch) if watching else None
-
-    def _release(self, conn: _LookupConnection, cursor: psycopg.AsyncCursor[Any], *, failed: bool) -> None:
-        if not self._closed and conn.pgconn.transaction_status == _IDLE:
-            self._hand_on((conn, cursor))
-            return
-        if failed:  # broken, not cancelled: the idle ones are likely dead as well
-            for other, _ in self._idle:
-                self._close(other)
-            self._count -= len(self._idle)
-            self._idle.clear()
-        self._close(conn)
-        self._hand_on(None)
-
-    def _close(self, conn: _LookupConnection) -> None:
-        conn.close_now()
-        self._open.discard(conn)
-
-    def _hand_on(self, entry: _Entry | None) -> None:
-        """A healthy connection, or the place of a closed one (None), to the longest waiter, else kept."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(entry)
-                return
-        if entry is None:
-            self._count -= 1
-        elif self._closed:
-            self._close(entry[0])
-            self._count -= 1
-        else:
-            self._idle.append(entry)
-
-    def discard(self) -> None:
-        """Close the idle connections now and the busy ones when their lookup ends; fail the waiters."""
-        self._closed = True
-        for conn, _ in self._idle:
-            self._close(conn)
-        self._count -= len(self._idle)
-        self._idle.clear()
-        if self._watchdog is not None and not self._open:
-            self._watchdog.cancel()
-            self._watchdog = None
-        waiters, self._waiters = self._waiters, deque()
-        if not self.loop.is_closed():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(StoreUnavailable("The database handle is closed."))
-
-
-_IDLE = TransactionStatus.IDLE
-
-
-def _wake(ready: asyncio.Future[int], state: int) -> None:
-    if not ready.done():
-        ready.set_result(state)
-
-
-class _LookupConnection(psycopg.AsyncConnection[Any]):
-    """A psycopg connection that waits for the server more cheaply, and gives up at once when stopped.
-
-    psycopg registers the socket with the event loop and removes it again at every wait (two
-    ``epoll_ctl`` calls), arms a 0.1 s timer each time, and when its task is cancelled mid-statement it
-    asks the server to cancel and then waits for the answer, up to 5 s each: on a server that stopped
-    answering, a lookup whose timeout expired took ``2 × timeout + 10 s``. Here:
-
-    - The socket stays registered from the first wait until the connection is closed. Its callback
-      reads what arrived (so the socket is not reported readable again) and wakes the wait; on an idle
-      connection, data means the server closed it (a restart, a terminated backend), and the connection
-      is marked :attr:`gone` at once, before any lookup picks it.
-    - The pool's watchdog bounds the wait (:meth:`expire`), and a wait cancelled or expired closes the
-      connection, which the pool then drops: the caller gets its 503 on time, and nothing half-read is
-      ever reused.
-    """
-
-    deadline = 0.0
-    """The loop time by which the running lookup must be done (0: none running); the watchdog reads it."""
-    gone = False
-    """The server closed the connection while it was idle."""
-    _ready: asyncio.Future[int] | None = None  # the pending wait's, resolved with the Ready state
-    _wants = 0  # the pending wait's Wait state
-    _reading: asyncio.AbstractEventLoop | None = None  # the loop watching the socket, if one is
-    _fileno = -1
-
-    def expire(self) -> None:
-        """End the running statement's wait with TimeoutError (the wait then closes the connection)."""
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(TimeoutError())
-
-    def close_now(self) -> None:
-        """Close without a round trip. The socket is unregistered first: once closed, its number may be
-        reused at once, by a socket the loop would then confuse with this one."""
-        self._stop_reading()
-        self.pgconn.finish()
-
-    def _stop_reading(self) -> None:
-        loop, self._reading = self._reading, None
-        if loop is not None and not loop.is_closed():
-            loop.remove_reader(self._fileno)  # tolerates a descriptor libpq already closed
-
-    def _readable(self) -> None:
-        try:
-            self.pgconn.consume_input()
-        except psycopg.OperationalError:
-            # The server is gone and libpq has closed the socket: unregister it before anything else runs.
-            self._stop_reading()
-            self.gone = True
-        ready = self._ready
-        if ready is not None and self._wants & waiting.WAIT_R and not ready.done():
-            ready.set_result(waiting.READY_R)
-
-    async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        if timeout is not None:  # psycopg's own timed waits: its implementation, with its own reader
-            self._stop_reading()
-            return await super().wait(gen, interval, timeout)
-        try:
-            state = next(gen)
-        except StopIteration as done:
-            return done.value
-        fileno = self.pgconn.socket
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                ready = self._ready = loop.create_future()
-                self._wants = state
-                if self._reading is None and state & waiting.WAIT_R:
-                    loop.add_reader(fileno, self._readable)
-                    self._reading, self._fileno = loop, fileno
-                if state & waiting.WAIT_W:
-                    loop.add_writer(fileno, _wake, ready, waiting.READY_W)
-                try:
-                    await ready
-                finally:
-                    self._ready = None
-                    if state & waiting.WAIT_W:
-                        loop.remove_writer(fileno)
-                state = gen.send(ready.result())
-        except StopIteration as done:
-            return done.value
-        except (asyncio.CancelledError, TimeoutError):
-            self.close_now()
-            raise
-        except OSError as exc:
-            raise psycopg.OperationalError("connection socket closed") from exc
-
-
 @contextmanager
 def _translate_failures() -> Iterator[None]:
     """Turn the ways a database can be unavailable into StoreUnavailable; let real errors through."""
@@ -833,30 +577,44 @@ def _translate_failures() -> Iterator[None]:
             raise StoreUnavailable("The database is busy; try again.") from exc
         if "statement timeout" in text or "lock timeout" in text:
             raise StoreUnavailable("The database did not answer in time; try again.") from exc
-        raise StoreUnavailable(_UNAVAILABLE, _reason(text)) from exc
-    except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as exc:
-        raise StoreUnavailable("The database did not answer in time; try again.") from exc
-    except psycopg.OperationalError as exc:
-        raise StoreUnavailable(_UNAVAILABLE, _reason(str(exc))) from exc
+        raise StoreUnavailable(UNAVAILABLE, reason(text)) from exc
     except sqlite3.OperationalError as exc:
         text = str(exc)
         if "locked" in text or "busy" in text:
             raise StoreUnavailable("The database is busy; try again.") from exc
-        raise StoreUnavailable(_UNAVAILABLE, _reason(text)) from exc
+        raise StoreUnavailable(UNAVAILABLE, reason(text)) from exc
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
-            raise StoreUnavailable(_UNAVAILABLE, _reason(str(exc.orig or exc))) from exc
+            raise StoreUnavailable(UNAVAILABLE, reason(str(exc.orig or exc))) from exc
         raise
     except ConnectionError as exc:
-        raise StoreUnavailable(_UNAVAILABLE, _reason(str(exc))) from exc
+        raise StoreUnavailable(UNAVAILABLE, reason(str(exc))) from exc
+    except Exception as exc:
+        translated = _psycopg_failure(exc)
+        if translated is None:
+            raise
+        raise translated from exc
 
 
-_UNAVAILABLE = "The database is unavailable; try again shortly."
+def _psycopg_failure(exc: Exception) -> StoreUnavailable | None:
+    """psycopg's own errors (a :class:`Prepared` statement runs on the driver, unwrapped), when they mean
+    "unavailable". Looked up only if psycopg is loaded: without it, none of its errors can exist."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return None
+    if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+        return StoreUnavailable("The database did not answer in time; try again.")
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreUnavailable(UNAVAILABLE, reason(str(exc)))
+    return None
+
+
+UNAVAILABLE = "The database is unavailable; try again shortly."
 # libpq's wrapping around the server's own words: 'connection failed: connection to server at "h", port 1 failed: FATAL:  …'
 _LIBPQ_PREFIX = re.compile(r'^(connection failed: )?(connection to server (at|on) .*? failed: )?(FATAL: +)?')
 
 
-def _reason(text: str) -> str:
+def reason(text: str) -> str:
     """The server's or driver's reason, on one line: 'password authentication failed for user "u"',
     'database "x" does not exist', 'Connection refused', "failed to resolve host …"."""
     first = text.strip().splitlines()[0] if text.strip() else ""
