@@ -18,10 +18,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
 from prometheus_client.parser import text_string_to_metric_families
-from serverkit import Server
 from smtp_peers import Inbox, closed_port
 from test_outbox_delivery import UNLIMITED, client, sending_portal, servers, submit  # noqa: F401 - fixtures
 from test_outbox_fairness import portal_id, wait_until
+
+from serverkit import Server
 
 PORTALS = 12
 EACH = 5

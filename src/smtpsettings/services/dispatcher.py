@@ -46,9 +46,24 @@ from sqlalchemy.engine import Connection
 from smtpsettings import metrics
 from smtpsettings.config import Settings
 from smtpsettings.domain.destinations import Destination, Destinations, is_connection_failure
-from smtpsettings.domain.outbox import LONGEST_RETRY, Outcome, Settlement, classify, delivery_outcomes, gave_up
+from smtpsettings.domain.outbox import (
+    LONGEST_RETRY,
+    Outcome,
+    Settlement,
+    classify,
+    delivery_outcomes,
+    gave_up,
+)
 from smtpsettings.domain.peers import PeerWatch
-from smtpsettings.mail import STEP_DELIVER, Delivery, MailError, SendError, SmtpConnection, SmtpTarget, TokenCache
+from smtpsettings.mail import (
+    STEP_DELIVER,
+    Delivery,
+    MailError,
+    SendError,
+    SmtpConnection,
+    SmtpTarget,
+    TokenCache,
+)
 from smtpsettings.mail.pool import ConnectionPool
 from smtpsettings.services.mailtest import mail_policy, smtp_target
 from smtpsettings.services.smtp import SmtpSettingsService
