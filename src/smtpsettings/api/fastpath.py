@@ -1,13 +1,13 @@
 """The hot routes served without Litestar's router; every other request goes to Litestar unchanged.
 
-GET and POST ``/api/2.0/smtpsettings/smtp`` and ``GET /api/2.0/health/live`` are what clients call over and
-over. Litestar's per-request machinery around them (routing, its middleware stack, the handler's signature
-and response layers) cost more than the handler itself; this layer calls the very same handler functions
-with a Litestar ``Request``, maps their errors through the very same exception handlers (api/errors.py,
-looked up as Litestar does, through that module's public function) and sends the
-answer the way Litestar sends it, so that both paths answer byte for byte alike (tests/api/test_fastpath.py
-holds them to it). It sits inside ``RequestLog``: content negotiation, body limits, the hardening headers and
-the access log line apply to it as to everything else.
+GET and POST ``/api/2.0/smtpsettings/smtp``, ``POST /api/2.0/smtpsettings/messages`` and
+``GET /api/2.0/health/live`` are what clients call over and over. Litestar's per-request machinery around them
+(routing, its middleware stack, the handler's signature and response layers) cost more than the handler
+itself; this layer calls the very same handler functions with a Litestar ``Request``, maps their errors
+through the very same exception handlers (api/errors.py, looked up as Litestar does, through that module's
+public function) and sends the answer the way Litestar sends it, so that both paths answer byte for byte alike
+(tests/api/test_fastpath.py holds them to it). It sits inside ``RequestLog``: content negotiation, body
+limits, the hardening headers and the access log line apply to it as to everything else.
 
 Anything it is not sure about goes to Litestar: other paths and methods (HEAD, OPTIONS), a request the
 negotiation refused (406 comes from the JSON API router's hook) and an ASGI ``root_path``.
