@@ -6,6 +6,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import msgspec
@@ -107,19 +108,28 @@ def _timestamp() -> str:
     return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
 
 
+_LEVELS = {"warn": "warning", "exception": "error"}
+"""Method names that are not their level's name (structlog's ``add_log_level`` maps them alike)."""
+
+
+def _level_and_time(_: object, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog's ``add_log_level`` and ISO ``TimeStamper`` in one step, the stamp's date formatted once a second.
+
+    Every accepted and every delivered message writes a line: the stock pair cost a good part of each.
+    """
+    event_dict["level"] = _LEVELS.get(method_name, method_name)
+    event_dict["timestamp"] = _timestamp()
+    return event_dict
+
+
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer(serializer=_to_json) if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     writer = _LineWriter()
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        # No contextvars merging: nothing binds any, and it copies the whole context for every line.
+        processors=[_level_and_time, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=lambda *_: writer,
         cache_logger_on_first_use=True,

@@ -31,6 +31,7 @@ from smtpsettings.store import accounts as store_accounts
 
 PATH = "/api/2.0/smtpsettings/smtp"
 LIVE = "/api/2.0/health/live"
+MESSAGES = "/api/2.0/smtpsettings/messages"
 HOST = "fast.test"
 JSON = "application/json"
 
@@ -89,18 +90,31 @@ async def call(app: Any, method: str, path: str, headers: list[tuple[str, str]],
     return Answer(start["status"], list(start["headers"]), b"".join(m.get("body", b"") for m in messages[1:]))
 
 
+# What differs between two messages accepted alike: their queue id, Message-ID and times.
+_PER_MESSAGE = re.compile(rb'"(id|messageId|createdAt|nextAttemptAt)":"[^"]*"')
+
+
 def _normalized(answer: Answer) -> Answer:
-    """The answer with its request id (random per request; also a validation 400's traceId) replaced."""
+    """The answer with its request id (random per request; also a validation 400's traceId) and a new
+    message's own values replaced."""
     request_id = dict(answer.headers)[b"x-request-id"]
     headers = [(k, b"<id>" if k == b"x-request-id" else v) for k, v in answer.headers]
-    return Answer(answer.status, headers, answer.body.replace(request_id, b"<id>"))
+    body = _PER_MESSAGE.sub(rb'"\1":"<x>"', answer.body.replace(request_id, b"<id>"))
+    return Answer(answer.status, headers, body)
 
 
 @pytest.fixture
 async def apps(tmp_path: Path) -> AsyncIterator[Apps]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LitestarDeprecationWarning)  # the API docs' routes; not tested here
-        served = create_app(load_settings({"SMTPSETTINGS_DATA_DIR": str(tmp_path / "data"), "SMTPSETTINGS_MAX_BODY_BYTES": "4096"}))
+        served = create_app(load_settings({
+            "SMTPSETTINGS_DATA_DIR": str(tmp_path / "data"),
+            "SMTPSETTINGS_MAX_BODY_BYTES": "4096",
+            "SMTPSETTINGS_OUTBOX_MAX_MESSAGE_BYTES": "8192",
+            # Settings to accept mail with (nothing is delivered: the dispatcher runs in the lifespan, not started here).
+            "SMTPSETTINGS_DEFAULT_SMTP_HOST": "mail.fast.test",
+            "SMTPSETTINGS_DEFAULT_SMTP_SENDER_ADDRESS": "noreply@fast.test",
+        }))
     assert isinstance(served, RequestLog) and isinstance(served.http, FastPath)
     litestar_only = RequestLog(served.app, served.max_body_bytes, served.body_timeout, served.body_limits)
     services = served.app.state.services
@@ -144,6 +158,7 @@ def _cookie(apps: Apps, role: Role = Role.ADMIN) -> tuple[str, str]:
 
 
 BODY = json.dumps(VALID_SETTINGS).encode()
+MAIL = json.dumps({"to": ["someone@example.test"], "subject": "Hello", "text": "A plain message."}).encode()
 
 # (name, method, path, headers(apps) -> list, body, query, served by the fast path?)
 CASES: list[tuple[str, str, str, Any, bytes, bytes, bool]] = [
@@ -185,6 +200,15 @@ CASES: list[tuple[str, str, str, Any, bytes, bytes, bool]] = [
     ("live any accept", "GET", LIVE, lambda a: [("accept", "text/html")], b"", b"", False),
     ("live head", "HEAD", LIVE, lambda a: [], b"", b"", False),
     ("other route", "GET", PATH + "/audit", lambda a: [("host", HOST), _cookie(a)], b"", b"", False),
+    ("send", "POST", MESSAGES, lambda a: [("host", HOST), ("content-type", JSON), _cookie(a)], MAIL, b"", True),
+    ("send 400 field", "POST", MESSAGES, lambda a: [("host", HOST), ("content-type", JSON), _cookie(a)], b'{"to": []}', b"", True),
+    ("send 400 key", "POST", MESSAGES, lambda a: [("host", HOST), ("content-type", JSON), ("idempotency-key", "a b"), _cookie(a)], MAIL, b"", True),
+    ("send 401", "POST", MESSAGES, lambda a: [("host", HOST), ("content-type", JSON)], MAIL, b"", True),
+    ("send 403", "POST", MESSAGES, lambda a: [("host", HOST), ("content-type", JSON), _cookie(a, Role.USER)], MAIL, b"", True),
+    ("send 413", "POST", MESSAGES, lambda a: [("host", HOST), ("content-type", JSON), _cookie(a)], b'{"text":"' + b"x" * 9000 + b'"}', b"", True),
+    ("send 415", "POST", MESSAGES, lambda a: [("host", HOST), ("content-type", "text/plain"), _cookie(a)], MAIL, b"", True),
+    ("send 406", "POST", MESSAGES, lambda a: [("host", HOST), ("accept", "image/png"), ("content-type", JSON), _cookie(a)], MAIL, b"", False),
+    ("messages list", "GET", MESSAGES, lambda a: [("host", HOST), _cookie(a)], b"", b"", False),
 ]
 
 
@@ -222,6 +246,19 @@ async def test_request_ids_keep_their_form(apps: Apps) -> None:
         ids.add(dict(answer.headers)[b"x-request-id"].decode())
     assert len(ids) == 200
     assert all(re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{3}", i) for i in ids)
+
+
+async def test_a_message_sent_through_the_fast_path_is_accepted_and_repeats_by_its_key(apps: Apps) -> None:
+    """The byte-for-byte cases above would also agree on a refusal: here the message is really queued."""
+    headers = [("host", HOST), ("content-type", JSON), ("idempotency-key", "k-1"), _cookie(apps)]
+    first = await call(apps.served, "POST", MESSAGES, headers, MAIL)
+    again = await call(apps.served, "POST", MESSAGES, headers, MAIL)
+    too_large = await call(apps.served, "POST", MESSAGES, headers[:2] + [_cookie(apps)], b'{"text":"' + b"x" * 9000 + b'"}')
+    assert apps.fell_back == []
+    assert (first.status, again.status, too_large.status) == (202, 200, 413)
+    sent = json.loads(first.body)["response"]
+    assert sent["status"] == "queued" and sent["to"] == ["someone@example.test"]
+    assert json.loads(again.body)["response"]["id"] == sent["id"]
 
 
 def test_every_hot_route_is_served_by_the_fast_path(apps: Apps) -> None:

@@ -300,6 +300,24 @@ async def test_a_portal_without_settings_is_451_4_3_5_until_they_are_saved_on_th
     assert bare_port.stored() == []
 
 
+async def test_a_transaction_sends_with_the_settings_its_mail_read_and_the_next_mail_reads_them_again(bare_port: Port) -> None:
+    """One settings read per transaction: a save between MAIL and DATA applies from the next MAIL on."""
+    message = b"From: app@one.test\r\nTo: someone@example.test\r\nSubject: hi\r\n\r\nHello.\r\n"
+    store_settings(bare_port, "first@one.test", changed_ago=None)
+    async with bare_port.client() as client:
+        await client.ehlo()
+        await client.login(bare_port.hostname, bare_port.key)
+        assert (await client.mail("app@one.test")).code == 250
+        assert (await client.rcpt("someone@example.test")).code == 250
+        store_settings(bare_port, "second@one.test", changed_ago=None)
+        assert (await client.data(message)).code == 250
+        assert [row["sender"] for row in bare_port.stored()] == ["first@one.test"]
+        assert (await client.mail("app@one.test")).code == 250
+        assert (await client.rcpt("someone@example.test")).code == 250
+        assert (await client.data(message)).code == 250
+    assert sorted(row["sender"] for row in bare_port.stored()) == ["first@one.test", "second@one.test"]
+
+
 IN_FLUX = (
     "4.7.1 The sender old@one.test is not allowed here: send as new@one.test or app@one.test; "
     "the portal's settings changed in the last 10 minutes, so try again later."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -25,7 +26,7 @@ from smtpsettings.domain.errors import (
 )
 from smtpsettings.store.database import StoreUnavailable
 
-__all__ = ("VALIDATION_TYPE", "exception_handlers")
+__all__ = ("VALIDATION_TYPE", "error_answer", "exception_handlers")
 
 log = structlog.get_logger("smtpsettings.api")
 
@@ -102,10 +103,23 @@ def _unexpected(request: Request, exc: Exception) -> Response[bytes]:
     return error_response(request, 500, "Internal server error.", error_type="Error")
 
 
-exception_handlers = {
+exception_handlers: dict[type[Exception], Callable[[Request, Any], Response[bytes]]] = {
     DomainError: _domain_error,
     HTTPException: _http_error,
     StoreUnavailable: _unavailable,
     DecryptionError: _undecryptable,
     Exception: _unexpected,
 }
+
+
+def error_answer(request: Request, exc: Exception) -> Response[bytes]:
+    """The answer the handlers above give to ``exc``, for code that runs outside Litestar (api/fastpath.py).
+
+    The handler of the nearest class in the exception's MRO, which is how Litestar picks among them (its
+    preference for status-code keys does not arise: none are registered).
+    """
+    for cls in type(exc).__mro__:
+        handler = exception_handlers.get(cls)
+        if handler is not None:
+            return handler(request, exc)
+    return _unexpected(request, exc)  # not reached: Exception itself is mapped

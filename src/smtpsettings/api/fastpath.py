@@ -1,12 +1,13 @@
 """The hot routes served without Litestar's router; every other request goes to Litestar unchanged.
 
-GET and POST ``/api/2.0/smtpsettings/smtp`` and ``GET /api/2.0/health/live`` are what clients call over and
-over. Litestar's per-request machinery around them (routing, its middleware stack, the handler's signature
-and response layers) cost more than the handler itself; this layer calls the very same handler functions
-with a Litestar ``Request``, maps their errors through the very same exception handlers and sends the
-answer the way Litestar sends it, so that both paths answer byte for byte alike (tests/api/test_fastpath.py
-holds them to it). It sits inside ``RequestLog``: content negotiation, body limits, the hardening headers and
-the access log line apply to it as to everything else.
+GET and POST ``/api/2.0/smtpsettings/smtp``, ``POST /api/2.0/smtpsettings/messages`` and
+``GET /api/2.0/health/live`` are what clients call over and over. Litestar's per-request machinery around them
+(routing, its middleware stack, the handler's signature and response layers) cost more than the handler
+itself; this layer calls the very same handler functions with a Litestar ``Request``, maps their errors
+through the very same exception handlers (api/errors.py, looked up as Litestar does, through that module's
+public function) and sends the answer the way Litestar sends it, so that both paths answer byte for byte alike
+(tests/api/test_fastpath.py holds them to it). It sits inside ``RequestLog``: content negotiation, body
+limits, the hardening headers and the access log line apply to it as to everything else.
 
 Anything it is not sure about goes to Litestar: other paths and methods (HEAD, OPTIONS), a request the
 negotiation refused (406 comes from the JSON API router's hook) and an ASGI ``root_path``.
@@ -20,14 +21,10 @@ from typing import Any
 
 from litestar import Litestar, Request, Response
 from litestar.handlers import HTTPRouteHandler
-from litestar.middleware._internal.exceptions.middleware import get_exception_handler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from smtpsettings.api.envelope import content_type, success_body
-
-# get_exception_handler is Litestar's own lookup (status code, then the exception's MRO), so that both paths
-# pick the same handler; an internal module, pinned with litestar's version in pyproject.toml (this module,
-# and so tests/api/test_fastpath.py, fails to import if it moves).
+from smtpsettings.api.errors import error_answer
 
 __all__ = ("FastPath", "Payload")
 
@@ -86,10 +83,7 @@ class FastPath:
             else:
                 response: Response[Any] = await (handler.fn(request) if takes_request else handler.fn())
         except Exception as exc:  # every error goes through the app's exception handlers
-            exception_handler = get_exception_handler(handler.resolve_exception_handlers(), exc)
-            if exception_handler is None:  # not reached: api.errors maps Exception itself
-                raise
-            response = exception_handler(request, exc)
+            response = error_answer(request, exc)
         if body is not None:  # sent outside the try: a client gone mid-send is not answered with an error
             headers = [(b"content-type", content_type(request)), (b"content-length", b"%d" % len(body))]
             await send({"type": "http.response.start", "status": 200, "headers": headers})

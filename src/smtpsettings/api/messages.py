@@ -10,7 +10,7 @@ from typing import Any
 from litestar import Request, Response, delete, get, post
 from litestar.handlers import HTTPRouteHandler
 
-from smtpsettings.api.context import current_principal, read_json, services
+from smtpsettings.api.context import authenticated, current_principal, read_json, services
 from smtpsettings.api.envelope import success_response
 from smtpsettings.api.headers import header
 from smtpsettings.domain.errors import ValidationFailed
@@ -56,10 +56,13 @@ def route_handlers(max_message_bytes: int) -> list[HTTPRouteHandler]:
 
 
 async def send_message(request: Request) -> Response[bytes]:
-    portal, principal = await _sender(request)
+    the = services(request)
+    found = await authenticated(request, the.smtp.alongside)  # the caller and the settings: one statement
+    the.auth.require_sender(found.principal)
     key = check_idempotency_key(header(request, b"idempotency-key") or None)
     body = await read_json(request)
-    record, is_new = await services(request).outbox.submit(portal, principal, body, key)
+    settings = the.smtp.view(found.alongside).settings
+    record, is_new = await the.outbox.submit(found.portal, found.principal, settings, body, key)
     # A repeated key answers the first message as it is now, with 200: nothing new was accepted.
     return success_response(request, message_dto(record), status_code=202 if is_new else 200)
 

@@ -81,11 +81,18 @@ class OutboxService:
         self._on_enqueued = on_enqueued or (lambda: None)
 
     async def submit(
-        self, portal: Portal, principal: Principal, body: object, idempotency_key: str | None = None
+        self,
+        portal: Portal,
+        principal: Principal,
+        settings: SmtpSettings,
+        body: object,
+        idempotency_key: str | None = None,
     ) -> tuple[MessageRecord, bool]:
         """Accept a message: checked, built and committed, or refused with nothing written.
 
-        Returns the message and whether it is new (False: the idempotency key's first message).
+        ``settings`` are the portal's effective settings, read by the caller (the HTTP route reads them in
+        the statement that authenticates the request). Returns the message and whether it is new (False:
+        the idempotency key's first message).
 
         Raises:
             ValidationFailed / BadArgument: a field breaks a rule.
@@ -94,7 +101,7 @@ class OutboxService:
             QueueFull: the portal's unsent mail is at a queue limit (a repeated key still answers its message).
         """
         message = parse_message(body)
-        settings = await self._sending_settings(portal)
+        _require_configured(settings)
         size = sum(len(part or "") for part in (message.text, message.html, message.subject))
         if size > self._max_bytes:
             raise TooLarge(self._too_large())
@@ -135,11 +142,13 @@ class OutboxService:
         """
         await self._admission.check_room(portal.id, size)
 
-    async def check_sender(self, portal: Portal, principal: Principal, address: str) -> None:
+    async def check_sender(self, portal: Portal, principal: Principal, address: str) -> SmtpSettings:
         """Whether a message submitted over SMTP may have ``address`` as its envelope sender, read now.
 
         Allowed are the portal's sender and the key's user (see
         :func:`smtpsettings.domain.submission.check_envelope_sender` for when a refusal is temporary).
+        Returns the portal's settings it was checked against: the transaction's :meth:`submit_raw` takes
+        them, so that one SMTP transaction reads the settings once, at MAIL.
 
         Raises:
             NotConfigured: the portal has no SMTP settings to send with (temporary on SMTP).
@@ -149,16 +158,18 @@ class OutboxService:
         settings = await self._sending_settings(portal)
         allowed = _senders(settings, principal)
         if allowed_sender(address, allowed):
-            return
+            return settings
         # Only a refusal reads when the settings changed: the common case costs no more than before.
         changed_at = await self._db.read(lambda c: smtp_store.last_change(c, portal.id))
         check_envelope_sender(address, allowed, settings_changed_at=changed_at, now=datetime.now(UTC))
+        return settings
 
     async def submit_raw(
         self,
         portal: Portal,
         principal: Principal,
         *,
+        settings: SmtpSettings,
         recipients: list[str],
         content: bytes,
         smtputf8: bool,
@@ -166,9 +177,9 @@ class OutboxService:
     ) -> MessageRecord:
         """Accept a message submitted over SMTP, as written, for the envelope's ``recipients``.
 
-        It goes out from the portal's sender address (the envelope), with its own headers and a
-        ``Received`` field from ``trace``; see :mod:`smtpsettings.domain.submission` for what is checked
-        and changed.
+        It goes out from the portal's sender address (the envelope) in ``settings``, those
+        :meth:`check_sender` read at the transaction's MAIL, with its own headers and a ``Received`` field
+        from ``trace``; see :mod:`smtpsettings.domain.submission` for what is checked and changed.
 
         Raises:
             NotConfigured: the portal has no settings to send with.
@@ -177,7 +188,6 @@ class OutboxService:
             TooLarge: larger than the configured limit.
             QueueFull: the portal's unsent mail is at a queue limit.
         """
-        settings = await self._sending_settings(portal)
         if len(content) > self._max_bytes:
             raise TooLarge(self._too_large())
         queue_id = uuid.uuid4().hex
@@ -249,8 +259,7 @@ class OutboxService:
     async def _sending_settings(self, portal: Portal) -> SmtpSettings:
         """The portal's effective settings, which must name a server and a sender to accept mail for it."""
         settings = (await self._smtp.get(portal)).settings
-        if not settings.host or not settings.sender_address:
-            raise NotConfigured("The portal has no SMTP settings to send with: save them first.")
+        _require_configured(settings)
         return settings
 
     async def _enqueue(self, new: NewMessage) -> tuple[MessageRecord, bool]:
@@ -275,6 +284,11 @@ class OutboxService:
 
 def _senders(settings: SmtpSettings, principal: Principal) -> tuple[str, ...]:
     return tuple(a for a in (settings.sender_address, principal.user.email) if a)
+
+
+def _require_configured(settings: SmtpSettings) -> None:
+    if not settings.host or not settings.sender_address:
+        raise NotConfigured("The portal has no SMTP settings to send with: save them first.")
 
 
 def _require_manager(principal: Principal) -> None:

@@ -18,6 +18,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetup
 from smtpsettings.domain.accounts import Portal, Principal
 from smtpsettings.domain.errors import BadArgument
 from smtpsettings.domain.outbox import MAX_RECIPIENTS, check_address
+from smtpsettings.domain.smtp import SmtpSettings
 from smtpsettings.domain.submission import Trace
 from smtpsettings.services.auth import AuthService
 from smtpsettings.services.outbox import OutboxService
@@ -35,12 +36,14 @@ _NEEDS_SMTPUTF8 = "553 5.6.7 The address is not ASCII: the MAIL command must car
 class SubmissionSession:
     """Who signed in on a connection (aiosmtpd keeps it as the session's ``auth_data``)."""
 
-    __slots__ = ("client_address", "portal", "principal")
+    __slots__ = ("client_address", "portal", "principal", "settings")
 
     def __init__(self, portal: Portal, principal: Principal, client_address: str) -> None:
         self.portal, self.principal = portal, principal
         self.client_address = client_address
         """The peer's IP address as the trace field writes it, read once for the connection."""
+        self.settings: SmtpSettings | None = None
+        """The portal's settings as the current transaction's MAIL read them; its DATA uses the same."""
 
     def __repr__(self) -> str:  # aiosmtpd may log it; it holds nothing secret, but say little
         return f"SubmissionSession(portal={self.portal.hostname!r})"
@@ -99,14 +102,17 @@ class SubmissionHandler:
         signed_in: SubmissionSession = session.auth_data
         if not address.isascii() and "SMTPUTF8" not in mail_options:  # RFC 6531 section 3.4
             return _NEEDS_SMTPUTF8
+        signed_in.settings = None
         try:  # the settings as they are now (a connection may outlive a save); a full queue before the message
-            await self._outbox.check_sender(signed_in.portal, signed_in.principal, address)
+            settings = await self._outbox.check_sender(signed_in.portal, signed_in.principal, address)
             await self._outbox.check_room(signed_in.portal, _declared_size(mail_options))
         except Exception as exc:
             reply = reply_for(exc)
             # One line per refusal: how often a client MTA comes back is what tells a loop from a retry.
             log.info("submission_mail_refused", portal=signed_in.portal.hostname, reply=reply[:9])
             return reply
+        # One reading per transaction: DATA follows a MAIL accepted with these (aiosmtpd refuses it otherwise).
+        signed_in.settings = settings
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -129,10 +135,12 @@ class SubmissionHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         signed_in: SubmissionSession = session.auth_data
         content = envelope.original_content or b""
+        assert signed_in.settings is not None  # set by the transaction's accepted MAIL
         try:
             record = await self._outbox.submit_raw(
                 signed_in.portal,
                 signed_in.principal,
+                settings=signed_in.settings,
                 recipients=list(envelope.rcpt_tos),
                 content=content,
                 smtputf8=bool(envelope.smtp_utf8),
