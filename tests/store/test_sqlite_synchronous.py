@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from smtpsettings.wiring import Services
+from smtpsettings.wiring import Delivery, Services
 from smtpsettings.cli import Context
 from smtpsettings.config import load_settings
 from smtpsettings.store.database import Database, Prepared
@@ -104,6 +104,23 @@ async def test_the_server_workers_database_follows_the_setting(tmp_path: Path, e
     finally:
         await services.close()
     assert levels == dict.fromkeys(levels, expected)
+
+
+@pytest.mark.parametrize("env", [{}, {"SMTPSETTINGS_SQLITE_SYNCHRONOUS": "full"}], ids=["default", "full"])
+async def test_the_delivery_process_commits_without_a_sync_while_the_workers_keep_theirs(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Its claims and outcomes are made durable by the next acceptance's sync; acceptances keep FULL."""
+    tmp_path.joinpath("data").mkdir(mode=0o700)
+    settings = load_settings({"SMTPSETTINGS_DATA_DIR": str(tmp_path / "data"), **env})
+    services, delivery = Services(settings), Delivery(settings)
+    try:
+        workers, delivering = await _levels(services.db), await _levels(delivery.db)
+    finally:
+        await services.close()
+        await delivery.db.dispose_async()
+    assert workers == dict.fromkeys(workers, FULL)
+    assert delivering == dict.fromkeys(delivering, NORMAL)
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, FULL), ("normal", NORMAL)])
