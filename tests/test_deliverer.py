@@ -7,12 +7,16 @@ What ``serve`` does with it (supervision, restarts, wake-ups from the workers) i
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 from serverkit import smtpsettings_command
+from smtpsettings.deliverer import DeliverySupervisor
 from test_cli import assert_one_line_error, migrated, operator_env, run
 
 
@@ -70,3 +74,45 @@ def test_deliver_dispatches_until_sigterm_and_a_second_one_waits_for_the_lock(tm
     wait_for_event(tmp_path / "first.log", "delivery_stopped", timeout=0)
     assert "Traceback" not in (tmp_path / "first.log").read_text()
     assert not (data / "outbox.wake").exists()
+
+
+def test_the_supervisor_restarts_while_other_threads_fork(tmp_path: Path) -> None:
+    """Forks elsewhere in serve (granian's workers) never leave the supervisor waiting for a spawn.
+
+    Each forked child here lives long and never execs, as a granian worker does; one forked while Popen waited
+    for its child's exec would hold Popen's pipe open, and no delivery process would be started again.
+    """
+    spawns = tmp_path / "spawns"
+    # A delivery process that dies at once, leaving a mark.
+    command = [sys.executable, "-c", f"open({str(spawns)!r}, 'a').write('x')"]
+    supervisor = DeliverySupervisor(command)
+    forking = threading.Event()
+    forked: list[int] = []
+
+    def fork_often() -> None:
+        while not forking.is_set():
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                time.sleep(60)  # killed at the end
+                os._exit(0)
+            forked.append(pid)
+            time.sleep(0.001)
+
+    forker = threading.Thread(target=fork_often)
+    forker.start()
+    try:
+        supervisor.start()
+        # Back-off 0.5, 1, 2 s: four spawns within 3.5 s, five within 7.5 s of the first.
+        deadline = time.monotonic() + 15
+        while not spawns.exists() or len(spawns.read_text()) < 4:
+            count = len(spawns.read_text()) if spawns.exists() else 0
+            assert time.monotonic() < deadline, f"the supervisor stopped spawning after {count}"
+            time.sleep(0.05)
+    finally:
+        forking.set()
+        forker.join()
+        supervisor.stop(kill_after=5)
+        for pid in forked:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert len(forked) > 50

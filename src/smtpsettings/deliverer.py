@@ -38,6 +38,13 @@ _LONGEST_BACKOFF = 30.0
 _STEADY = 60.0  # a process that ran this long before it died starts the back-off over
 _PARENT_CHECK = 1.0
 
+# Popen learns that its child has started when a pipe's write end, closed by the child's exec, reaches end of
+# file. A fork in another thread meanwhile (granian forks its workers, at start and when it respawns one)
+# copies that write end into the forked worker, which never execs: Popen would wait for as long as the worker
+# lives, and no delivery process would be restarted. No fork of this process runs while the supervisor spawns.
+_SPAWNING = threading.RLock()
+os.register_at_fork(before=_SPAWNING.acquire, after_in_parent=_SPAWNING.release, after_in_child=_SPAWNING.release)
+
 
 def run(settings: Settings) -> None:
     """Deliver until SIGTERM or SIGINT, or until the process that started this one is gone."""
@@ -126,9 +133,10 @@ class DeliverySupervisor:
                     return
                 started = time.monotonic()
                 try:
-                    process = self._process = subprocess.Popen(
-                        self._command, stdin=subprocess.DEVNULL, pass_fds=self._pass_fds
-                    )
+                    with _SPAWNING:
+                        process = self._process = subprocess.Popen(
+                            self._command, stdin=subprocess.DEVNULL, pass_fds=self._pass_fds
+                        )
                 except OSError as exc:
                     process = None
                     log.error("delivery_process_not_started", error=str(exc), restart_in_seconds=backoff)
