@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -247,9 +248,14 @@ def test_a_wrong_bearer_key_counts_against_its_key_id_and_shows_in_lockout_list(
     assert [line.split("\t")[:3] + line.split("\t")[4:] for line in listed.splitlines()] == [["http-key", key_id, "4", "yes"]]
     assert wrong.split(".")[1] not in listed
     with http(server, key) as client:
-        assert client.get(SETTINGS).status_code == 200  # the right key still works
+        assert client.get(SETTINGS).status_code == 429  # locked: the right key too, until the lock is lifted
     cleared = ok(server.data_dir, "lockout", "clear", "--key", key_id, "--no-header")
     assert cleared.split("\t")[:2] == ["http-key", key_id]
+    deadline = time.monotonic() + 10  # a worker reads the locked keys again within 2 s
+    with http(server, key) as client:
+        while (status := client.get(SETTINGS).status_code) != 200:
+            assert status == 429 and time.monotonic() < deadline, status
+            time.sleep(0.2)
 
 
 # --- portal delete -----------------------------------------------------------------------------------
