@@ -157,6 +157,11 @@ def test_plain_shaped_input_is_written_directly_and_identically(
                           "message_id": "<1.2@example.com>"}
     full, direct = _both(**kw)
     assert direct == full
-    if (text is not None or html is not None) and " " not in subject.strip() and subject == subject.strip():
+    if (
+        (text is not None or html is not None)
+        and " " not in subject.strip()
+        and subject == subject.strip()
+        and "=?" not in name  # looks like an encoded word: declined on purpose, the email package decides
+    ):
         # the shape this module exists for is taken directly, not declined
         assert plain_message(**kw) is not None or any(len(v) > 60 for v in (sender, name, *to, *cc, reply_to or ""))
