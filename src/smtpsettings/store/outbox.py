@@ -418,10 +418,12 @@ def _claim(dialect: str) -> Any:
         .order_by(o.c.next_attempt_at)
         .limit(sa.bindparam("n"))
     )
-    if dialect == "postgresql":
-        # Concurrent claimers skip each other's rows instead of waiting for them or taking them twice.
-        pick = pick.with_for_update(of=o, skip_locked=True)
-    return pick
+    return _skipping_locked(pick, dialect)
+
+
+def _skipping_locked(pick: Any, dialect: str) -> Any:
+    """On PostgreSQL, concurrent claimers skip each other's rows instead of waiting for them or taking them twice."""
+    return pick.with_for_update(of=o, skip_locked=True) if dialect == "postgresql" else pick
 
 
 _CLAIM = Prepared.per_dialect(_claim)
@@ -434,9 +436,7 @@ def _portal_due(dialect: str) -> Any:
         .order_by(o.c.next_attempt_at)
         .limit(sa.bindparam("n"))
     )
-    if dialect == "postgresql":
-        pick = pick.with_for_update(of=o, skip_locked=True)
-    return pick
+    return _skipping_locked(pick, dialect)
 
 
 _PORTAL_DUE = Prepared.per_dialect(_portal_due)
