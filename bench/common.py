@@ -175,10 +175,10 @@ class Server:
             return []
 
     def worker_pid(self) -> int:
-        pids = self.worker_pids()
+        # granian: one main process and (here) one worker child; beside it, the delivery process
+        pids = [p for p in self.worker_pids() if b"deliver" not in _cmdline(p)]
         if not pids:
             raise RuntimeError("no worker process found")
-        # granian: one main process and (here) one worker child
         return max(pids, key=lambda p: _status_kb(p, "VmRSS") or 0)
 
     def peak_rss_mb(self) -> float | None:
@@ -291,6 +291,13 @@ def wrk(
         errors=errors,
         non2xx=d["status"],
     )
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def cpu_seconds(pid: int) -> float:

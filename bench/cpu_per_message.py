@@ -12,9 +12,10 @@ on the load core, accepts and drops everything) and the per-portal rate limit ou
 - **http**: ``POST /api/2.0/smtpsettings/messages`` ``--messages`` times on one kept-alive connection
   (``Authorization: Bearer`` the same key, a text body of the same size), then waits for delivery likewise.
 
-The figure is the worker's user + system CPU (``/proc/PID/stat``, all threads) from before the first message
-to the moment the last one is sent, divided by the messages: acceptance, the dispatcher's claim, the SMTP
-client's session and the log lines, everything the worker does for a message. Median of ``--runs``, the two
+The figure is the server's user + system CPU (``/proc/PID/stat``, all threads of serve, its worker and its
+delivery process) from before the first message to the moment the last one is sent, divided by the messages:
+acceptance, the dispatcher's claim, the SMTP client's session and the log lines, everything the server does
+for a message. ``BENCH_THREADS=1`` adds the worker's own threads, one by one. Median of ``--runs``, the two
 ways alternating. With several ``--src`` (a ``src`` directory of another checkout, put first on the server's
 ``PYTHONPATH``) the trees are interleaved within each run, so that before/after figures come from one run.
 """
@@ -130,11 +131,17 @@ def threads(pid: int) -> dict[str, float]:
     return out
 
 
+def server_cpu(server: Server) -> float:
+    """CPU seconds so far of the whole server: serve, its worker and its delivery process."""
+    assert server.process is not None
+    return sum(cpu_seconds(pid) for pid in [server.process.pid, *server.worker_pids()])
+
+
 def one(server: Server, port: int, key: str, ca: trustme.CA, way: str, n: int) -> float:
     """CPU ms per message of one way in, delivery included."""
     pid = server.worker_pid()
     wait_drained(server)
-    cpu0, threads0 = cpu_seconds(pid), threads(pid)
+    cpu0, threads0 = server_cpu(server), threads(pid)
     if way == "submission":
         asyncio.run(via_submission(port, ca, key, n))
     else:
@@ -143,7 +150,7 @@ def one(server: Server, port: int, key: str, ca: trustme.CA, way: str, n: int) -
     if os.environ.get("BENCH_THREADS"):
         by_thread = {k: (v - threads0.get(k, 0.0)) / n * 1000 for k, v in threads(pid).items()}
         log(f"{way} per thread (ms/message): " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(by_thread.items()) if v >= 0.01))
-    return (cpu_seconds(pid) - cpu0) / n * 1000
+    return (server_cpu(server) - cpu0) / n * 1000
 
 
 def main() -> None:
@@ -154,7 +161,7 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--keep", action="store_true")
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--py-spy", type=Path, default=None, help="record the (first) server's measured runs with py-spy to this SVG")
+    p.add_argument("--py-spy", type=Path, default=None, help="record the (first) server's measured runs, all its processes, with py-spy to this file")
     args = p.parse_args()
     os.sched_setaffinity(0, {int(LOAD_CPU)})
     trees: list[str | None] = list(args.src) if args.src else [None]
@@ -175,7 +182,7 @@ def main() -> None:
             results: dict[str, dict[str, list[float]]] = {s[0]: {"submission": [], "http": []} for s in servers}
             spy = None
             if args.py_spy:
-                spy = subprocess.Popen(["py-spy", *os.environ.get("BENCH_PYSPY", "record -r 250 -f raw").split(), "-o", str(args.py_spy), "-p", str(servers[0][1].worker_pid())],
+                spy = subprocess.Popen(["py-spy", *os.environ.get("BENCH_PYSPY", "record -r 250 -f raw").split(), "--subprocesses", "-o", str(args.py_spy), "-p", str(servers[0][1].process.pid)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for r in range(args.runs):
                 ways = ("submission", "http") if r % 2 == 0 else ("http", "submission")
