@@ -8,18 +8,18 @@ only when a message goes out are counted too; it writes ``sys.modules`` as it ex
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from e2e.smtp_peers import smtp_peer
-from test_cli import migrated, operator_env
-
 from smtpsettings.config import load_settings
 from smtpsettings.domain.accounts import Principal, Role
 from smtpsettings.services.accounts import AccountsService
 from smtpsettings.wiring import Services
+from test_cli import migrated, operator_env
 
 # ``python -m smtpsettings deliver``, with sys.modules written to the file named first when it exits.
 PROGRAM = """
@@ -49,7 +49,7 @@ async def queue_one_message(env: dict[str, str]) -> None:
         await services.db.dispose_async()
 
 
-async def test_the_delivery_process_sends_without_loading_the_front_doors(tmp_path: Path) -> None:
+def test_the_delivery_process_sends_without_loading_the_front_doors(tmp_path: Path) -> None:
     data = migrated(tmp_path)
     report = tmp_path / "modules.txt"
     with smtp_peer() as (port, inbox):
@@ -60,7 +60,7 @@ async def test_the_delivery_process_sends_without_loading_the_front_doors(tmp_pa
             SMTPSETTINGS_DEFAULT_SMTP_PORT=str(port),
             SMTPSETTINGS_DEFAULT_SMTP_SENDER_ADDRESS="noreply@one.test",
         )
-        await queue_one_message({k: v for k, v in env.items() if k.startswith("SMTPSETTINGS_")})
+        asyncio.run(queue_one_message({k: v for k, v in env.items() if k.startswith("SMTPSETTINGS_")}))
         log = tmp_path / "deliver.log"
         process = subprocess.Popen(
             [sys.executable, "-c", PROGRAM, str(report)],
