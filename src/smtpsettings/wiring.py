@@ -9,9 +9,9 @@ a socket in the data directory (:mod:`smtpsettings.services.wakeups`) instead of
 
 It sits at the top, beside the application that uses it, because it wires every layer together, the SMTP
 submission port (a front door, like the HTTP API) included: nothing below imports it at run time. What only
-the accepting side uses (the submission port, sign-in, acceptance into the outbox, test mail) is imported
-where :class:`Services` is built, so the delivery process, which builds only :class:`Delivery`, never loads
-aiosmtpd, granian or argon2 (tests/test_deliverer_imports.py).
+the accepting side uses (the submission port, sign-in, acceptance into the outbox) is imported where
+:class:`Services` is built: the delivery process builds only :class:`Delivery` and, a fresh interpreter that
+pays for every module again, loads neither aiosmtpd nor granian (tests/test_deliverer_imports.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from smtpsettings.config import Settings
 from smtpsettings.crypto import KeyRing
 from smtpsettings.mail import TokenCache
 from smtpsettings.services.dispatcher import Dispatcher
+from smtpsettings.services.mailtest import TestMailService
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.services.wakeups import WakeListener, Waker
 from smtpsettings.store.database import Database
@@ -62,7 +63,6 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         from smtpsettings.services.auth import AuthService
-        from smtpsettings.services.mailtest import TestMailService
         from smtpsettings.services.outbox import OutboxService
         from smtpsettings.submission.server import SubmissionServer
 
