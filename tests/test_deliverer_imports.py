@@ -1,7 +1,7 @@
 """What the delivery process loads: only what sending the outbox needs, not the accepting side's front doors.
 
 It is a fresh interpreter beside the workers and shares no memory with them, so every module it imports is
-paid for again (docs/benchmarks.md, "Delivery in its own process"). The command runs as ``serve`` runs it
+paid for again (docs/benchmarks.md, "What the delivery process imports"). The command runs as ``serve`` runs it
 (``python -m smtpsettings deliver``) and sends a real message before it is stopped, so modules imported
 only when a message goes out are counted too; it writes ``sys.modules`` as it exits.
 """
