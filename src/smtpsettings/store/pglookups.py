@@ -155,6 +155,8 @@ class LookupPool:
         except asyncio.CancelledError:
             if lookup.serving is result:
                 lookup.abort()  # the caller has gone: its statement ends at the loop's next turn
+            elif not result.cancelled():
+                result.exception()  # answered just before: seen here, not reported as never retrieved
             raise
 
     async def _serve(self, lookup: _Lookup) -> None:
