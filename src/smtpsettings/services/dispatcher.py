@@ -137,6 +137,8 @@ class Dispatcher:
         self._hungry: dict[int, asyncio.Future[bool]] = {}
         self._in_flight = 0
         self._outcomes: list[tuple[Callable[[Connection], bool], Callable[[], None] | None]] = []
+        self._outcomes_wake = False  # one of the queued outcomes puts a message back in the queue
+        self._capacity_bound = False  # the last claim took fewer than a batch for want of room: freed room is news
         self._recorder: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._beating: asyncio.Task[None] | None = None
@@ -287,6 +289,7 @@ class Dispatcher:
                 next_retention = loop.time() + _RETENTION_EVERY
                 await self._purge()
             room = self._capacity - self._in_flight
+            self._capacity_bound = room < batch
             more = False
             if room > 0 or self._hungry:
                 busy = self._busy()
@@ -583,7 +586,7 @@ class Dispatcher:
                 accepted=len(delivery.accepted), refused=len(refusals) - len(later), deferred=len(later),
             )
 
-        self._finish(claim, write, recorded)
+        self._finish(claim, write, recorded, wake=retry is not None)
 
     def _classify(self, claim: Claim, error: MailError) -> Outcome:
         return classify(
@@ -689,13 +692,19 @@ class Dispatcher:
 
     # -- recording ----------------------------------------------------------------------------------
 
-    def _finish(self, claim: Claim, transition: Callable[[Connection], bool], recorded: Callable[[], None] | None = None) -> None:
+    def _finish(
+        self, claim: Claim, transition: Callable[[Connection], bool], recorded: Callable[[], None] | None = None,
+        *, wake: bool = True,
+    ) -> None:
         """Queue the attempt's outcome for the next batch write; the lane goes on to its next message.
 
         One transaction (one sync to disk) records every outcome that arrived meanwhile: per message, it
-        would cost more than the SMTP exchange.
+        would cost more than the SMTP exchange. Once written, the dispatcher looks for due work again if
+        the room freed is what it lacked, or (``wake``) the outcome may make a message due again: a message
+        sent for good brings nothing new, and a claim after each one was one more transaction per message.
         """
         self._outcomes.append((transition, recorded))
+        self._outcomes_wake = self._outcomes_wake or wake
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.get_running_loop().create_task(self._record_outcomes())
 
@@ -709,6 +718,7 @@ class Dispatcher:
         delays = iter((0.1, 0.5, 1, 2, 5, 10, 20))
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
+            wake, self._outcomes_wake = self._outcomes_wake, False
 
             def write(conn: Connection) -> list[bool]:
                 return [bool(transition(conn)) for transition, _ in batch]
@@ -723,13 +733,15 @@ class Dispatcher:
                     self._wake.set()
                     continue
                 self._outcomes = batch + self._outcomes
+                self._outcomes_wake = self._outcomes_wake or wake
                 await asyncio.sleep(delay)
                 continue
             for (_, recorded), ok in zip(batch, results, strict=True):
                 if ok and recorded is not None:
                     recorded()
             self._in_flight -= len(batch)
-            self._wake.set()
+            if wake or self._capacity_bound:
+                self._wake.set()
 
     async def _purge(self) -> None:
         now = utcnow()
