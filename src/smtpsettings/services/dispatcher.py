@@ -135,6 +135,12 @@ class Dispatcher:
         # Portals whose lane holds a connection and has sent its queue: the next claim asks for more of theirs,
         # and resolves the future with whether the portal may have more still.
         self._hungry: dict[int, asyncio.Future[bool]] = {}
+        # Signals that due work may have appeared (acceptances, released leases, a destination back): a count,
+        # so that a claim can be told apart from what came after it.
+        self._news = 0
+        # Portals whose due messages the last claim of theirs took every one of, with the news count before
+        # it: while nothing has happened since, asking a claim for more of theirs would find nothing.
+        self._exhausted: dict[int, int] = {}
         self._in_flight = 0
         self._outcomes: list[tuple[Callable[[Connection], bool], Callable[[], None] | None]] = []
         self._outcomes_wake = False  # one of the queued outcomes puts a message back in the queue
@@ -155,6 +161,11 @@ class Dispatcher:
 
     def wake(self) -> None:
         """A message was accepted in this process: look for due work now rather than at the next poll."""
+        self._notice()
+
+    def _notice(self) -> None:
+        """Something may have made messages due: claim soon, and let no lane take the last claim for complete."""
+        self._news += 1
         self._wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -275,7 +286,7 @@ class Dispatcher:
             log.warning("outbox_peers_silent", peers=owners, released=released)
         elif released:
             log.info("outbox_leases_released", released=released)
-        self._wake.set()
+        self._notice()
 
     # -- claiming -----------------------------------------------------------------------------------
 
@@ -298,6 +309,7 @@ class Dispatcher:
                 hungry, self._hungry = self._hungry, {}
                 wanted = {p: self._share - busy.get(p, 0) for p in hungry}
                 got: dict[int, int] = {}
+                news = self._news
                 try:
                     claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, limit, busy, wanted, got))
                 except StoreUnavailable as exc:
@@ -308,7 +320,9 @@ class Dispatcher:
                     # More may be due at once: the claim was full, or the backlog of a portal it brought to its
                     # share may have filled the walk; the next walk leaves that portal out.
                     now_busy = self._busy()
-                    more = limit > 0 and (claimed == limit or any(now_busy[c.portal_id] >= self._share for c in claims))
+                    capped = claimed == limit or any(now_busy[c.portal_id] >= self._share for c in claims)
+                    more = limit > 0 and capped
+                    self._note_exhausted(news, wanted, got, claims if limit > 0 and not capped else [])
                 finally:
                     self._fed(hungry, {p: got.get(p, 0) >= n > 0 for p, n in wanted.items()})
             if more or self._hungry:  # lanes that asked for more during the claim
@@ -322,6 +336,21 @@ class Dispatcher:
                 # Every accepted message wakes the dispatcher: a moment's pause claims a burst in one
                 # statement (one commit) instead of one each.
                 await asyncio.sleep(_GATHER_SECONDS)
+
+    def _note_exhausted(self, news: int, wanted: dict[int, int], got: dict[int, int], walked: list[Claim]) -> None:
+        """Remember the portals a claim took every due message of (those it took fewer of than it asked for).
+
+        ``walked``: the claim's messages when its walk was not capped (fewer than its limit, no portal brought
+        to its share): then every portal in it had all its due messages taken, since a walk that stops at its
+        row bound has taken its limit. The claim's own messages are in the lanes, not in the database.
+        """
+        for portal_id, n in wanted.items():
+            if got.get(portal_id, 0) < n and portal_id in self._lane_tasks:
+                self._exhausted[portal_id] = news
+            else:
+                self._exhausted.pop(portal_id, None)
+        for claim in walked:
+            self._exhausted[claim.portal_id] = news  # it has a lane: _assign started one
 
     def _busy(self) -> dict[int, int]:
         """Messages each portal has here, waiting in its lanes or being sent: what its share counts."""
@@ -404,6 +433,7 @@ class Dispatcher:
             lanes.discard(asyncio.current_task())  # type: ignore[arg-type]
             if not lanes:
                 del self._lane_tasks[portal_id]
+                self._exhausted.pop(portal_id, None)  # the claim that brings the portal's next lane says again
 
     @staticmethod
     def _fed(hungry: dict[int, asyncio.Future[bool]], full: dict[int, bool]) -> None:
@@ -533,8 +563,8 @@ class Dispatcher:
         if not self._pool.reusable(connection):
             return None
         if not self._lanes.get(route.portal_id):
-            if self._stopping or route.drained:
-                return None
+            if self._stopping or route.drained or self._exhausted.get(route.portal_id) == self._news:
+                return None  # the last claim of the portal's messages took all there were, and nothing came since
             route.drained = not await self._claim_more(route.portal_id)
             if not self._lanes.get(route.portal_id):
                 return None
@@ -684,7 +714,7 @@ class Dispatcher:
                 log.warning("outbox_destination_write_failed", portal_id=portal_id, error=str(exc))
                 return
             log.info(event, portal_id=portal_id, count=count)
-            self._wake.set()
+            self._notice()
 
         task = asyncio.get_running_loop().create_task(run())
         self._side_writes.add(task)
@@ -730,7 +760,7 @@ class Dispatcher:
                 log.warning("outbox_record_failed", error=str(exc), retry_in=delay)
                 if delay is None:  # give up: the leases bring these messages back
                     self._in_flight -= len(batch)
-                    self._wake.set()
+                    self._notice()
                     continue
                 self._outcomes = batch + self._outcomes
                 self._outcomes_wake = self._outcomes_wake or wake
@@ -740,7 +770,9 @@ class Dispatcher:
                 if ok and recorded is not None:
                     recorded()
             self._in_flight -= len(batch)
-            if wake or self._capacity_bound:
+            if wake:
+                self._notice()
+            elif self._capacity_bound:
                 self._wake.set()
 
     async def _purge(self) -> None:
