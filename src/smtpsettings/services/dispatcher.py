@@ -558,7 +558,10 @@ class Dispatcher:
 
         With the queue empty, the lane asks the next claim for more of its portal's messages (once per
         connection after the claim found no more), holding the connection meanwhile: a claim's round trip
-        costs less than opening another.
+        costs less than opening another. It does not ask when the claim that brought the portal's last
+        messages took every one that was due and nothing was accepted or released since: that claim would
+        be a transaction per message for nothing, the common case of mail arriving a message at a time.
+        The idle connection stays in the pool for the next one.
         """
         if not self._pool.reusable(connection):
             return None
