@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import random
@@ -87,6 +88,11 @@ _CANCELLED_LANES_WAIT = 1.0  # at a stop past its grace: time for cancelled lane
 _PREFETCH = 8  # claimed beyond a portal's lanes, so its lanes find the next message without a claim between
 _IN_A_ROW = 5  # a portal's messages claimed together, and sent over one connection before others waiting for its host
 _MORE_WAIT = 0.5  # longest a lane holds its connection for the claim of its portal's next messages
+_RECORD_WAIT = 0.02  # longest an outcome waits for a claim to be written with, before it is written on its own
+
+
+_Outcome = tuple[Callable[[Connection], bool], Callable[[], None] | None]
+"""A message's transition to write, and what to do once it changed the message (count it, log it)."""
 
 
 @dataclass
@@ -142,7 +148,7 @@ class Dispatcher:
         # it: while nothing has happened since, asking a claim for more of theirs would find nothing.
         self._exhausted: dict[int, int] = {}
         self._in_flight = 0
-        self._outcomes: list[tuple[Callable[[Connection], bool], Callable[[], None] | None]] = []
+        self._outcomes: list[_Outcome] = []
         self._outcomes_wake = False  # one of the queued outcomes puts a message back in the queue
         self._capacity_bound = False  # the last claim took fewer than a batch for want of room: freed room is news
         self._recorder: asyncio.Task[None] | None = None
@@ -310,11 +316,33 @@ class Dispatcher:
                 wanted = {p: self._share - busy.get(p, 0) for p in hungry}
                 got: dict[int, int] = {}
                 news = self._news
+                # The outcomes queued meanwhile go in the claim's transaction: one commit where there were two.
+                outcomes, outcomes_wake = self._take_outcomes()
+
+                def work(conn: Connection) -> tuple[list[bool], tuple[int, list[Claim]]]:
+                    return _write_outcomes(conn, outcomes), self._claim(conn, limit, busy, wanted, got)  # noqa: B023
+
+                write = asyncio.ensure_future(self._db.write_off_loop(work))
                 try:
-                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, limit, busy, wanted, got))
+                    try:
+                        written, (claimed, claims) = await asyncio.shield(write)
+                    except asyncio.CancelledError:
+                        # Stopping: the transaction may commit all the same, and its outcomes must not be lost.
+                        await asyncio.wait([write])
+                        if write.cancelled() or write.exception() is not None:
+                            self._requeue(outcomes, outcomes_wake)
+                        else:
+                            self._recorded(outcomes, write.result()[0], outcomes_wake)
+                            for claim in write.result()[1][1]:
+                                self._assign(claim)  # released by stop() with the others queued
+                        raise
+                    except BaseException:
+                        self._requeue(outcomes, outcomes_wake)
+                        raise
                 except StoreUnavailable as exc:
                     log.warning("outbox_claim_failed", error=str(exc))
                 else:
+                    self._recorded(outcomes, written, outcomes_wake)
                     for claim in claims:
                         self._assign(claim)
                     # More may be due at once: the claim was full, or the backlog of a portal it brought to its
@@ -741,23 +769,50 @@ class Dispatcher:
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.get_running_loop().create_task(self._record_outcomes())
 
+    def _take_outcomes(self) -> tuple[list[_Outcome], bool]:
+        """The queued outcomes, to be written now, and whether one of them asks for a claim after it."""
+        batch, self._outcomes = self._outcomes, []
+        wake, self._outcomes_wake = self._outcomes_wake, False
+        return batch, wake
+
+    def _requeue(self, batch: list[_Outcome], wake: bool) -> None:
+        """Outcomes whose write failed go back first in the queue, for the recorder to write."""
+        if not batch:
+            return
+        self._outcomes = batch + self._outcomes
+        self._outcomes_wake = self._outcomes_wake or wake
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.get_running_loop().create_task(self._record_outcomes())
+
+    def _recorded(self, batch: list[_Outcome], results: list[bool], wake: bool) -> None:
+        """Outcomes are written: count and log those that changed their message, and free their room."""
+        if not batch:
+            return
+        for (_, recorded), ok in zip(batch, results, strict=True):
+            if ok and recorded is not None:
+                recorded()
+        self._in_flight -= len(batch)
+        if wake:
+            self._notice()
+        elif self._capacity_bound:
+            self._wake.set()
+
     async def _record_outcomes(self) -> None:
         """Write queued outcomes in batches until none are left; retried while the database is away.
 
-        A transition whose guard no longer holds (the lease ran out and another instance took the message)
-        changes nothing: then the outcome is that instance's to write. The send itself is never retried
-        for a failed write; the lease brings the message back, to be sent at least once.
+        They wait a moment first: a claim starting meanwhile (the next message accepted, a lane asking for
+        more) takes them into its own transaction. A transition whose guard no longer holds (the lease ran
+        out and another instance took the message) changes nothing: then the outcome is that instance's to
+        write. The send itself is never retried for a failed write; the lease brings the message back, to
+        be sent at least once.
         """
         delays = iter((0.1, 0.5, 1, 2, 5, 10, 20))
+        if not self._stopping:
+            await asyncio.sleep(_RECORD_WAIT)
         while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
-            wake, self._outcomes_wake = self._outcomes_wake, False
-
-            def write(conn: Connection) -> list[bool]:
-                return [bool(transition(conn)) for transition, _ in batch]
-
+            batch, wake = self._take_outcomes()
             try:
-                results = await self._db.write_off_loop(write)
+                results = await self._db.write_off_loop(functools.partial(_write_outcomes, batch=batch))
             except StoreUnavailable as exc:
                 delay = next(delays, None)
                 log.warning("outbox_record_failed", error=str(exc), retry_in=delay)
@@ -769,14 +824,7 @@ class Dispatcher:
                 self._outcomes_wake = self._outcomes_wake or wake
                 await asyncio.sleep(delay)
                 continue
-            for (_, recorded), ok in zip(batch, results, strict=True):
-                if ok and recorded is not None:
-                    recorded()
-            self._in_flight -= len(batch)
-            if wake:
-                self._notice()
-            elif self._capacity_bound:
-                self._wake.set()
+            self._recorded(batch, results, wake)
 
     async def _purge(self) -> None:
         now = utcnow()
@@ -804,6 +852,11 @@ class Dispatcher:
             log.info("outbox_bodies_purged", count=purged)
         if deleted:
             log.info("outbox_rows_deleted", count=deleted)
+
+
+def _write_outcomes(conn: Connection, batch: list[_Outcome]) -> list[bool]:
+    """Apply each queued transition; whether each changed its message."""
+    return [bool(transition(conn)) for transition, _ in batch]
 
 
 def _code(reply: str) -> int | None:
