@@ -176,7 +176,7 @@ class Server:
 
     def worker_pid(self) -> int:
         # granian: one main process and (here) one worker child; beside it, the delivery process
-        pids = [p for p in self.worker_pids() if b"deliver" not in _cmdline(p)]
+        pids = [p for p in self.worker_pids() if b"deliver" not in _cmdline(p).split(b"\0")]  # the argument, not a path
         if not pids:
             raise RuntimeError("no worker process found")
         return max(pids, key=lambda p: _status_kb(p, "VmRSS") or 0)

@@ -15,7 +15,7 @@ on the load core, accepts and drops everything) and the per-portal rate limit ou
 The figure is the server's user + system CPU (``/proc/PID/stat``, all threads of serve, its worker and its
 delivery process) from before the first message to the moment the last one is sent, divided by the messages:
 acceptance, the dispatcher's claim, the SMTP client's session and the log lines, everything the server does
-for a message. ``BENCH_THREADS=1`` adds the worker's own threads, one by one. Median of ``--runs``, the two
+for a message. ``BENCH_THREADS=1`` adds the worker's own threads, one by one, and each process's share. Median of ``--runs``, the two
 ways alternating. With several ``--src`` (a ``src`` directory of another checkout, put first on the server's
 ``PYTHONPATH``) the trees are interleaved within each run, so that before/after figures come from one run.
 """
@@ -137,11 +137,21 @@ def server_cpu(server: Server) -> float:
     return sum(cpu_seconds(pid) for pid in [server.process.pid, *server.worker_pids()])
 
 
+def processes(server: Server) -> dict[str, float]:
+    """CPU seconds so far of each of the server's processes: serve, its worker(s) and the delivery process."""
+    assert server.process is not None
+    out = {"serve": cpu_seconds(server.process.pid)}
+    for pid in server.worker_pids():
+        name = "deliver" if b"deliver" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") else "worker"
+        out[name] = out.get(name, 0.0) + cpu_seconds(pid)
+    return out
+
+
 def one(server: Server, port: int, key: str, ca: trustme.CA, way: str, n: int) -> float:
     """CPU ms per message of one way in, delivery included."""
     pid = server.worker_pid()
     wait_drained(server)
-    cpu0, threads0 = server_cpu(server), threads(pid)
+    cpu0, threads0, processes0 = server_cpu(server), threads(pid), processes(server)
     if way == "submission":
         asyncio.run(via_submission(port, ca, key, n))
     else:
@@ -150,6 +160,8 @@ def one(server: Server, port: int, key: str, ca: trustme.CA, way: str, n: int) -
     if os.environ.get("BENCH_THREADS"):
         by_thread = {k: (v - threads0.get(k, 0.0)) / n * 1000 for k, v in threads(pid).items()}
         log(f"{way} per thread (ms/message): " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(by_thread.items()) if v >= 0.01))
+        by_process = {k: (v - processes0.get(k, 0.0)) / n * 1000 for k, v in processes(server).items()}
+        log(f"{way} per process (ms/message): " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(by_process.items())))
     return (server_cpu(server) - cpu0) / n * 1000
 
 

@@ -4,6 +4,7 @@
     python bench/profile_app.py --db postgres           # the same on a throwaway PostgreSQL cluster
     python bench/profile_app.py --profile get --portals 100000   # pyinstrument tree of GET at 100 000 portals
     python bench/profile_app.py --cprofile post         # cProfile, top functions by own time
+    python bench/profile_app.py --db postgres --kind lookup   # one database lookup alone (Database.fetch_one)
     SHOW_ALL=1 python bench/profile_app.py --profile get # the pyinstrument tree with library frames too
 
 This is the tool behind the "where the time goes" sections of docs/benchmarks.md: the same application
@@ -88,6 +89,19 @@ async def run_many(app: Any, kind: str, creds: list[tuple[str, str]], n: int) ->
     return (time.process_time() - started) / n * 1e6
 
 
+async def run_lookups(db: Any, n: int) -> float:
+    """Mean µs per lookup over ``n`` sequential ``Database.fetch_one`` calls of a one-row statement."""
+    import sqlalchemy as sa
+
+    from smtpsettings.store.database import Prepared
+
+    statement = Prepared(sa.select(sa.literal_column("1") + sa.bindparam("n", type_=sa.Integer)))
+    started = time.process_time()
+    for i in range(n):
+        await db.fetch_one(statement, n=i)
+    return (time.process_time() - started) / n * 1e6
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
@@ -95,7 +109,11 @@ def main() -> None:
     p.add_argument("-n", type=int, default=3000, help="requests per kind (default 3000)")
     p.add_argument("--profile", choices=("live", "get", "post"), help="pyinstrument tree of one kind")
     p.add_argument("--cprofile", choices=("live", "get", "post"), help="cProfile of one kind, top 40 by own time")
-    p.add_argument("--kind", choices=("live", "get", "post"), help="time this kind only (e.g. under py-spy)")
+    p.add_argument(
+        "--kind",
+        choices=("live", "get", "post", "lookup"),
+        help="time this kind only (e.g. under py-spy); lookup: the request path's database lookup alone",
+    )
     p.add_argument("--log-format", default="json", choices=("json", "console"))
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--keep", action="store_true")
@@ -122,7 +140,12 @@ def main() -> None:
             only = args.profile or args.cprofile or args.kind
             kinds = [only] if only else ["live", "get", "post"]
             results = {}
+            db = app.app.state.services.db  # type: ignore[attr-defined]
             for kind in kinds:
+                if kind == "lookup":
+                    await run_lookups(db, min(300, args.n))  # warm-up
+                    results[kind] = await run_lookups(db, args.n)
+                    continue
                 await run_many(app, kind, pop.creds, min(300, args.n))  # warm-up
                 if args.profile:
                     from pyinstrument import Profiler
@@ -144,7 +167,8 @@ def main() -> None:
                 else:
                     results[kind] = await run_many(app, kind, pop.creds, args.n)
             for kind, us in results.items():
-                print(f"{kind:5s} {us:8.1f} µs CPU per request (in-process, {args.db}, {args.portals} portals)")
+                what = "lookup" if kind == "lookup" else "request"
+                print(f"{kind:5s} {us:8.1f} µs CPU per {what} (in-process, {args.db}, {args.portals} portals)")
             await app.app.state.services.close()  # type: ignore[attr-defined]
 
         asyncio.run(go())

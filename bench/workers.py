@@ -8,7 +8,10 @@ gets the same two, so that only the worker count differs). ``--sessions`` STARTT
 (on the same cores: the machine has no third), each sends messages back to back; the rate is all sessions'
 accepted messages over ``--duration`` s after ``--warmup`` s. The instance's outbox lock is held by this
 process, so no server dispatches: this is acceptance alone. Runs alternate the variants; figures are medians,
-and the ratio two workers / one worker is taken within each run.
+and the ratio two workers / one worker is taken within each run. Each window also measures the CPU the server
+(serve and its workers) and the clients (this process) spent per message: the clients share the cores, so
+``cores × 1000 / (server + clients ms)`` is the most messages a second any number of workers could reach here,
+and that ceiling over the one-worker rate bounds what a second worker can add on this machine.
 
 ``--baseline-src DIR``: also the same two servers running the code in ``DIR`` (a checkout's ``src``,
 put first on ``PYTHONPATH``), for a before/after in one run. ``--syncs``: one more window per variant under
@@ -25,12 +28,13 @@ import ssl
 import statistics
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 import trustme
-from common import Backend, Server, Workdir, log
+from common import Backend, Server, Workdir, cpu_seconds, log
 
 from submission import MESSAGE, PORTAL, SENDER, our_server
 
@@ -49,12 +53,43 @@ async def session(port: int, ca: trustme.CA, login: tuple[str, str], until: floa
                 counted[0] += 1
 
 
-async def accept_rate(port: int, ca: trustme.CA, login: tuple[str, str], sessions: int, warmup: float, duration: float) -> float:
-    """Messages a second accepted over ``sessions`` concurrent sessions."""
+@dataclass
+class Window:
+    """What one measured window cost: messages accepted, and the CPU seconds of the server and of the clients."""
+
+    duration: float
+    messages: int = 0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.duration
+
+
+def server_cpu(server: Server) -> float:
+    assert server.process is not None
+    return sum(cpu_seconds(pid) for pid in [server.process.pid, *server.worker_pids()])
+
+
+async def accept_rate(server: Server, port: int, ca: trustme.CA, login: tuple[str, str], sessions: int, warmup: float, duration: float) -> Window:
+    """Messages a second accepted over ``sessions`` concurrent sessions, and the CPU both sides spent on them.
+
+    The clients are this process (``time.process_time``: all its threads); the server is serve and its workers.
+    """
     counted = [0]
     start = time.perf_counter() + warmup
-    await asyncio.gather(*(session(port, ca, login, start + duration, start, counted) for _ in range(sessions)))
-    return counted[0] / duration
+    window = Window(duration)
+
+    async def meter() -> None:
+        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+        s0, c0, m0 = server_cpu(server), time.process_time(), counted[0]
+        await asyncio.sleep(duration)
+        window.server_cpu, window.client_cpu = server_cpu(server) - s0, time.process_time() - c0
+        window.messages = counted[0] - m0
+
+    await asyncio.gather(meter(), *(session(port, ca, login, start + duration, start, counted) for _ in range(sessions)))
+    return window
 
 
 def syncs_per_message(server: Server, port: int, ca: trustme.CA, login: tuple[str, str], args: argparse.Namespace) -> float:
@@ -119,20 +154,26 @@ def main() -> None:
 
                     Server.start = start  # type: ignore[method-assign]
                     try:
-                        server, port, key = our_server(work, name.replace("-", "_"), backend, tls, hold_dispatcher=True, **env)
+                        # Nothing is delivered here: the queue's cap is lifted so that every run's messages fit.
+                        server, port, key = our_server(work, name.replace("-", "_"), backend, tls, hold_dispatcher=True,
+                                                       SMTPSETTINGS_OUTBOX_MAX_QUEUED_MESSAGES="1000000", **env)
                     finally:
                         Server.start = original  # type: ignore[method-assign]
                     servers.append(server)
                     variants[name] = (server, port, (PORTAL, key))
             names = list(variants)
             runs: list[dict[str, float]] = []
+            windows: dict[str, list[Window]] = {name: [] for name in names}
             for i in range(args.runs):
                 order = names[i % len(names) :] + names[: i % len(names)]
                 result = {}
                 for name in order:
-                    _, port, login = variants[name]
-                    result[name] = asyncio.run(accept_rate(port, ca, login, args.sessions, args.warmup, args.duration))
-                    log(f"run {i + 1} {name}: {result[name]:.0f} messages/s")
+                    server, port, login = variants[name]
+                    window = asyncio.run(accept_rate(server, port, ca, login, args.sessions, args.warmup, args.duration))
+                    windows[name].append(window)
+                    result[name] = window.rate
+                    log(f"run {i + 1} {name}: {result[name]:.0f} messages/s, CPU ms/message: server "
+                        f"{window.server_cpu / max(window.messages, 1) * 1000:.2f}, clients {window.client_cpu / max(window.messages, 1) * 1000:.2f}")
                 runs.append(result)
             syncs = {}
             if args.syncs:
@@ -154,6 +195,20 @@ def main() -> None:
         ratio = statistics.median(r[name] / r[one] for r in runs)
         sync = f"{syncs[name]:.3f}" if name in syncs else "–"
         print(f"| {name} | {statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) | {ratio:.2f} | {sync} |")
+    # What two cores allow at best: every message costs the server's and the clients' CPU, and both share the
+    # machine's cores. A second worker can add throughput only up to that ceiling.
+    cores = len(args.cpus.split(","))
+    print(f"\nCPU per message and the ceiling of {cores} cores shared by the server and its clients")
+    print("| variant | server CPU ms/msg | clients CPU ms/msg | cores busy | ceiling msg/s | ceiling ÷ its one-worker rate |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        ws = windows[name]
+        srv = statistics.median(w.server_cpu / max(w.messages, 1) * 1000 for w in ws)
+        cli = statistics.median(w.client_cpu / max(w.messages, 1) * 1000 for w in ws)
+        busy = statistics.median((w.server_cpu + w.client_cpu) / w.duration for w in ws)
+        ceiling = cores * 1000 / (srv + cli)
+        one = name.rsplit("-", 1)[0] + "-w1"
+        print(f"| {name} | {srv:.2f} | {cli:.2f} | {busy:.2f} | {ceiling:,.0f} | {ceiling / statistics.median(r[one] for r in runs):.2f} |")
     if "base-w1" in names:
         for w in (1, 2):
             ratio = statistics.median(r[f"now-w{w}"] / r[f"base-w{w}"] for r in runs)

@@ -95,8 +95,8 @@ class _Metrics:
             ["class"],
             registry=registry,
         )
-        for reply_class in REPLY_CLASSES:
-            self.replies.labels(reply_class)  # every class shows, at zero, from the start
+        # Every class shows, at zero, from the start; the children are kept, as labels() looks them up under a lock.
+        self.reply_classes = {reply_class: self.replies.labels(reply_class) for reply_class in REPLY_CLASSES}
         self.delivery = Histogram(
             "smtpsettings_outbox_delivery_seconds",
             "Seconds from a message's acceptance to the mail server accepting it.",
@@ -171,7 +171,7 @@ def record_connection_opened(token_cache_entries: int) -> None:
 
 def record_reply(code: int | None) -> None:
     """The outcome of one send attempt: the server's final reply code, or None when there was no reply."""
-    _metrics().replies.labels(reply_class(code)).inc()
+    _metrics().reply_classes[reply_class(code)].inc()
 
 
 def reply_class(code: int | None) -> str:

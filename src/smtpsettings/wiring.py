@@ -8,7 +8,10 @@ supervisor): serve marks its workers with :data:`SEPARATE_DELIVERY_ENV`, and the
 a socket in the data directory (:mod:`smtpsettings.services.wakeups`) instead of an in-process event.
 
 It sits at the top, beside the application that uses it, because it wires every layer together, the SMTP
-submission port (a front door, like the HTTP API) included: nothing below imports it at run time.
+submission port (a front door, like the HTTP API) included: nothing below imports it at run time. What only
+the accepting side uses (the submission port, sign-in, acceptance into the outbox) is imported where
+:class:`Services` is built: the delivery process builds only :class:`Delivery` and, a fresh interpreter that
+pays for every module again, loads neither aiosmtpd nor granian (tests/test_deliverer_imports.py).
 """
 
 from __future__ import annotations
@@ -23,14 +26,11 @@ import structlog
 from smtpsettings.config import Settings
 from smtpsettings.crypto import KeyRing
 from smtpsettings.mail import TokenCache
-from smtpsettings.services.auth import AuthService
 from smtpsettings.services.dispatcher import Dispatcher
 from smtpsettings.services.mailtest import TestMailService
-from smtpsettings.services.outbox import OutboxService
 from smtpsettings.services.smtp import SmtpSettingsService
 from smtpsettings.services.wakeups import WakeListener, Waker
 from smtpsettings.store.database import Database
-from smtpsettings.submission.server import SubmissionServer
 
 __all__ = ("SEPARATE_DELIVERY_ENV", "Delivery", "Services", "wake_path")
 
@@ -62,6 +62,10 @@ class Services:
     """Everything a request, the dispatcher or the CLI may use, built once per worker from the settings."""
 
     def __init__(self, settings: Settings) -> None:
+        from smtpsettings.services.auth import AuthService
+        from smtpsettings.services.outbox import OutboxService
+        from smtpsettings.submission.server import SubmissionServer
+
         self.settings = settings
         self.db = _database(settings)
         self.keyring = KeyRing(settings.key_file)

@@ -133,6 +133,36 @@ async def test_no_data_when_every_recipient_is_refused_and_the_session_stays_usa
     await connection.quit()
 
 
+@pytest.mark.parametrize(
+    "address",
+    ["ann@example.org", "o'brien+news.tag@mail.example.org", "a.b-c_d=e!f#g$h%i&j*k/l?m^n`o{p|q}r~s@x-y.example", '"ann lee"@example.org', "Ann <ann@example.org>"],
+)
+def test_an_address_sent_as_is_is_one_aiosmtplib_would_send_unchanged(address: str) -> None:
+    from aiosmtplib.email import quote_address
+
+    from smtpsettings.mail.client import _PLAIN_ADDRESS
+
+    if _PLAIN_ADDRESS.fullmatch(address):
+        assert quote_address(address) == f"<{address}>"
+    else:  # the others take aiosmtplib's own path
+        assert address.startswith(('"', "Ann"))
+
+
+async def test_plain_and_other_addresses_reach_the_server_as_aiosmtplib_quotes_them(start_server: StartServer) -> None:
+    sink = Recorder()
+    server = await start_server(sink)
+    connection = await opened(server.port)
+    odd = ["o'brien+tag@example.org", '"ann lee"@example.org', "Bob <bob@example.org>"]
+    delivery = await connection.send(SENDER, odd, content())
+    assert delivery.accepted == tuple(odd) and not delivery.refusals
+    [delivered] = sink.messages
+    assert delivered.mail_from == SENDER
+    assert delivered.rcpt_tos == ["o'brien+tag@example.org", '"ann lee"@example.org', "bob@example.org"]
+    assert f"C: MAIL FROM:<{SENDER}>" in connection.transcript
+    assert "C: RCPT TO:<bob@example.org>" in connection.transcript
+    await connection.quit()
+
+
 async def test_temporary_refusal_of_data_has_code_451(start_server: StartServer) -> None:
     sink = Recorder(data_replies=["451 4.3.0 Try again later"])
     server = await start_server(sink)

@@ -196,6 +196,38 @@ async def test_a_lookup_cancelled_while_the_server_does_not_answer_ends_at_once(
     assert await pid(db) != before
 
 
+def others() -> set[asyncio.Task[Any]]:
+    """The event loop's tasks besides the test's own: a pooled connection's, or a lookup left running."""
+    return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+
+async def test_no_task_outlives_its_connection(url: str, handles: Handles) -> None:
+    db = handles(url, pool_size=2, timeout=5)
+    await asyncio.gather(*(pid(db, hold=0.1) for _ in range(4)))
+    assert len(others()) <= len(backends(url)) == 2  # at most one task per connection
+
+    lookup = asyncio.create_task(pid(db, hold=2))
+    await asyncio.sleep(0.2)
+    lookup.cancel()  # its connection is closed: its task ends with it
+    with pytest.raises(asyncio.CancelledError):
+        await lookup
+    await eventually(lambda: len(others()) <= 1)
+
+    killed = asyncio.create_task(pid(db, hold=3))
+    await asyncio.sleep(0.2)
+    victims = backends(url)
+    with psycopg.connect(url, autocommit=True) as admin:
+        for victim in victims:
+            admin.execute("SELECT pg_terminate_backend(%s)", (victim,))
+    with pytest.raises(StoreUnavailable):
+        await killed
+    await eventually(lambda: not others())  # broken: closed, with the idle ones, and their tasks ended
+
+    assert await pid(db) > 0
+    await db.dispose_async()
+    await eventually(lambda: not others())
+
+
 def test_each_event_loop_gets_its_own_connections_and_the_last_ones_are_closed(url: str) -> None:
     db = Database(url)
     first = asyncio.run(pid(db))

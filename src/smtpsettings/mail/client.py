@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 import socket
 import ssl
 import time
@@ -94,6 +95,32 @@ next mechanism tried, so bad credentials never cost several failed logins."""
 
 StepCallback = Callable[[str], Awaitable[None]]
 _T = TypeVar("_T")
+
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+"""An ASCII dot-atom address, which aiosmtplib would put on the wire unchanged as ``<address>``: sent so
+directly, it skips the parse of ``email.utils`` that every MAIL and RCPT pays otherwise, once per message
+of the outbox. Anything else goes through aiosmtplib's own quoting and checks."""
+
+
+async def _mail(smtp: SMTP, sender: str, options: list[str], encoding: str, timeout: float) -> SMTPResponse:
+    """``smtp.mail(...)``, without the address parse where the address needs none."""
+    if not _PLAIN_ADDRESS.fullmatch(sender):
+        return await smtp.mail(sender, options=options, encoding=encoding, timeout=timeout)
+    args = [option.encode("ascii") for option in options]
+    reply = await smtp.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", *args, timeout=timeout)
+    if reply.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+    return reply
+
+
+async def _rcpt(smtp: SMTP, recipient: str, encoding: str, timeout: float) -> SMTPResponse:
+    """``smtp.rcpt(...)``, without the address parse where the address needs none."""
+    if not _PLAIN_ADDRESS.fullmatch(recipient):
+        return await smtp.rcpt(recipient, encoding=encoding, timeout=timeout)
+    reply = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">", timeout=timeout)
+    if reply.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+    return reply
 
 
 def _reply(response: SMTPResponse | aiosmtplib.SMTPResponseException) -> str:
@@ -626,7 +653,7 @@ class _Session:
         start = time.perf_counter()
         self.in_transaction = True
         try:
-            reply = await smtp.mail(sender, options=options, encoding=encoding, timeout=timeout)
+            reply = await _mail(smtp, sender, options, encoding, timeout)
         except aiosmtplib.SMTPSenderRefused as exc:
             raise self.fail(SendError, f"Sender rejected: {_reply(exc)}", exc.code) from exc
         except ValueError as exc:
@@ -635,7 +662,7 @@ class _Session:
         for recipient in recipients:
             start = time.perf_counter()
             try:
-                reply = await smtp.rcpt(recipient, encoding=encoding, timeout=timeout)
+                reply = await _rcpt(smtp, recipient, encoding, timeout)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 if refusals is None or exc.code == _SERVICE_CLOSING:
                     raise self.fail(SendError, f"Recipient rejected: {_reply(exc)}", exc.code) from exc

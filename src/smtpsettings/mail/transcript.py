@@ -76,22 +76,61 @@ class Redactor:
 
 
 class Transcript:
-    """Collects ``C:``/``S:`` lines with AUTH exchanges masked."""
+    """Collects ``C:``/``S:`` lines with AUTH exchanges masked.
+
+    What is written and read is kept as it came and turned into lines only when :attr:`lines` is read:
+    a delivery that succeeds never shows its transcript, and formatting and scrubbing every line of every
+    message cost the outbox more than the rest of its bookkeeping. Secrets only ever get added to the
+    redactor, so lines made later are masked at least as much as they would have been at once.
+    """
 
     def __init__(self, redactor: Redactor) -> None:
-        self.lines: list[str] = []
+        self._lines: list[str] = []
+        self._events: list[tuple[int, object]] = []
         self._redactor = redactor
         self._in_auth = False
         self._expect_body = False
+        self._body_next = False  # the last reply was 354: the next write is the content, kept as its length only
 
-    def _add(self, line: str) -> None:
-        self.lines.append(truncate(self._redactor.scrub(line)))
+    @property
+    def lines(self) -> list[str]:
+        """The transcript so far (the same list each time: clearing it drops what it held)."""
+        if self._events:
+            events, self._events = self._events, []
+            for kind, payload in events:
+                if kind == _CLIENT:
+                    self._client(payload)  # type: ignore[arg-type]
+                elif kind == _SERVER:
+                    self._server(payload)  # type: ignore[arg-type]
+                else:
+                    self._add(f"-- {payload}")
+        return self._lines
 
     def client(self, data: bytes) -> None:
         """Record bytes written by the client (one command, or the DATA body)."""
-        if self._expect_body:
+        if self._body_next:
+            self._body_next = False
+            self._events.append((_CLIENT, len(data)))
+        else:
+            self._events.append((_CLIENT, data))
+
+    def server(self, response: SMTPResponse) -> None:
+        """Record one (possibly multi-line) reply."""
+        self._body_next = response.code == 354
+        self._events.append((_SERVER, response))
+
+    def note(self, text: str) -> None:
+        """Record an event that is not a protocol line (timeouts, TLS start)."""
+        self._events.append((_NOTE, text))
+
+    def _add(self, line: str) -> None:
+        self._lines.append(truncate(self._redactor.scrub(line)))
+
+    def _client(self, data: bytes | int) -> None:
+        if self._expect_body or isinstance(data, int):
             self._expect_body = False
-            self._add(f"C: [message content, {len(data)} bytes]")
+            size = data if isinstance(data, int) else len(data)
+            self._add(f"C: [message content, {size} bytes]")
             self._add("C: .")
             return
         for raw in data.split(b"\r\n"):
@@ -108,8 +147,7 @@ class Transcript:
             else:
                 self._add(f"C: {line}")
 
-    def server(self, response: SMTPResponse) -> None:
-        """Record one (possibly multi-line) reply."""
+    def _server(self, response: SMTPResponse) -> None:
         if self._in_auth and response.code == 334:
             self._add(f"S: 334 {MASK}")
             return
@@ -125,6 +163,5 @@ class Transcript:
         if dropped:
             self._add(f"S: {response.code} [{dropped} more lines]")
 
-    def note(self, text: str) -> None:
-        """Record an event that is not a protocol line (timeouts, TLS start)."""
-        self._add(f"-- {text}")
+
+_CLIENT, _SERVER, _NOTE = range(3)

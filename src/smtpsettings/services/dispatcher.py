@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import random
@@ -87,6 +88,11 @@ _CANCELLED_LANES_WAIT = 1.0  # at a stop past its grace: time for cancelled lane
 _PREFETCH = 8  # claimed beyond a portal's lanes, so its lanes find the next message without a claim between
 _IN_A_ROW = 5  # a portal's messages claimed together, and sent over one connection before others waiting for its host
 _MORE_WAIT = 0.5  # longest a lane holds its connection for the claim of its portal's next messages
+_RECORD_WAIT = 0.02  # longest an outcome waits for a claim to be written with, before it is written on its own
+
+
+_Outcome = tuple[Callable[[Connection], bool], Callable[[], None] | None]
+"""A message's transition to write, and what to do once it changed the message (count it, log it)."""
 
 
 @dataclass
@@ -135,8 +141,16 @@ class Dispatcher:
         # Portals whose lane holds a connection and has sent its queue: the next claim asks for more of theirs,
         # and resolves the future with whether the portal may have more still.
         self._hungry: dict[int, asyncio.Future[bool]] = {}
+        # Signals that due work may have appeared (acceptances, released leases, a destination back): a count,
+        # so that a claim can be told apart from what came after it.
+        self._news = 0
+        # Portals whose due messages the last claim of theirs took every one of, with the news count before
+        # it: while nothing has happened since, asking a claim for more of theirs would find nothing.
+        self._exhausted: dict[int, int] = {}
         self._in_flight = 0
-        self._outcomes: list[tuple[Callable[[Connection], bool], Callable[[], None] | None]] = []
+        self._outcomes: list[_Outcome] = []
+        self._outcomes_wake = False  # one of the queued outcomes puts a message back in the queue
+        self._capacity_bound = False  # the last claim took fewer than a batch for want of room: freed room is news
         self._recorder: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._beating: asyncio.Task[None] | None = None
@@ -153,6 +167,11 @@ class Dispatcher:
 
     def wake(self) -> None:
         """A message was accepted in this process: look for due work now rather than at the next poll."""
+        self._notice()
+
+    def _notice(self) -> None:
+        """Something may have made messages due: claim soon, and let no lane take the last claim for complete."""
+        self._news += 1
         self._wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -273,7 +292,7 @@ class Dispatcher:
             log.warning("outbox_peers_silent", peers=owners, released=released)
         elif released:
             log.info("outbox_leases_released", released=released)
-        self._wake.set()
+        self._notice()
 
     # -- claiming -----------------------------------------------------------------------------------
 
@@ -287,6 +306,7 @@ class Dispatcher:
                 next_retention = loop.time() + _RETENTION_EVERY
                 await self._purge()
             room = self._capacity - self._in_flight
+            self._capacity_bound = room < batch
             more = False
             if room > 0 or self._hungry:
                 busy = self._busy()
@@ -295,17 +315,42 @@ class Dispatcher:
                 hungry, self._hungry = self._hungry, {}
                 wanted = {p: self._share - busy.get(p, 0) for p in hungry}
                 got: dict[int, int] = {}
+                news = self._news
+                # The outcomes queued meanwhile go in the claim's transaction: one commit where there were two.
+                outcomes, outcomes_wake = self._take_outcomes()
+
+                def work(conn: Connection) -> tuple[list[bool], tuple[int, list[Claim]]]:
+                    return _write_outcomes(conn, outcomes), self._claim(conn, limit, busy, wanted, got)  # noqa: B023
+
+                write = asyncio.ensure_future(self._db.write_off_loop(work))
                 try:
-                    claimed, claims = await self._db.write_off_loop(lambda c: self._claim(c, limit, busy, wanted, got))
+                    try:
+                        written, (claimed, claims) = await asyncio.shield(write)
+                    except asyncio.CancelledError:
+                        # Stopping: the transaction may commit all the same, and its outcomes must not be lost.
+                        await asyncio.wait([write])
+                        if write.cancelled() or write.exception() is not None:
+                            self._requeue(outcomes, outcomes_wake)
+                        else:
+                            self._recorded(outcomes, write.result()[0], outcomes_wake)
+                            for claim in write.result()[1][1]:
+                                self._assign(claim)  # released by stop() with the others queued
+                        raise
+                    except BaseException:
+                        self._requeue(outcomes, outcomes_wake)
+                        raise
                 except StoreUnavailable as exc:
                     log.warning("outbox_claim_failed", error=str(exc))
                 else:
+                    self._recorded(outcomes, written, outcomes_wake)
                     for claim in claims:
                         self._assign(claim)
                     # More may be due at once: the claim was full, or the backlog of a portal it brought to its
                     # share may have filled the walk; the next walk leaves that portal out.
                     now_busy = self._busy()
-                    more = limit > 0 and (claimed == limit or any(now_busy[c.portal_id] >= self._share for c in claims))
+                    capped = claimed == limit or any(now_busy[c.portal_id] >= self._share for c in claims)
+                    more = limit > 0 and capped
+                    self._note_exhausted(news, wanted, got, claims if limit > 0 and not capped else [])
                 finally:
                     self._fed(hungry, {p: got.get(p, 0) >= n > 0 for p, n in wanted.items()})
             if more or self._hungry:  # lanes that asked for more during the claim
@@ -319,6 +364,21 @@ class Dispatcher:
                 # Every accepted message wakes the dispatcher: a moment's pause claims a burst in one
                 # statement (one commit) instead of one each.
                 await asyncio.sleep(_GATHER_SECONDS)
+
+    def _note_exhausted(self, news: int, wanted: dict[int, int], got: dict[int, int], walked: list[Claim]) -> None:
+        """Remember the portals a claim took every due message of (those it took fewer of than it asked for).
+
+        ``walked``: the claim's messages when its walk was not capped (fewer than its limit, no portal brought
+        to its share): then every portal in it had all its due messages taken, since a walk that stops at its
+        row bound has taken its limit. The claim's own messages are in the lanes, not in the database.
+        """
+        for portal_id, n in wanted.items():
+            if got.get(portal_id, 0) < n and portal_id in self._lane_tasks:
+                self._exhausted[portal_id] = news
+            else:
+                self._exhausted.pop(portal_id, None)
+        for claim in walked:
+            self._exhausted[claim.portal_id] = news  # it has a lane: _assign started one
 
     def _busy(self) -> dict[int, int]:
         """Messages each portal has here, waiting in its lanes or being sent: what its share counts."""
@@ -401,6 +461,7 @@ class Dispatcher:
             lanes.discard(asyncio.current_task())  # type: ignore[arg-type]
             if not lanes:
                 del self._lane_tasks[portal_id]
+                self._exhausted.pop(portal_id, None)  # the claim that brings the portal's next lane says again
 
     @staticmethod
     def _fed(hungry: dict[int, asyncio.Future[bool]], full: dict[int, bool]) -> None:
@@ -525,13 +586,16 @@ class Dispatcher:
 
         With the queue empty, the lane asks the next claim for more of its portal's messages (once per
         connection after the claim found no more), holding the connection meanwhile: a claim's round trip
-        costs less than opening another.
+        costs less than opening another. It does not ask when the claim that brought the portal's last
+        messages took every one that was due and nothing was accepted or released since: that claim would
+        be a transaction per message for nothing, the common case of mail arriving a message at a time.
+        The idle connection stays in the pool for the next one.
         """
         if not self._pool.reusable(connection):
             return None
         if not self._lanes.get(route.portal_id):
-            if self._stopping or route.drained:
-                return None
+            if self._stopping or route.drained or self._exhausted.get(route.portal_id) == self._news:
+                return None  # the last claim of the portal's messages took all there were, and nothing came since
             route.drained = not await self._claim_more(route.portal_id)
             if not self._lanes.get(route.portal_id):
                 return None
@@ -583,7 +647,7 @@ class Dispatcher:
                 accepted=len(delivery.accepted), refused=len(refusals) - len(later), deferred=len(later),
             )
 
-        self._finish(claim, write, recorded)
+        self._finish(claim, write, recorded, wake=retry is not None)
 
     def _classify(self, claim: Claim, error: MailError) -> Outcome:
         return classify(
@@ -681,7 +745,7 @@ class Dispatcher:
                 log.warning("outbox_destination_write_failed", portal_id=portal_id, error=str(exc))
                 return
             log.info(event, portal_id=portal_id, count=count)
-            self._wake.set()
+            self._notice()
 
         task = asyncio.get_running_loop().create_task(run())
         self._side_writes.add(task)
@@ -689,47 +753,78 @@ class Dispatcher:
 
     # -- recording ----------------------------------------------------------------------------------
 
-    def _finish(self, claim: Claim, transition: Callable[[Connection], bool], recorded: Callable[[], None] | None = None) -> None:
+    def _finish(
+        self, claim: Claim, transition: Callable[[Connection], bool], recorded: Callable[[], None] | None = None,
+        *, wake: bool = True,
+    ) -> None:
         """Queue the attempt's outcome for the next batch write; the lane goes on to its next message.
 
         One transaction (one sync to disk) records every outcome that arrived meanwhile: per message, it
-        would cost more than the SMTP exchange.
+        would cost more than the SMTP exchange. Once written, the dispatcher looks for due work again if
+        the room freed is what it lacked, or (``wake``) the outcome may make a message due again: a message
+        sent for good brings nothing new, and a claim after each one was one more transaction per message.
         """
         self._outcomes.append((transition, recorded))
+        self._outcomes_wake = self._outcomes_wake or wake
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.get_running_loop().create_task(self._record_outcomes())
+
+    def _take_outcomes(self) -> tuple[list[_Outcome], bool]:
+        """The queued outcomes, to be written now, and whether one of them asks for a claim after it."""
+        batch, self._outcomes = self._outcomes, []
+        wake, self._outcomes_wake = self._outcomes_wake, False
+        return batch, wake
+
+    def _requeue(self, batch: list[_Outcome], wake: bool) -> None:
+        """Outcomes whose write failed go back first in the queue, for the recorder to write."""
+        if not batch:
+            return
+        self._outcomes = batch + self._outcomes
+        self._outcomes_wake = self._outcomes_wake or wake
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.get_running_loop().create_task(self._record_outcomes())
+
+    def _recorded(self, batch: list[_Outcome], results: list[bool], wake: bool) -> None:
+        """Outcomes are written: count and log those that changed their message, and free their room."""
+        if not batch:
+            return
+        for (_, recorded), ok in zip(batch, results, strict=True):
+            if ok and recorded is not None:
+                recorded()
+        self._in_flight -= len(batch)
+        if wake:
+            self._notice()
+        elif self._capacity_bound:
+            self._wake.set()
 
     async def _record_outcomes(self) -> None:
         """Write queued outcomes in batches until none are left; retried while the database is away.
 
-        A transition whose guard no longer holds (the lease ran out and another instance took the message)
-        changes nothing: then the outcome is that instance's to write. The send itself is never retried
-        for a failed write; the lease brings the message back, to be sent at least once.
+        They wait a moment first: a claim starting meanwhile (the next message accepted, a lane asking for
+        more) takes them into its own transaction. A transition whose guard no longer holds (the lease ran
+        out and another instance took the message) changes nothing: then the outcome is that instance's to
+        write. The send itself is never retried for a failed write; the lease brings the message back, to
+        be sent at least once.
         """
         delays = iter((0.1, 0.5, 1, 2, 5, 10, 20))
+        if not self._stopping:
+            await asyncio.sleep(_RECORD_WAIT)
         while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
-
-            def write(conn: Connection) -> list[bool]:
-                return [bool(transition(conn)) for transition, _ in batch]
-
+            batch, wake = self._take_outcomes()
             try:
-                results = await self._db.write_off_loop(write)
+                results = await self._db.write_off_loop(functools.partial(_write_outcomes, batch=batch))
             except StoreUnavailable as exc:
                 delay = next(delays, None)
                 log.warning("outbox_record_failed", error=str(exc), retry_in=delay)
                 if delay is None:  # give up: the leases bring these messages back
                     self._in_flight -= len(batch)
-                    self._wake.set()
+                    self._notice()
                     continue
                 self._outcomes = batch + self._outcomes
+                self._outcomes_wake = self._outcomes_wake or wake
                 await asyncio.sleep(delay)
                 continue
-            for (_, recorded), ok in zip(batch, results, strict=True):
-                if ok and recorded is not None:
-                    recorded()
-            self._in_flight -= len(batch)
-            self._wake.set()
+            self._recorded(batch, results, wake)
 
     async def _purge(self) -> None:
         now = utcnow()
@@ -757,6 +852,11 @@ class Dispatcher:
             log.info("outbox_bodies_purged", count=purged)
         if deleted:
             log.info("outbox_rows_deleted", count=deleted)
+
+
+def _write_outcomes(conn: Connection, batch: list[_Outcome]) -> list[bool]:
+    """Apply each queued transition; whether each changed its message."""
+    return [bool(transition(conn)) for transition, _ in batch]
 
 
 def _code(reply: str) -> int | None:

@@ -6,11 +6,15 @@ It uses psycopg's public interface only: the connection's own waits, and its soc
 A lookup the caller stops waiting for (cancelled, or overdue at the watchdog's tick) must end at once, on a
 server that does not answer too. psycopg, when the task awaiting a statement is cancelled, asks the server
 to cancel and waits for its answer (up to 5 s, then 5 s more): on a stopped server the caller would hang
-that long. So the statement runs in a task of its own, which the caller's cancellation never reaches, and
-giving up *aborts* the connection: its socket is shut down (not closed: the descriptor stays ours, so its
-number cannot be reused under the reader psycopg has registered). The statement's wait then sees the end
-of the stream at the loop's next turn and fails like any broken connection, and the connection is closed
-and its place freed.
+that long. So each connection has a task of its own that runs its statements, which the callers'
+cancellation never reaches, and giving up *aborts* the connection: its socket is shut down (not closed: the
+descriptor stays ours, so its number cannot be reused under the reader psycopg has registered). The
+statement's wait then sees the end of the stream at the loop's next turn and fails like any broken
+connection, and the connection is closed, its task ends and its place is freed.
+
+That task lives as long as its connection and takes one statement at a time from a future. A task per
+statement, shielded from its caller, did the same with one event-loop turn more per lookup (five instead of
+four) and a task and a shield's future created each time.
 """
 
 from __future__ import annotations
@@ -31,20 +35,35 @@ __all__ = ("LookupPool",)
 _IDLE = TransactionStatus.IDLE
 
 
+_Job = tuple[str, Any, "asyncio.Future[tuple[Any, ...] | None]"]  # a statement, its parameters, its result
+
+
 class _Lookup:
-    """A pooled connection with its cursor, and the state of the lookup it is running."""
+    """A pooled connection with its cursor and its task, and the state of the lookup it is running."""
 
-    __slots__ = ("aborted", "conn", "cursor", "deadline", "expired")
+    __slots__ = ("aborted", "conn", "cursor", "deadline", "expired", "next", "poller", "serving", "task")
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], loop: asyncio.AbstractEventLoop) -> None:
         self.conn = conn
         self.cursor = conn.cursor()
+        self.poller = select.poll()
+        self.poller.register(conn.pgconn.socket, select.POLLIN)
+        self.next: asyncio.Future[_Job | None] = loop.create_future()
+        """The connection's task waits on it for its next statement (None: the connection was closed)."""
+        self.serving: asyncio.Future[tuple[Any, ...] | None] | None = None
+        """The result of the statement submitted and not yet ended (None: idle)."""
+        self.task: asyncio.Task[None] | None = None  # kept here: the loop holds its tasks weakly
         self.deadline = 0.0
         """The loop time by which the running lookup must be done (0: none running); the watchdog reads it."""
         self.expired = False
         """Aborted by the watchdog: the lookup fails with TimeoutError."""
         self.aborted = False
         """Aborted (expired, or its caller stopped waiting): closed when its statement ends."""
+
+    def submit(self, sql: str, params: Any, result: asyncio.Future[tuple[Any, ...] | None]) -> None:
+        """Hand a statement to the connection's task, which is waiting for one whenever the connection is free."""
+        self.serving = result
+        self.next.set_result((sql, params, result))
 
     def abort(self) -> None:
         """End the running statement's wait now: shut the socket down, without a round trip."""
@@ -63,18 +82,18 @@ class _Lookup:
         """Whether the server closed this idle connection (a restart, a terminated backend).
 
         An idle autocommit connection has nothing to read unless the server said goodbye; one zero-timeout
-        poll, no registration with the event loop.
+        poll of the socket, registered with this connection's own poller once, not with the event loop.
         """
         try:
-            poller = select.poll()
-            poller.register(self.conn.pgconn.socket, select.POLLIN)
-            return bool(poller.poll(0))
-        except (psycopg.OperationalError, OSError):
+            return bool(self.poller.poll(0))
+        except OSError:
             return True
 
     def close(self) -> None:
-        """Close without a round trip. Only called when no wait of psycopg's is registered on the socket."""
+        """Close without a round trip, and end the task. Only called when no wait of psycopg's is running."""
         self.conn.pgconn.finish()
+        if not self.next.done():
+            self.next.set_result(None)
 
 
 class LookupPool:
@@ -84,6 +103,8 @@ class LookupPool:
       the server closed while idle is skipped and closed (:meth:`_Lookup.gone`); one that failed is closed,
       and so are the ones idle then (a server that stopped answering would hold each of them up as long);
       one whose lookup was given up on is closed alone.
+    - Each connection's statements run in its own task (see the module's docstring), which ends when the
+      connection is closed.
     - Waiting for a free connection is first come, first served, bounded by ``timeout``: a connection,
       or the place of a closed one, goes straight to the longest waiter.
     - Each lookup has ``2 × timeout`` in all. A statement's wait is bounded by a watchdog ticking every
@@ -129,37 +150,51 @@ class LookupPool:
             async with asyncio.timeout_at(deadline):
                 lookup = await self._acquire()
         lookup.deadline = deadline
-        running = self.loop.create_task(self._run(lookup, sql, params))
+        result = self.loop.create_future()
+        lookup.submit(sql, params, result)
         try:
-            return await asyncio.shield(running)
+            return await result
         except asyncio.CancelledError:
-            if not running.done():
+            if lookup.serving is result:
                 lookup.abort()  # the caller has gone: its statement ends at the loop's next turn
+            elif not result.cancelled():
+                result.exception()  # answered just before: seen here, not reported as never retrieved
             raise
 
-    async def _run(self, lookup: _Lookup, sql: str, params: Any) -> tuple[Any, ...] | None:
-        try:
-            await lookup.cursor.execute(sql, params, prepare=True)
-            row = await lookup.cursor.fetchone()
-        except Exception as exc:
+    async def _serve(self, lookup: _Lookup) -> None:
+        """The connection's task: its statements one at a time, until the connection is closed."""
+        while (job := await lookup.next) is not None:
+            sql, params, result = job
+            lookup.next = self.loop.create_future()
+            try:
+                await lookup.cursor.execute(sql, params, prepare=True)
+                row = await lookup.cursor.fetchone()
+            except Exception as exc:  # noqa: BLE001 - the caller's to see, as if it had run the statement itself
+                lookup.deadline = 0.0
+                lookup.serving = None
+                if lookup.aborted:
+                    self._close(lookup)
+                    self._hand_on(None)
+                    if lookup.expired:
+                        timeout = TimeoutError()
+                        timeout.__cause__ = exc
+                        exc = timeout
+                else:
+                    self._release(lookup, failed=True)
+                if not result.done():
+                    result.set_exception(exc)
+                continue
             lookup.deadline = 0.0
-            if lookup.aborted:
+            lookup.serving = None
+            if lookup.aborted:  # answered just as it was given up on: half-read is never reused
                 self._close(lookup)
                 self._hand_on(None)
-                if lookup.expired:
-                    raise TimeoutError() from exc
-                raise
-            self._release(lookup, failed=True)
-            raise
-        lookup.deadline = 0.0
-        if lookup.aborted:  # answered just as it was given up on: half-read is never reused
-            self._close(lookup)
-            self._hand_on(None)
-        elif lookup.conn.pgconn.transaction_status == _IDLE and not self._waiters and not self._closed:
-            self._idle.append(lookup)
-        else:
-            self._release(lookup, failed=False)
-        return row
+            elif lookup.conn.pgconn.transaction_status == _IDLE and not self._waiters and not self._closed:
+                self._idle.append(lookup)
+            else:
+                self._release(lookup, failed=False)
+            if not result.done():
+                result.set_result(row)
 
     async def _acquire(self) -> _Lookup:
         if self._closed:
@@ -192,7 +227,8 @@ class LookupPool:
         except BaseException:
             self._hand_on(None)
             raise
-        lookup = _Lookup(conn)
+        lookup = _Lookup(conn, self.loop)
+        lookup.task = self.loop.create_task(self._serve(lookup))
         self._open.add(lookup)
         if self._watchdog is None:
             self._watchdog = self.loop.call_later(self._tick, self._watch)
