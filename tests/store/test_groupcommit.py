@@ -115,6 +115,47 @@ async def test_writes_that_arrive_together_commit_in_one_transaction(db: Databas
     assert len(names(db)) == 100
 
 
+async def test_a_batch_wakes_its_callers_loop_once(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each wake-up is a write to the loop's self-pipe and a read on its side: per batch, not per caller.
+    loop = asyncio.get_running_loop()
+    wakes = 0
+    wake = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal wakes
+        wakes += 1
+        return wake(*args, **kwargs)
+
+    blocker = Blocker()
+    head = await blocker.started(db)
+    rest = [asyncio.ensure_future(db.write_grouped(insert(f"m{i:02}"))) for i in range(20)]
+    await asyncio.sleep(0.01)
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    before = batches(db)
+    blocker.release.set()
+    await head
+    assert await asyncio.gather(*rest) == [f"m{i:02}" for i in range(20)]
+    # One per batch (the blockers' own, then the rest's, mostly one), not one per caller.
+    assert wakes == batches(db) - before < blocker.count + 20
+
+
+async def test_a_cancelled_caller_leaves_its_write_and_the_others_alone(db: Database) -> None:
+    blocker = Blocker()
+    head = await blocker.started(db)
+    gone = asyncio.ensure_future(db.write_grouped(insert("gone")))
+    kept = asyncio.ensure_future(db.write_grouped(insert("kept")))
+    await asyncio.sleep(0.01)
+    gone.cancel()  # the client went away: its request is cancelled while the write is queued
+    blocker.release.set()
+    await head
+    assert await kept == "kept"
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    # Queued before the caller gave up, the write still happens (as a shielded one did): only the answer is lost.
+    assert names(db) == ["gone", "kept"]
+    assert await db.write_grouped(insert("next")) == "next"
+
+
 async def test_the_event_loop_runs_while_a_batch_is_written(db: Database) -> None:
     release = threading.Event()
 

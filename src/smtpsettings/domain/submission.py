@@ -15,9 +15,10 @@ from __future__ import annotations
 import email.errors
 import email.header
 import email.utils
+import functools
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import NamedTuple
 
 import msgspec
@@ -92,9 +93,17 @@ class Received(msgspec.Struct, frozen=True):
         t = self.trace
         name = t.client_name if _CLIENT_NAME.fullmatch(t.client_name) else "unknown"
         literal = f"IPv6:{t.client_address}" if ":" in t.client_address else t.client_address
-        stamp = email.utils.format_datetime(self.at)
+        stamp = _date_time(self.at.replace(microsecond=0), self.at.tzinfo)
         text = f"Received: from {name} ([{literal}])\r\n\tby {t.by} (smtpsettings) with {t.protocol} id {self.id};\r\n\t{stamp}\r\n"
         return text.encode("utf-8")
+
+
+@functools.lru_cache(maxsize=4)
+def _date_time(at: datetime, zone: tzinfo | None) -> str:
+    """RFC 5322 date-time of ``at`` (to the second): the messages accepted in one second share it, and
+    formatting it anew cost more than the rest of the field. ``zone`` is part of the key because equal
+    instants in other zones compare (and hash) equal, and are written with their own offsets."""
+    return email.utils.format_datetime(at)
 
 
 class Submitted(msgspec.Struct, frozen=True):

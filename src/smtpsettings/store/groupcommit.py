@@ -106,8 +106,6 @@ class GroupCommitter:
         """
         self._start()
         job = _Job(fn, size, asyncio.get_running_loop())
-        # A caller that stopped waiting (a timeout) leaves the outcome unread; that is not an error.
-        job.future.add_done_callback(_read)
         with self._claims:
             self._waiting[job.future] = job
         self._queue.put(job)
@@ -219,12 +217,10 @@ class GroupCommitter:
             self._count()
             failed = BatchFailed(str(exc))
             failed.__cause__ = exc
-            for job in batch:
-                _settle(job, False, failed)
+            _settle([(job, False, failed) for job in batch])
             return
         self._count()
-        for job, (ok, value) in zip(batch, outcomes, strict=True):
-            _settle(job, ok, value)
+        _settle([(job, ok, value) for job, (ok, value) in zip(batch, outcomes, strict=True)])
 
 
 _Run = Callable[[Callable[["Connection"], Any]], tuple[bool, Any]]
@@ -305,21 +301,31 @@ def _roll_back(conn: Connection, raw: sqlite3.Connection) -> None:
         pass  # the connection is dropped by the caller; SQLite rolls back what a closed one left
 
 
-def _read(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _settle(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+    """Hand a batch's outcomes to their callers: one wake-up of each caller's loop for the whole batch.
+
+    Waking a loop (``call_soon_threadsafe``: a write to its self-pipe, and the read on the other side) costs
+    more than resolving the futures; a batch mostly has one loop. A future already done was given up by
+    its caller (cancelled, or timed out): nobody reads its outcome.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, settled)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting
+            pass
 
 
-def _settle(job: _Job, ok: bool, value: Any) -> None:
-    def resolve() -> None:
-        if job.future.done():
-            return
+def _resolve(settled: list[tuple[_Job, bool, Any]]) -> None:
+    for job, ok, value in settled:
+        future = job.future
+        if future.done():
+            continue
         if ok:
-            job.future.set_result(value)
+            future.set_result(value)
         else:
-            job.future.set_exception(value)
-
-    try:
-        job.loop.call_soon_threadsafe(resolve)
-    except RuntimeError:  # the caller's loop is closed: nobody is waiting
-        pass
+            future.set_exception(value)
+            # Read at once: a caller that stopped waiting (a timeout) leaves it unread, which is no error.
+            future.exception()
