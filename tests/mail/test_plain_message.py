@@ -42,13 +42,21 @@ def _plain(**kw: Any) -> bytes | None:
 
 
 BENCH_TEXT = "The quick brown fox jumps over the lazy dog, again and again.\n" * 7
+LONG_LINE = "The quick brown fox jumps over the lazy dog, again and again. " * 16  # an HTML line, unwrapped
 COMMON = {"sender_address": "docspace@example.com", "sender_display_name": "DocSpace", "to": ["ann@example.org"],
           "subject": "Your document was shared with you", "message_id": "<1.2@example.com>"}
 
 
 @pytest.mark.parametrize(
     "body",
-    [{"text": BENCH_TEXT}, {"html": "<p>Shared</p>"}, {"text": BENCH_TEXT, "html": "<p>Shared</p>\n<p>again</p>"}],
+    [
+        {"text": BENCH_TEXT},
+        {"html": "<p>Shared</p>"},
+        {"text": BENCH_TEXT, "html": "<p>Shared</p>\n<p>again</p>"},
+        {"text": LONG_LINE, "html": f'<p class="note">{LONG_LINE * 2}</p>'},  # quoted-printable, both parts
+        {"text": "y" * 79},
+        {"html": (f'<a href="https://example.com/doc?id=1&amp;x=2">{LONG_LINE}</a>\n' * 12)},  # more than ten lines
+    ],
 )
 def test_the_common_message_is_written_directly_as_the_email_package_writes_it(body: dict[str, str]) -> None:
     assert _plain(**COMMON, **body) is not None
@@ -67,7 +75,8 @@ def test_the_common_message_is_written_directly_as_the_email_package_writes_it(b
         {"to": ["ann@bücher.example"]},  # SMTPUTF8 or IDNA
         {"to": ['"ann smith"@example.org']},  # quoted local part
         {"text": "é"},  # quoted-printable or base64
-        {"text": "y" * 79},  # a line too long for 7bit
+        {"text": "\x00" * 79},  # a line too long for 7bit, which base64 writes shorter than quoted-printable
+        {"html": "=" * 40 + "\n" + "y" * 80},  # the same, decided on the first ten lines
         {"message_id": "no-angle@brackets"},
     ],
 )
@@ -92,6 +101,8 @@ _texts = st.one_of(
     st.none(),
     st.lists(st.sampled_from(list("ab -=\r\n\t\x0b\x00é<>") + ["From ", "--", "===============", "=?x?="]), max_size=30).map("".join),
     st.integers(70, 90).map(lambda n: "z" * n + "\n"),
+    # long lines (quoted-printable or base64), more or fewer than the ten the email package samples
+    st.lists(st.text(alphabet=st.sampled_from(list("ab =.\t<>\x00\x7f\r")), max_size=160), min_size=1, max_size=14).map("\n".join),
 )
 
 
@@ -165,3 +176,26 @@ def test_plain_shaped_input_is_written_directly_and_identically(
     ):
         # the shape this module exists for is taken directly, not declined
         assert plain_message(**kw) is not None or any(len(v) > 60 for v in (sender, name, *to, *cc, reply_to or ""))
+
+
+_long_lines = st.text(alphabet=st.sampled_from(list("abZ09 .,<>/\"'=:;")), min_size=79, max_size=300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.one_of(st.none(), st.lists(st.one_of(_long_lines, _plain_lines), min_size=1, max_size=14).map("\n".join)),
+    html=st.one_of(st.none(), st.lists(st.one_of(_long_lines, _plain_lines), min_size=1, max_size=14).map("\r\n".join)),
+)
+def test_long_lines_are_quoted_printable_as_the_email_package_makes_them(text: str | None, html: str | None) -> None:
+    kw: dict[str, Any] = {**COMMON, "cc": [], "bcc": [], "reply_to": None, "text": text, "html": html}
+    full, direct = _both(**kw)
+    assert direct == full
+    bodies = [b for b in (text, html) if b is not None]
+    if bodies and all(b.count("=") * 3 < len(b) // 4 and _printable(b) for b in bodies):
+        # mostly letters, no control characters: quoted-printable is the shorter, and written directly
+        assert plain_message(**kw) is not None
+
+
+def _printable(body: str) -> bool:
+    """No character that quoted-printable writes as three (control characters but tab and line breaks)."""
+    return all(c.isprintable() or c in "\t\r\n" for c in body)
