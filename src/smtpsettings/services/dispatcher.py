@@ -766,6 +766,10 @@ class Dispatcher:
         """
         self._outcomes.append((transition, recorded))
         self._outcomes_wake = self._outcomes_wake or wake
+        self._record_soon()
+
+    def _record_soon(self) -> None:
+        """Make sure a recorder is running to write the queued outcomes."""
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.get_running_loop().create_task(self._record_outcomes())
 
@@ -775,14 +779,16 @@ class Dispatcher:
         wake, self._outcomes_wake = self._outcomes_wake, False
         return batch, wake
 
-    def _requeue(self, batch: list[_Outcome], wake: bool) -> None:
-        """Outcomes whose write failed go back first in the queue, for the recorder to write."""
-        if not batch:
-            return
+    def _put_back(self, batch: list[_Outcome], wake: bool) -> None:
+        """Outcomes whose write failed go back first in the queue."""
         self._outcomes = batch + self._outcomes
         self._outcomes_wake = self._outcomes_wake or wake
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.get_running_loop().create_task(self._record_outcomes())
+
+    def _requeue(self, batch: list[_Outcome], wake: bool) -> None:
+        """Outcomes whose write (a claim's transaction) failed go back, for the recorder to write."""
+        if batch:
+            self._put_back(batch, wake)
+            self._record_soon()
 
     def _recorded(self, batch: list[_Outcome], results: list[bool], wake: bool) -> None:
         """Outcomes are written: count and log those that changed their message, and free their room."""
@@ -820,8 +826,7 @@ class Dispatcher:
                     self._in_flight -= len(batch)
                     self._notice()
                     continue
-                self._outcomes = batch + self._outcomes
-                self._outcomes_wake = self._outcomes_wake or wake
+                self._put_back(batch, wake)
                 await asyncio.sleep(delay)
                 continue
             self._recorded(batch, results, wake)
