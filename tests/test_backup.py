@@ -24,16 +24,20 @@ def test_a_backup_taken_while_the_server_saves_restores_the_settings_and_their_p
         with portal.client(Role.ADMIN) as c:
             assert c.post(SETTINGS, json=VALID_SETTINGS).status_code == 200
         stop = threading.Event()
+        saving = threading.Event()
         saves: list[int] = []
 
         def keep_saving() -> None:
             with portal.client(Role.ADMIN) as c:
                 while not stop.is_set():
                     saves.append(c.post(SETTINGS, json={**VALID_SETTINGS, "port": 2000 + len(saves) % 1000}).status_code)
+                    saving.set()
 
         writer = threading.Thread(target=keep_saving)
         writer.start()
         try:
+            # Saves under way before the backup starts: a quick backup could otherwise end before the first.
+            assert saving.wait(30), "the server answered no save"
             backup = tmp_path / "backup"
             result = run(server.data_dir, "backup", str(backup))
         finally:
